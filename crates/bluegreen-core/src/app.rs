@@ -1,0 +1,176 @@
+//! Apps and environments, with names validated up front.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The longest app or environment name. Names end up in resource names on every
+/// platform (`web-production-v007`), so they are kept short and plain.
+pub const MAX_NAME_LEN: usize = 30;
+
+fn validate_name(field: &str, name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "`{name}` is {} characters long, the most is {MAX_NAME_LEN}",
+                name.len()
+            ),
+        ));
+    }
+    if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+        return Err(Error::invalid(
+            field,
+            format!("`{name}` must start with a lowercase letter"),
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
+        return Err(Error::invalid(
+            field,
+            format!("`{name}` contains {c:?}; use lowercase letters, digits and `-`"),
+        ));
+    }
+    if name.ends_with('-') || name.contains("--") {
+        return Err(Error::invalid(
+            field,
+            format!("`{name}` must not end with `-` or contain `--`"),
+        ));
+    }
+    Ok(())
+}
+
+/// What is deployed: a name in an environment (`web` in `production`).
+///
+/// ```
+/// use bluegreen_core::App;
+/// let app = App::new("web", "production").unwrap();
+/// assert_eq!(app.to_string(), "web.production");
+/// assert_eq!(app.slug(), "web-production");
+/// assert!(App::new("Web", "production").is_err());
+/// ```
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "AppParts", into = "AppParts")]
+pub struct App {
+    name: String,
+    environment: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct AppParts {
+    name: String,
+    environment: String,
+}
+
+impl TryFrom<AppParts> for App {
+    type Error = Error;
+    fn try_from(p: AppParts) -> Result<Self> {
+        App::new(p.name, p.environment)
+    }
+}
+
+impl From<App> for AppParts {
+    fn from(a: App) -> Self {
+        AppParts {
+            name: a.name,
+            environment: a.environment,
+        }
+    }
+}
+
+impl App {
+    /// An app, or [`Error::Invalid`] naming `app.name` or `app.environment`. Names are
+    /// 1 to 30 lowercase letters, digits and single `-`, starting with a letter.
+    pub fn new(name: impl Into<String>, environment: impl Into<String>) -> Result<Self> {
+        let name = name.into();
+        let environment = environment.into();
+        validate_name("app.name", &name)?;
+        validate_name("app.environment", &environment)?;
+        Ok(App { name, environment })
+    }
+
+    /// The app's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The environment's name.
+    pub fn environment(&self) -> &str {
+        &self.environment
+    }
+
+    /// `name-environment`: the prefix of every resource name of this app.
+    pub fn slug(&self) -> String {
+        format!("{}-{}", self.name, self.environment)
+    }
+}
+
+impl fmt::Display for App {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.name, self.environment)
+    }
+}
+
+impl fmt::Debug for App {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "App({self})")
+    }
+}
+
+impl FromStr for App {
+    type Err = Error;
+    /// Parses `name.environment`.
+    fn from_str(s: &str) -> Result<Self> {
+        let (name, env) = s
+            .split_once('.')
+            .ok_or_else(|| Error::invalid("app", format!("`{s}` is not `name.environment`")))?;
+        App::new(name, env)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_names_name_the_field() {
+        let cases = [
+            ("", "prod", "app.name", "must not be empty"),
+            ("web", "", "app.environment", "must not be empty"),
+            ("Web", "prod", "app.name", "lowercase letter"),
+            ("web_1", "prod", "app.name", "contains '_'"),
+            ("web-", "prod", "app.name", "must not end"),
+            ("1web", "prod", "app.name", "start with"),
+            ("web", &"p".repeat(31), "app.environment", "31 characters"),
+        ];
+        for (name, env, field, reason) in cases {
+            match App::new(name, env) {
+                Err(Error::Invalid {
+                    field: f,
+                    reason: r,
+                }) => {
+                    assert_eq!(f, field, "{name}.{env}");
+                    assert!(r.contains(reason), "{r} lacks {reason}");
+                }
+                other => panic!("{name}.{env}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn parses_and_round_trips() {
+        let app: App = "api.staging".parse().unwrap();
+        assert_eq!(app.name(), "api");
+        let json = serde_json::to_string(&app).unwrap();
+        assert_eq!(serde_json::from_str::<App>(&json).unwrap(), app);
+        assert!(serde_json::from_str::<App>(r#"{"name":"A","environment":"x"}"#).is_err());
+    }
+}

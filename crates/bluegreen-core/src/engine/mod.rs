@@ -1,0 +1,553 @@
+//! The blue/green engine: one algorithm for every platform.
+//!
+//! # Expected flow
+//! A [`Engine::deploy`] runs these steps, each announced by an [`Event`] and a
+//! `tracing` span:
+//!
+//! 1. **validate** the request: bad input is [`Error::Invalid`] before any platform
+//!    call;
+//! 2. take the app's **lock** (a lease, renewed while the deployment runs);
+//! 3. **observe** the platform: groups from the fleet, routes from the router;
+//! 4. **prepare the image**: build or resolve it to an immutable id;
+//! 5. **launch** group `v(N+1)`, or adopt the newest group when it runs the same
+//!    release (an earlier run of this deployment was interrupted);
+//! 6. **wait healthy**: every instance healthy, within `health_timeout`;
+//! 7. **attach** it to the router without traffic, then **verify**: the user's
+//!    checks against the new group alone;
+//! 8. **promote**: one atomic switch (blue/green) or weighted steps, each confirmed,
+//!    baked and analysed (canary, where the router weighs);
+//! 9. **confirm** at the router that the new group serves all traffic;
+//! 10. **drain** the groups that lose traffic and **retire**: keep the last `keep`
+//!     groups warm, destroy older ones, remove images beyond retention.
+//!
+//! [`Engine::prepare`] runs 1 to 7 and [`Engine::promote`] 2, 3 and 8 to 10, for a
+//! manual promotion.
+//!
+//! # Guarantees
+//! - A failure before the promotion is confirmed rolls back on its own: traffic
+//!   returns to the table observed at the start, the new group is destroyed (kept
+//!   with [`EngineOptions::keep_failed`]), and the error is an [`Error::Step`] naming
+//!   the step and the cause, with `rolled_back` telling whether the restore worked.
+//! - Traffic only moves to a group whose instances the fleet reports healthy and
+//!   whose members the router reports healthy.
+//! - Only resources carrying bluegreen's labels are changed or destroyed.
+//! - Running the same deployment again after an interruption converges: the same
+//!   release's group is adopted and finished, or found live and left as it is.
+//! - Every wait is bounded by [`EngineOptions`], with an [`Error::Timeout`] that
+//!   says what was awaited.
+//!
+//! # Assumptions
+//! - Providers keep their trait's `# Behavior` contract: idempotent launch and
+//!   destroy, atomic route changes, labels given back unchanged. The testkit's
+//!   conformance suite checks it.
+//! - All deployments of an app share one [`Lock`]; the default, [`MemoryLock`],
+//!   excludes deployments in one process only.
+//!
+//! # Caveats
+//! - A dropped deployment future behaves like a dead process: it stops renewing
+//!   the lock, whose lease then expires; run the deployment again to converge.
+//! - A failure after the switch (drain or retire) leaves the new group serving and
+//!   is reported with `rolled_back == false`; running again finishes the retirement.
+
+mod held_lock;
+mod observe;
+mod options;
+mod prepare;
+mod promote;
+mod report;
+mod request;
+mod retire;
+mod revert;
+mod run;
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+pub use options::EngineOptions;
+pub use report::{DeployReport, GroupStatus, Prepared, RollbackReport, Status};
+pub use request::{CanaryStep, DeployRequest, Strategy};
+
+use held_lock::HeldLock;
+use prepare::Plan;
+use revert::NewGroup;
+use run::Run;
+
+use crate::app::App;
+use crate::error::{Error, Result};
+use crate::event::{Event, EventSink, Step};
+use crate::fleet::Fleet;
+use crate::group::{DeploymentId, Group, GroupId};
+use crate::image::Image;
+use crate::lock::{Lock, LockHolder, MemoryLock};
+use crate::router::Router;
+
+/// Deploys apps with an [`Image`], a [`Fleet`] and a [`Router`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), bluegreen_core::Error> {
+/// use bluegreen_core::{App, DeployRequest, Engine, ImageSource};
+/// use bluegreen_testkit::MemoryPlatform;
+///
+/// let platform = MemoryPlatform::new();
+/// let engine = Engine::new(platform.image(), platform.fleet(), platform.router());
+/// let app = App::new("web", "production")?;
+///
+/// let v1 = engine.deploy(&DeployRequest::new(app.clone(), ImageSource::Reference("web:1".into())).size(3)).await?;
+/// let v2 = engine.deploy(&DeployRequest::new(app.clone(), ImageSource::Reference("web:2".into())).size(3)).await?;
+/// assert_eq!(v2.previous, Some(v1.live.clone()));
+/// assert_eq!(v2.kept_warm, vec![v1.live.clone()]);
+///
+/// let back = engine.rollback(&app).await?;
+/// assert_eq!(back.to, v1.live);
+/// # Ok(())
+/// # }
+/// ```
+pub struct Engine {
+    image: Arc<dyn Image>,
+    fleet: Arc<dyn Fleet>,
+    router: Arc<dyn Router>,
+    lock: Arc<dyn Lock>,
+    options: EngineOptions,
+    events: EventSink,
+}
+
+impl Engine {
+    /// An engine over three providers, with default options and a [`MemoryLock`].
+    pub fn new(
+        image: impl Image + 'static,
+        fleet: impl Fleet + 'static,
+        router: impl Router + 'static,
+    ) -> Self {
+        Engine::from_arcs(Arc::new(image), Arc::new(fleet), Arc::new(router))
+    }
+
+    /// An engine over shared providers.
+    pub fn from_arcs(
+        image: Arc<dyn Image>,
+        fleet: Arc<dyn Fleet>,
+        router: Arc<dyn Router>,
+    ) -> Self {
+        Engine {
+            image,
+            fleet,
+            router,
+            lock: Arc::new(MemoryLock::new()),
+            options: EngineOptions::default(),
+            events: EventSink::none(),
+        }
+    }
+
+    /// Sets the options.
+    pub fn with_options(mut self, options: EngineOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Sends events to `events`.
+    pub fn with_events(mut self, events: EventSink) -> Self {
+        self.events = events;
+        self
+    }
+
+    /// Uses a shared lock, so that engines sharing it exclude each other.
+    pub fn with_lock(mut self, lock: Arc<dyn Lock>) -> Self {
+        self.lock = lock;
+        self
+    }
+
+    /// The options.
+    pub fn options(&self) -> &EngineOptions {
+        &self.options
+    }
+
+    /// Deploys: prepares a new group and promotes it (see the module docs for the
+    /// steps and guarantees).
+    pub async fn deploy(&self, request: &DeployRequest) -> Result<DeployReport> {
+        let started = Instant::now();
+        self.validate(request)?;
+        let run = self.start(&request.app).await?;
+        let out = async {
+            let observed = run.observe().await?;
+            match run.prepare(request, &observed).await? {
+                Plan::AlreadyLive(group) => {
+                    let retired = run.retire(&group, &observed.routes).await?;
+                    Ok(report(
+                        &request.app,
+                        group.id,
+                        None,
+                        true,
+                        retired,
+                        started,
+                        Default::default(),
+                    ))
+                }
+                Plan::Promote { prepared, baseline } => {
+                    let group = &prepared.group;
+                    let switch = match run
+                        .promote(
+                            group,
+                            &prepared.instances,
+                            &request.strategy,
+                            &request.analysis,
+                            &baseline,
+                        )
+                        .await
+                    {
+                        Ok(t) => t,
+                        Err(e) => {
+                            return Err(run.revert(group, &baseline, NewGroup::Destroy, e).await)
+                        }
+                    };
+                    let retired = run.retire(group, &observed.routes).await?;
+                    let previous = baseline.primary().cloned();
+                    Ok(report(
+                        &request.app,
+                        group.id.clone(),
+                        previous,
+                        false,
+                        retired,
+                        started,
+                        switch,
+                    ))
+                }
+            }
+        }
+        .await;
+        self.finish(run, out).await
+    }
+
+    /// Runs steps 1 to 7 only: the new group ends launched, healthy, verified and
+    /// attached without traffic, ready for [`Engine::promote`]. A failure rolls back
+    /// as in [`Engine::deploy`].
+    pub async fn prepare(&self, request: &DeployRequest) -> Result<Prepared> {
+        self.validate(request)?;
+        let run = self.start(&request.app).await?;
+        let out = async {
+            let observed = run.observe().await?;
+            match run.prepare(request, &observed).await? {
+                Plan::AlreadyLive(group) => Err(Error::conflict(format!(
+                    "{} already serves this release",
+                    group.id
+                ))
+                .at(Step::Launch, true)),
+                Plan::Promote { prepared, .. } => Ok(*prepared),
+            }
+        }
+        .await;
+        self.finish(run, out).await
+    }
+
+    /// Promotes a prepared group (steps 8 to 10): shifts traffic by `strategy`,
+    /// confirms, drains and retires. A failure before the switch is confirmed
+    /// returns traffic to where it was and destroys the group.
+    pub async fn promote(
+        &self,
+        app: &App,
+        group: &GroupId,
+        strategy: &Strategy,
+    ) -> Result<DeployReport> {
+        let started = Instant::now();
+        self.validate_options()?;
+        validate_group_id(app, group)?;
+        strategy.validate()?;
+        let run = self.start(app).await?;
+        let out = async {
+            let observed = run.observe().await?;
+            let target = observed.group(group).cloned().ok_or_else(|| {
+                Error::not_found(format!("group {group}")).at(Step::Observe, true)
+            })?;
+            if observed.routes == crate::RouteTable::single(group.clone()) {
+                let retired = run.retire(&target, &observed.routes).await?;
+                return Ok(report(
+                    app,
+                    target.id,
+                    None,
+                    true,
+                    retired,
+                    started,
+                    Default::default(),
+                ));
+            }
+            let baseline = observed.routes.without(group);
+            let promoted: Result<_> = async {
+                let instances = run
+                    .step(Step::WaitHealthy, run.wait_healthy(&target))
+                    .await?;
+                run.step(
+                    Step::Attach,
+                    run.call("attach", self.router.attach(app, group, &instances)),
+                )
+                .await?;
+                run.promote(&target, &instances, strategy, &[], &baseline)
+                    .await
+            }
+            .await;
+            let switch = match promoted {
+                Ok(t) => t,
+                Err(e) => return Err(run.revert(&target, &baseline, NewGroup::Destroy, e).await),
+            };
+            let retired = run.retire(&target, &observed.routes).await?;
+            Ok(report(
+                app,
+                target.id.clone(),
+                baseline.primary().cloned(),
+                false,
+                retired,
+                started,
+                switch,
+            ))
+        }
+        .await;
+        self.finish(run, out).await
+    }
+
+    /// Goes back one release: routes to the warm group of the live group's previous
+    /// release when it is healthy, or launches a new group from that release when it
+    /// is gone. The group rolled back from stays warm (within `keep`).
+    pub async fn rollback(&self, app: &App) -> Result<RollbackReport> {
+        let started = Instant::now();
+        self.validate_options()?;
+        let run = self.start(app).await?;
+        let out = async {
+            let observed = run.observe().await?;
+            let live = observed.live().cloned().ok_or_else(|| {
+                Error::conflict(format!(
+                    "no group of {app} has traffic: nothing to roll back"
+                ))
+                .at(Step::Observe, true)
+            })?;
+            let previous = live.previous.clone().ok_or_else(|| {
+                Error::conflict(format!(
+                    "{} has no previous release to roll back to",
+                    live.id
+                ))
+                .at(Step::Observe, true)
+            })?;
+            let baseline = observed.routes.clone();
+            let warm = observed
+                .groups
+                .iter()
+                .filter(|g| g.id != live.id && g.release == previous)
+                .max_by_key(|g| g.generation)
+                .cloned();
+            let warm = match warm {
+                Some(g) => {
+                    let instances = run
+                        .call("list instances", self.fleet.instances(app, &g.id))
+                        .await
+                        .map_err(|e| e.at(Step::Observe, true))?;
+                    let ready = instances.iter().filter(|i| i.health.is_healthy()).count();
+                    (ready >= g.release.size as usize).then_some((g, instances))
+                }
+                None => None,
+            };
+            let (target, instances, relaunched) = match warm {
+                Some((g, instances)) => {
+                    run.step(
+                        Step::Attach,
+                        run.call("attach", self.router.attach(app, &g.id, &instances)),
+                    )
+                    .await
+                    .map_err(|e| e.at(Step::Attach, true))?;
+                    (g, instances, false)
+                }
+                None => {
+                    let group = Group::new(
+                        app.clone(),
+                        observed.next_generation(),
+                        previous,
+                        run.deployment.clone(),
+                        Some(live.release.clone()),
+                    );
+                    match run.bring_up(&group, &[]).await {
+                        Ok((instances, _)) => (group, instances, true),
+                        Err(e) => {
+                            return Err(run.revert(&group, &baseline, NewGroup::Destroy, e).await)
+                        }
+                    }
+                }
+            };
+            let new_group = if relaunched {
+                NewGroup::Destroy
+            } else {
+                NewGroup::Leave
+            };
+            if let Err(e) = run
+                .promote(&target, &instances, &Strategy::BlueGreen, &[], &baseline)
+                .await
+            {
+                return Err(run.revert(&target, &baseline, new_group, e).await);
+            }
+            run.retire(&target, &observed.routes).await?;
+            Ok(RollbackReport {
+                app: app.clone(),
+                from: live.id,
+                to: target.id,
+                relaunched,
+                elapsed: started.elapsed(),
+            })
+        }
+        .await;
+        self.finish(run, out).await
+    }
+
+    /// The app's groups with their instances' health, and its routes. Takes no lock
+    /// and changes nothing.
+    pub async fn status(&self, app: &App) -> Result<Status> {
+        let mut groups = self.fleet.groups(app).await?;
+        let routes = self.router.routes(app).await?;
+        groups.sort_by_key(|g| std::cmp::Reverse(g.generation));
+        let mut out = Vec::with_capacity(groups.len());
+        for group in groups {
+            let instances = self.fleet.instances(app, &group.id).await?;
+            out.push(GroupStatus {
+                weight: routes.weight(&group.id),
+                group,
+                instances,
+            });
+        }
+        Ok(Status {
+            app: app.clone(),
+            routes,
+            groups: out,
+        })
+    }
+
+    fn validate_options(&self) -> Result<()> {
+        self.options.validate()
+    }
+
+    fn validate(&self, request: &DeployRequest) -> Result<()> {
+        self.events.emit(Event::StepStarted {
+            step: Step::Validate,
+        });
+        let started = Instant::now();
+        self.validate_options()?;
+        request.validate()?;
+        self.events.emit(Event::StepFinished {
+            step: Step::Validate,
+            elapsed: started.elapsed(),
+        });
+        Ok(())
+    }
+
+    async fn start<'a>(&'a self, app: &'a App) -> Result<Run<'a>> {
+        let deployment = DeploymentId::random();
+        self.events.emit(Event::Started {
+            app: app.clone(),
+            deployment: deployment.clone(),
+        });
+        self.events.emit(Event::StepStarted { step: Step::Lock });
+        let started = Instant::now();
+        let lock = HeldLock::acquire(
+            self.lock.clone(),
+            app,
+            LockHolder::new(deployment.to_string()),
+            self.options.lock_lease,
+            self.options.lock_wait,
+        )
+        .await
+        .inspect_err(|e| {
+            self.events.emit(Event::Failed {
+                error: e.to_string(),
+            })
+        })?;
+        self.events.emit(Event::StepFinished {
+            step: Step::Lock,
+            elapsed: started.elapsed(),
+        });
+        Ok(Run {
+            engine: self,
+            app,
+            deployment,
+            lock,
+        })
+    }
+
+    async fn finish<T: Finished>(&self, run: Run<'_>, out: Result<T>) -> Result<T> {
+        run.lock.release().await;
+        match &out {
+            Ok(done) => self.events.emit(Event::Finished {
+                group: done.live().clone(),
+                elapsed: done.elapsed(),
+            }),
+            Err(e) => self.events.emit(Event::Failed {
+                error: e.to_string(),
+            }),
+        }
+        out
+    }
+}
+
+/// What an operation ends with, for the `Finished` event.
+trait Finished {
+    fn live(&self) -> &GroupId;
+    fn elapsed(&self) -> std::time::Duration;
+}
+
+impl Finished for DeployReport {
+    fn live(&self) -> &GroupId {
+        &self.live
+    }
+    fn elapsed(&self) -> std::time::Duration {
+        self.elapsed
+    }
+}
+
+impl Finished for RollbackReport {
+    fn live(&self) -> &GroupId {
+        &self.to
+    }
+    fn elapsed(&self) -> std::time::Duration {
+        self.elapsed
+    }
+}
+
+impl Finished for Prepared {
+    fn live(&self) -> &GroupId {
+        &self.group.id
+    }
+    fn elapsed(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+}
+
+fn report(
+    app: &App,
+    live: GroupId,
+    previous: Option<GroupId>,
+    unchanged: bool,
+    retired: retire::Retired,
+    started: Instant,
+    switch_time: std::time::Duration,
+) -> DeployReport {
+    DeployReport {
+        app: app.clone(),
+        live,
+        previous,
+        unchanged,
+        kept_warm: retired.kept_warm,
+        destroyed: retired.destroyed,
+        images_removed: retired.images_removed,
+        elapsed: started.elapsed(),
+        switch_time,
+    }
+}
+
+/// A group id of `app` is `app-environment-vNNN`.
+fn validate_group_id(app: &App, group: &GroupId) -> Result<()> {
+    let prefix = format!("{}-v", app.slug());
+    let ok = group
+        .as_str()
+        .strip_prefix(&prefix)
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    if !ok {
+        return Err(Error::invalid(
+            "group",
+            format!("`{group}` is not a group of {app} (`{prefix}NNN`)"),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,293 @@
+//! What a deployment asks for: the app, the image source, the release's
+//! configuration, the strategy and the checks.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::app::App;
+use crate::check::Check;
+use crate::error::{Error, Result};
+use crate::image::{ImageId, ImageSource};
+use crate::release::{validate_env, Release, MAX_SIZE};
+
+/// One weighted step of a canary: give the new group `weight` percent, then wait
+/// `bake` and run the analysis checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CanaryStep {
+    /// The new group's share, 1 to 99. The final switch to 100 is implicit.
+    pub weight: u8,
+    /// How long to watch this step before the next.
+    pub bake: Duration,
+}
+
+/// How traffic moves to the new group.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Default)]
+pub enum Strategy {
+    /// One atomic switch of all traffic.
+    #[default]
+    BlueGreen,
+    /// Weighted steps, each watched, then the switch of the rest. On a router
+    /// without weighted routing the engine switches in one step and says so with an
+    /// [`Event::StrategyAdapted`](crate::Event::StrategyAdapted).
+    Canary {
+        /// The steps, with strictly growing weights.
+        steps: Vec<CanaryStep>,
+        /// Roll back when the new group's share of 5xx responses, as the router
+        /// counts them, passes this fraction (0.0 to 1.0) after a step.
+        max_error_rate: Option<f64>,
+    },
+}
+
+impl Strategy {
+    /// A canary through `weights` percent, watching each step for `bake`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use bluegreen_core::Strategy;
+    /// let s = Strategy::canary([10, 50], Duration::from_secs(60));
+    /// assert!(matches!(s, Strategy::Canary { ref steps, .. } if steps.len() == 2));
+    /// ```
+    pub fn canary(weights: impl IntoIterator<Item = u8>, bake: Duration) -> Self {
+        Strategy::Canary {
+            steps: weights
+                .into_iter()
+                .map(|weight| CanaryStep { weight, bake })
+                .collect(),
+            max_error_rate: None,
+        }
+    }
+
+    /// Sets the error-rate bound of a canary (no effect on blue/green).
+    pub fn with_max_error_rate(mut self, rate: f64) -> Self {
+        if let Strategy::Canary { max_error_rate, .. } = &mut self {
+            *max_error_rate = Some(rate);
+        }
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        let Strategy::Canary {
+            steps,
+            max_error_rate,
+        } = self
+        else {
+            return Ok(());
+        };
+        if steps.is_empty() {
+            return Err(Error::invalid(
+                "strategy.steps",
+                "a canary needs at least one step",
+            ));
+        }
+        let mut last = 0;
+        for (i, step) in steps.iter().enumerate() {
+            let field = format!("strategy.steps[{i}].weight");
+            if step.weight == 0 || step.weight >= 100 {
+                return Err(Error::invalid(
+                    field,
+                    format!(
+                        "{} is not between 1 and 99 (the switch to 100 comes last on its own)",
+                        step.weight
+                    ),
+                ));
+            }
+            if step.weight <= last {
+                return Err(Error::invalid(
+                    field,
+                    format!(
+                        "{} does not grow from the step before ({last})",
+                        step.weight
+                    ),
+                ));
+            }
+            last = step.weight;
+        }
+        if let Some(rate) = max_error_rate {
+            if !(0.0..=1.0).contains(rate) {
+                return Err(Error::invalid(
+                    "strategy.max_error_rate",
+                    format!("{rate} is not a fraction between 0.0 and 1.0"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A deployment of an app: where the image comes from, how the release is
+/// configured, how traffic moves and what is checked.
+///
+/// ```
+/// use bluegreen_core::{App, DeployRequest, ImageSource};
+/// let request = DeployRequest::new(
+///     App::new("web", "production").unwrap(),
+///     ImageSource::Reference("web:v2".into()),
+/// )
+/// .size(3)
+/// .env("RUST_LOG", "info");
+/// assert_eq!(request.size, 3);
+/// ```
+#[non_exhaustive]
+#[derive(Clone)]
+pub struct DeployRequest {
+    /// The app.
+    pub app: App,
+    /// Where the image comes from.
+    pub source: ImageSource,
+    /// The release's environment variables.
+    pub env: BTreeMap<String, String>,
+    /// How many instances. Default 1.
+    pub size: u32,
+    /// Provider-specific instance settings.
+    pub settings: BTreeMap<String, String>,
+    /// How traffic moves.
+    pub strategy: Strategy,
+    /// Checks run against the new group alone, before it gets traffic.
+    pub verify: Vec<Arc<dyn Check>>,
+    /// Checks run after each canary step.
+    pub analysis: Vec<Arc<dyn Check>>,
+}
+
+impl DeployRequest {
+    /// A blue/green deployment of one instance of `source`.
+    pub fn new(app: App, source: ImageSource) -> Self {
+        DeployRequest {
+            app,
+            source,
+            env: BTreeMap::new(),
+            size: 1,
+            settings: BTreeMap::new(),
+            strategy: Strategy::BlueGreen,
+            verify: Vec::new(),
+            analysis: Vec::new(),
+        }
+    }
+
+    /// Sets the size.
+    pub fn size(mut self, size: u32) -> Self {
+        self.size = size;
+        self
+    }
+
+    /// Adds an environment variable.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.insert(key.into(), value.into());
+        self
+    }
+
+    /// Adds an instance setting.
+    pub fn setting(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.settings.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets the strategy.
+    pub fn strategy(mut self, strategy: Strategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    /// Adds a verify check.
+    pub fn verify(mut self, check: Arc<dyn Check>) -> Self {
+        self.verify.push(check);
+        self
+    }
+
+    /// Adds an analysis check (after each canary step).
+    pub fn analysis(mut self, check: Arc<dyn Check>) -> Self {
+        self.analysis.push(check);
+        self
+    }
+
+    /// The release this request gives once its image is `image`.
+    pub fn release(&self, image: ImageId) -> Release {
+        Release {
+            image,
+            env: self.env.clone(),
+            size: self.size,
+            settings: self.settings.clone(),
+        }
+    }
+
+    /// Checks everything that can be checked without the platform.
+    pub fn validate(&self) -> Result<()> {
+        if self.size == 0 {
+            return Err(Error::invalid("size", "must be at least 1"));
+        }
+        if self.size > MAX_SIZE {
+            return Err(Error::invalid(
+                "size",
+                format!("{} is more than the most, {MAX_SIZE}", self.size),
+            ));
+        }
+        validate_env(&self.env)?;
+        if let Some(key) = self.settings.keys().find(|k| k.trim().is_empty()) {
+            return Err(Error::invalid(
+                format!("settings.{key:?}"),
+                "a setting has an empty name",
+            ));
+        }
+        validate_source(&self.source)?;
+        self.strategy.validate()?;
+        let mut names = std::collections::BTreeSet::new();
+        for check in self.verify.iter().chain(&self.analysis) {
+            if check.name().trim().is_empty() {
+                return Err(Error::invalid("verify", "a check has an empty name"));
+            }
+            if !names.insert(check.name().to_owned()) {
+                return Err(Error::invalid(
+                    format!("verify.{}", check.name()),
+                    "two checks have this name",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn validate_source(source: &ImageSource) -> Result<()> {
+    let empty = match source {
+        ImageSource::Id(id) => id.as_str().trim().is_empty(),
+        ImageSource::Reference(r) => r.trim().is_empty(),
+        ImageSource::Artifact(p) => p.as_os_str().is_empty(),
+        ImageSource::Build { context, .. } => context.as_os_str().is_empty(),
+        ImageSource::SourceUrl(u) => {
+            if !(u.starts_with("https://") || u.starts_with("http://")) {
+                return Err(Error::invalid(
+                    "source",
+                    format!("`{u}` is not an http(s) URL"),
+                ));
+            }
+            false
+        }
+        ImageSource::Bake { base, .. } => base.trim().is_empty(),
+    };
+    if empty {
+        return Err(Error::invalid("source", "must not be empty"));
+    }
+    Ok(())
+}
+
+impl fmt::Debug for DeployRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeployRequest")
+            .field("app", &self.app)
+            .field("source", &self.source)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("size", &self.size)
+            .field("settings", &self.settings)
+            .field("strategy", &self.strategy)
+            .field(
+                "verify",
+                &self.verify.iter().map(|c| c.name()).collect::<Vec<_>>(),
+            )
+            .field(
+                "analysis",
+                &self.analysis.iter().map(|c| c.name()).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}

@@ -1,0 +1,74 @@
+//! The [`Fleet`] trait: launches, lists and destroys groups of instances.
+
+use async_trait::async_trait;
+
+use crate::app::App;
+use crate::capabilities::Capabilities;
+use crate::error::Result;
+use crate::group::{Group, GroupId};
+use crate::instance::Instance;
+
+/// Runs groups of instances on a platform.
+///
+/// Providers write only these primitives; waiting for health, retries and timeouts
+/// live in the engine and in wrappers.
+#[async_trait]
+pub trait Fleet: Send + Sync {
+    /// What the fleet can do (its batch size).
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+
+    /// Launches `group.release.size` instances of `group`, each carrying
+    /// [`Group::labels`], and returns without waiting for them to become healthy.
+    ///
+    /// # Behavior
+    /// - Idempotent by group id: launching a group that exists with the same record
+    ///   starts only the instances it lacks (none when it is complete) and succeeds.
+    /// - A group id that exists with another record is
+    ///   [`Error::Conflict`](crate::Error::Conflict).
+    /// - An image the platform does not have is
+    ///   [`Error::NotFound`](crate::Error::NotFound).
+    /// - On failure, the instances already started stay labelled, so that
+    ///   [`Fleet::destroy`] removes them.
+    async fn launch(&self, group: &Group) -> Result<()>;
+
+    /// The groups of `app` that carry bluegreen's labels, in any order.
+    ///
+    /// # Behavior
+    /// An app with no group gives an empty list. Resources without bluegreen's labels
+    /// are never listed, whatever their names.
+    async fn groups(&self, app: &App) -> Result<Vec<Group>>;
+
+    /// The instances of a group with their health, as the platform reports them.
+    ///
+    /// # Behavior
+    /// A group that does not exist is [`Error::NotFound`](crate::Error::NotFound).
+    async fn instances(&self, app: &App, group: &GroupId) -> Result<Vec<Instance>>;
+
+    /// Destroys a group and all its instances, gracefully where the platform allows.
+    ///
+    /// # Behavior
+    /// - Idempotent: destroying a missing group succeeds.
+    /// - Touches only resources with bluegreen's labels for this group.
+    async fn destroy(&self, app: &App, group: &GroupId) -> Result<()>;
+}
+
+#[async_trait]
+impl<T: Fleet + ?Sized> Fleet for std::sync::Arc<T> {
+    fn capabilities(&self) -> Capabilities {
+        (**self).capabilities()
+    }
+    async fn launch(&self, group: &Group) -> Result<()> {
+        (**self).launch(group).await
+    }
+    async fn groups(&self, app: &App) -> Result<Vec<Group>> {
+        (**self).groups(app).await
+    }
+    async fn instances(&self, app: &App, group: &GroupId) -> Result<Vec<Instance>> {
+        (**self).instances(app, group).await
+    }
+    async fn destroy(&self, app: &App, group: &GroupId) -> Result<()> {
+        (**self).destroy(app, group).await
+    }
+}

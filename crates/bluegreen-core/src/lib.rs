@@ -1,0 +1,64 @@
+//! The core of bluegreen: the model, the [`Image`], [`Fleet`] and [`Router`] traits
+//! that providers implement, and the blue/green [`Engine`] that drives them.
+//!
+//! Immutable infrastructure: never repair a running server. Build a new image,
+//! launch a new group from it, test it alone, move the traffic, retire the old one,
+//! and be able to go back in seconds.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), bluegreen_core::Error> {
+//! use bluegreen_core::{App, DeployRequest, Engine, ImageSource};
+//! use bluegreen_testkit::MemoryPlatform;
+//!
+//! let platform = MemoryPlatform::new();
+//! let engine = Engine::new(platform.image(), platform.fleet(), platform.router());
+//! let app = App::new("web", "production")?;
+//! let report = engine
+//!     .deploy(&DeployRequest::new(app.clone(), ImageSource::Reference("web:1".into())).size(2))
+//!     .await?;
+//! assert_eq!(report.live.as_str(), "web-production-v001");
+//! let status = engine.status(&app).await?;
+//! assert_eq!(status.live().unwrap().healthy(), 2);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Providers implement the three traits and run the testkit's conformance suite
+//! from their own tests.
+#![deny(missing_docs)]
+
+mod app;
+mod capabilities;
+mod check;
+mod engine;
+mod error;
+mod event;
+mod fleet;
+mod group;
+mod id;
+mod image;
+mod instance;
+pub mod labels;
+mod lock;
+mod release;
+mod route;
+mod router;
+
+pub use app::{App, MAX_NAME_LEN};
+pub use capabilities::Capabilities;
+pub use check::{check_fn, Check, CheckTarget};
+pub use engine::{
+    CanaryStep, DeployReport, DeployRequest, Engine, EngineOptions, GroupStatus, Prepared,
+    RollbackReport, Status, Strategy,
+};
+pub use error::{BoxError, Error, ErrorKind, Result};
+pub use event::{Event, EventSink, Step};
+pub use fleet::Fleet;
+pub use group::{DeploymentId, Generation, Group, GroupId};
+pub use image::{Image, ImageId, ImageRef, ImageSource};
+pub use instance::{Health, Instance, InstanceId};
+pub use lock::{Lock, LockHolder, MemoryLock};
+pub use release::{Release, ReleaseId, MAX_SIZE};
+pub use route::RouteTable;
+pub use router::{Attachment, Router, Serving};

@@ -1,0 +1,151 @@
+//! Releases: an image plus its configuration and size.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::id::string_id;
+use crate::image::ImageId;
+
+string_id!(
+    /// A release's content hash: the same image, configuration and size always give
+    /// the same id, so that a deployment run again finds its own group.
+    ReleaseId
+);
+
+/// What a group runs: an image, its environment, its size and instance settings.
+/// A rollback restores all of it.
+///
+/// `Debug` shows the environment's keys, never its values (they are often secrets).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    /// The immutable image.
+    pub image: ImageId,
+    /// Environment variables given to every instance.
+    pub env: BTreeMap<String, String>,
+    /// How many instances the group has.
+    pub size: u32,
+    /// Provider-specific instance settings (`instance_type`, `memory`, `command`, ...).
+    /// Each provider documents the keys it reads and rejects the ones it does not know.
+    pub settings: BTreeMap<String, String>,
+}
+
+/// The largest group a release may ask for.
+pub const MAX_SIZE: u32 = 100_000;
+
+impl Release {
+    /// A release of `image` with `size` instances and no configuration.
+    pub fn new(image: ImageId, size: u32) -> Self {
+        Release {
+            image,
+            env: BTreeMap::new(),
+            size,
+            settings: BTreeMap::new(),
+        }
+    }
+
+    /// Adds an environment variable.
+    pub fn with_env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.insert(key.into(), value.into());
+        self
+    }
+
+    /// Adds an instance setting.
+    pub fn with_setting(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.settings.insert(key.into(), value.into());
+        self
+    }
+
+    /// The content hash: 16 hex digits of a SHA-256 over the canonical JSON form.
+    pub fn id(&self) -> ReleaseId {
+        let json = serde_json::to_vec(self).expect("a release always serializes");
+        let digest = Sha256::digest(json);
+        let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        ReleaseId::new(hex)
+    }
+
+    /// Checks the size and the environment's keys.
+    pub fn validate(&self) -> Result<()> {
+        if self.size == 0 {
+            return Err(Error::invalid("size", "must be at least 1"));
+        }
+        if self.size > MAX_SIZE {
+            return Err(Error::invalid(
+                "size",
+                format!("{} is more than the most, {MAX_SIZE}", self.size),
+            ));
+        }
+        validate_env(&self.env)
+    }
+}
+
+/// Checks environment variable names: not empty, no `=` and no NUL.
+pub(crate) fn validate_env(env: &BTreeMap<String, String>) -> Result<()> {
+    for (key, value) in env {
+        if key.is_empty() {
+            return Err(Error::invalid("env", "a variable has an empty name"));
+        }
+        if key.contains('=') || key.contains('\0') {
+            return Err(Error::invalid(
+                format!("env.{key}"),
+                "a variable name must not contain `=` or NUL",
+            ));
+        }
+        if value.contains('\0') {
+            return Err(Error::invalid(
+                format!("env.{key}"),
+                "a value must not contain NUL",
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl fmt::Debug for Release {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Release")
+            .field("image", &self.image)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("size", &self.size)
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_follows_content() {
+        let a = Release::new("img-1".into(), 3).with_env("A", "1");
+        let b = Release::new("img-1".into(), 3).with_env("A", "1");
+        let c = Release::new("img-1".into(), 3).with_env("A", "2");
+        assert_eq!(a.id(), b.id());
+        assert_ne!(a.id(), c.id());
+        assert_eq!(a.id().as_str().len(), 16);
+    }
+
+    #[test]
+    fn debug_hides_values() {
+        let r = Release::new("img".into(), 1).with_env("DATABASE_PASSWORD", "hunter2");
+        let text = format!("{r:?}");
+        assert!(text.contains("DATABASE_PASSWORD"));
+        assert!(!text.contains("hunter2"));
+    }
+
+    #[test]
+    fn size_and_env_are_checked() {
+        assert!(matches!(
+            Release::new("i".into(), 0).validate(),
+            Err(Error::Invalid { field, .. }) if field == "size"
+        ));
+        assert!(matches!(
+            Release::new("i".into(), 1).with_env("A=B", "x").validate(),
+            Err(Error::Invalid { field, .. }) if field == "env.A=B"
+        ));
+    }
+}
