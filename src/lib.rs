@@ -1,1 +1,39 @@
-//! x
+//! bluegreen: immutable infrastructure deployments, embeddable in your own Rust tools.
+//!
+//! Never repair a running server: build a new image, launch a new group from it,
+//! test it alone, move the traffic, retire the old one, and be able to go back in
+//! seconds. One [`Engine`] runs the same algorithm on every platform; providers plug
+//! the platform in through three small traits, [`Image`], [`Fleet`] and [`Router`].
+//!
+//! This crate re-exports the core and, behind features, the providers:
+//!
+//! | feature | what |
+//! | --- | --- |
+//! | `testkit` | in-memory providers with fault injection, and the conformance suite (`bluegreen::testkit`) |
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), bluegreen::Error> {
+//! use bluegreen::{App, DeployRequest, Engine, ImageSource, Strategy};
+//! use bluegreen_testkit::MemoryPlatform;
+//! use std::time::Duration;
+//!
+//! let platform = MemoryPlatform::new();
+//! let engine = Engine::new(platform.image(), platform.fleet(), platform.router());
+//! let app = App::new("web", "production")?;
+//! engine.deploy(&DeployRequest::new(app.clone(), ImageSource::Reference("web:1".into())).size(3)).await?;
+//! let canary = DeployRequest::new(app.clone(), ImageSource::Reference("web:2".into()))
+//!     .size(3)
+//!     .strategy(Strategy::canary([10, 50], Duration::from_secs(60)));
+//! let report = engine.deploy(&canary).await?;
+//! assert_eq!(report.live.as_str(), "web-production-v002");
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+pub use bluegreen_core::*;
+
+/// In-memory providers and the conformance suite.
+#[cfg(feature = "testkit")]
+pub use bluegreen_testkit as testkit;

@@ -185,6 +185,8 @@ pub enum Event {
     },
 }
 
+type Callback = Arc<dyn Fn(&Event) + Send + Sync>;
+
 /// Where events go: a callback shared by every step. Every event is also logged
 /// through `tracing`, here and only here.
 ///
@@ -201,7 +203,7 @@ pub enum Event {
 /// ```
 #[derive(Clone, Default)]
 pub struct EventSink {
-    callback: Option<Arc<dyn Fn(&Event) + Send + Sync>>,
+    callback: Option<Callback>,
 }
 
 impl EventSink {

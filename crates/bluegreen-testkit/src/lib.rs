@@ -1,1 +1,40 @@
-//! x
+//! In-memory bluegreen providers with fault injection and virtual time, and the
+//! conformance suite that every provider, ours or a user's, runs from its own tests.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), bluegreen_core::Error> {
+//! use std::time::Duration;
+//! use bluegreen_core::{App, DeployRequest, Engine, ErrorKind, ImageSource};
+//! use bluegreen_testkit::{Behaviour, MemoryPlatform};
+//!
+//! let platform = MemoryPlatform::new();
+//! platform.set_boot_time(Duration::from_secs(20));
+//! platform.set_behaviour("web:2", Behaviour::NeverHealthy);
+//! let engine = Engine::new(platform.image(), platform.fleet(), platform.router());
+//! let app = App::new("web", "production")?;
+//!
+//! engine.deploy(&DeployRequest::new(app.clone(), ImageSource::Reference("web:1".into()))).await?;
+//! let failed = engine
+//!     .deploy(&DeployRequest::new(app.clone(), ImageSource::Reference("web:2".into())))
+//!     .await
+//!     .unwrap_err();
+//! assert_eq!(failed.kind(), ErrorKind::Timeout);
+//! assert!(failed.rolled_back());
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+pub mod conformance;
+mod fault;
+mod fleet;
+mod image;
+mod platform;
+mod router;
+
+pub use fault::{Behaviour, Fault, Op};
+pub use fleet::MemoryFleet;
+pub use image::MemoryImage;
+pub use platform::MemoryPlatform;
+pub use router::MemoryRouter;

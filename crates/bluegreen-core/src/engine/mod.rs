@@ -166,8 +166,7 @@ impl Engine {
     /// steps and guarantees).
     pub async fn deploy(&self, request: &DeployRequest) -> Result<DeployReport> {
         let started = Instant::now();
-        self.validate(request)?;
-        let run = self.start(&request.app).await?;
+        let run = self.start(&request.app, || self.validate(request)).await?;
         let out = async {
             let observed = run.observe().await?;
             match run.prepare(request, &observed).await? {
@@ -222,8 +221,7 @@ impl Engine {
     /// attached without traffic, ready for [`Engine::promote`]. A failure rolls back
     /// as in [`Engine::deploy`].
     pub async fn prepare(&self, request: &DeployRequest) -> Result<Prepared> {
-        self.validate(request)?;
-        let run = self.start(&request.app).await?;
+        let run = self.start(&request.app, || self.validate(request)).await?;
         let out = async {
             let observed = run.observe().await?;
             match run.prepare(request, &observed).await? {
@@ -249,10 +247,13 @@ impl Engine {
         strategy: &Strategy,
     ) -> Result<DeployReport> {
         let started = Instant::now();
-        self.validate_options()?;
-        validate_group_id(app, group)?;
-        strategy.validate()?;
-        let run = self.start(app).await?;
+        let run = self
+            .start(app, || {
+                self.validate_options()?;
+                validate_group_id(app, group)?;
+                strategy.validate()
+            })
+            .await?;
         let out = async {
             let observed = run.observe().await?;
             let target = observed.group(group).cloned().ok_or_else(|| {
@@ -308,8 +309,7 @@ impl Engine {
     /// is gone. The group rolled back from stays warm (within `keep`).
     pub async fn rollback(&self, app: &App) -> Result<RollbackReport> {
         let started = Instant::now();
-        self.validate_options()?;
-        let run = self.start(app).await?;
+        let run = self.start(app, || self.validate_options()).await?;
         let out = async {
             let observed = run.observe().await?;
             let live = observed.live().cloned().ok_or_else(|| {
@@ -420,24 +420,28 @@ impl Engine {
     }
 
     fn validate(&self, request: &DeployRequest) -> Result<()> {
-        self.events.emit(Event::StepStarted {
-            step: Step::Validate,
-        });
-        let started = Instant::now();
         self.validate_options()?;
-        request.validate()?;
-        self.events.emit(Event::StepFinished {
-            step: Step::Validate,
-            elapsed: started.elapsed(),
-        });
-        Ok(())
+        request.validate()
     }
 
-    async fn start<'a>(&'a self, app: &'a App) -> Result<Run<'a>> {
+    /// Announces the operation, validates its input (no platform call) and takes the
+    /// app's lock.
+    async fn start<'a>(
+        &'a self,
+        app: &'a App,
+        validate: impl FnOnce() -> Result<()>,
+    ) -> Result<Run<'a>> {
         let deployment = DeploymentId::random();
         self.events.emit(Event::Started {
             app: app.clone(),
             deployment: deployment.clone(),
+        });
+        self.events.emit(Event::StepStarted { step: Step::Validate });
+        let started = Instant::now();
+        validate().inspect_err(|e| self.events.emit(Event::Failed { error: e.to_string() }))?;
+        self.events.emit(Event::StepFinished {
+            step: Step::Validate,
+            elapsed: started.elapsed(),
         });
         self.events.emit(Event::StepStarted { step: Step::Lock });
         let started = Instant::now();

@@ -18,7 +18,7 @@ use crate::route::RouteTable;
 /// Where a prepared deployment stands.
 pub(crate) enum Plan {
     /// The release already serves all traffic.
-    AlreadyLive(Group),
+    AlreadyLive(Box<Group>),
     /// A group ready for promotion; `baseline` is the table to return to.
     Promote {
         prepared: Box<Prepared>,
@@ -55,7 +55,7 @@ impl Run<'_> {
         let (group, adopted) = match observed.resumable(&release_id) {
             Some(g) => {
                 if observed.routes == RouteTable::single(g.id.clone()) {
-                    return Ok(Plan::AlreadyLive(g.clone()));
+                    return Ok(Plan::AlreadyLive(Box::new(g.clone())));
                 }
                 self.emit(Event::GroupAdopted {
                     group: g.id.clone(),

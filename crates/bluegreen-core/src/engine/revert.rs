@@ -26,10 +26,11 @@ impl Run<'_> {
         error: Error,
     ) -> Error {
         let step = error.step().unwrap_or(Step::Rollback);
-        self.emit(Event::RollingBack {
-            step,
-            reason: error.to_string(),
-        });
+        let reason = match &error {
+            Error::Step { source, .. } => source.to_string(),
+            other => other.to_string(),
+        };
+        self.emit(Event::RollingBack { step, reason });
         let undone: Result<()> = async {
             let now = self
                 .call("read routes", self.engine.router.routes(self.app))

@@ -1,0 +1,105 @@
+use std::sync::{Arc, Mutex};
+
+use bluegreen_core::{
+    App, DeployRequest, Engine, EngineOptions, ErrorKind, Event, EventSink, Fleet, Image,
+    RouteTable, Router,
+};
+
+use super::{clean, Settings, Sources};
+
+/// A whole deployment through the [`Engine`]: deploy, deploy again with the first
+/// group kept warm, an automatic rollback of a release that never becomes healthy
+/// (where the provider can make one), a manual rollback, and clean-up.
+pub async fn deployment_with_rollback(
+    image: Arc<dyn Image>,
+    fleet: Arc<dyn Fleet>,
+    router: Arc<dyn Router>,
+    app: &App,
+    sources: &Sources,
+    settings: &Settings,
+) {
+    clean(&*fleet, &*router, app).await;
+    let shifted: Arc<Mutex<Vec<RouteTable>>> = Arc::default();
+    let sink = EventSink::new({
+        let shifted = shifted.clone();
+        move |e: &Event| {
+            if let Event::TrafficShifted { routes } = e {
+                shifted.lock().unwrap().push(routes.clone());
+            }
+        }
+    });
+    let options = EngineOptions::default()
+        .with_health_timeout(settings.health_timeout)
+        .with_poll_interval(settings.poll_interval)
+        .with_drain(settings.drain)
+        .with_keep(1);
+    let engine = Engine::from_arcs(image.clone(), fleet.clone(), router.clone())
+        .with_options(options)
+        .with_events(sink);
+    let request = |source: &bluegreen_core::ImageSource| {
+        let mut r = DeployRequest::new(app.clone(), source.clone()).size(settings.size);
+        r.settings = settings.release_settings.clone();
+        r.env = settings.release_env.clone();
+        r
+    };
+
+    let first = engine
+        .deploy(&request(&sources.good))
+        .await
+        .unwrap_or_else(|e| panic!("the first deployment must succeed: {e}"));
+    assert_eq!(
+        router.routes(app).await.unwrap(),
+        RouteTable::single(first.live.clone()),
+        "after a deployment the new group has all traffic"
+    );
+    let second = engine
+        .deploy(&request(&sources.other))
+        .await
+        .unwrap_or_else(|e| panic!("the second deployment must succeed: {e}"));
+    assert_eq!(second.previous.as_ref(), Some(&first.live));
+    assert_eq!(second.kept_warm, vec![first.live.clone()], "keep = 1 keeps the old group warm");
+    assert_eq!(fleet.groups(app).await.unwrap().len(), 2);
+
+    if let Some(bad) = &sources.never_healthy {
+        shifted.lock().unwrap().clear();
+        let e = engine
+            .deploy(&request(bad))
+            .await
+            .expect_err("a release that never becomes healthy must fail");
+        assert!(
+            matches!(e.kind(), ErrorKind::Timeout | ErrorKind::Unhealthy),
+            "an unhealthy release fails as Timeout or Unhealthy: {e}"
+        );
+        assert!(e.rolled_back(), "an unhealthy release is rolled back: {e}");
+        assert_eq!(
+            router.routes(app).await.unwrap(),
+            RouteTable::single(second.live.clone()),
+            "after a rollback traffic stays on the old group"
+        );
+        assert!(
+            shifted.lock().unwrap().is_empty(),
+            "traffic never moves to an unhealthy group: {:?}",
+            shifted.lock().unwrap()
+        );
+        assert_eq!(
+            fleet.groups(app).await.unwrap().len(),
+            2,
+            "the failed group is destroyed"
+        );
+    }
+
+    let back = engine
+        .rollback(app)
+        .await
+        .unwrap_or_else(|e| panic!("a rollback to the warm group must succeed: {e}"));
+    assert_eq!(back.to, first.live, "rollback goes to the previous release's warm group");
+    assert!(!back.relaunched, "a healthy warm group is reused");
+    assert_eq!(
+        router.routes(app).await.unwrap(),
+        RouteTable::single(first.live.clone())
+    );
+    clean(&*fleet, &*router, app).await;
+    for img in image.images(app).await.unwrap() {
+        image.remove(app, &img.id).await.expect("remove must succeed");
+    }
+}

@@ -1,0 +1,147 @@
+use std::time::Duration;
+
+use bluegreen_core::{
+    App, DeploymentId, ErrorKind, EventSink, Fleet, Generation, Group, GroupId, Image, Instance,
+    Release, RouteTable, Router,
+};
+
+use super::{clean, wait_healthy, Settings, Sources};
+
+/// [`Router`] against two groups launched by `fleet`: see [`router_contract`].
+pub async fn router_routes_and_attachments(
+    image: &dyn Image,
+    fleet: &dyn Fleet,
+    router: &dyn Router,
+    app: &App,
+    sources: &Sources,
+    settings: &Settings,
+) {
+    clean(fleet, router, app).await;
+    let mut groups = Vec::new();
+    for (n, source) in [&sources.good, &sources.other].into_iter().enumerate() {
+        let img = image
+            .prepare(app, source, &EventSink::none())
+            .await
+            .expect("prepare must succeed");
+        let mut release = Release::new(img.id, settings.size);
+        release.settings = settings.release_settings.clone();
+        release.env = settings.release_env.clone();
+        let group = Group::new(
+            app.clone(),
+            Generation(n as u32 + 1),
+            release,
+            DeploymentId::new("d-conformance"),
+            None,
+        );
+        fleet.launch(&group).await.expect("launch must succeed");
+        let instances = wait_healthy(fleet, app, &group.id, settings.size, settings).await;
+        groups.push((group.id, instances));
+    }
+    let b = groups.pop().expect("two groups");
+    let a = groups.pop().expect("two groups");
+    router_contract(router, app, a, b).await;
+    clean(fleet, router, app).await;
+}
+
+/// [`Router`]'s contract, for a router given two groups with reachable members:
+/// an unknown app has no routes; routes to an unattached group are refused and
+/// change nothing; attach is idempotent; a switch is read back as set; weights are
+/// kept where the router weighs and refused where it does not; a group with traffic
+/// cannot be detached; detach is idempotent.
+pub async fn router_contract(
+    router: &dyn Router,
+    app: &App,
+    a: (GroupId, Vec<Instance>),
+    b: (GroupId, Vec<Instance>),
+) {
+    let (ga, ia) = a;
+    let (gb, ib) = b;
+    let caps = router.capabilities();
+    router
+        .set_routes(app, &RouteTable::empty())
+        .await
+        .expect("setting the empty table must succeed");
+    for g in [&ga, &gb] {
+        router.detach(app, g).await.expect("detaching an unattached group must succeed");
+    }
+    assert!(
+        router.routes(app).await.expect("routes must read").is_empty(),
+        "an app without routes has the empty table"
+    );
+
+    let e = router
+        .set_routes(app, &RouteTable::single(ga.clone()))
+        .await
+        .expect_err("routing to an unattached group must fail");
+    assert_eq!(e.kind(), ErrorKind::NotFound, "routing to an unattached group: {e}");
+    assert!(router.routes(app).await.unwrap().is_empty(), "a refused table must change nothing");
+    let e = router
+        .serving(app, &ga)
+        .await
+        .expect_err("serving of an unattached group must fail");
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+
+    let attachment = router.attach(app, &ga, &ia).await.expect("attach must succeed");
+    router.attach(app, &ga, &ia).await.expect("attaching again must succeed (idempotent)");
+    if caps.preview {
+        assert!(attachment.preview.is_some(), "a router declaring previews must give one");
+    }
+    router.attach(app, &gb, &ib).await.expect("attach must succeed");
+
+    let all_a = RouteTable::single(ga.clone());
+    router.set_routes(app, &all_a).await.expect("set_routes must succeed");
+    router.set_routes(app, &all_a).await.expect("setting the same table again must succeed");
+    assert_eq!(router.routes(app).await.unwrap(), all_a, "routes must read back as set");
+    wait_serving(router, app, &ga, ia.len()).await;
+
+    let split = RouteTable::weighted([(ga.clone(), 90), (gb.clone(), 10)]).unwrap();
+    if caps.weighted_routing {
+        router.set_routes(app, &split).await.expect("a weighted table must be accepted");
+        assert_eq!(router.routes(app).await.unwrap(), split, "weights must read back as set");
+    } else {
+        let e = router
+            .set_routes(app, &split)
+            .await
+            .expect_err("a router without weights must refuse a split");
+        assert_eq!(e.kind(), ErrorKind::NotSupported, "split on an unweighted router: {e}");
+        assert_eq!(router.routes(app).await.unwrap(), all_a, "a refused table must change nothing");
+    }
+
+    let e = router
+        .detach(app, &ga)
+        .await
+        .expect_err("detaching a group with traffic must fail");
+    assert_eq!(e.kind(), ErrorKind::Conflict, "detaching a group with traffic: {e}");
+
+    let all_b = RouteTable::single(gb.clone());
+    router.set_routes(app, &all_b).await.expect("switch must succeed");
+    assert_eq!(router.routes(app).await.unwrap(), all_b, "the switch must read back");
+    wait_serving(router, app, &gb, ib.len()).await;
+    router.detach(app, &ga).await.expect("detaching a group without traffic must succeed");
+    router.detach(app, &ga).await.expect("detaching again must succeed (idempotent)");
+    let e = router
+        .serving(app, &ga)
+        .await
+        .expect_err("serving of a detached group must fail");
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+
+    router.set_routes(app, &RouteTable::empty()).await.expect("clearing must succeed");
+    router.detach(app, &gb).await.expect("detach must succeed");
+}
+
+/// Polls until the router reports every member of `group` healthy (60 s at most).
+async fn wait_serving(router: &dyn Router, app: &App, group: &GroupId, members: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = router.serving(app, group).await.expect("serving must read");
+        assert_eq!(s.total, members, "serving must count every attached member");
+        if s.healthy == members {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the router never reported {group} healthy: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,179 @@
+//! The in-memory [`Fleet`] provider.
+
+use async_trait::async_trait;
+use bluegreen_core::labels;
+use bluegreen_core::{
+    App, Capabilities, Error, Fleet, Group, GroupId, Health, Instance, Result,
+};
+use tokio::time::Instant;
+
+use crate::fault::{Behaviour, Op};
+use crate::platform::{MemoryPlatform, StoredGroup, StoredInstance};
+
+/// Groups of the [`MemoryPlatform`]: instances boot over the platform's boot time
+/// and behave as their image's [`Behaviour`] says.
+#[derive(Clone)]
+pub struct MemoryFleet {
+    pub(crate) platform: MemoryPlatform,
+}
+
+pub(crate) fn health_of(instance: &StoredInstance, boot_time: std::time::Duration) -> Health {
+    if instance.killed {
+        return Health::Stopped {
+            reason: "killed".into(),
+        };
+    }
+    let age = Instant::now().saturating_duration_since(instance.launched);
+    if age < boot_time {
+        return Health::Starting;
+    }
+    match &instance.behaviour {
+        Behaviour::NeverHealthy => Health::Unhealthy {
+            reason: "GET /health: 500".into(),
+        },
+        Behaviour::CrashAfter(after) if age >= boot_time + *after => Health::Stopped {
+            reason: "exited with status 101".into(),
+        },
+        _ => Health::Healthy,
+    }
+}
+
+#[async_trait]
+impl Fleet for MemoryFleet {
+    fn capabilities(&self) -> Capabilities {
+        match self.platform.state().batch_size {
+            Some(b) => Capabilities::default().with_batch_size(b),
+            None => Capabilities::default(),
+        }
+    }
+
+    async fn launch(&self, group: &Group) -> Result<()> {
+        let wanted = group.release.size as usize;
+        let (missing, behaviour) = {
+            let state = self.platform.state();
+            let image = state
+                .images
+                .get(&group.release.image)
+                .ok_or_else(|| Error::not_found(format!("image {}", group.release.image)))?;
+            let behaviour = image.behaviour.clone();
+            match state.groups.iter().find(|g| g.id == group.id) {
+                Some(existing) if existing.record != group.to_record() => {
+                    return Err(Error::conflict(format!(
+                        "group {} exists with another release",
+                        group.id
+                    )))
+                }
+                Some(existing) => (wanted.saturating_sub(existing.instances.len()), behaviour),
+                None => (wanted, behaviour),
+            }
+        };
+        if missing == 0 {
+            return Ok(());
+        }
+        let batch = self.platform.state().batch_size.unwrap_or(usize::MAX);
+        let mut left = missing;
+        while left > 0 {
+            let n = left.min(batch);
+            // a batch is one platform call: it either starts all of `n` or none
+            self.platform.call(Op::Launch).await?;
+            let mut state = self.platform.state();
+            let now = Instant::now();
+            let mut started = Vec::with_capacity(n);
+            for _ in 0..n {
+                state.next_instance += 1;
+                started.push(StoredInstance {
+                    id: format!("i-{:08x}", state.next_instance),
+                    launched: now,
+                    behaviour: behaviour.clone(),
+                    killed: false,
+                });
+            }
+            match state.groups.iter_mut().find(|g| g.id == group.id) {
+                Some(g) => g.instances.extend(started),
+                None => state.groups.push(StoredGroup {
+                    id: group.id.clone(),
+                    labels: group.labels(),
+                    record: group.to_record(),
+                    instances: started,
+                }),
+            }
+            left -= n;
+        }
+        Ok(())
+    }
+
+    async fn groups(&self, app: &App) -> Result<Vec<Group>> {
+        self.platform.call(Op::Groups).await?;
+        let state = self.platform.state();
+        state
+            .groups
+            .iter()
+            .filter(|g| labels::is_owned_by(&g.labels, app))
+            .map(|g| Group::from_record(&g.record, &g.labels))
+            .collect()
+    }
+
+    async fn instances(&self, app: &App, group: &GroupId) -> Result<Vec<Instance>> {
+        let count = {
+            let state = self.platform.state();
+            state
+                .groups
+                .iter()
+                .find(|g| &g.id == group && labels::is_owned_by(&g.labels, app))
+                .map(|g| g.instances.len())
+        };
+        self.platform.calls_in_batches(Op::Instances, count.unwrap_or(0)).await?;
+        let state = self.platform.state();
+        let g = state
+            .groups
+            .iter()
+            .find(|g| &g.id == group && labels::is_owned_by(&g.labels, app))
+            .ok_or_else(|| Error::not_found(format!("group {group}")))?;
+        Ok(g.instances
+            .iter()
+            .map(|i| {
+                Instance::new(
+                    i.id.as_str(),
+                    Some(format!("mem://{}", i.id)),
+                    health_of(i, state.boot_time),
+                )
+            })
+            .collect())
+    }
+
+    async fn destroy(&self, app: &App, group: &GroupId) -> Result<()> {
+        let count = {
+            let state = self.platform.state();
+            state
+                .groups
+                .iter()
+                .find(|g| &g.id == group && labels::is_owned_by(&g.labels, app))
+                .map(|g| g.instances.len())
+        };
+        let Some(count) = count else {
+            self.platform.call(Op::Destroy).await?;
+            return Ok(());
+        };
+        let batch = self.platform.state().batch_size.unwrap_or(usize::MAX);
+        let mut left = count;
+        loop {
+            self.platform.call(Op::Destroy).await?;
+            let mut state = self.platform.state();
+            let Some(pos) = state
+                .groups
+                .iter()
+                .position(|g| &g.id == group && labels::is_owned_by(&g.labels, app))
+            else {
+                return Ok(());
+            };
+            let g = &mut state.groups[pos];
+            let n = left.min(batch).min(g.instances.len());
+            g.instances.drain(..n);
+            left -= n;
+            if g.instances.is_empty() || left == 0 {
+                state.groups.remove(pos);
+                return Ok(());
+            }
+        }
+    }
+}
