@@ -42,6 +42,7 @@ mod instance;
 pub mod labels;
 mod lock;
 mod release;
+mod retry;
 mod route;
 mod router;
 
@@ -60,5 +61,6 @@ pub use image::{Image, ImageId, ImageRef, ImageSource};
 pub use instance::{Health, Instance, InstanceId};
 pub use lock::{Lock, LockHolder, MemoryLock};
 pub use release::{Release, ReleaseId, MAX_SIZE};
+pub use retry::{Retry, RetryOptions};
 pub use route::RouteTable;
 pub use router::{Attachment, Router, Serving};

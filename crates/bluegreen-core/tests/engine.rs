@@ -108,10 +108,22 @@ async fn a_deployment_runs_its_steps_in_order_and_retires_the_old_group() {
     );
     let events = rig.events.lock().unwrap().clone();
     assert!(matches!(events.first(), Some(Event::Started { .. })));
-    assert!(matches!(events[1], Event::StepStarted { step: Step::Validate }));
+    assert!(matches!(
+        events[1],
+        Event::StepStarted {
+            step: Step::Validate
+        }
+    ));
     assert!(matches!(events.last(), Some(Event::Finished { group, .. }) if *group == gid(1)));
     // health progress was reported until all three were healthy
-    assert!(events.iter().any(|e| matches!(e, Event::Health { healthy: 3, wanted: 3, .. })));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::Health {
+            healthy: 3,
+            wanted: 3,
+            ..
+        }
+    )));
 
     let second = rig.engine.deploy(&request("2")).await.unwrap();
     assert_eq!(second.previous, Some(gid(1)));
@@ -122,7 +134,10 @@ async fn a_deployment_runs_its_steps_in_order_and_retires_the_old_group() {
     let third = rig.engine.deploy(&request("3")).await.unwrap();
     assert_eq!(third.kept_warm, vec![gid(2)]);
     assert_eq!(third.destroyed, vec![gid(1)]);
-    assert_eq!(rig.group_ids().await, ["web-production-v002", "web-production-v003"]);
+    assert_eq!(
+        rig.group_ids().await,
+        ["web-production-v002", "web-production-v003"]
+    );
     assert_eq!(rig.platform.attached(&app()), [gid(2), gid(3)]);
     assert_eq!(rig.routes().await, RouteTable::single(gid(3)));
 }
@@ -154,7 +169,8 @@ async fn keep_zero_drains_then_destroys_the_old_group() {
 #[tokio::test(start_paused = true)]
 async fn an_unhealthy_group_rolls_back_and_never_gets_traffic() {
     let rig = rig(options().with_health_timeout(Duration::from_secs(60)));
-    rig.platform.set_behaviour("web:bad", Behaviour::NeverHealthy);
+    rig.platform
+        .set_behaviour("web:bad", Behaviour::NeverHealthy);
     rig.engine.deploy(&request("1")).await.unwrap();
     let before = rig.platform.route_history(&app());
 
@@ -164,13 +180,30 @@ async fn an_unhealthy_group_rolls_back_and_never_gets_traffic() {
     assert!(e.rolled_back());
     let text = e.to_string();
     assert!(text.contains("wait healthy failed (rolled back)"), "{text}");
-    assert!(text.contains("GET /health: 500"), "the cause is named: {text}");
+    assert!(
+        text.contains("GET /health: 500"),
+        "the cause is named: {text}"
+    );
 
-    assert_eq!(rig.platform.route_history(&app()), before, "no route change at all");
+    assert_eq!(
+        rig.platform.route_history(&app()),
+        before,
+        "no route change at all"
+    );
     assert_eq!(rig.routes().await, RouteTable::single(gid(1)));
-    assert_eq!(rig.group_ids().await, ["web-production-v001"], "the new group is destroyed");
+    assert_eq!(
+        rig.group_ids().await,
+        ["web-production-v001"],
+        "the new group is destroyed"
+    );
     let events = rig.events.lock().unwrap().clone();
-    assert!(events.iter().any(|e| matches!(e, Event::RollingBack { step: Step::WaitHealthy, .. })));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::RollingBack {
+            step: Step::WaitHealthy,
+            ..
+        }
+    )));
     assert!(events.iter().any(|e| matches!(e, Event::RolledBack { .. })));
 }
 
@@ -179,10 +212,14 @@ async fn keep_failed_keeps_the_failed_group_without_traffic() {
     let rig = rig(options()
         .with_health_timeout(Duration::from_secs(60))
         .with_keep_failed(true));
-    rig.platform.set_behaviour("web:bad", Behaviour::NeverHealthy);
+    rig.platform
+        .set_behaviour("web:bad", Behaviour::NeverHealthy);
     rig.engine.deploy(&request("1")).await.unwrap();
     rig.engine.deploy(&request("bad")).await.unwrap_err();
-    assert_eq!(rig.group_ids().await, ["web-production-v001", "web-production-v002"]);
+    assert_eq!(
+        rig.group_ids().await,
+        ["web-production-v001", "web-production-v002"]
+    );
     assert_eq!(rig.routes().await, RouteTable::single(gid(1)));
 }
 
@@ -195,7 +232,10 @@ async fn a_crashing_instance_fails_fast() {
     assert_eq!(e.kind(), ErrorKind::Unhealthy);
     assert!(e.to_string().contains("exited with status 101"), "{e}");
     assert!(rig.group_ids().await.is_empty());
-    assert!(rig.routes().await.is_empty(), "a first deployment that fails routes nothing");
+    assert!(
+        rig.routes().await.is_empty(),
+        "a first deployment that fails routes nothing"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -208,7 +248,12 @@ async fn a_failing_verify_check_rolls_back_before_any_traffic() {
         move |t| {
             let seen = seen.clone();
             async move {
-                *seen.lock().unwrap() = Some((t.group.clone(), t.weight, t.instances.len(), t.preview.clone()));
+                *seen.lock().unwrap() = Some((
+                    t.group.clone(),
+                    t.weight,
+                    t.instances.len(),
+                    t.preview.clone(),
+                ));
                 Err("GET / answered 500".to_string())
             }
         }
@@ -219,10 +264,17 @@ async fn a_failing_verify_check_rolls_back_before_any_traffic() {
         .await
         .unwrap_err();
     assert_eq!(e.step(), Some(Step::Verify));
-    assert!(e.to_string().contains("check `smoke` failed on web-production-v002: GET / answered 500"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("check `smoke` failed on web-production-v002: GET / answered 500"),
+        "{e}"
+    );
     let (group, weight, instances, preview) = seen.lock().unwrap().clone().unwrap();
     assert_eq!((group, weight, instances), (gid(2), 0, 3));
-    assert!(preview.is_some(), "the memory router gives a preview address");
+    assert!(
+        preview.is_some(),
+        "the memory router gives a preview address"
+    );
     assert_eq!(rig.routes().await, RouteTable::single(gid(1)));
     assert_eq!(rig.group_ids().await, ["web-production-v001"]);
 }
@@ -251,7 +303,10 @@ async fn a_canary_moves_by_steps_with_bake_and_analysis() {
         )
         .await
         .unwrap();
-    assert!(started.elapsed() >= Duration::from_secs(120), "both bakes were waited");
+    assert!(
+        started.elapsed() >= Duration::from_secs(120),
+        "both bakes were waited"
+    );
     let history = rig.platform.route_history(&app());
     let weights: Vec<u8> = history.iter().map(|t| t.weight(&gid(2))).collect();
     assert_eq!(weights, [0, 10, 50, 100]);
@@ -262,14 +317,14 @@ async fn a_canary_moves_by_steps_with_bake_and_analysis() {
 #[tokio::test(start_paused = true)]
 async fn a_canary_over_its_error_budget_rolls_back() {
     let rig = rig(options());
-    rig.platform.set_behaviour("web:flaky", Behaviour::ErrorRate(0.2));
+    rig.platform
+        .set_behaviour("web:flaky", Behaviour::ErrorRate(0.2));
     rig.engine.deploy(&request("1")).await.unwrap();
     let e = rig
         .engine
-        .deploy(
-            &request("flaky")
-                .strategy(Strategy::canary([10, 50], Duration::from_secs(30)).with_max_error_rate(0.05)),
-        )
+        .deploy(&request("flaky").strategy(
+            Strategy::canary([10, 50], Duration::from_secs(30)).with_max_error_rate(0.05),
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.step(), Some(Step::Promote));
@@ -277,8 +332,16 @@ async fn a_canary_over_its_error_budget_rolls_back() {
     assert!(e.to_string().contains("20.0% > 5.0%"), "{e}");
     let history = rig.platform.route_history(&app());
     let last = history.last().unwrap();
-    assert_eq!(*last, RouteTable::single(gid(1)), "traffic went back: {history:?}");
-    assert_eq!(history.iter().map(|t| t.weight(&gid(2))).max(), Some(10), "it never passed the first step");
+    assert_eq!(
+        *last,
+        RouteTable::single(gid(1)),
+        "traffic went back: {history:?}"
+    );
+    assert_eq!(
+        history.iter().map(|t| t.weight(&gid(2))).max(),
+        Some(10),
+        "it never passed the first step"
+    );
     assert_eq!(rig.group_ids().await, ["web-production-v001"]);
 }
 
@@ -292,34 +355,109 @@ async fn a_router_without_weights_gets_one_switch() {
         .await
         .unwrap();
     let history = rig.platform.route_history(&app());
-    assert_eq!(history, [RouteTable::single(gid(1)), RouteTable::single(gid(2))]);
+    assert_eq!(
+        history,
+        [RouteTable::single(gid(1)), RouteTable::single(gid(2))]
+    );
     let events = rig.events.lock().unwrap().clone();
-    assert!(events
-        .iter()
-        .any(|e| matches!(e, Event::StrategyAdapted { reason } if reason.contains("cannot weigh"))));
+    assert!(events.iter().any(
+        |e| matches!(e, Event::StrategyAdapted { reason } if reason.contains("cannot weigh"))
+    ));
 }
 
 #[tokio::test(start_paused = true)]
 async fn bad_requests_fail_clearly_with_zero_platform_calls() {
     type Make = Box<dyn Fn() -> Result<DeployRequest, bluegreen_core::Error>>;
     let base = || request("1");
-    let cases: Vec<(&str, Make, &str)> = vec![
-        ("empty app name", Box::new(|| Ok(DeployRequest::new(App::new("", "prod")?, ImageSource::Reference("x".into())))), "invalid app.name: must not be empty"),
-        ("bad environment", Box::new(|| Ok(DeployRequest::new(App::new("web", "Prod")?, ImageSource::Reference("x".into())))), "invalid app.environment"),
-        ("size 0", Box::new(move || Ok(base().size(0))), "invalid size: must be at least 1"),
-        ("size too big", Box::new(move || Ok(base().size(1_000_000))), "invalid size"),
-        ("empty source", Box::new(|| Ok(DeployRequest::new(app(), ImageSource::Reference(" ".into())))), "invalid source: must not be empty"),
-        ("source url", Box::new(|| Ok(DeployRequest::new(app(), ImageSource::SourceUrl("ftp://x".into())))), "invalid source"),
-        ("env name with =", Box::new(move || Ok(base().env("A=B", "1"))), "invalid env.A=B"),
-        ("canary with no steps", Box::new(move || Ok(base().strategy(Strategy::canary([], Duration::ZERO)))), "invalid strategy.steps"),
-        ("canary weight 100", Box::new(move || Ok(base().strategy(Strategy::canary([50, 100], Duration::ZERO)))), "invalid strategy.steps[1].weight"),
-        ("canary weights falling", Box::new(move || Ok(base().strategy(Strategy::canary([50, 20], Duration::ZERO)))), "does not grow"),
-        ("error rate above 1", Box::new(move || Ok(base().strategy(Strategy::canary([50], Duration::ZERO).with_max_error_rate(2.0)))), "invalid strategy.max_error_rate"),
-        ("two checks of one name", Box::new(move || {
-            let c = || check_fn("smoke", |_| async { Ok(()) });
-            Ok(base().verify(c()).verify(c()))
-        }), "two checks have this name"),
-    ];
+    let cases: Vec<(&str, Make, &str)> =
+        vec![
+            (
+                "empty app name",
+                Box::new(|| {
+                    Ok(DeployRequest::new(
+                        App::new("", "prod")?,
+                        ImageSource::Reference("x".into()),
+                    ))
+                }),
+                "invalid app.name: must not be empty",
+            ),
+            (
+                "bad environment",
+                Box::new(|| {
+                    Ok(DeployRequest::new(
+                        App::new("web", "Prod")?,
+                        ImageSource::Reference("x".into()),
+                    ))
+                }),
+                "invalid app.environment",
+            ),
+            (
+                "size 0",
+                Box::new(move || Ok(base().size(0))),
+                "invalid size: must be at least 1",
+            ),
+            (
+                "size too big",
+                Box::new(move || Ok(base().size(1_000_000))),
+                "invalid size",
+            ),
+            (
+                "empty source",
+                Box::new(|| {
+                    Ok(DeployRequest::new(
+                        app(),
+                        ImageSource::Reference(" ".into()),
+                    ))
+                }),
+                "invalid source: must not be empty",
+            ),
+            (
+                "source url",
+                Box::new(|| {
+                    Ok(DeployRequest::new(
+                        app(),
+                        ImageSource::SourceUrl("ftp://x".into()),
+                    ))
+                }),
+                "invalid source",
+            ),
+            (
+                "env name with =",
+                Box::new(move || Ok(base().env("A=B", "1"))),
+                "invalid env.A=B",
+            ),
+            (
+                "canary with no steps",
+                Box::new(move || Ok(base().strategy(Strategy::canary([], Duration::ZERO)))),
+                "invalid strategy.steps",
+            ),
+            (
+                "canary weight 100",
+                Box::new(move || Ok(base().strategy(Strategy::canary([50, 100], Duration::ZERO)))),
+                "invalid strategy.steps[1].weight",
+            ),
+            (
+                "canary weights falling",
+                Box::new(move || Ok(base().strategy(Strategy::canary([50, 20], Duration::ZERO)))),
+                "does not grow",
+            ),
+            (
+                "error rate above 1",
+                Box::new(move || {
+                    Ok(base()
+                        .strategy(Strategy::canary([50], Duration::ZERO).with_max_error_rate(2.0)))
+                }),
+                "invalid strategy.max_error_rate",
+            ),
+            (
+                "two checks of one name",
+                Box::new(move || {
+                    let c = || check_fn("smoke", |_| async { Ok(()) });
+                    Ok(base().verify(c()).verify(c()))
+                }),
+                "two checks have this name",
+            ),
+        ];
     let rig = rig(options());
     for (name, make, expected) in cases {
         let outcome = match make() {
@@ -328,21 +466,40 @@ async fn bad_requests_fail_clearly_with_zero_platform_calls() {
         };
         let e = outcome.expect_err(name);
         assert_eq!(e.kind(), ErrorKind::Invalid, "{name}: {e}");
-        assert!(e.to_string().contains(expected), "{name}: `{e}` lacks `{expected}`");
+        assert!(
+            e.to_string().contains(expected),
+            "{name}: `{e}` lacks `{expected}`"
+        );
     }
-    let bad_options = Engine::new(rig.platform.image(), rig.platform.fleet(), rig.platform.router())
-        .with_options(options().with_health_timeout(Duration::ZERO));
+    let bad_options = Engine::new(
+        rig.platform.image(),
+        rig.platform.fleet(),
+        rig.platform.router(),
+    )
+    .with_options(options().with_health_timeout(Duration::ZERO));
     let e = bad_options.deploy(&request("1")).await.unwrap_err();
-    assert!(e.to_string().contains("invalid options.health_timeout"), "{e}");
+    assert!(
+        e.to_string().contains("invalid options.health_timeout"),
+        "{e}"
+    );
     let e = rig
         .engine
-        .promote(&app(), &GroupId::new("api-production-v001"), &Strategy::BlueGreen)
+        .promote(
+            &app(),
+            &GroupId::new("api-production-v001"),
+            &Strategy::BlueGreen,
+        )
         .await
         .unwrap_err();
     assert!(e.to_string().contains("invalid group"), "{e}");
     let weights = RouteTable::weighted([(gid(1), 50), (gid(2), 60)]).unwrap_err();
     assert!(weights.to_string().contains("sum to 110"), "{weights}");
-    assert_eq!(rig.platform.total_calls(), 0, "{:?}", rig.platform.call_counts());
+    assert_eq!(
+        rig.platform.total_calls(),
+        0,
+        "{:?}",
+        rig.platform.call_counts()
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -371,7 +528,11 @@ async fn a_second_concurrent_deployment_is_locked() {
     a.unwrap();
     let e = b.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Locked, "{e}");
-    assert!(e.to_string().contains("web.production is locked by deployment d-"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("web.production is locked by deployment d-"),
+        "{e}"
+    );
     // the lock is released at the end: a third deployment goes through
     rig.engine.deploy(&request("3")).await.unwrap();
 }
@@ -396,25 +557,46 @@ async fn rollback_uses_the_warm_group() {
     let launches = rig.platform.calls(Op::Launch);
     let started = tokio::time::Instant::now();
     let back = rig.engine.rollback(&app()).await.unwrap();
-    assert_eq!((back.from, back.to.clone(), back.relaunched), (gid(2), gid(1), false));
+    assert_eq!(
+        (back.from, back.to.clone(), back.relaunched),
+        (gid(2), gid(1), false)
+    );
     assert_eq!(rig.platform.calls(Op::Launch), launches, "nothing launched");
-    assert!(started.elapsed() < Duration::from_secs(10), "no boot was waited for");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "no boot was waited for"
+    );
     assert_eq!(rig.routes().await, RouteTable::single(gid(1)));
     // the group rolled back from stays warm
-    assert_eq!(rig.group_ids().await, ["web-production-v001", "web-production-v002"]);
+    assert_eq!(
+        rig.group_ids().await,
+        ["web-production-v001", "web-production-v002"]
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn rollback_relaunches_the_previous_release_when_its_group_is_gone() {
     let rig = rig(options().with_keep(0));
-    rig.engine.deploy(&request("1").env("COLOR", "blue")).await.unwrap();
-    rig.engine.deploy(&request("2").env("COLOR", "green")).await.unwrap();
+    rig.engine
+        .deploy(&request("1").env("COLOR", "blue"))
+        .await
+        .unwrap();
+    rig.engine
+        .deploy(&request("2").env("COLOR", "green"))
+        .await
+        .unwrap();
     assert_eq!(rig.group_ids().await, ["web-production-v002"]);
     let back = rig.engine.rollback(&app()).await.unwrap();
-    assert_eq!((back.from, back.to.clone(), back.relaunched), (gid(2), gid(3), true));
+    assert_eq!(
+        (back.from, back.to.clone(), back.relaunched),
+        (gid(2), gid(3), true)
+    );
     let groups = rig.platform.fleet().groups(&app()).await.unwrap();
     let live = groups.iter().find(|g| g.id == gid(3)).unwrap();
-    assert_eq!(live.release.env["COLOR"], "blue", "the configuration is restored too");
+    assert_eq!(
+        live.release.env["COLOR"], "blue",
+        "the configuration is restored too"
+    );
     assert_eq!(rig.routes().await, RouteTable::single(gid(3)));
     assert_eq!(rig.group_ids().await, ["web-production-v003"]);
 }
@@ -436,7 +618,11 @@ async fn prepare_then_promote_by_hand() {
     rig.engine.deploy(&request("1")).await.unwrap();
     let prepared = rig.engine.prepare(&request("2")).await.unwrap();
     assert_eq!(prepared.group.id, gid(2));
-    assert_eq!(rig.routes().await, RouteTable::single(gid(1)), "prepare moves no traffic");
+    assert_eq!(
+        rig.routes().await,
+        RouteTable::single(gid(1)),
+        "prepare moves no traffic"
+    );
     assert!(rig.platform.attached(&app()).contains(&gid(2)));
     let report = rig
         .engine
@@ -463,12 +649,18 @@ async fn deploying_the_live_release_again_changes_nothing() {
 async fn a_failed_launch_call_rolls_back_with_the_step_named() {
     let rig = rig(options());
     rig.engine.deploy(&request("1")).await.unwrap();
-    rig.platform
-        .fail_nth(Op::Launch, 1, Fault::Fatal("InsufficientInstanceCapacity".into()));
+    rig.platform.fail_nth(
+        Op::Launch,
+        1,
+        Fault::Fatal("InsufficientInstanceCapacity".into()),
+    );
     let e = rig.engine.deploy(&request("2")).await.unwrap_err();
     assert_eq!(e.step(), Some(Step::Launch));
     assert!(e.rolled_back());
-    assert!(e.to_string().contains("InsufficientInstanceCapacity"), "{e}");
+    assert!(
+        e.to_string().contains("InsufficientInstanceCapacity"),
+        "{e}"
+    );
     assert_eq!(rig.group_ids().await, ["web-production-v001"]);
     assert_eq!(rig.routes().await, RouteTable::single(gid(1)));
 }
@@ -478,13 +670,21 @@ async fn a_failed_switch_is_undone() {
     let rig = rig(options());
     rig.engine.deploy(&request("1")).await.unwrap();
     // the switch itself succeeds, then the confirmation read fails for good
-    rig.platform.fail_nth(Op::Serving, 1, Fault::Fatal("router unreachable".into()));
+    rig.platform
+        .fail_nth(Op::Serving, 1, Fault::Fatal("router unreachable".into()));
     let e = rig.engine.deploy(&request("2")).await.unwrap_err();
     assert_eq!(e.step(), Some(Step::Confirm));
     assert!(e.rolled_back(), "{e}");
     let history = rig.platform.route_history(&app());
-    assert_eq!(history.last(), Some(&RouteTable::single(gid(1))), "{history:?}");
-    assert!(history.iter().any(|t| t.weight(&gid(2)) == 100), "the switch had happened");
+    assert_eq!(
+        history.last(),
+        Some(&RouteTable::single(gid(1))),
+        "{history:?}"
+    );
+    assert!(
+        history.iter().any(|t| t.weight(&gid(2)) == 100),
+        "the switch had happened"
+    );
     assert_eq!(rig.group_ids().await, ["web-production-v001"]);
 }
 
@@ -495,7 +695,9 @@ async fn image_retention_keeps_the_newest_and_those_in_use() {
         rig.engine.deploy(&request(&n.to_string())).await.unwrap();
         tokio::time::sleep(Duration::from_secs(60)).await;
     }
-    let images = bluegreen_core::Image::images(&rig.platform.image(), &app()).await.unwrap();
+    let images = bluegreen_core::Image::images(&rig.platform.image(), &app())
+        .await
+        .unwrap();
     let mut origins: Vec<String> = images.iter().map(|i| i.origin.clone()).collect();
     origins.sort();
     // v5 is live, v4 is warm and the live group's previous release: the two newest
@@ -510,6 +712,10 @@ async fn status_reports_groups_routes_and_health() {
     rig.platform.kill_instance(&gid(1), 0).unwrap();
     let status = rig.engine.status(&app()).await.unwrap();
     assert_eq!(status.live().unwrap().group.id, gid(2));
-    let ids: Vec<_> = status.groups.iter().map(|g| (g.group.id.clone(), g.weight, g.healthy())).collect();
+    let ids: Vec<_> = status
+        .groups
+        .iter()
+        .map(|g| (g.group.id.clone(), g.weight, g.healthy()))
+        .collect();
     assert_eq!(ids, [(gid(2), 100, 3), (gid(1), 0, 2)]);
 }

@@ -80,6 +80,7 @@ use crate::fleet::Fleet;
 use crate::group::{DeploymentId, Group, GroupId};
 use crate::image::Image;
 use crate::lock::{Lock, LockHolder, MemoryLock};
+use crate::retry::{Retry, RetryOptions};
 use crate::router::Router;
 
 /// Deploys apps with an [`Image`], a [`Fleet`] and a [`Router`].
@@ -108,13 +109,15 @@ pub struct Engine {
     image: Arc<dyn Image>,
     fleet: Arc<dyn Fleet>,
     router: Arc<dyn Router>,
+    unwrapped: (Arc<dyn Image>, Arc<dyn Fleet>, Arc<dyn Router>),
     lock: Arc<dyn Lock>,
     options: EngineOptions,
     events: EventSink,
 }
 
 impl Engine {
-    /// An engine over three providers, with default options and a [`MemoryLock`].
+    /// An engine over three providers, with default options, default retries
+    /// ([`RetryOptions::default`]) and a [`MemoryLock`].
     pub fn new(
         image: impl Image + 'static,
         fleet: impl Fleet + 'static,
@@ -130,13 +133,25 @@ impl Engine {
         router: Arc<dyn Router>,
     ) -> Self {
         Engine {
-            image,
-            fleet,
-            router,
+            image: image.clone(),
+            fleet: fleet.clone(),
+            router: router.clone(),
+            unwrapped: (image, fleet, router),
             lock: Arc::new(MemoryLock::new()),
             options: EngineOptions::default(),
             events: EventSink::none(),
         }
+        .with_retry(RetryOptions::default())
+    }
+
+    /// Wraps the providers in the [`Retry`] layer with `options`
+    /// ([`RetryOptions::none`] turns retries off).
+    pub fn with_retry(mut self, options: RetryOptions) -> Self {
+        let (image, fleet, router) = self.unwrapped.clone();
+        self.image = Arc::new(Retry::new(image, options.clone()));
+        self.fleet = Arc::new(Retry::new(fleet, options.clone()));
+        self.router = Arc::new(Retry::new(router, options));
+        self
     }
 
     /// Sets the options.
@@ -436,9 +451,15 @@ impl Engine {
             app: app.clone(),
             deployment: deployment.clone(),
         });
-        self.events.emit(Event::StepStarted { step: Step::Validate });
+        self.events.emit(Event::StepStarted {
+            step: Step::Validate,
+        });
         let started = Instant::now();
-        validate().inspect_err(|e| self.events.emit(Event::Failed { error: e.to_string() }))?;
+        validate().inspect_err(|e| {
+            self.events.emit(Event::Failed {
+                error: e.to_string(),
+            })
+        })?;
         self.events.emit(Event::StepFinished {
             step: Step::Validate,
             elapsed: started.elapsed(),
