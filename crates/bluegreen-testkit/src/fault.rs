@@ -55,7 +55,13 @@ impl Op {
     pub fn mutates(self) -> bool {
         matches!(
             self,
-            Op::Prepare | Op::RemoveImage | Op::Launch | Op::Destroy | Op::Attach | Op::Detach | Op::SetRoutes
+            Op::Prepare
+                | Op::RemoveImage
+                | Op::Launch
+                | Op::Destroy
+                | Op::Attach
+                | Op::Detach
+                | Op::SetRoutes
         )
     }
 }

@@ -2,12 +2,11 @@
 
 use async_trait::async_trait;
 use bluegreen_core::labels;
-use bluegreen_core::{
-    App, Capabilities, Error, Fleet, Group, GroupId, Health, Instance, Result,
-};
+use bluegreen_core::{App, Capabilities, Error, Fleet, Group, GroupId, Health, Instance, Result};
 use tokio::time::Instant;
 
 use crate::fault::{Behaviour, Op};
+use futures_util::future::join_all;
 use crate::platform::{MemoryPlatform, StoredGroup, StoredInstance};
 
 /// Groups of the [`MemoryPlatform`]: instances boot over the platform's boot time
@@ -56,7 +55,8 @@ impl Fleet for MemoryFleet {
                 .get(&group.release.image)
                 .ok_or_else(|| Error::not_found(format!("image {}", group.release.image)))?;
             let behaviour = image.behaviour.clone();
-            match state.groups.iter().find(|g| g.id == group.id) {
+            let ours = |g: &&StoredGroup| g.id == group.id && labels::is_owned_by(&g.labels, &group.app);
+            match state.groups.iter().find(ours) {
                 Some(existing) if existing.record != group.to_record() => {
                     return Err(Error::conflict(format!(
                         "group {} exists with another release",
@@ -70,14 +70,21 @@ impl Fleet for MemoryFleet {
         if missing == 0 {
             return Ok(());
         }
+        // the batches go out at once, like a provider's concurrent batch calls; each
+        // batch is one platform call that starts all of its instances or none
         let batch = self.platform.state().batch_size.unwrap_or(usize::MAX);
-        let mut left = missing;
-        while left > 0 {
-            let n = left.min(batch);
-            // a batch is one platform call: it either starts all of `n` or none
-            self.platform.call(Op::Launch).await?;
-            let mut state = self.platform.state();
-            let now = Instant::now();
+        let sizes: Vec<usize> = (0..missing.div_ceil(batch))
+            .map(|i| batch.min(missing - i * batch))
+            .collect();
+        let outcomes = join_all(sizes.iter().map(|_| self.platform.call(Op::Launch))).await;
+        let mut state = self.platform.state();
+        let now = Instant::now();
+        let mut first_error = None;
+        for (n, outcome) in sizes.into_iter().zip(outcomes) {
+            if let Err(e) = outcome {
+                first_error.get_or_insert(e);
+                continue;
+            }
             let mut started = Vec::with_capacity(n);
             for _ in 0..n {
                 state.next_instance += 1;
@@ -88,7 +95,11 @@ impl Fleet for MemoryFleet {
                     killed: false,
                 });
             }
-            match state.groups.iter_mut().find(|g| g.id == group.id) {
+            match state
+                .groups
+                .iter_mut()
+                .find(|g| g.id == group.id && labels::is_owned_by(&g.labels, &group.app))
+            {
                 Some(g) => g.instances.extend(started),
                 None => state.groups.push(StoredGroup {
                     id: group.id.clone(),
@@ -97,9 +108,8 @@ impl Fleet for MemoryFleet {
                     instances: started,
                 }),
             }
-            left -= n;
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     async fn groups(&self, app: &App) -> Result<Vec<Group>> {
@@ -122,7 +132,9 @@ impl Fleet for MemoryFleet {
                 .find(|g| &g.id == group && labels::is_owned_by(&g.labels, app))
                 .map(|g| g.instances.len())
         };
-        self.platform.calls_in_batches(Op::Instances, count.unwrap_or(0)).await?;
+        self.platform
+            .calls_in_batches(Op::Instances, count.unwrap_or(0))
+            .await?;
         let state = self.platform.state();
         let g = state
             .groups
@@ -155,25 +167,22 @@ impl Fleet for MemoryFleet {
             return Ok(());
         };
         let batch = self.platform.state().batch_size.unwrap_or(usize::MAX);
-        let mut left = count;
-        loop {
-            self.platform.call(Op::Destroy).await?;
-            let mut state = self.platform.state();
-            let Some(pos) = state
-                .groups
-                .iter()
-                .position(|g| &g.id == group && labels::is_owned_by(&g.labels, app))
-            else {
-                return Ok(());
-            };
+        let batches = count.div_ceil(batch).max(1);
+        let outcomes = join_all((0..batches).map(|_| self.platform.call(Op::Destroy))).await;
+        let done = outcomes.iter().filter(|o| o.is_ok()).count();
+        let mut state = self.platform.state();
+        if let Some(pos) = state
+            .groups
+            .iter()
+            .position(|g| &g.id == group && labels::is_owned_by(&g.labels, app))
+        {
             let g = &mut state.groups[pos];
-            let n = left.min(batch).min(g.instances.len());
+            let n = (done * batch).min(g.instances.len());
             g.instances.drain(..n);
-            left -= n;
-            if g.instances.is_empty() || left == 0 {
+            if g.instances.is_empty() {
                 state.groups.remove(pos);
-                return Ok(());
             }
         }
+        outcomes.into_iter().find(|o| o.is_err()).unwrap_or(Ok(()))
     }
 }

@@ -2,9 +2,7 @@
 
 use async_trait::async_trait;
 use bluegreen_core::labels::{self, Labels};
-use bluegreen_core::{
-    App, Error, Event, EventSink, Image, ImageId, ImageRef, ImageSource, Result,
-};
+use bluegreen_core::{App, Error, Event, EventSink, Image, ImageId, ImageRef, ImageSource, Result};
 
 use crate::fault::Op;
 use crate::platform::{MemoryPlatform, StoredImage};
@@ -32,7 +30,12 @@ fn content_id(text: &str) -> ImageId {
 
 #[async_trait]
 impl Image for MemoryImage {
-    async fn prepare(&self, app: &App, source: &ImageSource, events: &EventSink) -> Result<ImageRef> {
+    async fn prepare(
+        &self,
+        app: &App,
+        source: &ImageSource,
+        events: &EventSink,
+    ) -> Result<ImageRef> {
         self.platform.call(Op::Prepare).await?;
         let reference = match source {
             ImageSource::Id(id) => {
@@ -50,16 +53,28 @@ impl Image for MemoryImage {
             }
             ImageSource::Reference(r) => r.clone(),
             ImageSource::Build { context, .. } => {
-                for line in ["Step 1/3 : FROM scratch", "Step 2/3 : COPY app /app", "Step 3/3 : CMD [\"/app\"]"] {
+                for line in [
+                    "Step 1/3 : FROM scratch",
+                    "Step 2/3 : COPY app /app",
+                    "Step 3/3 : CMD [\"/app\"]",
+                ] {
                     events.emit(Event::BuildOutput { line: line.into() });
                 }
                 context.display().to_string()
             }
-            other => return Err(Error::not_supported(format!("{other} on the memory platform"))),
+            other => {
+                return Err(Error::not_supported(format!(
+                    "{other} on the memory platform"
+                )))
+            }
         };
         let id = content_id(&format!("{app}/{reference}"));
         let mut state = self.platform.state();
-        let behaviour = state.behaviours.get(&reference).cloned().unwrap_or_default();
+        let behaviour = state
+            .behaviours
+            .get(&reference)
+            .cloned()
+            .unwrap_or_default();
         let created_at = match state.images.get(&id) {
             Some(existing) => existing.created_at,
             None => state.now(),
@@ -76,7 +91,12 @@ impl Image for MemoryImage {
                 behaviour,
             },
         );
-        Ok(ImageRef::new(id, app.clone(), created_at, source.to_string()))
+        Ok(ImageRef::new(
+            id,
+            app.clone(),
+            created_at,
+            source.to_string(),
+        ))
     }
 
     async fn images(&self, app: &App) -> Result<Vec<ImageRef>> {

@@ -40,6 +40,7 @@ pub(crate) struct State {
     pub(crate) routers: BTreeMap<App, AppRoutes>,
     pub(crate) history: Vec<(App, RouteTable)>,
     pub(crate) calls: BTreeMap<Op, u64>,
+    pub(crate) log: Vec<Op>,
     pub(crate) faults: Vec<PlannedFault>,
     pub(crate) random_faults: Option<(f64, Fault, fastrand::Rng)>,
     pub(crate) latency: Duration,
@@ -260,6 +261,11 @@ impl MemoryPlatform {
             .sum()
     }
 
+    /// Every call so far, in order.
+    pub fn call_log(&self) -> Vec<Op> {
+        self.state().log.clone()
+    }
+
     /// Every call count so far.
     pub fn call_counts(&self) -> BTreeMap<Op, u64> {
         self.state().calls.clone()
@@ -295,6 +301,7 @@ impl MemoryPlatform {
             let n = state.calls.entry(op).or_insert(0);
             *n += 1;
             let n = *n;
+            state.log.push(op);
             let planned = state
                 .faults
                 .iter()

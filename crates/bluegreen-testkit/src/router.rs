@@ -26,7 +26,12 @@ impl Router for MemoryRouter {
             .with_preview(true)
     }
 
-    async fn attach(&self, app: &App, group: &GroupId, instances: &[Instance]) -> Result<Attachment> {
+    async fn attach(
+        &self,
+        app: &App,
+        group: &GroupId,
+        instances: &[Instance],
+    ) -> Result<Attachment> {
         self.platform.call(Op::Attach).await?;
         if let Some(i) = instances.iter().find(|i| i.address.is_none()) {
             return Err(Error::invalid(
@@ -79,7 +84,9 @@ impl Router for MemoryRouter {
         }
         let routes = state.routers.entry(app.clone()).or_default();
         if let Some(g) = table.groups().find(|g| !routes.attached.contains_key(*g)) {
-            return Err(Error::not_found(format!("group {g} at the router of {app}")));
+            return Err(Error::not_found(format!(
+                "group {g} at the router of {app}"
+            )));
         }
         if routes.table != *table {
             routes.table = table.clone();
@@ -96,11 +103,15 @@ impl Router for MemoryRouter {
             .and_then(|r| r.attached.get(group))
             .ok_or_else(|| Error::not_found(format!("group {group} at the router of {app}")))?;
         let weight = routes.map(|r| r.table.weight(group)).unwrap_or(0);
-        let stored = state.groups.iter().find(|g| &g.id == group);
+        let stored = state
+            .groups
+            .iter()
+            .find(|g| &g.id == group && bluegreen_core::labels::is_owned_by(&g.labels, app));
         let mut healthy = 0;
         let mut error_rate = 0.0;
         for member in members {
-            let instance = stored.and_then(|g| g.instances.iter().find(|i| i.id == member.id.as_str()));
+            let instance =
+                stored.and_then(|g| g.instances.iter().find(|i| i.id == member.id.as_str()));
             if let Some(i) = instance {
                 if health_of(i, state.boot_time).is_healthy() {
                     healthy += 1;

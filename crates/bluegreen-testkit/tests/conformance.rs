@@ -25,8 +25,20 @@ async fn memory_platform_passes_the_suite() {
     let image: Arc<dyn Image> = Arc::new(platform.image());
     let fleet: Arc<dyn Fleet> = Arc::new(platform.fleet());
     let router: Arc<dyn Router> = Arc::new(platform.router());
-    conformance::run_all(image, fleet, router, &app, &sources(&platform), &Settings::default()).await;
-    assert_eq!(platform.instance_count(), 0, "the suite cleans up after itself");
+    conformance::run_all(
+        image,
+        fleet,
+        router,
+        &app,
+        &sources(&platform),
+        &Settings::default(),
+    )
+    .await;
+    assert_eq!(
+        platform.instance_count(),
+        0,
+        "the suite cleans up after itself"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -52,7 +64,10 @@ async fn the_suite_catches_a_broken_router() {
     use async_trait::async_trait;
     use bluegreen_core::{Attachment, GroupId, Instance, Result, RouteTable, Serving};
 
-    struct Careless(bluegreen_testkit::MemoryRouter, std::sync::Mutex<RouteTable>);
+    struct Careless(
+        bluegreen_testkit::MemoryRouter,
+        std::sync::Mutex<RouteTable>,
+    );
     #[async_trait]
     impl Router for Careless {
         async fn attach(&self, app: &App, g: &GroupId, i: &[Instance]) -> Result<Attachment> {

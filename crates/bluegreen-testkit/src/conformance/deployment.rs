@@ -57,7 +57,11 @@ pub async fn deployment_with_rollback(
         .await
         .unwrap_or_else(|e| panic!("the second deployment must succeed: {e}"));
     assert_eq!(second.previous.as_ref(), Some(&first.live));
-    assert_eq!(second.kept_warm, vec![first.live.clone()], "keep = 1 keeps the old group warm");
+    assert_eq!(
+        second.kept_warm,
+        vec![first.live.clone()],
+        "keep = 1 keeps the old group warm"
+    );
     assert_eq!(fleet.groups(app).await.unwrap().len(), 2);
 
     if let Some(bad) = &sources.never_healthy {
@@ -92,7 +96,10 @@ pub async fn deployment_with_rollback(
         .rollback(app)
         .await
         .unwrap_or_else(|e| panic!("a rollback to the warm group must succeed: {e}"));
-    assert_eq!(back.to, first.live, "rollback goes to the previous release's warm group");
+    assert_eq!(
+        back.to, first.live,
+        "rollback goes to the previous release's warm group"
+    );
     assert!(!back.relaunched, "a healthy warm group is reused");
     assert_eq!(
         router.routes(app).await.unwrap(),
@@ -100,6 +107,9 @@ pub async fn deployment_with_rollback(
     );
     clean(&*fleet, &*router, app).await;
     for img in image.images(app).await.unwrap() {
-        image.remove(app, &img.id).await.expect("remove must succeed");
+        image
+            .remove(app, &img.id)
+            .await
+            .expect("remove must succeed");
     }
 }

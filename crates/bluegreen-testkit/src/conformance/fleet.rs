@@ -12,7 +12,11 @@ pub async fn fleet_missing_resources(fleet: &dyn Fleet, app: &App) {
         .instances(app, &missing)
         .await
         .expect_err("instances of a missing group must fail");
-    assert_eq!(e.kind(), ErrorKind::NotFound, "instances of a missing group: {e}");
+    assert_eq!(
+        e.kind(),
+        ErrorKind::NotFound,
+        "instances of a missing group: {e}"
+    );
     fleet
         .destroy(app, &missing)
         .await
@@ -29,7 +33,10 @@ pub async fn fleet_launch_list_destroy(
     settings: &Settings,
 ) {
     for g in fleet.groups(app).await.expect("groups must list") {
-        fleet.destroy(app, &g.id).await.expect("destroy must succeed");
+        fleet
+            .destroy(app, &g.id)
+            .await
+            .expect("destroy must succeed");
     }
     let img = image
         .prepare(app, source, &EventSink::none())
@@ -52,7 +59,11 @@ pub async fn fleet_launch_list_destroy(
         .await
         .expect("launching the same group again must succeed (idempotent)");
     let listed = fleet.groups(app).await.expect("groups must list");
-    assert_eq!(listed, vec![group.clone()], "groups must give the launched group back unchanged");
+    assert_eq!(
+        listed,
+        vec![group.clone()],
+        "groups must give the launched group back unchanged"
+    );
 
     let instances = wait_healthy(fleet, app, &group.id, settings.size, settings).await;
     assert_eq!(
@@ -73,24 +84,41 @@ pub async fn fleet_launch_list_destroy(
         .expect_err("launching an existing group id with another release must fail");
     assert_eq!(e.kind(), ErrorKind::Conflict, "conflicting launch: {e}");
 
-    let other_app = App::new(format!("{}x", &app.name()[..app.name().len().min(29)]), app.environment())
-        .expect("a valid app name");
+    let other_app = App::new(
+        format!("{}x", &app.name()[..app.name().len().min(29)]),
+        app.environment(),
+    )
+    .expect("a valid app name");
     assert!(
-        fleet.groups(&other_app).await.expect("groups must list").is_empty(),
+        fleet
+            .groups(&other_app)
+            .await
+            .expect("groups must list")
+            .is_empty(),
         "groups(other app) must not list this app's group"
     );
     fleet
         .destroy(&other_app, &GroupId::new(group.id.as_str()))
         .await
         .expect("destroy by another app must succeed and do nothing");
-    assert_eq!(fleet.groups(app).await.unwrap().len(), 1, "destroy by another app must not destroy");
+    assert_eq!(
+        fleet.groups(app).await.unwrap().len(),
+        1,
+        "destroy by another app must not destroy"
+    );
 
-    fleet.destroy(app, &group.id).await.expect("destroy must succeed");
+    fleet
+        .destroy(app, &group.id)
+        .await
+        .expect("destroy must succeed");
     fleet
         .destroy(app, &group.id)
         .await
         .expect("destroying again must succeed (idempotent)");
-    assert!(fleet.groups(app).await.unwrap().is_empty(), "a destroyed group must not be listed");
+    assert!(
+        fleet.groups(app).await.unwrap().is_empty(),
+        "a destroyed group must not be listed"
+    );
     let e = fleet
         .instances(app, &group.id)
         .await

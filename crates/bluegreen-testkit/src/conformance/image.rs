@@ -16,10 +16,18 @@ pub async fn image_prepare_list_remove(image: &dyn Image, app: &App, source: &Im
         listed.iter().any(|i| i.id == prepared.id) && listed.iter().any(|i| i.id == again.id),
         "images(app) must list a prepared image: {listed:?}"
     );
-    let other = App::new(format!("{}x", &app.name()[..app.name().len().min(29)]), app.environment())
-        .expect("a valid app name");
+    let other = App::new(
+        format!("{}x", &app.name()[..app.name().len().min(29)]),
+        app.environment(),
+    )
+    .expect("a valid app name");
     assert!(
-        image.images(&other).await.expect("images must list").iter().all(|i| i.id != prepared.id),
+        image
+            .images(&other)
+            .await
+            .expect("images must list")
+            .iter()
+            .all(|i| i.id != prepared.id),
         "images(other app) must not list this app's image"
     );
     image
@@ -27,7 +35,12 @@ pub async fn image_prepare_list_remove(image: &dyn Image, app: &App, source: &Im
         .await
         .expect("remove by another app must succeed and leave the image alone");
     assert!(
-        image.images(app).await.unwrap().iter().any(|i| i.id == prepared.id),
+        image
+            .images(app)
+            .await
+            .unwrap()
+            .iter()
+            .any(|i| i.id == prepared.id),
         "remove by another app must not remove the image"
     );
     for id in [&prepared.id, &again.id] {
@@ -38,7 +51,12 @@ pub async fn image_prepare_list_remove(image: &dyn Image, app: &App, source: &Im
         .await
         .expect("removing a missing image must succeed (idempotent)");
     assert!(
-        image.images(app).await.unwrap().iter().all(|i| i.id != prepared.id),
+        image
+            .images(app)
+            .await
+            .unwrap()
+            .iter()
+            .all(|i| i.id != prepared.id),
         "a removed image must not be listed"
     );
 }

@@ -137,8 +137,14 @@ pub async fn clean(fleet: &dyn Fleet, router: &dyn Router, app: &App) {
         .expect("clearing the routes (set_routes with the empty table) must succeed");
     let groups = fleet.groups(app).await.expect("groups must list");
     for g in groups {
-        router.detach(app, &g.id).await.expect("detach must succeed");
-        fleet.destroy(app, &g.id).await.expect("destroy must succeed");
+        router
+            .detach(app, &g.id)
+            .await
+            .expect("detach must succeed");
+        fleet
+            .destroy(app, &g.id)
+            .await
+            .expect("destroy must succeed");
     }
 }
 
@@ -157,7 +163,12 @@ pub async fn wait_healthy(
             .instances(app, group)
             .await
             .unwrap_or_else(|e| panic!("instances of a launched group {group} must list: {e}"));
-        if instances.iter().filter(|i| i.health == Health::Healthy).count() >= size as usize {
+        if instances
+            .iter()
+            .filter(|i| i.health == Health::Healthy)
+            .count()
+            >= size as usize
+        {
             return instances;
         }
         assert!(

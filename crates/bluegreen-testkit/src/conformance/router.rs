@@ -62,10 +62,17 @@ pub async fn router_contract(
         .await
         .expect("setting the empty table must succeed");
     for g in [&ga, &gb] {
-        router.detach(app, g).await.expect("detaching an unattached group must succeed");
+        router
+            .detach(app, g)
+            .await
+            .expect("detaching an unattached group must succeed");
     }
     assert!(
-        router.routes(app).await.expect("routes must read").is_empty(),
+        router
+            .routes(app)
+            .await
+            .expect("routes must read")
+            .is_empty(),
         "an app without routes has the empty table"
     );
 
@@ -73,59 +80,123 @@ pub async fn router_contract(
         .set_routes(app, &RouteTable::single(ga.clone()))
         .await
         .expect_err("routing to an unattached group must fail");
-    assert_eq!(e.kind(), ErrorKind::NotFound, "routing to an unattached group: {e}");
-    assert!(router.routes(app).await.unwrap().is_empty(), "a refused table must change nothing");
+    assert_eq!(
+        e.kind(),
+        ErrorKind::NotFound,
+        "routing to an unattached group: {e}"
+    );
+    assert!(
+        router.routes(app).await.unwrap().is_empty(),
+        "a refused table must change nothing"
+    );
     let e = router
         .serving(app, &ga)
         .await
         .expect_err("serving of an unattached group must fail");
     assert_eq!(e.kind(), ErrorKind::NotFound);
 
-    let attachment = router.attach(app, &ga, &ia).await.expect("attach must succeed");
-    router.attach(app, &ga, &ia).await.expect("attaching again must succeed (idempotent)");
+    let attachment = router
+        .attach(app, &ga, &ia)
+        .await
+        .expect("attach must succeed");
+    router
+        .attach(app, &ga, &ia)
+        .await
+        .expect("attaching again must succeed (idempotent)");
     if caps.preview {
-        assert!(attachment.preview.is_some(), "a router declaring previews must give one");
+        assert!(
+            attachment.preview.is_some(),
+            "a router declaring previews must give one"
+        );
     }
-    router.attach(app, &gb, &ib).await.expect("attach must succeed");
+    router
+        .attach(app, &gb, &ib)
+        .await
+        .expect("attach must succeed");
 
     let all_a = RouteTable::single(ga.clone());
-    router.set_routes(app, &all_a).await.expect("set_routes must succeed");
-    router.set_routes(app, &all_a).await.expect("setting the same table again must succeed");
-    assert_eq!(router.routes(app).await.unwrap(), all_a, "routes must read back as set");
+    router
+        .set_routes(app, &all_a)
+        .await
+        .expect("set_routes must succeed");
+    router
+        .set_routes(app, &all_a)
+        .await
+        .expect("setting the same table again must succeed");
+    assert_eq!(
+        router.routes(app).await.unwrap(),
+        all_a,
+        "routes must read back as set"
+    );
     wait_serving(router, app, &ga, ia.len()).await;
 
     let split = RouteTable::weighted([(ga.clone(), 90), (gb.clone(), 10)]).unwrap();
     if caps.weighted_routing {
-        router.set_routes(app, &split).await.expect("a weighted table must be accepted");
-        assert_eq!(router.routes(app).await.unwrap(), split, "weights must read back as set");
+        router
+            .set_routes(app, &split)
+            .await
+            .expect("a weighted table must be accepted");
+        assert_eq!(
+            router.routes(app).await.unwrap(),
+            split,
+            "weights must read back as set"
+        );
     } else {
         let e = router
             .set_routes(app, &split)
             .await
             .expect_err("a router without weights must refuse a split");
-        assert_eq!(e.kind(), ErrorKind::NotSupported, "split on an unweighted router: {e}");
-        assert_eq!(router.routes(app).await.unwrap(), all_a, "a refused table must change nothing");
+        assert_eq!(
+            e.kind(),
+            ErrorKind::NotSupported,
+            "split on an unweighted router: {e}"
+        );
+        assert_eq!(
+            router.routes(app).await.unwrap(),
+            all_a,
+            "a refused table must change nothing"
+        );
     }
 
     let e = router
         .detach(app, &ga)
         .await
         .expect_err("detaching a group with traffic must fail");
-    assert_eq!(e.kind(), ErrorKind::Conflict, "detaching a group with traffic: {e}");
+    assert_eq!(
+        e.kind(),
+        ErrorKind::Conflict,
+        "detaching a group with traffic: {e}"
+    );
 
     let all_b = RouteTable::single(gb.clone());
-    router.set_routes(app, &all_b).await.expect("switch must succeed");
-    assert_eq!(router.routes(app).await.unwrap(), all_b, "the switch must read back");
+    router
+        .set_routes(app, &all_b)
+        .await
+        .expect("switch must succeed");
+    assert_eq!(
+        router.routes(app).await.unwrap(),
+        all_b,
+        "the switch must read back"
+    );
     wait_serving(router, app, &gb, ib.len()).await;
-    router.detach(app, &ga).await.expect("detaching a group without traffic must succeed");
-    router.detach(app, &ga).await.expect("detaching again must succeed (idempotent)");
+    router
+        .detach(app, &ga)
+        .await
+        .expect("detaching a group without traffic must succeed");
+    router
+        .detach(app, &ga)
+        .await
+        .expect("detaching again must succeed (idempotent)");
     let e = router
         .serving(app, &ga)
         .await
         .expect_err("serving of a detached group must fail");
     assert_eq!(e.kind(), ErrorKind::NotFound);
 
-    router.set_routes(app, &RouteTable::empty()).await.expect("clearing must succeed");
+    router
+        .set_routes(app, &RouteTable::empty())
+        .await
+        .expect("clearing must succeed");
     router.detach(app, &gb).await.expect("detach must succeed");
 }
 
