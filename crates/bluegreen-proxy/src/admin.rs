@@ -1,0 +1,465 @@
+//! The admin API: JSON over HTTP/1.1, on loopback or a unix socket, behind a bearer
+//! token.
+//!
+//! | method and path | body | does |
+//! | --- | --- | --- |
+//! | `GET /v1/apps` | | every app ([`AppReport`]s) |
+//! | `GET /v1/apps/{host}` | | one app |
+//! | `PUT /v1/apps/{host}` | `{"routes": {"g": 100}, "groups": {"g": [{"address": "127.0.0.1:8000"}]}}` | attaches the groups and sets the routes in one atomic change |
+//! | `GET /v1/apps/{host}/routes` | | `{"routes": {...}}`, empty for an unknown app |
+//! | `PUT /v1/apps/{host}/routes` | `{"routes": {"g": 90, "h": 10}}` | sets the route table |
+//! | `PUT /v1/apps/{host}/groups/{group}` | `{"backends": [{"address": "...", "instance": "..."}]}` | attaches a group |
+//! | `GET /v1/apps/{host}/groups/{group}` | | the group's health and counters ([`GroupReport`]) |
+//! | `DELETE /v1/apps/{host}/groups/{group}` | | detaches a group (409 while it has traffic) |
+//! | `POST /v1/apps/{host}/pause`, `POST /v1/apps/{host}/resume` | | holds or releases the app's requests |
+//! | `PUT /v1/default` | `{"host": "..."}` | sets the default app |
+//! | `GET /v1/health` | | `{"status": "ok", "held": n}` |
+//!
+//! Every request needs `Authorization: Bearer <token>` (401 otherwise). Errors are
+//! `{"error": "...", "kind": "...", "field": "..."}` with 400 (bad input, naming the
+//! field), 404, 409 or 500.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bluegreen_core::{Error, ErrorKind, GroupId, RouteTable};
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::net::{TcpListener, UnixListener};
+
+use crate::backend::BackendSpec;
+use crate::state::{normalize_host, AppReport, GroupReport, Proxy};
+
+/// The admin API's bearer token. Its `Debug` output never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    /// A token, or [`Error::Invalid`] when empty or not printable ASCII.
+    pub fn new(token: impl Into<String>) -> Result<Self, Error> {
+        let token = token.into().trim().to_owned();
+        if token.len() < 8 {
+            return Err(Error::invalid(
+                "admin token",
+                "must be at least 8 characters long",
+            ));
+        }
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Error::invalid(
+                "admin token",
+                "must be printable ASCII without spaces",
+            ));
+        }
+        Ok(AdminToken(token))
+    }
+
+    /// A random token of 32 hex digits.
+    pub fn random() -> Self {
+        AdminToken(format!(
+            "{:016x}{:016x}",
+            fastrand::u64(..),
+            fastrand::u64(..)
+        ))
+    }
+
+    /// The token itself, to hand to a client.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether an `Authorization` header value carries this token (compared in
+    /// constant time).
+    fn accepts(&self, authorization: Option<&[u8]>) -> bool {
+        let Some(value) = authorization else {
+            return false;
+        };
+        let Some(given) = value.strip_prefix(b"Bearer ") else {
+            return false;
+        };
+        let expected = self.0.as_bytes();
+        if given.len() != expected.len() {
+            return false;
+        }
+        given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+/// Where the admin API listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdminAddr {
+    /// A TCP address.
+    Tcp(SocketAddr),
+    /// A unix socket path (`unix:/run/bluegreen-proxy.sock`).
+    Unix(PathBuf),
+}
+
+impl std::str::FromStr for AdminAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            return Ok(AdminAddr::Unix(PathBuf::from(path)));
+        }
+        s.parse::<SocketAddr>()
+            .map(AdminAddr::Tcp)
+            .map_err(|_| format!("`{s}` is neither ip:port nor unix:/path"))
+    }
+}
+
+/// A bound admin listener.
+#[derive(Debug)]
+pub enum AdminListener {
+    /// On TCP.
+    Tcp(TcpListener),
+    /// On a unix socket.
+    Unix(UnixListener),
+}
+
+impl AdminListener {
+    /// Binds `addr`. A TCP address beyond loopback is refused unless
+    /// `allow_non_loopback`: the admin API changes where traffic goes.
+    pub async fn bind(addr: &AdminAddr, allow_non_loopback: bool) -> io::Result<Self> {
+        match addr {
+            AdminAddr::Tcp(a) => {
+                if !a.ip().is_loopback() && !allow_non_loopback {
+                    return Err(io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        format!(
+                            "refusing to bind the admin API to {a}, which is not a loopback \
+                             address; allow it explicitly (--admin-allow-remote)"
+                        ),
+                    ));
+                }
+                Ok(AdminListener::Tcp(TcpListener::bind(a).await?))
+            }
+            AdminAddr::Unix(path) => {
+                if path.exists() {
+                    std::fs::remove_file(path)?;
+                }
+                Ok(AdminListener::Unix(UnixListener::bind(path)?))
+            }
+        }
+    }
+
+    /// The TCP address it is bound to, if on TCP.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            AdminListener::Tcp(l) => l.local_addr().ok(),
+            AdminListener::Unix(_) => None,
+        }
+    }
+}
+
+/// The default admin address: loopback only.
+pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:8081";
+
+#[derive(Serialize)]
+struct ErrorBody {
+    error: String,
+    kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<String>,
+}
+
+/// An error of the admin API, as the client reads it back.
+#[derive(Deserialize)]
+pub(crate) struct ErrorReply {
+    pub(crate) error: String,
+    #[serde(default)]
+    pub(crate) field: Option<String>,
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn error_response(error: &Error) -> Response<Full<Bytes>> {
+    let (status, field, message) = match error {
+        Error::Invalid { field, reason } => (
+            StatusCode::BAD_REQUEST,
+            Some(field.clone()),
+            format!("invalid {field}: {reason}"),
+        ),
+        other => {
+            let status = match other.kind() {
+                ErrorKind::NotFound => StatusCode::NOT_FOUND,
+                ErrorKind::Conflict => StatusCode::CONFLICT,
+                ErrorKind::PermissionDenied => StatusCode::UNAUTHORIZED,
+                ErrorKind::NotSupported => StatusCode::METHOD_NOT_ALLOWED,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            (status, None, other.to_string())
+        }
+    };
+    json(
+        status,
+        &ErrorBody {
+            error: message,
+            kind: format!("{:?}", error.kind()).to_lowercase(),
+            field,
+        },
+    )
+}
+
+const MAX_BODY: usize = 1 << 20;
+
+async fn read_json<T: DeserializeOwned>(body: Incoming) -> Result<T, Error> {
+    let bytes = Limited::new(body, MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| Error::invalid("body", format!("could not be read: {e}")))?
+        .to_bytes();
+    if bytes.is_empty() {
+        return Err(Error::invalid(
+            "body",
+            "is empty; a JSON object is expected",
+        ));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(&bytes);
+    let mut track = serde_path_to_error::Track::new();
+    let value = T::deserialize(serde_path_to_error::Deserializer::new(de, &mut track));
+    value.map_err(|e| {
+        let path = track.path().to_string();
+        let field = if path == "." || path.is_empty() {
+            "body".to_owned()
+        } else {
+            path
+        };
+        let message = e.to_string();
+        // a route table names its own field: "invalid routes: weights sum to 120, ..."
+        let reason = message
+            .strip_prefix(&format!("invalid {field}: "))
+            .map(|s| s.to_owned())
+            .unwrap_or(message);
+        Error::invalid(field, reason)
+    })
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RoutesBody {
+    pub(crate) routes: RouteTable,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AppBody {
+    pub(crate) routes: RouteTable,
+    #[serde(default)]
+    pub(crate) groups: BTreeMap<GroupId, Vec<BackendSpec>>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AttachBody {
+    pub(crate) backends: Vec<BackendSpec>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DefaultBody {
+    host: String,
+}
+
+fn app_report(proxy: &Proxy, host: &str) -> Result<AppReport, Error> {
+    proxy
+        .report(host)?
+        .ok_or_else(|| Error::not_found(format!("app {host}")))
+}
+
+fn group_report(proxy: &Proxy, host: &str, group: &str) -> Result<GroupReport, Error> {
+    app_report(proxy, host)?
+        .groups
+        .into_iter()
+        .find(|g| g.id.as_str() == group)
+        .ok_or_else(|| Error::not_found(format!("group {group}")))
+}
+
+fn check_group_id(group: &str) -> Result<GroupId, Error> {
+    if group.is_empty() || group.len() > 128 || !group.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Error::invalid(
+            "group",
+            format!("`{group}` is not a group id"),
+        ));
+    }
+    Ok(GroupId::from(group))
+}
+
+async fn route(proxy: &Proxy, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Error> {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_owned();
+    let segments: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let method = parts.method;
+    let ok = StatusCode::OK;
+    match (method.clone(), segments.as_slice()) {
+        (Method::GET, ["v1", "health"]) => Ok(json(
+            ok,
+            &serde_json::json!({"status": "ok", "held": proxy.held()}),
+        )),
+        (Method::GET, ["v1", "apps"]) => Ok(json(ok, &proxy.reports())),
+        (Method::PUT, ["v1", "default"]) => {
+            let body: DefaultBody = read_json(body).await?;
+            proxy.set_default_app(&body.host)?;
+            Ok(json(ok, &app_report(proxy, &body.host)?))
+        }
+        (Method::GET, ["v1", "apps", host]) => Ok(json(ok, &app_report(proxy, host)?)),
+        (Method::PUT, ["v1", "apps", host]) => {
+            normalize_host(host)?;
+            let body: AppBody = read_json(body).await?;
+            proxy.apply(host, &body.routes, &body.groups).await?;
+            Ok(json(ok, &app_report(proxy, host)?))
+        }
+        (Method::GET, ["v1", "apps", host, "routes"]) => Ok(json(
+            ok,
+            &RoutesBody {
+                routes: proxy.routes(host)?,
+            },
+        )),
+        (Method::PUT, ["v1", "apps", host, "routes"]) => {
+            normalize_host(host)?;
+            let body: RoutesBody = read_json(body).await?;
+            proxy.set_routes(host, &body.routes)?;
+            Ok(json(ok, &app_report(proxy, host)?))
+        }
+        (Method::POST, ["v1", "apps", host, "pause"]) => {
+            proxy.pause(host)?;
+            Ok(json(ok, &app_report(proxy, host)?))
+        }
+        (Method::POST, ["v1", "apps", host, "resume"]) => {
+            proxy.resume(host)?;
+            Ok(json(ok, &app_report(proxy, host)?))
+        }
+        (Method::GET, ["v1", "apps", host, "groups", group]) => {
+            Ok(json(ok, &group_report(proxy, host, group)?))
+        }
+        (Method::PUT, ["v1", "apps", host, "groups", group]) => {
+            normalize_host(host)?;
+            let group = check_group_id(group)?;
+            let body: AttachBody = read_json(body).await?;
+            proxy.attach(host, &group, &body.backends).await?;
+            Ok(json(ok, &group_report(proxy, host, group.as_str())?))
+        }
+        (Method::DELETE, ["v1", "apps", host, "groups", group]) => {
+            let group = check_group_id(group)?;
+            proxy.detach(host, &group)?;
+            Ok(json(ok, &serde_json::json!({"detached": group})))
+        }
+        _ => Err(Error::not_found(format!("admin route {method} {path}"))),
+    }
+}
+
+async fn handle(
+    proxy: Proxy,
+    token: AdminToken,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    if !token.accepts(authorization) {
+        let mut response = error_response(&Error::PermissionDenied {
+            message: "a valid `Authorization: Bearer <token>` header is required".into(),
+        });
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        return Ok(response);
+    }
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let response = match route(&proxy, req).await {
+        Ok(r) => r,
+        Err(e) => error_response(&e),
+    };
+    tracing::debug!(%method, %path, status = response.status().as_u16(), "admin request");
+    Ok(response)
+}
+
+/// Serves the admin API on `listener` until `shutdown` completes.
+pub async fn serve(
+    proxy: Proxy,
+    listener: AdminListener,
+    token: AdminToken,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let io: Box<dyn IoStream> = tokio::select! {
+            accepted = accept(&listener) => match accepted {
+                Ok(io) => io,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let proxy = proxy.clone();
+        let token = token.clone();
+        let service = service_fn(move |req| handle(proxy.clone(), token.clone(), req));
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(10))
+            .serve_connection(TokioIo::new(io), service);
+        let watched = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = watched.await {
+                tracing::debug!(error = %e, "admin connection ended");
+            }
+        });
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+    Ok(())
+}
+
+trait IoStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> IoStream for T {}
+
+async fn accept(listener: &AdminListener) -> io::Result<Box<dyn IoStream>> {
+    match listener {
+        AdminListener::Tcp(l) => {
+            let (s, _) = l.accept().await?;
+            let _ = s.set_nodelay(true);
+            Ok(Box::new(s))
+        }
+        AdminListener::Unix(l) => {
+            let (s, _) = l.accept().await?;
+            Ok(Box::new(s))
+        }
+    }
+}

@@ -1,0 +1,540 @@
+//! The request path: pick an app by host, a group by stickiness or weight, a
+//! healthy backend in turn; hold the request while there is none; forward it.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::{Body, Incoming};
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+
+use crate::backend::Backend;
+use crate::body::{take_back, ProxyBody, UpstreamBody};
+use crate::state::{AppState, GroupState, Proxy, Snapshot};
+
+/// The cookie that keeps a client on one group of a weighted split.
+pub const GROUP_COOKIE: &str = "bluegreen-group";
+/// A request header that asks for a group (honoured while the group has traffic).
+pub const GROUP_HEADER: &str = "x-bluegreen-group";
+/// A request header that sends the request to an attached group even without
+/// traffic, to try it before a switch.
+pub const PREVIEW_HEADER: &str = "x-bluegreen-preview";
+
+/// Where a connection comes from.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConnInfo {
+    pub(crate) remote: SocketAddr,
+    pub(crate) tls: bool,
+}
+
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+struct Choice {
+    group: Arc<GroupState>,
+    backend: Arc<Backend>,
+    set_cookie: bool,
+}
+
+enum Wait {
+    Paused,
+    NoRoutes,
+    NoHealthy(Vec<String>),
+    UnknownPreview(String),
+}
+
+impl Wait {
+    fn describe(&self, host: &str) -> String {
+        match self {
+            Wait::Paused => format!("app {host} is paused"),
+            Wait::NoRoutes => format!("app {host} has no route table"),
+            Wait::NoHealthy(groups) => {
+                format!(
+                    "no healthy backend in group {} of app {host}",
+                    groups.join(", ")
+                )
+            }
+            Wait::UnknownPreview(g) => format!("group {g} is not attached to app {host}"),
+        }
+    }
+}
+
+fn plain(status: StatusCode, message: String) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::full(format!(
+        "{} {}: {message}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    )));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn try_pick(
+    snap: &Snapshot,
+    preview: Option<&str>,
+    prefer: Option<&str>,
+    exclude: Option<&Arc<Backend>>,
+) -> Result<Choice, Wait> {
+    if snap.paused {
+        return Err(Wait::Paused);
+    }
+    if let Some(p) = preview {
+        let group = snap
+            .groups
+            .values()
+            .find(|g| g.id.as_str() == p)
+            .ok_or_else(|| Wait::UnknownPreview(p.to_owned()))?;
+        let backend = group
+            .pick(exclude)
+            .or_else(|| group.pick(None))
+            .ok_or_else(|| Wait::NoHealthy(vec![p.to_owned()]))?;
+        return Ok(Choice {
+            group: group.clone(),
+            backend,
+            set_cookie: false,
+        });
+    }
+    if snap.routed.is_empty() {
+        return Err(Wait::NoRoutes);
+    }
+    if let Some(group) = prefer.and_then(|p| snap.routed_group(p)) {
+        if let Some(backend) = group.pick(exclude) {
+            return Ok(Choice {
+                group: group.clone(),
+                backend,
+                set_cookie: false,
+            });
+        }
+    }
+    let split = snap.routed.len() > 1;
+    let total: u32 = snap
+        .routed
+        .iter()
+        .filter(|(g, _)| g.has_healthy())
+        .map(|(_, w)| u32::from(*w))
+        .sum();
+    if total > 0 {
+        let mut r = fastrand::u32(..total);
+        let start = snap
+            .routed
+            .iter()
+            .position(|(g, w)| {
+                if !g.has_healthy() {
+                    return false;
+                }
+                if r < u32::from(*w) {
+                    return true;
+                }
+                r -= u32::from(*w);
+                false
+            })
+            .unwrap_or(0);
+        let n = snap.routed.len();
+        for i in 0..n {
+            let group = &snap.routed[(start + i) % n].0;
+            if let Some(backend) = group.pick(exclude).or_else(|| group.pick(None)) {
+                return Ok(Choice {
+                    group: group.clone(),
+                    backend,
+                    set_cookie: split,
+                });
+            }
+        }
+    }
+    Err(Wait::NoHealthy(
+        snap.routed.iter().map(|(g, _)| g.id.to_string()).collect(),
+    ))
+}
+
+struct HeldGuard<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for HeldGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A backend for the request, waiting (bounded) while there is none.
+async fn choose(
+    proxy: &Proxy,
+    app: &AppState,
+    preview: Option<&str>,
+    prefer: Option<&str>,
+    exclude: Option<&Arc<Backend>>,
+) -> Result<Choice, Response<ProxyBody>> {
+    let wait = match try_pick(&app.snapshot.load(), preview, prefer, exclude) {
+        Ok(choice) => return Ok(choice),
+        Err(w @ Wait::UnknownPreview(_)) => {
+            return Err(plain(StatusCode::NOT_FOUND, w.describe(&app.host)))
+        }
+        Err(w) => w,
+    };
+    let inner = &proxy.inner;
+    let max = inner.options.max_held;
+    if inner.held.fetch_add(1, Ordering::AcqRel) >= max {
+        inner.held.fetch_sub(1, Ordering::AcqRel);
+        tracing::warn!(host = %app.host, max, "hold queue full");
+        return Err(plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{} and {max} requests already wait, the most the proxy holds",
+                wait.describe(&app.host)
+            ),
+        ));
+    }
+    let _held = HeldGuard(&inner.held);
+    let timeout = inner.options.hold_timeout;
+    let deadline = Instant::now() + timeout;
+    tracing::debug!(host = %app.host, reason = %wait.describe(&app.host), "holding a request");
+    let mut last;
+    loop {
+        let mut changes = inner.epoch.subscribe();
+        match try_pick(&app.snapshot.load(), preview, prefer, exclude) {
+            Ok(choice) => return Ok(choice),
+            Err(w @ Wait::UnknownPreview(_)) => {
+                return Err(plain(StatusCode::NOT_FOUND, w.describe(&app.host)))
+            }
+            Err(w) => last = w,
+        }
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => continue,
+            _ => {
+                return Err(plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "held for {} while {}",
+                        human(timeout),
+                        last.describe(&app.host)
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+fn human(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{} ms", d.as_millis())
+    }
+}
+
+/// The request's host, without port.
+fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    let raw = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))?;
+    if let Some(rest) = raw.strip_prefix('[') {
+        return rest.split(']').next();
+    }
+    raw.split(':').next()
+}
+
+fn cookie_group(headers: &HeaderMap) -> Option<String> {
+    if let Some(v) = headers.get(GROUP_HEADER).and_then(|v| v.to_str().ok()) {
+        return Some(v.trim().to_owned());
+    }
+    for value in headers.get_all(header::COOKIE) {
+        let Ok(value) = value.to_str() else { continue };
+        for pair in value.split(';') {
+            if let Some((k, v)) = pair.split_once('=') {
+                if k.trim() == GROUP_COOKIE {
+                    return Some(v.trim().to_owned());
+                }
+            }
+        }
+    }
+    None
+}
+
+fn is_upgrade<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// The parts of the client's request that every attempt is built from.
+struct Outgoing {
+    method: Method,
+    path_and_query: http::uri::PathAndQuery,
+    headers: HeaderMap,
+}
+
+impl Outgoing {
+    fn request(
+        &self,
+        backend: &Backend,
+        headers: HeaderMap,
+        body: UpstreamBody,
+    ) -> Request<UpstreamBody> {
+        let uri = Uri::builder()
+            .scheme("http")
+            .authority(backend.authority.clone())
+            .path_and_query(self.path_and_query.clone())
+            .build()
+            .expect("an authority and a path make a URI");
+        let mut request = Request::new(body);
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = uri;
+        *request.version_mut() = Version::HTTP_11;
+        *request.headers_mut() = headers;
+        request
+    }
+}
+
+/// Serves one request of a client connection.
+pub(crate) async fn handle(
+    proxy: Proxy,
+    conn: ConnInfo,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, std::convert::Infallible> {
+    Ok(forward(&proxy, conn, req).await)
+}
+
+async fn forward(proxy: &Proxy, conn: ConnInfo, mut req: Request<Incoming>) -> Response<ProxyBody> {
+    let host = request_host(&req).map(str::to_owned);
+    let Some(app) = proxy.app_for(host.as_deref()) else {
+        return plain(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no app is served for host {}",
+                host.as_deref().unwrap_or("(none)")
+            ),
+        );
+    };
+    let preview = req
+        .headers()
+        .get(PREVIEW_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_owned());
+    let sticky = cookie_group(req.headers());
+    let upgrade = is_upgrade(&req);
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+
+    let (parts, body) = req.into_parts();
+    let idempotent = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let mut headers = parts.headers;
+    let upgrade_value = headers.get(header::UPGRADE).cloned();
+    strip_hop_by_hop(&mut headers);
+    if let (true, Some(value)) = (upgrade, upgrade_value) {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, value);
+    }
+    if parts.version == Version::HTTP_2 {
+        if !headers.contains_key(header::HOST) {
+            if let Some(authority) = parts.uri.authority() {
+                if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
+                    headers.insert(header::HOST, v);
+                }
+            }
+        }
+        // HTTP/2 may split cookies over several fields; HTTP/1.1 wants one
+        if headers.get_all(header::COOKIE).iter().count() > 1 {
+            let joined: Vec<&[u8]> = headers
+                .get_all(header::COOKIE)
+                .iter()
+                .map(|v| v.as_bytes())
+                .collect();
+            if let Ok(v) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
+                headers.insert(header::COOKIE, v);
+            }
+        }
+    }
+    add_forwarded(&mut headers, conn, host.as_deref());
+
+    let mut outgoing = Outgoing {
+        method: parts.method,
+        path_and_query: parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        headers,
+    };
+    let empty_body = body.is_end_stream();
+    let (mut body, slot) = if empty_body {
+        (UpstreamBody::Empty, None)
+    } else {
+        let (b, slot) = UpstreamBody::recoverable(body);
+        (b, Some(slot))
+    };
+
+    let mut exclude: Option<Arc<Backend>> = None;
+    let mut prefer = sticky;
+    let mut attempt = 0;
+    loop {
+        let choice = match choose(
+            proxy,
+            &app,
+            preview.as_deref(),
+            prefer.as_deref(),
+            exclude.as_ref(),
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(response) => return response,
+        };
+        let last_try = attempt > 0;
+        let headers = if last_try || !(empty_body || slot.is_some()) {
+            std::mem::take(&mut outgoing.headers)
+        } else {
+            outgoing.headers.clone()
+        };
+        let request = outgoing.request(&choice.backend, headers, body);
+        let started = Instant::now();
+        match choice.group.client.request(request).await {
+            Ok(mut response) => {
+                choice
+                    .group
+                    .stats
+                    .record(response.status().as_u16(), started.elapsed());
+                if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    if let Some(client_side) = client_upgrade {
+                        let backend_side = hyper::upgrade::on(&mut response);
+                        tokio::spawn(tunnel(client_side, backend_side));
+                    }
+                    return response.map(|_| ProxyBody::empty());
+                }
+                let (mut rparts, rbody) = response.into_parts();
+                strip_hop_by_hop(&mut rparts.headers);
+                if choice.set_cookie {
+                    if let Ok(v) = HeaderValue::from_str(&format!(
+                        "{GROUP_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax",
+                        choice.group.id
+                    )) {
+                        rparts.headers.append(header::SET_COOKIE, v);
+                    }
+                }
+                return Response::from_parts(rparts, ProxyBody::Backend(rbody));
+            }
+            Err(error) => {
+                let connect = error.is_connect();
+                if connect {
+                    choice.backend.connection_failed();
+                }
+                let again = if empty_body {
+                    Some(UpstreamBody::Empty)
+                } else {
+                    slot.as_ref()
+                        .and_then(take_back)
+                        .map(UpstreamBody::Streaming)
+                };
+                let retry = !last_try && (connect || idempotent) && again.is_some();
+                tracing::warn!(
+                    host = %app.host,
+                    group = %choice.group.id,
+                    backend = %choice.backend.authority,
+                    error = %error_chain(&error),
+                    retry,
+                    "backend request failed"
+                );
+                if let (true, Some(again)) = (retry, again) {
+                    body = again;
+                    prefer = Some(choice.group.id.to_string());
+                    exclude = Some(choice.backend);
+                    attempt += 1;
+                    continue;
+                }
+                choice.group.stats.record(502, started.elapsed());
+                return plain(
+                    StatusCode::BAD_GATEWAY,
+                    format!(
+                        "backend {} of group {} failed: {}",
+                        choice.backend.authority,
+                        choice.group.id,
+                        error_chain(&error)
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn add_forwarded(headers: &mut HeaderMap, conn: ConnInfo, host: Option<&str>) {
+    let ip = conn.remote.ip().to_string();
+    let xff = HeaderName::from_static("x-forwarded-for");
+    let value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {ip}"),
+        None => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(xff, v);
+    }
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
+    );
+    let xfh = HeaderName::from_static("x-forwarded-host");
+    if !headers.contains_key(&xfh) {
+        if let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+            headers.insert(xfh, v);
+        }
+    }
+}
+
+async fn tunnel(client: hyper::upgrade::OnUpgrade, backend: hyper::upgrade::OnUpgrade) {
+    match tokio::try_join!(client, backend) {
+        Ok((client, backend)) => {
+            let mut client = TokioIo::new(client);
+            let mut backend = TokioIo::new(backend);
+            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut backend).await {
+                tracing::debug!(error = %e, "upgraded connection ended");
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+    }
+}

@@ -1,0 +1,22 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+
+pub mod admin;
+mod backend;
+mod body;
+mod forward;
+mod options;
+mod router;
+mod server;
+mod state;
+mod stats;
+
+pub use admin::{AdminAddr, AdminListener, AdminToken};
+pub use backend::{BackendHealth, BackendSpec};
+pub use body::ProxyBody;
+pub use forward::{GROUP_COOKIE, GROUP_HEADER, PREVIEW_HEADER};
+pub use options::{HealthCheckOptions, ProxyOptions};
+pub use router::{default_host, ProxyRouter};
+pub use server::TlsConfig;
+pub use state::{AppReport, BackendReport, GroupReport, Proxy};
+pub use stats::StatsSnapshot;

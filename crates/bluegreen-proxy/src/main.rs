@@ -1,0 +1,214 @@
+//! `bluegreen-proxy`: the reverse proxy and its admin API.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bluegreen_proxy::{
+    admin, AdminAddr, AdminListener, AdminToken, HealthCheckOptions, Proxy, ProxyOptions,
+    TlsConfig,
+};
+use clap::Parser;
+use tokio::net::TcpListener;
+
+/// A reverse proxy that moves traffic between groups of backends with no failed
+/// request, driven by a JSON admin API.
+#[derive(Parser)]
+#[command(name = "bluegreen-proxy", version)]
+struct Args {
+    /// Where clients connect (HTTP/1.1 and h2c, or TLS with --tls-cert/--tls-key).
+    #[arg(long, env = "BLUEGREEN_PROXY_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Where the admin API listens: ip:port or unix:/path.
+    #[arg(long, env = "BLUEGREEN_PROXY_ADMIN", default_value = admin::DEFAULT_ADMIN_ADDR)]
+    admin: AdminAddr,
+    /// Allow the admin API on an address beyond loopback.
+    #[arg(long, env = "BLUEGREEN_PROXY_ADMIN_ALLOW_REMOTE")]
+    admin_allow_remote: bool,
+    /// A file holding the admin token.
+    #[arg(long, env = "BLUEGREEN_PROXY_TOKEN_FILE", conflicts_with = "admin_token")]
+    admin_token_file: Option<PathBuf>,
+    /// The admin token itself (prefer the file or the environment).
+    #[arg(long, env = "BLUEGREEN_PROXY_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// A PEM certificate chain: serve TLS (ALPN h2 and http/1.1).
+    #[arg(long, env = "BLUEGREEN_PROXY_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "BLUEGREEN_PROXY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// How long a request waits while its app is paused or has no healthy backend
+    /// (e.g. `30s`, `500ms`).
+    #[arg(long, env = "BLUEGREEN_PROXY_HOLD_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    hold_timeout: Duration,
+    /// How many requests may wait at once.
+    #[arg(long, env = "BLUEGREEN_PROXY_MAX_HELD", default_value_t = 10_000)]
+    max_held: usize,
+    /// The app that gets requests for unknown hosts (default: the first app added).
+    #[arg(long, env = "BLUEGREEN_PROXY_DEFAULT_APP")]
+    default_app: Option<String>,
+    /// The health check path of backends.
+    #[arg(long, env = "BLUEGREEN_PROXY_HEALTH_PATH", default_value = "/health")]
+    health_path: String,
+    /// The pause between two health checks of a backend.
+    #[arg(long, env = "BLUEGREEN_PROXY_HEALTH_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    health_interval: Duration,
+    /// How long one health check may take.
+    #[arg(long, env = "BLUEGREEN_PROXY_HEALTH_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    health_timeout: Duration,
+    /// How long shutdown waits for requests in flight.
+    #[arg(long, env = "BLUEGREEN_PROXY_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    shutdown_timeout: Duration,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, "s"));
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 30s or 500ms"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("`{s}`: use ms, s or m")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{s}`: {e}"))
+}
+
+fn token(args: &Args) -> Result<AdminToken, String> {
+    let raw = match (&args.admin_token_file, &args.admin_token) {
+        (Some(path), _) => std::fs::read_to_string(path)
+            .map_err(|e| format!("--admin-token-file {}: {e}", path.display()))?,
+        (None, Some(t)) => t.clone(),
+        (None, None) => {
+            return Err(
+                "an admin token is required: --admin-token-file or BLUEGREEN_PROXY_TOKEN".into(),
+            )
+        }
+    };
+    AdminToken::new(raw).map_err(|e| e.to_string())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match run(Args::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("bluegreen-proxy: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let token = token(&args)?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsConfig::from_pem_files(cert, key).map_err(|e| e.to_string())?),
+        _ => None,
+    };
+    let mut options = ProxyOptions::default()
+        .with_hold_timeout(args.hold_timeout)
+        .with_max_held(args.max_held)
+        .with_shutdown_timeout(args.shutdown_timeout)
+        .with_health(
+            HealthCheckOptions::default()
+                .with_path(args.health_path.clone())
+                .with_interval(args.health_interval)
+                .with_timeout(args.health_timeout),
+        );
+    if let Some(host) = &args.default_app {
+        options = options.with_default_host(host.clone());
+    }
+    let proxy = Proxy::new(options);
+    let admin_listener = AdminListener::bind(&args.admin, args.admin_allow_remote)
+        .await
+        .map_err(|e| format!("admin {:?}: {e}", args.admin))?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("listen {}: {e}", args.listen))?;
+    tracing::info!(
+        listen = %args.listen,
+        admin = ?args.admin,
+        tls = tls.is_some(),
+        "bluegreen-proxy started"
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let admin_task = {
+        let proxy = proxy.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            admin::serve(proxy, admin_listener, token, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+        })
+    };
+    let serve = proxy.serve(listener, tls, async move {
+        shutdown_signal().await;
+        tracing::info!("signal received: stopping");
+        let _ = stop_tx.send(true);
+    });
+    serve.await.map_err(|e| e.to_string())?;
+    let _ = admin_task.await;
+    if let AdminAddr::Unix(path) = &args.admin {
+        let _ = std::fs::remove_file(path);
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("300ms").unwrap(), Duration::from_millis(300));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert!(parse_duration("3h").is_err());
+    }
+
+    #[test]
+    fn default_admin_is_loopback() {
+        let args = Args::parse_from(["bluegreen-proxy"]);
+        match args.admin {
+            AdminAddr::Tcp(a) => assert!(a.ip().is_loopback()),
+            other => panic!("{other:?}"),
+        }
+        assert!(args.listen.ip().is_loopback());
+    }
+
+    #[test]
+    fn token_is_not_in_debug() {
+        let args = Args::parse_from(["bluegreen-proxy", "--admin-token", "s3cret-token-123"]);
+        let t = token(&args).unwrap();
+        assert!(!format!("{t:?}").contains("s3cret"));
+    }
+}

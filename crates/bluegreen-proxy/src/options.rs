@@ -1,0 +1,134 @@
+//! Options of the proxy and of its active health checks.
+
+use std::time::Duration;
+
+/// How the proxy checks its backends' health.
+///
+/// A backend starts *unknown* and gets no request until a check passes; the first
+/// check runs as soon as the backend is attached.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthCheckOptions {
+    /// The path asked with `GET`; any 2xx or 3xx status passes. Default `/health`.
+    pub path: String,
+    /// The pause between two checks of one backend. Default 1 s.
+    pub interval: Duration,
+    /// How long one check may take. Default 2 s.
+    pub timeout: Duration,
+    /// Consecutive passes that make an unhealthy backend healthy again. Default 1.
+    pub healthy_threshold: u32,
+    /// Consecutive failures that make a healthy backend unhealthy. Default 2.
+    pub unhealthy_threshold: u32,
+}
+
+impl Default for HealthCheckOptions {
+    fn default() -> Self {
+        HealthCheckOptions {
+            path: "/health".into(),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(2),
+            healthy_threshold: 1,
+            unhealthy_threshold: 2,
+        }
+    }
+}
+
+impl HealthCheckOptions {
+    /// Sets [`HealthCheckOptions::path`].
+    pub fn with_path(mut self, path: impl Into<String>) -> Self {
+        self.path = path.into();
+        self
+    }
+
+    /// Sets [`HealthCheckOptions::interval`].
+    pub fn with_interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// Sets [`HealthCheckOptions::timeout`].
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets both thresholds (each at least 1).
+    pub fn with_thresholds(mut self, healthy: u32, unhealthy: u32) -> Self {
+        self.healthy_threshold = healthy.max(1);
+        self.unhealthy_threshold = unhealthy.max(1);
+        self
+    }
+}
+
+/// Options of a [`Proxy`](crate::Proxy).
+///
+/// ```
+/// use std::time::Duration;
+/// use bluegreen_proxy::ProxyOptions;
+/// let options = ProxyOptions::default().with_hold_timeout(Duration::from_secs(5));
+/// assert_eq!(options.max_held, 10_000);
+/// ```
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyOptions {
+    /// How long a request may wait while its app is paused or has no healthy backend,
+    /// before it gets a 503. Default 30 s.
+    pub hold_timeout: Duration,
+    /// How many requests may wait at once; past it, a request gets a 503 at once.
+    /// Default 10 000.
+    pub max_held: usize,
+    /// Active health checks.
+    pub health: HealthCheckOptions,
+    /// The app that gets requests whose `Host` is no known app. `None` (the default)
+    /// makes the first app the proxy learns of the default one.
+    pub default_host: Option<String>,
+    /// How long shutdown waits for requests in flight. Default 30 s.
+    pub shutdown_timeout: Duration,
+    /// How long an idle keep-alive connection to a backend is kept. Default 60 s.
+    pub pool_idle_timeout: Duration,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        ProxyOptions {
+            hold_timeout: Duration::from_secs(30),
+            max_held: 10_000,
+            health: HealthCheckOptions::default(),
+            default_host: None,
+            shutdown_timeout: Duration::from_secs(30),
+            pool_idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl ProxyOptions {
+    /// Sets [`ProxyOptions::hold_timeout`].
+    pub fn with_hold_timeout(mut self, timeout: Duration) -> Self {
+        self.hold_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ProxyOptions::max_held`].
+    pub fn with_max_held(mut self, max: usize) -> Self {
+        self.max_held = max;
+        self
+    }
+
+    /// Sets [`ProxyOptions::health`].
+    pub fn with_health(mut self, health: HealthCheckOptions) -> Self {
+        self.health = health;
+        self
+    }
+
+    /// Sets [`ProxyOptions::default_host`].
+    pub fn with_default_host(mut self, host: impl Into<String>) -> Self {
+        self.default_host = Some(host.into());
+        self
+    }
+
+    /// Sets [`ProxyOptions::shutdown_timeout`].
+    pub fn with_shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+}

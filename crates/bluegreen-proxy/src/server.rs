@@ -1,0 +1,167 @@
+//! Serving clients: plain HTTP/1.1 and h2c, or TLS with ALPN, with graceful shutdown.
+
+use std::future::Future;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::forward::{self, ConnInfo};
+use crate::state::Proxy;
+
+/// TLS termination settings: a certificate chain and its key, from PEM files.
+#[derive(Clone)]
+pub struct TlsConfig {
+    acceptor: TlsAcceptor,
+}
+
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsConfig { .. }")
+    }
+}
+
+impl TlsConfig {
+    /// Loads a PEM certificate chain and a PEM private key; offers `h2` and
+    /// `http/1.1` by ALPN.
+    pub fn from_pem_files(cert: &Path, key: &Path) -> io::Result<Self> {
+        let cert_pem = std::fs::read(cert).map_err(|e| with_path(e, cert))?;
+        let key_pem = std::fs::read(key).map_err(|e| with_path(e, key))?;
+        Self::from_pem(&cert_pem, &key_pem)
+    }
+
+    /// Like [`TlsConfig::from_pem_files`], from PEM text.
+    pub fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> io::Result<Self> {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| invalid(format!("certificate: {e}")))?;
+        if certs.is_empty() {
+            return Err(invalid("certificate: no PEM certificate found".into()));
+        }
+        let key = PrivateKeyDer::from_pem_slice(key_pem)
+            .map_err(|e| invalid(format!("private key: {e}")))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| invalid(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| invalid(format!("certificate and key: {e}")))?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(TlsConfig {
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+        })
+    }
+}
+
+fn invalid(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message)
+}
+
+fn with_path(e: io::Error, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+pub(crate) fn connection_builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
+    builder.http2().timer(TokioTimer::new());
+    builder
+}
+
+impl Proxy {
+    /// Serves clients on `listener` (plain HTTP/1.1 and h2c by prior knowledge, or
+    /// TLS when `tls` is given) until `shutdown` completes; then stops accepting and
+    /// lets requests in flight finish, for at most
+    /// [`ProxyOptions::shutdown_timeout`](crate::ProxyOptions::shutdown_timeout).
+    pub async fn serve(
+        &self,
+        listener: TcpListener,
+        tls: Option<TlsConfig>,
+        shutdown: impl Future<Output = ()>,
+    ) -> io::Result<()> {
+        let builder = Arc::new(connection_builder());
+        let graceful = GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, remote) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let proxy = self.clone();
+            let info = ConnInfo {
+                remote,
+                tls: tls.is_some(),
+            };
+            let service = service_fn(move |req| forward::handle(proxy.clone(), info, req));
+            let builder = builder.clone();
+            let watcher = graceful.watcher();
+            match &tls {
+                None => {
+                    tokio::spawn(async move {
+                        let conn = builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                            .into_owned();
+                        if let Err(e) = watcher.watch(conn).await {
+                            tracing::debug!(error = %e, "client connection ended");
+                        }
+                    });
+                }
+                Some(tls) => {
+                    let acceptor = tls.acceptor.clone();
+                    tokio::spawn(async move {
+                        let stream = match tokio::time::timeout(
+                            Duration::from_secs(10),
+                            acceptor.accept(stream),
+                        )
+                        .await
+                        {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => return,
+                        };
+                        let conn = builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                            .into_owned();
+                        if let Err(e) = watcher.watch(conn).await {
+                            tracing::debug!(error = %e, "client connection ended");
+                        }
+                    });
+                }
+            }
+        }
+        drop(listener);
+        let timeout = self.inner.options.shutdown_timeout;
+        tracing::info!(connections = graceful.count(), "shutting down");
+        if tokio::time::timeout(timeout, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(?timeout, "requests still in flight at the shutdown bound");
+        }
+        Ok(())
+    }
+}

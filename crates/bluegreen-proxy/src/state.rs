@@ -1,0 +1,671 @@
+//! The proxy's state: apps by host, each with its attached groups and an atomically
+//! replaced snapshot that the request path reads without a lock.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bluegreen_core::{Error, GroupId, Result, RouteTable, Serving};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{self, Backend, BackendHealth, BackendSpec, CheckClient, Epoch};
+use crate::body::UpstreamBody;
+use crate::options::ProxyOptions;
+use crate::stats::{GroupStats, StatsSnapshot};
+
+pub(crate) type UpstreamClient = Client<HttpConnector, UpstreamBody>;
+
+/// One attached group as the request path sees it.
+pub(crate) struct GroupState {
+    pub(crate) id: GroupId,
+    pub(crate) backends: Vec<Arc<Backend>>,
+    pub(crate) stats: Arc<GroupStats>,
+    /// This generation's connection pool: replaced when the group loses traffic, so
+    /// that idle keep-alive connections to it close once its requests finish.
+    pub(crate) client: UpstreamClient,
+    next: AtomicUsize,
+}
+
+impl GroupState {
+    fn new(
+        id: GroupId,
+        backends: Vec<Arc<Backend>>,
+        stats: Arc<GroupStats>,
+        options: &ProxyOptions,
+    ) -> Self {
+        GroupState {
+            id,
+            backends,
+            stats,
+            client: upstream_client(options),
+            next: AtomicUsize::new(fastrand::usize(..1024)),
+        }
+    }
+
+    pub(crate) fn healthy(&self) -> usize {
+        self.backends.iter().filter(|b| b.is_healthy()).count()
+    }
+
+    pub(crate) fn has_healthy(&self) -> bool {
+        self.backends.iter().any(|b| b.is_healthy())
+    }
+
+    /// The next healthy backend in turn, other than `exclude`.
+    pub(crate) fn pick(&self, exclude: Option<&Arc<Backend>>) -> Option<Arc<Backend>> {
+        let n = self.backends.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|i| &self.backends[(start + i) % n])
+            .find(|b| b.is_healthy() && !exclude.is_some_and(|x| Arc::ptr_eq(x, b)))
+            .cloned()
+    }
+}
+
+fn upstream_client(options: &ProxyOptions) -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(options.pool_idle_timeout)
+        .build(connector)
+}
+
+/// What the request path reads: replaced as a whole on every change.
+pub(crate) struct Snapshot {
+    pub(crate) generation: u64,
+    pub(crate) table: RouteTable,
+    pub(crate) paused: bool,
+    pub(crate) groups: BTreeMap<GroupId, Arc<GroupState>>,
+    /// The groups with traffic and their weights.
+    pub(crate) routed: Vec<(Arc<GroupState>, u8)>,
+}
+
+impl Snapshot {
+    pub(crate) fn routed_group(&self, id: &str) -> Option<&Arc<GroupState>> {
+        self.routed
+            .iter()
+            .map(|(g, _)| g)
+            .find(|g| g.id.as_str() == id)
+    }
+}
+
+/// An app: a host name and its groups.
+pub(crate) struct AppState {
+    pub(crate) host: String,
+    pub(crate) snapshot: ArcSwap<Snapshot>,
+    stats: Mutex<HashMap<GroupId, Arc<GroupStats>>>,
+}
+
+#[derive(Default)]
+struct Apps {
+    by_host: HashMap<String, Arc<AppState>>,
+    default: Option<Arc<AppState>>,
+}
+
+pub(crate) struct Inner {
+    apps: ArcSwap<Apps>,
+    changes: Mutex<()>,
+    pub(crate) epoch: Arc<Epoch>,
+    pub(crate) held: AtomicUsize,
+    pub(crate) options: ProxyOptions,
+    check_client: CheckClient,
+    generation: AtomicU64,
+}
+
+/// The proxy: apps by host, their groups, route tables and health. A cheap handle
+/// to share; serve it with [`Proxy::serve`](crate::Proxy::serve) and change it
+/// directly or through the [admin API](crate::admin).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), bluegreen_core::Error> {
+/// use bluegreen_core::{GroupId, RouteTable};
+/// use bluegreen_proxy::{BackendSpec, Proxy, ProxyOptions};
+///
+/// let proxy = Proxy::new(ProxyOptions::default());
+/// let blue = GroupId::from("web-production-v001");
+/// proxy.attach("web.example", &blue, &[BackendSpec::new("127.0.0.1:9")]).await?;
+/// proxy.set_routes("web.example", &RouteTable::single(blue.clone()))?;
+/// assert_eq!(proxy.routes("web.example")?, RouteTable::single(blue.clone()));
+/// // nothing listens on port 9: the backend is not healthy
+/// assert_eq!(proxy.serving("web.example", &blue)?.healthy, 0);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Proxy {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("apps", &self.inner.apps.load().by_host.len())
+            .field("options", &self.inner.options)
+            .finish()
+    }
+}
+
+/// A host name checked and lower-cased, or [`Error::Invalid`] naming `host`.
+pub(crate) fn normalize_host(host: &str) -> Result<String> {
+    let host = host.trim().to_ascii_lowercase();
+    if host.is_empty() {
+        return Err(Error::invalid("host", "must not be empty"));
+    }
+    if host.len() > 253 {
+        return Err(Error::invalid("host", "is longer than 253 characters"));
+    }
+    if let Some(c) = host
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')))
+    {
+        return Err(Error::invalid(
+            "host",
+            format!("`{host}` contains {c:?}; a host name has letters, digits, `-` and `.`"),
+        ));
+    }
+    Ok(host)
+}
+
+/// A draft of an app's next snapshot.
+pub(crate) struct Draft {
+    pub(crate) table: RouteTable,
+    pub(crate) paused: bool,
+    pub(crate) groups: BTreeMap<GroupId, Arc<GroupState>>,
+}
+
+impl Proxy {
+    /// A proxy with no app yet. Call it inside a Tokio runtime: health checks run as
+    /// tasks.
+    pub fn new(options: ProxyOptions) -> Self {
+        let (epoch, _) = tokio::sync::watch::channel(0u64);
+        Proxy {
+            inner: Arc::new(Inner {
+                apps: ArcSwap::from_pointee(Apps::default()),
+                changes: Mutex::new(()),
+                epoch: Arc::new(epoch),
+                held: AtomicUsize::new(0),
+                options,
+                check_client: backend::check_client(),
+                generation: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The proxy's options.
+    pub fn options(&self) -> &ProxyOptions {
+        &self.inner.options
+    }
+
+    /// The app for a request's host (without port), or the default app.
+    pub(crate) fn app_for(&self, host: Option<&str>) -> Option<Arc<AppState>> {
+        let apps = self.inner.apps.load();
+        if let Some(host) = host {
+            let found = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+                apps.by_host.get(&host.to_ascii_lowercase())
+            } else {
+                apps.by_host.get(host)
+            };
+            if let Some(app) = found {
+                return Some(app.clone());
+            }
+        }
+        apps.default.clone()
+    }
+
+    fn known_app(&self, host: &str) -> Result<Option<Arc<AppState>>> {
+        let host = normalize_host(host)?;
+        Ok(self.inner.apps.load().by_host.get(&host).cloned())
+    }
+
+    /// The app for `host`, and whether it is new (not yet published). Call with
+    /// the changes lock held.
+    fn app_or_new(&self, host: &str) -> Result<(Arc<AppState>, bool)> {
+        let host = normalize_host(host)?;
+        if let Some(app) = self.inner.apps.load().by_host.get(&host) {
+            return Ok((app.clone(), false));
+        }
+        let app = Arc::new(AppState {
+            host,
+            snapshot: ArcSwap::from_pointee(Snapshot {
+                generation: self.inner.generation.fetch_add(1, Ordering::Relaxed),
+                table: RouteTable::empty(),
+                paused: false,
+                groups: BTreeMap::new(),
+                routed: Vec::new(),
+            }),
+            stats: Mutex::new(HashMap::new()),
+        });
+        Ok((app, true))
+    }
+
+    /// Publishes a new app. Call with the changes lock held.
+    fn publish_app(&self, app: Arc<AppState>) {
+        let apps = self.inner.apps.load();
+        let host = app.host.clone();
+        let mut by_host = apps.by_host.clone();
+        by_host.insert(host.clone(), app.clone());
+        let default = match &self.inner.options.default_host {
+            Some(d) if normalize_host(d).ok().as_deref() == Some(host.as_str()) => Some(app),
+            Some(_) => apps.default.clone(),
+            None => apps.default.clone().or(Some(app)),
+        };
+        self.inner.apps.store(Arc::new(Apps { by_host, default }));
+        tracing::info!(host = %host, "app added");
+    }
+
+    /// Makes `host` the default app: the one that gets requests whose `Host` is no
+    /// known app.
+    pub fn set_default_app(&self, host: &str) -> Result<()> {
+        let _guard = self.inner.changes.lock().expect("changes lock");
+        let (app, new) = self.app_or_new(host)?;
+        if new {
+            self.publish_app(app.clone());
+        }
+        let apps = self.inner.apps.load();
+        self.inner.apps.store(Arc::new(Apps {
+            by_host: apps.by_host.clone(),
+            default: Some(app),
+        }));
+        Ok(())
+    }
+
+    /// The default app's host, if any.
+    pub fn default_app(&self) -> Option<String> {
+        self.inner
+            .apps
+            .load()
+            .default
+            .as_ref()
+            .map(|a| a.host.clone())
+    }
+
+    /// Changes one app under the changes lock and publishes the result at once.
+    pub(crate) fn change<T>(
+        &self,
+        host: &str,
+        f: impl FnOnce(&Proxy, &AppState, &mut Draft) -> Result<T>,
+    ) -> Result<T> {
+        let _guard = self.inner.changes.lock().expect("changes lock");
+        let (app, new) = self.app_or_new(host)?;
+        let current = app.snapshot.load_full();
+        let mut draft = Draft {
+            table: current.table.clone(),
+            paused: current.paused,
+            groups: current.groups.clone(),
+        };
+        let out = f(self, &app, &mut draft)?;
+        for group in draft.table.groups() {
+            if !draft.groups.contains_key(group) {
+                return Err(Error::not_found(format!(
+                    "group {group} (attach it before routing traffic to it)"
+                )));
+            }
+        }
+        // groups that lose traffic get a new pool: the old one, with its idle
+        // keep-alive connections, goes when the requests still using it finish
+        for (id, group) in draft.groups.iter_mut() {
+            if current.table.weight(id) > 0 && draft.table.weight(id) == 0 {
+                *group = Arc::new(GroupState::new(
+                    id.clone(),
+                    group.backends.clone(),
+                    group.stats.clone(),
+                    &self.inner.options,
+                ));
+            }
+        }
+        if new {
+            self.publish_app(app.clone());
+        }
+        let unchanged = draft.table == current.table
+            && draft.paused == current.paused
+            && draft.groups.len() == current.groups.len()
+            && draft
+                .groups
+                .iter()
+                .zip(current.groups.iter())
+                .all(|((a, x), (b, y))| a == b && Arc::ptr_eq(x, y));
+        if unchanged {
+            return Ok(out);
+        }
+        let routed = draft
+            .table
+            .iter()
+            .map(|(id, w)| (draft.groups[id].clone(), w))
+            .collect();
+        if draft.table != current.table {
+            tracing::info!(host = %app.host, from = %current.table, to = %draft.table, "routes changed");
+        }
+        app.snapshot.store(Arc::new(Snapshot {
+            generation: self.inner.generation.fetch_add(1, Ordering::Relaxed),
+            table: draft.table,
+            paused: draft.paused,
+            groups: draft.groups,
+            routed,
+        }));
+        backend::bump(&self.inner.epoch);
+        Ok(out)
+    }
+
+    /// Builds a group's state from `backends`, keeping the backends (and their
+    /// health) that `previous` already had.
+    pub(crate) fn build_group(
+        &self,
+        app: &AppState,
+        group: &GroupId,
+        backends: &[BackendSpec],
+        previous: Option<&Arc<GroupState>>,
+    ) -> Result<(Arc<GroupState>, Vec<Arc<Backend>>)> {
+        let mut members = Vec::with_capacity(backends.len());
+        let mut fresh = Vec::new();
+        for (i, spec) in backends.iter().enumerate() {
+            let authority = spec.authority(&format!("groups.{group}.backends[{i}].address"))?;
+            if members
+                .iter()
+                .any(|b: &Arc<Backend>| b.authority == authority)
+            {
+                return Err(Error::invalid(
+                    format!("groups.{group}.backends[{i}].address"),
+                    format!("`{}` is listed twice", spec.address),
+                ));
+            }
+            let kept = previous.and_then(|p| {
+                p.backends
+                    .iter()
+                    .find(|b| b.authority == authority && b.spec.instance == spec.instance)
+                    .cloned()
+            });
+            let backend = match kept {
+                Some(b) => b,
+                None => {
+                    let b = Backend::start(
+                        spec.clone(),
+                        authority,
+                        self.inner.epoch.clone(),
+                        self.inner.check_client.clone(),
+                        self.inner.options.health.clone(),
+                    );
+                    fresh.push(b.clone());
+                    b
+                }
+            };
+            members.push(backend);
+        }
+        let stats = app
+            .stats
+            .lock()
+            .expect("stats lock")
+            .entry(group.clone())
+            .or_insert_with(|| Arc::new(GroupStats::new()))
+            .clone();
+        let state = Arc::new(GroupState::new(
+            group.clone(),
+            members,
+            stats,
+            &self.inner.options,
+        ));
+        Ok((state, fresh))
+    }
+
+    /// Waits (at most one check timeout) until the first check of each backend
+    /// is done, so that a group reports its health as soon as it is attached.
+    async fn await_first_checks(&self, fresh: Vec<Arc<Backend>>) {
+        let deadline = tokio::time::Instant::now() + self.inner.options.health.timeout;
+        loop {
+            let mut rx = self.inner.epoch.subscribe();
+            if fresh.iter().all(|b| b.health() != BackendHealth::Unknown) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+
+    /// Makes `group` of the app at `host` known with `backends`, without traffic.
+    /// Attaching again replaces the members; backends already known keep their
+    /// health. Each new backend is checked at once, and the call returns when these
+    /// first checks are done (or after one check timeout).
+    pub async fn attach(
+        &self,
+        host: &str,
+        group: &GroupId,
+        backends: &[BackendSpec],
+    ) -> Result<()> {
+        let fresh = self.change(host, |proxy, app, draft| {
+            let (state, fresh) =
+                proxy.build_group(app, group, backends, draft.groups.get(group))?;
+            draft.groups.insert(group.clone(), state);
+            Ok(fresh)
+        })?;
+        tracing::info!(host, %group, backends = backends.len(), "group attached");
+        self.await_first_checks(fresh).await;
+        Ok(())
+    }
+
+    /// Forgets `group`. Idempotent; a group that has traffic is [`Error::Conflict`].
+    pub fn detach(&self, host: &str, group: &GroupId) -> Result<()> {
+        if self.known_app(host)?.is_none() {
+            return Ok(());
+        }
+        self.change(host, |_, app, draft| {
+            if draft.table.weight(group) > 0 {
+                return Err(Error::conflict(format!(
+                    "group {group} still has {}% of {}'s traffic",
+                    draft.table.weight(group),
+                    app.host
+                )));
+            }
+            if draft.groups.remove(group).is_some() {
+                app.stats.lock().expect("stats lock").remove(group);
+                tracing::info!(host = %app.host, %group, "group detached");
+            }
+            Ok(())
+        })
+    }
+
+    /// Replaces the app's route table at once. Every group must be attached, or
+    /// [`Error::NotFound`] and nothing changes.
+    pub fn set_routes(&self, host: &str, table: &RouteTable) -> Result<()> {
+        table.validate()?;
+        self.change(host, |_, _, draft| {
+            draft.table = table.clone();
+            Ok(())
+        })
+    }
+
+    /// Attaches `groups` (replacing their members) and sets `table`, in one atomic
+    /// change: requests see either the old state or all of the new one.
+    pub async fn apply(
+        &self,
+        host: &str,
+        table: &RouteTable,
+        groups: &BTreeMap<GroupId, Vec<BackendSpec>>,
+    ) -> Result<()> {
+        table.validate()?;
+        let fresh = self.change(host, |proxy, app, draft| {
+            let mut fresh = Vec::new();
+            for (group, backends) in groups {
+                let (state, new) =
+                    proxy.build_group(app, group, backends, draft.groups.get(group))?;
+                draft.groups.insert(group.clone(), state);
+                fresh.extend(new);
+            }
+            draft.table = table.clone();
+            Ok(fresh)
+        })?;
+        self.await_first_checks(fresh).await;
+        Ok(())
+    }
+
+    /// The app's route table; empty for an unknown app.
+    pub fn routes(&self, host: &str) -> Result<RouteTable> {
+        Ok(self
+            .known_app(host)?
+            .map(|a| a.snapshot.load().table.clone())
+            .unwrap_or_default())
+    }
+
+    /// Pauses the app: its requests wait (up to the hold timeout) until
+    /// [`Proxy::resume`].
+    pub fn pause(&self, host: &str) -> Result<()> {
+        self.change(host, |_, _, draft| {
+            draft.paused = true;
+            Ok(())
+        })
+    }
+
+    /// Resumes a paused app; waiting requests proceed.
+    pub fn resume(&self, host: &str) -> Result<()> {
+        self.change(host, |_, _, draft| {
+            draft.paused = false;
+            Ok(())
+        })
+    }
+
+    /// How an attached group serves, from the proxy's own checks and counters;
+    /// [`Error::NotFound`] when it is not attached.
+    pub fn serving(&self, host: &str, group: &GroupId) -> Result<Serving> {
+        let report = self
+            .report(host)?
+            .ok_or_else(|| Error::not_found(format!("group {group}")))?;
+        report
+            .groups
+            .into_iter()
+            .find(|g| &g.id == group)
+            .map(|g| g.serving())
+            .ok_or_else(|| Error::not_found(format!("group {group}")))
+    }
+
+    /// The state of the app at `host`, or `None` when unknown.
+    pub fn report(&self, host: &str) -> Result<Option<AppReport>> {
+        let Some(app) = self.known_app(host)? else {
+            return Ok(None);
+        };
+        Ok(Some(self.app_report(&app)))
+    }
+
+    /// The state of every app.
+    pub fn reports(&self) -> Vec<AppReport> {
+        let apps = self.inner.apps.load();
+        let mut list: Vec<AppReport> = apps.by_host.values().map(|a| self.app_report(a)).collect();
+        list.sort_by(|a, b| a.host.cmp(&b.host));
+        list
+    }
+
+    fn app_report(&self, app: &Arc<AppState>) -> AppReport {
+        let snap = app.snapshot.load();
+        let default = self
+            .inner
+            .apps
+            .load()
+            .default
+            .as_ref()
+            .is_some_and(|d| Arc::ptr_eq(d, app));
+        AppReport {
+            host: app.host.clone(),
+            default,
+            paused: snap.paused,
+            generation: snap.generation,
+            routes: snap.table.clone(),
+            groups: snap
+                .groups
+                .values()
+                .map(|g| GroupReport {
+                    id: g.id.clone(),
+                    weight: snap.table.weight(&g.id),
+                    healthy: g.healthy(),
+                    total: g.backends.len(),
+                    backends: g
+                        .backends
+                        .iter()
+                        .map(|b| BackendReport {
+                            address: b.spec.address.clone(),
+                            instance: b.spec.instance.clone(),
+                            health: b.health(),
+                        })
+                        .collect(),
+                    stats: g.stats.snapshot(),
+                })
+                .collect(),
+        }
+    }
+
+    /// How many requests wait now.
+    pub fn held(&self) -> usize {
+        self.inner.held.load(Ordering::Relaxed)
+    }
+}
+
+/// The state of one app, as the admin API shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct AppReport {
+    /// The host name that selects the app.
+    pub host: String,
+    /// Whether it gets requests for unknown hosts.
+    pub default: bool,
+    /// Whether its requests are held.
+    pub paused: bool,
+    /// Grows with every change of the app's routing state.
+    pub generation: u64,
+    /// Its route table.
+    pub routes: RouteTable,
+    /// Its attached groups.
+    pub groups: Vec<GroupReport>,
+}
+
+/// One attached group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct GroupReport {
+    /// The group.
+    pub id: GroupId,
+    /// Its share of traffic.
+    pub weight: u8,
+    /// Backends passing their checks.
+    pub healthy: usize,
+    /// Backends attached.
+    pub total: usize,
+    /// Each backend.
+    pub backends: Vec<BackendReport>,
+    /// Its counters.
+    pub stats: StatsSnapshot,
+}
+
+impl GroupReport {
+    /// As a [`Serving`] report.
+    pub fn serving(&self) -> Serving {
+        let serving = Serving::new(self.healthy, self.total)
+            .with_counts(self.stats.requests, self.stats.errors);
+        match self.stats.p99 {
+            Some(p99) => serving.with_p99(p99),
+            None => serving,
+        }
+    }
+}
+
+/// One backend of a group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct BackendReport {
+    /// Its address.
+    pub address: String,
+    /// Its instance id, when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// Its health, from the proxy's checks.
+    pub health: BackendHealth,
+}

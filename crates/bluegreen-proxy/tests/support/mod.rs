@@ -1,0 +1,264 @@
+//! A tiny backend and client helpers for the proxy's tests (loopback only).
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bluegreen_proxy::{Proxy, ProxyOptions};
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+/// A backend: `/health` answers 200 (or 503 when made unhealthy), `/slow?ms=N`
+/// answers after N ms, `/echo` upgrades to a byte echo, anything else answers
+/// `<group> <instance>`.
+pub struct TestBackend {
+    pub addr: SocketAddr,
+    pub group: String,
+    pub instance: String,
+    healthy: Arc<AtomicBool>,
+    /// Open connections that carried a proxied (non-health-check) request.
+    proxied_connections: Arc<AtomicUsize>,
+    tasks: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestBackend {
+    pub async fn start(group: &str, instance: &str) -> TestBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let healthy = Arc::new(AtomicBool::new(true));
+        let proxied_connections = Arc::new(AtomicUsize::new(0));
+        let name = format!("{group} {instance}");
+        let (h, p) = (healthy.clone(), proxied_connections.clone());
+        let task = tokio::spawn(async move {
+            let mut conns = JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    break;
+                };
+                let name = name.clone();
+                let healthy = h.clone();
+                let counter = p.clone();
+                conns.spawn(async move {
+                    let proxied = Arc::new(AtomicBool::new(false));
+                    let flag = proxied.clone();
+                    let c = counter.clone();
+                    let service = service_fn(move |req| {
+                        answer(req, name.clone(), healthy.clone(), flag.clone(), c.clone())
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
+                        .await;
+                    if proxied.load(Ordering::SeqCst) {
+                        counter.fetch_sub(1, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        TestBackend {
+            addr,
+            group: group.into(),
+            instance: instance.into(),
+            healthy,
+            proxied_connections,
+            tasks: Some(task),
+        }
+    }
+
+    pub fn address(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn set_healthy(&self, yes: bool) {
+        self.healthy.store(yes, Ordering::SeqCst);
+    }
+
+    pub fn proxied_connections(&self) -> usize {
+        self.proxied_connections.load(Ordering::SeqCst)
+    }
+
+    /// Stops accepting and drops every open connection.
+    pub fn kill(&mut self) {
+        if let Some(t) = self.tasks.take() {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for TestBackend {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn answer(
+    req: Request<Incoming>,
+    name: String,
+    healthy: Arc<AtomicBool>,
+    proxied: Arc<AtomicBool>,
+    counter: Arc<AtomicUsize>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.uri().path() == "/health" {
+        let status = if healthy.load(Ordering::SeqCst) {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        let mut r = Response::new(Full::new(Bytes::from_static(b"ok")));
+        *r.status_mut() = status;
+        return Ok(r);
+    }
+    if !proxied.swap(true, Ordering::SeqCst) {
+        counter.fetch_add(1, Ordering::SeqCst);
+    }
+    if req.uri().path() == "/slow" {
+        let ms: u64 = req
+            .uri()
+            .query()
+            .and_then(|q| q.strip_prefix("ms="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(500);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if req.uri().path() == "/echo" {
+        let mut req = req;
+        let upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(upgraded) = upgrade.await {
+                let (mut r, mut w) = tokio::io::split(TokioIo::new(upgraded));
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            }
+        });
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        r.headers_mut()
+            .insert(http::header::CONNECTION, "upgrade".parse().unwrap());
+        r.headers_mut()
+            .insert(http::header::UPGRADE, "echo".parse().unwrap());
+        return Ok(r);
+    }
+    if req.uri().path() == "/body" {
+        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        return Ok(Response::new(Full::new(Bytes::from(format!("{name} {}", body.len())))));
+    }
+    Ok(Response::new(Full::new(Bytes::from(name))))
+}
+
+/// A proxy serving on a loopback port until dropped (or `stop`).
+pub struct RunningProxy {
+    pub proxy: Proxy,
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl RunningProxy {
+    pub async fn start(options: ProxyOptions) -> RunningProxy {
+        let proxy = Proxy::new(options);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let p = proxy.clone();
+        let task = tokio::spawn(async move {
+            p.serve(listener, None, async move {
+                let _ = rx.await;
+            })
+            .await
+        });
+        RunningProxy {
+            proxy,
+            addr,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Starts the graceful shutdown.
+    pub fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Drop for RunningProxy {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub type TestClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn http1_client() -> TestClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub fn h2c_client() -> TestClient {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
+/// A GET with `Host: host`; returns the status and the body text.
+pub async fn get(
+    client: &TestClient,
+    url: &str,
+    host: &str,
+    headers: &[(&str, &str)],
+) -> Result<(StatusCode, http::HeaderMap, String), String> {
+    let mut builder = Request::get(url).header(http::header::HOST, host);
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    let request = builder.body(Full::new(Bytes::new())).unwrap();
+    let response = client.request(request).await.map_err(|e| format!("{e:?}"))?;
+    let (parts, body) = response.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| format!("{e:?}"))?
+        .to_bytes();
+    Ok((
+        parts.status,
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    ))
+}
+
+/// Polls `f` every 20 ms until it is true, for at most `bound`.
+pub async fn eventually(bound: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + bound;
+    loop {
+        if f() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Fast health checks for tests.
+pub fn test_options() -> ProxyOptions {
+    ProxyOptions::default().with_health(
+        bluegreen_proxy::HealthCheckOptions::default()
+            .with_interval(Duration::from_millis(100))
+            .with_timeout(Duration::from_secs(1)),
+    )
+}
