@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use bluegreen::{App, DeployRequest, Engine, EngineOptions, Event, EventSink, ImageSource, Strategy};
+use bluegreen::{
+    App, DeployRequest, Engine, EngineOptions, Event, EventSink, ImageSource, Strategy,
+};
 use bluegreen_testkit::{Behaviour, MemoryPlatform};
 
 fn progress() -> EventSink {
@@ -14,13 +16,21 @@ fn progress() -> EventSink {
         Event::Started { app, deployment } => println!("\n== {app}: {deployment}"),
         Event::StepStarted { step } => println!("   - {step}"),
         Event::ImageReady { image } => println!("     image {} ({})", image.id, image.origin),
-        Event::GroupLaunched { group, size } => println!("     launched {group} ({size} instances)"),
-        Event::Health { group, healthy, wanted } => println!("     {group}: {healthy}/{wanted} healthy"),
+        Event::GroupLaunched { group, size } => {
+            println!("     launched {group} ({size} instances)")
+        }
+        Event::Health {
+            group,
+            healthy,
+            wanted,
+        } => println!("     {group}: {healthy}/{wanted} healthy"),
         Event::TrafficShifted { routes } => println!("     routes {routes}"),
         Event::Baking { weight, duration } => println!("     baking at {weight}% for {duration:?}"),
         Event::GroupKeptWarm { group } => println!("     {group} kept warm"),
         Event::GroupDestroyed { group } => println!("     {group} destroyed"),
-        Event::RollingBack { step, reason } => println!("   ! {step} failed, rolling back: {reason}"),
+        Event::RollingBack { step, reason } => {
+            println!("   ! {step} failed, rolling back: {reason}")
+        }
         Event::RolledBack { routes } => println!("   ! rolled back to {routes}"),
         Event::Finished { group, elapsed } => println!("   = {group} live after {elapsed:?}"),
         _ => {}
@@ -38,7 +48,9 @@ async fn main() -> Result<(), bluegreen::Error> {
         .with_options(EngineOptions::default().with_health_timeout(Duration::from_secs(60)))
         .with_events(progress());
     let app = App::new("web", "production")?;
-    let version = |v: &str| DeployRequest::new(app.clone(), ImageSource::Reference(format!("web:{v}"))).size(3);
+    let version = |v: &str| {
+        DeployRequest::new(app.clone(), ImageSource::Reference(format!("web:{v}"))).size(3)
+    };
 
     println!("Deploying version 1 (blue/green)");
     engine.deploy(&version("1")).await?;
@@ -57,9 +69,18 @@ async fn main() -> Result<(), bluegreen::Error> {
 
     let status = engine.status(&app).await?;
     println!("\nSummary");
-    println!("   version 2 went live as {} with a switch of {:?}", v2.live, v2.switch_time);
-    println!("   version 3 was rolled back automatically: {}", failed.rolled_back());
-    println!("   manual rollback: {} -> {} in {:?}", back.from, back.to, back.elapsed);
+    println!(
+        "   version 2 went live as {} with a switch of {:?}",
+        v2.live, v2.switch_time
+    );
+    println!(
+        "   version 3 was rolled back automatically: {}",
+        failed.rolled_back()
+    );
+    println!(
+        "   manual rollback: {} -> {} in {:?}",
+        back.from, back.to, back.elapsed
+    );
     for g in &status.groups {
         println!(
             "   {} {:>3}% {}/{} healthy ({})",

@@ -6,8 +6,8 @@ use bluegreen_core::{App, Capabilities, Error, Fleet, Group, GroupId, Health, In
 use tokio::time::Instant;
 
 use crate::fault::{Behaviour, Op};
-use futures_util::future::join_all;
 use crate::platform::{MemoryPlatform, StoredGroup, StoredInstance};
+use futures_util::future::join_all;
 
 /// Groups of the [`MemoryPlatform`]: instances boot over the platform's boot time
 /// and behave as their image's [`Behaviour`] says.
@@ -55,7 +55,8 @@ impl Fleet for MemoryFleet {
                 .get(&group.release.image)
                 .ok_or_else(|| Error::not_found(format!("image {}", group.release.image)))?;
             let behaviour = image.behaviour.clone();
-            let ours = |g: &&StoredGroup| g.id == group.id && labels::is_owned_by(&g.labels, &group.app);
+            let ours =
+                |g: &&StoredGroup| g.id == group.id && labels::is_owned_by(&g.labels, &group.app);
             match state.groups.iter().find(ours) {
                 Some(existing) if existing.record != group.to_record() => {
                     return Err(Error::conflict(format!(
