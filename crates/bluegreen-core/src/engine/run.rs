@@ -93,7 +93,11 @@ impl Run<'_> {
         let wanted = group.release.size as usize;
         let deadline = Instant::now() + options.health_timeout;
         let mut last_seen = usize::MAX;
+        // polls start every `poll_interval`, however long a poll takes
+        let mut ticks = tokio::time::interval(options.poll_interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            ticks.tick().await;
             let instances = self
                 .call(
                     "list instances",
@@ -144,7 +148,6 @@ impl Run<'_> {
                     after: options.health_timeout,
                 });
             }
-            tokio::time::sleep(options.poll_interval.min(deadline - now)).await;
         }
     }
 
