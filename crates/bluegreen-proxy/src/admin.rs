@@ -247,12 +247,16 @@ async fn read_json<T: DeserializeOwned>(body: Incoming) -> Result<T, Error> {
     let value = T::deserialize(serde_path_to_error::Deserializer::new(de, &mut track));
     value.map_err(|e| {
         let path = track.path().to_string();
-        let field = if path == "." || path.is_empty() {
+        let field = if path == "." || path == "?" || path.is_empty() {
             "body".to_owned()
         } else {
             path
         };
-        let message = e.to_string();
+        let message = if e.is_syntax() || e.is_eof() {
+            format!("is not valid JSON: {e}")
+        } else {
+            e.to_string()
+        };
         // a route table names its own field: "invalid routes: weights sum to 120, ..."
         let reason = message
             .strip_prefix(&format!("invalid {field}: "))

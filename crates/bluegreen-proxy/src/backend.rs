@@ -18,6 +18,7 @@ use crate::options::HealthCheckOptions;
 /// One backend of a group, as given to the proxy: where to reach it and which
 /// instance it is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct BackendSpec {
     /// `host:port`, reached over plain HTTP.

@@ -5,8 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bluegreen_proxy::{
-    admin, AdminAddr, AdminListener, AdminToken, HealthCheckOptions, Proxy, ProxyOptions,
-    TlsConfig,
+    admin, AdminAddr, AdminListener, AdminToken, HealthCheckOptions, Proxy, ProxyOptions, TlsConfig,
 };
 use clap::Parser;
 use tokio::net::TcpListener;
@@ -26,7 +25,11 @@ struct Args {
     #[arg(long, env = "BLUEGREEN_PROXY_ADMIN_ALLOW_REMOTE")]
     admin_allow_remote: bool,
     /// A file holding the admin token.
-    #[arg(long, env = "BLUEGREEN_PROXY_TOKEN_FILE", conflicts_with = "admin_token")]
+    #[arg(
+        long,
+        env = "BLUEGREEN_PROXY_TOKEN_FILE",
+        conflicts_with = "admin_token"
+    )]
     admin_token_file: Option<PathBuf>,
     /// The admin token itself (prefer the file or the environment).
     #[arg(long, env = "BLUEGREEN_PROXY_TOKEN", hide_env_values = true)]
@@ -129,7 +132,9 @@ async fn main() -> std::process::ExitCode {
 async fn run(args: Args) -> Result<(), String> {
     let token = token(&args)?;
     let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(TlsConfig::from_pem_files(cert, key).map_err(|e| e.to_string())?),
+        (Some(cert), Some(key)) => {
+            Some(TlsConfig::from_pem_files(cert, key).map_err(|e| e.to_string())?)
+        }
         _ => None,
     };
     let mut options = ProxyOptions::default()

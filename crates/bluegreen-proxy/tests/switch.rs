@@ -63,7 +63,11 @@ async fn hundred_switches_under_load_fail_no_request() {
         let url = proxy.url("/");
         let host = host.clone();
         clients.push(tokio::spawn(async move {
-            let client = if c % 2 == 0 { http1_client() } else { h2c_client() };
+            let client = if c % 2 == 0 {
+                http1_client()
+            } else {
+                h2c_client()
+            };
             let mut samples = Vec::new();
             // bounded: stops with the switches, or after 20 000 requests at most
             while !stop.load(Ordering::Relaxed) && samples.len() < 20_000 {
@@ -127,10 +131,23 @@ async fn hundred_switches_under_load_fail_no_request() {
         }
     }
     assert!(total > SWITCHES, "only {total} requests ran");
-    assert!(failures.is_empty(), "{} of {total} failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
-    assert!(misrouted.is_empty(), "{} of {total} misrouted: {:?}", misrouted.len(), &misrouted[..misrouted.len().min(5)]);
+    assert!(
+        failures.is_empty(),
+        "{} of {total} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(
+        misrouted.is_empty(),
+        "{} of {total} misrouted: {:?}",
+        misrouted.len(),
+        &misrouted[..misrouted.len().min(5)]
+    );
     assert!(served.len() == 2, "both groups served: {served:?}");
     let serving = router.serving(&app, &blue).await.unwrap();
-    assert!(serving.requests.unwrap() > 0 && serving.errors == Some(0), "{serving:?}");
+    assert!(
+        serving.requests.unwrap() > 0 && serving.errors == Some(0),
+        "{serving:?}"
+    );
     assert!(serving.p99.is_some());
 }

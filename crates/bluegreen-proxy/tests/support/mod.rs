@@ -29,6 +29,7 @@ pub struct TestBackend {
     healthy: Arc<AtomicBool>,
     /// Open connections that carried a proxied (non-health-check) request.
     proxied_connections: Arc<AtomicUsize>,
+    in_flight: Arc<AtomicUsize>,
     tasks: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -39,7 +40,12 @@ impl TestBackend {
         let healthy = Arc::new(AtomicBool::new(true));
         let proxied_connections = Arc::new(AtomicUsize::new(0));
         let name = format!("{group} {instance}");
-        let (h, p) = (healthy.clone(), proxied_connections.clone());
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let (h, p, f) = (
+            healthy.clone(),
+            proxied_connections.clone(),
+            in_flight.clone(),
+        );
         let task = tokio::spawn(async move {
             let mut conns = JoinSet::new();
             loop {
@@ -49,12 +55,26 @@ impl TestBackend {
                 let name = name.clone();
                 let healthy = h.clone();
                 let counter = p.clone();
+                let flying = f.clone();
                 conns.spawn(async move {
                     let proxied = Arc::new(AtomicBool::new(false));
                     let flag = proxied.clone();
                     let c = counter.clone();
                     let service = service_fn(move |req| {
-                        answer(req, name.clone(), healthy.clone(), flag.clone(), c.clone())
+                        let flying = flying.clone();
+                        let health = req.uri().path() == "/health";
+                        let reply =
+                            answer(req, name.clone(), healthy.clone(), flag.clone(), c.clone());
+                        async move {
+                            if !health {
+                                flying.fetch_add(1, Ordering::SeqCst);
+                            }
+                            let r = reply.await;
+                            if !health {
+                                flying.fetch_sub(1, Ordering::SeqCst);
+                            }
+                            r
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -72,6 +92,7 @@ impl TestBackend {
             instance: instance.into(),
             healthy,
             proxied_connections,
+            in_flight,
             tasks: Some(task),
         }
     }
@@ -86,6 +107,11 @@ impl TestBackend {
 
     pub fn proxied_connections(&self) -> usize {
         self.proxied_connections.load(Ordering::SeqCst)
+    }
+
+    /// Requests being answered now (health checks aside).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
     }
 
     /// Stops accepting and drops every open connection.
@@ -149,8 +175,16 @@ async fn answer(
         return Ok(r);
     }
     if req.uri().path() == "/body" {
-        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-        return Ok(Response::new(Full::new(Bytes::from(format!("{name} {}", body.len())))));
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        return Ok(Response::new(Full::new(Bytes::from(format!(
+            "{name} {}",
+            body.len()
+        )))));
     }
     Ok(Response::new(Full::new(Bytes::from(name))))
 }
@@ -226,7 +260,10 @@ pub async fn get(
         builder = builder.header(*k, *v);
     }
     let request = builder.body(Full::new(Bytes::new())).unwrap();
-    let response = client.request(request).await.map_err(|e| format!("{e:?}"))?;
+    let response = client
+        .request(request)
+        .await
+        .map_err(|e| format!("{e:?}"))?;
     let (parts, body) = response.into_parts();
     let body = body
         .collect()
