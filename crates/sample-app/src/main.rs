@@ -1,0 +1,179 @@
+//! A tiny HTTP service with switchable failure modes (see the README).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::Parser;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+/// A tiny HTTP service with switchable failure modes.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "sample-app", version)]
+struct Settings {
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on.
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    port: u16,
+    /// The version this instance reports.
+    #[arg(long = "app-version", env = "APP_VERSION", default_value = "dev")]
+    app_version: String,
+    /// The instance name this instance reports (default `pid-<pid>`).
+    #[arg(long, env = "INSTANCE")]
+    instance: Option<String>,
+    /// `/health` always answers 503.
+    #[arg(long, env = "SAMPLE_NEVER_HEALTHY", value_parser = clap::builder::FalseyValueParser::new(), default_value = "false")]
+    never_healthy: bool,
+    /// Wait this long before listening.
+    #[arg(long, env = "SAMPLE_START_DELAY_MS", default_value_t = 0)]
+    start_delay_ms: u64,
+    /// Exit with status 101 after this long.
+    #[arg(long, env = "SAMPLE_CRASH_AFTER_MS")]
+    crash_after_ms: Option<u64>,
+    /// This fraction of requests (not `/health`) answer 500.
+    #[arg(long, env = "SAMPLE_ERROR_RATE", default_value_t = 0.0)]
+    error_rate: f64,
+    /// Every response (not `/health`) waits this long.
+    #[arg(long, env = "SAMPLE_LATENCY_MS", default_value_t = 0)]
+    latency_ms: u64,
+}
+
+fn main() {
+    let mut settings = Settings::parse();
+    if !(0.0..=1.0).contains(&settings.error_rate) {
+        eprintln!(
+            "sample-app: --error-rate {} is not a fraction between 0 and 1",
+            settings.error_rate
+        );
+        std::process::exit(2);
+    }
+    settings
+        .instance
+        .get_or_insert_with(|| format!("pid-{}", std::process::id()));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    if let Err(e) = runtime.block_on(serve(Arc::new(settings))) {
+        eprintln!("sample-app: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn serve(settings: Arc<Settings>) -> std::io::Result<()> {
+    if let Some(ms) = settings.crash_after_ms {
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            eprintln!("sample-app: crashing as told (--crash-after-ms {ms})");
+            std::process::exit(101);
+        });
+    }
+    if settings.start_delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(settings.start_delay_ms)).await;
+    }
+    let ip: std::net::IpAddr = settings.host.parse().map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("--host {}: {e}", settings.host),
+        )
+    })?;
+    let listener = TcpListener::bind(SocketAddr::new(ip, settings.port)).await?;
+    eprintln!(
+        "sample-app {} ({}) listening on {}",
+        settings.app_version,
+        settings.instance.as_deref().unwrap_or_default(),
+        listener.local_addr()?
+    );
+    let graceful = GracefulShutdown::new();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let settings = settings.clone();
+                let conn = http1::Builder::new().serve_connection(
+                    TokioIo::new(stream),
+                    service_fn(move |req| answer(settings.clone(), req)),
+                );
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    drop(listener);
+    eprintln!("sample-app: stopping, letting requests in flight finish");
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(Duration::from_secs(10)) => eprintln!("sample-app: gave up waiting"),
+    }
+    Ok(())
+}
+
+async fn answer(
+    settings: Arc<Settings>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let instance = settings.instance.as_deref().unwrap_or_default();
+    let reply = |status: StatusCode, body: String, content_type: &str| {
+        Response::builder()
+            .status(status)
+            .header("content-type", content_type)
+            .header("x-app-version", settings.app_version.as_str())
+            .header("x-instance", instance)
+            .body(Full::new(Bytes::from(body)))
+            .expect("a valid response")
+    };
+    if req.uri().path() == "/health" {
+        return Ok(if settings.never_healthy {
+            reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "never healthy, as told\n".into(),
+                "text/plain",
+            )
+        } else {
+            reply(StatusCode::OK, "ok\n".into(), "text/plain")
+        });
+    }
+    if settings.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(settings.latency_ms)).await;
+    }
+    if settings.error_rate > 0.0 && fastrand::f64() < settings.error_rate {
+        return Ok(reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "failing as told\n".into(),
+            "text/plain",
+        ));
+    }
+    Ok(match req.uri().path() {
+        "/version" => reply(
+            StatusCode::OK,
+            serde_json::json!({
+                "version": settings.app_version,
+                "instance": instance,
+                "pid": std::process::id(),
+            })
+            .to_string(),
+            "application/json",
+        ),
+        _ => reply(
+            StatusCode::OK,
+            format!("version {} from {instance}\n", settings.app_version),
+            "text/plain",
+        ),
+    })
+}
