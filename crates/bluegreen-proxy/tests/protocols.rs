@@ -22,8 +22,14 @@ async fn one_group(proxy: &Proxy, host: &str, group: &str, n: usize) -> Vec<Test
     for i in 0..n {
         backends.push(TestBackend::start(group, &format!("i{i}")).await);
     }
-    let specs: Vec<BackendSpec> = backends.iter().map(|b| BackendSpec::new(b.address())).collect();
-    proxy.attach(host, &GroupId::from(group), &specs).await.unwrap();
+    let specs: Vec<BackendSpec> = backends
+        .iter()
+        .map(|b| BackendSpec::new(b.address()))
+        .collect();
+    proxy
+        .attach(host, &GroupId::from(group), &specs)
+        .await
+        .unwrap();
     backends
 }
 
@@ -31,7 +37,10 @@ async fn one_group(proxy: &Proxy, host: &str, group: &str, n: usize) -> Vec<Test
 async fn h2c_and_http1_both_reach_the_backend() {
     let proxy = RunningProxy::start(test_options()).await;
     let _b = one_group(&proxy.proxy, HOST, "blue", 1).await;
-    proxy.proxy.set_routes(HOST, &RouteTable::single("blue".into())).unwrap();
+    proxy
+        .proxy
+        .set_routes(HOST, &RouteTable::single("blue".into()))
+        .unwrap();
     for client in [http1_client(), h2c_client()] {
         let (status, _, body) = get(&client, &proxy.url("/"), HOST, &[]).await.unwrap();
         assert_eq!((status.as_u16(), body.as_str()), (200, "blue i0"));
@@ -52,8 +61,14 @@ async fn hosts_pick_apps_and_the_first_app_is_the_default() {
     let proxy = RunningProxy::start(test_options()).await;
     let _a = one_group(&proxy.proxy, "web.production", "web-v1", 1).await;
     let _b = one_group(&proxy.proxy, "api.production", "api-v1", 1).await;
-    proxy.proxy.set_routes("web.production", &RouteTable::single("web-v1".into())).unwrap();
-    proxy.proxy.set_routes("api.production", &RouteTable::single("api-v1".into())).unwrap();
+    proxy
+        .proxy
+        .set_routes("web.production", &RouteTable::single("web-v1".into()))
+        .unwrap();
+    proxy
+        .proxy
+        .set_routes("api.production", &RouteTable::single("api-v1".into()))
+        .unwrap();
     let client = http1_client();
     for (host, expected) in [
         ("api.production", "api-v1 i0"),
@@ -66,7 +81,9 @@ async fn hosts_pick_apps_and_the_first_app_is_the_default() {
     }
     assert_eq!(proxy.proxy.default_app().as_deref(), Some("web.production"));
     proxy.proxy.set_default_app("api.production").unwrap();
-    let (_, _, body) = get(&client, &proxy.url("/"), "unknown.example", &[]).await.unwrap();
+    let (_, _, body) = get(&client, &proxy.url("/"), "unknown.example", &[])
+        .await
+        .unwrap();
     assert_eq!(body, "api-v1 i0");
 }
 
@@ -84,30 +101,51 @@ async fn weighted_splits_are_sticky() {
         assert_eq!(status, 200);
         let group = body.split(' ').next().unwrap().to_owned();
         let cookie = headers["set-cookie"].to_str().unwrap();
-        assert!(cookie.starts_with(&format!("{GROUP_COOKIE}={group};")), "{cookie}");
+        assert!(
+            cookie.starts_with(&format!("{GROUP_COOKIE}={group};")),
+            "{cookie}"
+        );
         seen.insert(group);
     }
-    assert_eq!(seen.len(), 2, "a 50/50 split reaches both groups in 40 tries");
+    assert_eq!(
+        seen.len(),
+        2,
+        "a 50/50 split reaches both groups in 40 tries"
+    );
     for group in ["blue", "green"] {
         let cookie = format!("a=b; {GROUP_COOKIE}={group}");
         for _ in 0..10 {
-            let (_, headers, body) =
-                get(&client, &proxy.url("/"), HOST, &[("cookie", &cookie)]).await.unwrap();
+            let (_, headers, body) = get(&client, &proxy.url("/"), HOST, &[("cookie", &cookie)])
+                .await
+                .unwrap();
             assert_eq!(body, format!("{group} i0"));
             assert!(!headers.contains_key("set-cookie"));
         }
-        let (_, _, body) =
-            get(&client, &proxy.url("/"), HOST, &[("x-bluegreen-group", group)]).await.unwrap();
+        let (_, _, body) = get(
+            &client,
+            &proxy.url("/"),
+            HOST,
+            &[("x-bluegreen-group", group)],
+        )
+        .await
+        .unwrap();
         assert_eq!(body, format!("{group} i0"));
     }
     // a cookie naming a group without weight is ignored
-    proxy.proxy.set_routes(HOST, &RouteTable::single("green".into())).unwrap();
+    proxy
+        .proxy
+        .set_routes(HOST, &RouteTable::single("green".into()))
+        .unwrap();
     for _ in 0..10 {
         let cookie = format!("{GROUP_COOKIE}=blue");
-        let (_, headers, body) =
-            get(&client, &proxy.url("/"), HOST, &[("cookie", &cookie)]).await.unwrap();
+        let (_, headers, body) = get(&client, &proxy.url("/"), HOST, &[("cookie", &cookie)])
+            .await
+            .unwrap();
         assert_eq!(body, "green i0");
-        assert!(!headers.contains_key("set-cookie"), "no cookie without a split");
+        assert!(
+            !headers.contains_key("set-cookie"),
+            "no cookie without a split"
+        );
     }
 }
 
@@ -116,11 +154,18 @@ async fn previews_reach_a_group_without_traffic() {
     let proxy = RunningProxy::start(test_options()).await;
     let _a = one_group(&proxy.proxy, HOST, "blue", 1).await;
     let _b = one_group(&proxy.proxy, HOST, "green", 1).await;
-    proxy.proxy.set_routes(HOST, &RouteTable::single("blue".into())).unwrap();
+    proxy
+        .proxy
+        .set_routes(HOST, &RouteTable::single("blue".into()))
+        .unwrap();
     let client = http1_client();
-    let (_, _, body) = get(&client, &proxy.url("/"), HOST, &[(PREVIEW_HEADER, "green")]).await.unwrap();
+    let (_, _, body) = get(&client, &proxy.url("/"), HOST, &[(PREVIEW_HEADER, "green")])
+        .await
+        .unwrap();
     assert_eq!(body, "green i0");
-    let (status, _, body) = get(&client, &proxy.url("/"), HOST, &[(PREVIEW_HEADER, "red")]).await.unwrap();
+    let (status, _, body) = get(&client, &proxy.url("/"), HOST, &[(PREVIEW_HEADER, "red")])
+        .await
+        .unwrap();
     assert_eq!(status, 404);
     assert!(body.contains("red is not attached"), "{body}");
 }
@@ -133,7 +178,10 @@ async fn a_dead_backend_is_retried_on_another() {
     );
     let proxy = RunningProxy::start(options).await;
     let mut backends = one_group(&proxy.proxy, HOST, "blue", 2).await;
-    proxy.proxy.set_routes(HOST, &RouteTable::single("blue".into())).unwrap();
+    proxy
+        .proxy
+        .set_routes(HOST, &RouteTable::single("blue".into()))
+        .unwrap();
     backends[0].kill();
     tokio::time::sleep(Duration::from_millis(50)).await;
     let client = http1_client();
@@ -159,7 +207,10 @@ async fn a_dead_backend_is_retried_on_another() {
 async fn upgrades_pass_through() {
     let proxy = RunningProxy::start(test_options()).await;
     let _b = one_group(&proxy.proxy, HOST, "blue", 1).await;
-    proxy.proxy.set_routes(HOST, &RouteTable::single("blue".into())).unwrap();
+    proxy
+        .proxy
+        .set_routes(HOST, &RouteTable::single("blue".into()))
+        .unwrap();
     let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     stream
         .write_all(
@@ -173,12 +224,19 @@ async fn upgrades_pass_through() {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(stream.read(&mut byte).await.unwrap(), 1, "connection closed early");
+        assert_eq!(
+            stream.read(&mut byte).await.unwrap(),
+            1,
+            "connection closed early"
+        );
         head.push(byte[0]);
     }
     let head = String::from_utf8(head).unwrap();
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    assert!(head.to_ascii_lowercase().contains("upgrade: echo"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: echo"),
+        "{head}"
+    );
     stream.write_all(b"ping through the tunnel").await.unwrap();
     let mut echoed = vec![0u8; 23];
     stream.read_exact(&mut echoed).await.unwrap();
@@ -196,7 +254,9 @@ async fn tls_with_alpn_h2_and_http1() {
     assert!(TlsConfig::from_pem(b"nothing", b"nothing").is_err());
     let proxy = Proxy::new(test_options());
     let _b = one_group(&proxy, HOST, "blue", 1).await;
-    proxy.set_routes(HOST, &RouteTable::single("blue".into())).unwrap();
+    proxy
+        .set_routes(HOST, &RouteTable::single("blue".into()))
+        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
