@@ -1,0 +1,387 @@
+//! [`LocalFleet`]: each instance is a process started from the image, with its own
+//! port, that outlives the deploying program.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bluegreen_core::labels::{self, Labels};
+use bluegreen_core::{App, Error, Fleet, Group, GroupId, Health, Instance, Release, Result};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+use crate::image::{remove_tree, LocalImage};
+use crate::process::{marked, ProcessId, MARK_GROUP, MARK_OWNER, MARK_STATE};
+use crate::state_dir::{io_error, read_json, write_json, StateDir};
+
+/// The release settings the local fleet reads; any other key is refused.
+pub const SETTINGS: [&str; 4] = ["command", "args", "health_path", "stop_timeout_ms"];
+
+/// Groups of local processes.
+///
+/// Each instance runs the image (an executable, or the setting `command` inside a
+/// directory image) with the release's environment plus `PORT` (a free loopback
+/// port), `HOST=127.0.0.1` and `INSTANCE`, in its own process group, with its output
+/// in `<state>/groups/<app>/<group>/logs/<n>.log`. Health is an HTTP `GET` of
+/// `health_path` (default `/health`) on its port.
+///
+/// Release settings: `command` (path inside a directory image), `args`
+/// (whitespace-separated), `health_path`, `stop_timeout_ms` (SIGTERM, then SIGKILL
+/// after this long; default 10000).
+#[derive(Clone, Debug)]
+pub struct LocalFleet {
+    state: StateDir,
+    images: LocalImage,
+}
+
+#[derive(Serialize, Deserialize)]
+struct GroupFile {
+    labels: Labels,
+    record: String,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct InstanceFile {
+    index: u32,
+    process: ProcessId,
+    port: u16,
+}
+
+struct Settings {
+    command: Option<String>,
+    args: Vec<String>,
+    health_path: String,
+    stop_timeout: Duration,
+}
+
+fn settings_of(release: &Release) -> Result<Settings> {
+    if let Some(key) = release
+        .settings
+        .keys()
+        .find(|k| !SETTINGS.contains(&k.as_str()))
+    {
+        return Err(Error::invalid(
+            format!("settings.{key}"),
+            format!(
+                "the local fleet does not know it (it reads {})",
+                SETTINGS.join(", ")
+            ),
+        ));
+    }
+    let health_path = release
+        .settings
+        .get("health_path")
+        .cloned()
+        .unwrap_or_else(|| "/health".into());
+    if !health_path.starts_with('/') {
+        return Err(Error::invalid(
+            "settings.health_path",
+            format!("`{health_path}` does not start with `/`"),
+        ));
+    }
+    let stop_timeout = match release.settings.get("stop_timeout_ms") {
+        Some(ms) => Duration::from_millis(ms.parse().map_err(|_| {
+            Error::invalid(
+                "settings.stop_timeout_ms",
+                format!("`{ms}` is not a number of milliseconds"),
+            )
+        })?),
+        None => Duration::from_secs(10),
+    };
+    Ok(Settings {
+        command: release.settings.get("command").cloned(),
+        args: release
+            .settings
+            .get("args")
+            .map(|a| a.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default(),
+        health_path,
+        stop_timeout,
+    })
+}
+
+impl LocalFleet {
+    /// A fleet recording its groups in `state` and running images from `images`.
+    pub fn new(state: StateDir, images: LocalImage) -> Self {
+        LocalFleet { state, images }
+    }
+
+    /// The log file of instance `index` of a group.
+    pub fn log_path(&self, app: &App, group: &GroupId, index: u32) -> PathBuf {
+        self.state
+            .group(app, group)
+            .join("logs")
+            .join(format!("{index}.log"))
+    }
+
+    fn owned_group(&self, app: &App, group: &GroupId) -> Result<Option<(PathBuf, Group)>> {
+        let dir = self.state.group(app, group);
+        let Some(file) = read_json::<GroupFile>(&dir.join("group.json"))? else {
+            return Ok(None);
+        };
+        if !labels::is_owned_by(&file.labels, app) {
+            return Ok(None);
+        }
+        Ok(Some((dir, Group::from_record(&file.record, &file.labels)?)))
+    }
+
+    fn instance_files(dir: &Path) -> Result<Vec<InstanceFile>> {
+        let dir = dir.join("instances");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_error(&dir, e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let path = entry.map_err(|e| io_error(&dir, e))?.path();
+            if path.extension().is_some_and(|x| x == "json") {
+                if let Some(f) = read_json::<InstanceFile>(&path)? {
+                    out.push(f);
+                }
+            }
+        }
+        out.sort_by_key(|f| f.index);
+        Ok(out)
+    }
+
+    async fn start(
+        &self,
+        group: &Group,
+        dir: &Path,
+        index: u32,
+        settings: &Settings,
+    ) -> Result<()> {
+        let image = self.images.path_of(&group.app, &group.release.image)?;
+        let program = match (&settings.command, image.is_dir()) {
+            (Some(cmd), true) => image.join(cmd),
+            (None, true) => {
+                return Err(Error::invalid(
+                    "settings.command",
+                    "a directory image needs the path of its executable",
+                ))
+            }
+            (_, false) => image.clone(),
+        };
+        let port = free_port()?;
+        let logs = dir.join("logs");
+        std::fs::create_dir_all(&logs).map_err(|e| io_error(&logs, e))?;
+        let log_path = logs.join(format!("{index}.log"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| io_error(&log_path, e))?;
+        let err_log = log.try_clone().map_err(|e| io_error(&log_path, e))?;
+        let mut command = tokio::process::Command::new(&program);
+        command
+            .args(&settings.args)
+            .env_clear()
+            .env(
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+            )
+            .envs(&group.release.env)
+            .env("PORT", port.to_string())
+            .env("HOST", "127.0.0.1")
+            .env("INSTANCE", format!("{}-{index}", group.id))
+            .env(MARK_OWNER, labels::OWNER_VALUE)
+            .env(MARK_STATE, self.state.root())
+            .env(MARK_GROUP, group.id.as_str())
+            .current_dir(if image.is_dir() { &image } else { dir })
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err_log)
+            .process_group(0)
+            .kill_on_drop(false);
+        let mut child = command.spawn().map_err(|e| {
+            Error::provider_source(
+                "local",
+                false,
+                format!("starting {}: {e}", program.display()),
+            )
+        })?;
+        let pid = child.id().expect("a just-spawned child has a pid");
+        let process = ProcessId::of(pid).ok_or_else(|| {
+            Error::provider(
+                "local",
+                format!("{} exited at once", program.display()),
+                false,
+            )
+        })?;
+        write_json(
+            &dir.join("instances").join(format!("{index}.json")),
+            &InstanceFile {
+                index,
+                process,
+                port,
+            },
+        )?;
+        // while this program runs, it reaps the child and keeps its exit status
+        let exit_path = dir.join("instances").join(format!("{index}.exit"));
+        tokio::spawn(async move {
+            if let Ok(status) = child.wait().await {
+                let _ = std::fs::write(exit_path, status.to_string());
+            }
+        });
+        Ok(())
+    }
+}
+
+fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| Error::provider_source("local", true, e))?;
+    Ok(listener
+        .local_addr()
+        .map_err(|e| Error::provider_source("local", true, e))?
+        .port())
+}
+
+/// `GET path` on a loopback port: the health it tells.
+async fn probe(port: u16, path: &str) -> Health {
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        stream
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&head[9..12]).into_owned())
+    };
+    match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+        Ok(Ok(status)) if status.starts_with('2') => Health::Healthy,
+        Ok(Ok(status)) => Health::Unhealthy {
+            reason: format!("GET {path}: {status}"),
+        },
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Health::Starting,
+        Ok(Err(e)) => Health::Unhealthy {
+            reason: format!("GET {path}: {e}"),
+        },
+        Err(_) => Health::Unhealthy {
+            reason: format!("GET {path}: no answer within 2s"),
+        },
+    }
+}
+
+#[async_trait]
+impl Fleet for LocalFleet {
+    async fn launch(&self, group: &Group) -> Result<()> {
+        let settings = settings_of(&group.release)?;
+        self.images.path_of(&group.app, &group.release.image)?;
+        let dir = self.state.group(&group.app, &group.id);
+        match read_json::<GroupFile>(&dir.join("group.json"))? {
+            Some(existing)
+                if existing.record != group.to_record()
+                    || !labels::is_owned_by(&existing.labels, &group.app) =>
+            {
+                return Err(Error::conflict(format!(
+                    "group {} exists with another record",
+                    group.id
+                )));
+            }
+            Some(_) => {}
+            None => write_json(
+                &dir.join("group.json"),
+                &GroupFile {
+                    labels: group.labels(),
+                    record: group.to_record(),
+                },
+            )?,
+        }
+        let present: Vec<u32> = LocalFleet::instance_files(&dir)?
+            .iter()
+            .map(|f| f.index)
+            .collect();
+        for index in 0..group.release.size {
+            if !present.contains(&index) {
+                self.start(group, &dir, index, &settings).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn groups(&self, app: &App) -> Result<Vec<Group>> {
+        let dir = self.state.groups(app);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_error(&dir, e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let name = entry.map_err(|e| io_error(&dir, e))?.file_name();
+            let id = GroupId::new(name.to_string_lossy());
+            if let Some((_, group)) = self.owned_group(app, &id)? {
+                out.push(group);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn instances(&self, app: &App, group: &GroupId) -> Result<Vec<Instance>> {
+        let (dir, record) = self
+            .owned_group(app, group)?
+            .ok_or_else(|| Error::not_found(format!("group {group}")))?;
+        let settings = settings_of(&record.release)?;
+        let files = LocalFleet::instance_files(&dir)?;
+        let healths = futures_util::future::join_all(files.iter().map(|f| {
+            let exit_path = dir.join("instances").join(format!("{}.exit", f.index));
+            let path = settings.health_path.clone();
+            async move {
+                if !f.process.is_alive() {
+                    let reason = std::fs::read_to_string(exit_path)
+                        .unwrap_or_else(|_| "the process is gone".into());
+                    return Health::Stopped { reason };
+                }
+                probe(f.port, &path).await
+            }
+        }))
+        .await;
+        Ok(files
+            .iter()
+            .zip(healths)
+            .map(|(f, health)| {
+                Instance::new(
+                    format!("{group}-{}-pid{}", f.index, f.process.pid),
+                    Some(format!("127.0.0.1:{}", f.port)),
+                    health,
+                )
+            })
+            .collect())
+    }
+
+    async fn destroy(&self, app: &App, group: &GroupId) -> Result<()> {
+        let Some((dir, record)) = self.owned_group(app, group)? else {
+            return Ok(());
+        };
+        let stop_timeout = settings_of(&record.release)
+            .map(|s| s.stop_timeout)
+            .unwrap_or(Duration::from_secs(10));
+        let mut processes: BTreeMap<u32, ProcessId> = LocalFleet::instance_files(&dir)?
+            .into_iter()
+            .map(|f| (f.process.pid, f.process))
+            .collect();
+        // instances started by a program that died before recording them
+        for p in marked(self.state.root(), group.as_str()) {
+            processes.insert(p.pid, p);
+        }
+        for p in processes.values() {
+            p.signal(libc::SIGTERM);
+        }
+        let deadline = Instant::now() + stop_timeout;
+        while processes.values().any(ProcessId::is_alive) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for p in processes.values().filter(|p| p.is_alive()) {
+            tracing::warn!(pid = p.pid, %group, "did not stop within {stop_timeout:?}: SIGKILL");
+            p.signal(libc::SIGKILL);
+        }
+        remove_tree(&dir)
+    }
+}

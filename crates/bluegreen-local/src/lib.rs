@@ -1,0 +1,44 @@
+//! The local bluegreen provider: processes on this machine behind the bluegreen
+//! proxy. It needs nothing installed, and it serves for real on a single server
+//! without Docker.
+//!
+//! - [`LocalImage`]: an executable or a directory, copied into a content-addressed,
+//!   read-only store (`sha256:<hex>`).
+//! - [`LocalFleet`]: each instance a process with its own port and the release's
+//!   environment; processes outlive the deploying program and are found again from
+//!   the [`StateDir`].
+//! - [`LocalProxy`]: the bluegreen proxy, embedded or as its own process, and its
+//!   `ProxyRouter`.
+//! - [`FileLock`]: the deployment lock shared by every program on this machine.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), bluegreen_core::Error> {
+//! use bluegreen_core::{App, DeployRequest, Engine, ImageSource};
+//! use bluegreen_local::{FileLock, LocalFleet, LocalImage, LocalProxy, StateDir};
+//! use std::sync::Arc;
+//!
+//! let state = StateDir::default_location()?;
+//! let image = LocalImage::new(state.clone());
+//! let fleet = LocalFleet::new(state.clone(), image.clone());
+//! let proxy = LocalProxy::embedded("127.0.0.1:8080".parse().unwrap(), Default::default()).await?;
+//! let engine = Engine::new(image, fleet, proxy.router()).with_lock(Arc::new(FileLock::new(&state)));
+//! let app = App::new("web", "production")?;
+//! engine
+//!     .deploy(&DeployRequest::new(app, ImageSource::Artifact("target/release/web".into())).size(3))
+//!     .await?;
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+mod fleet;
+mod image;
+mod lock;
+mod process;
+mod proxy;
+mod state_dir;
+
+pub use fleet::{LocalFleet, SETTINGS};
+pub use image::LocalImage;
+pub use lock::FileLock;
+pub use proxy::{proxy_binary, LocalProxy};
+pub use state_dir::StateDir;

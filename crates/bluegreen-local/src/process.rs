@@ -1,0 +1,93 @@
+//! Processes: identity across restarts (pid plus start time), signals, and the
+//! environment marks that find a process even when its record was never written.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Marks in an instance's environment, its labels: a process that carries
+/// [`MARK_OWNER`] and this state directory's [`MARK_STATE`] is bluegreen's.
+pub(crate) const MARK_OWNER: &str = "BLUEGREEN_OWNER";
+pub(crate) const MARK_STATE: &str = "BLUEGREEN_STATE_DIR";
+pub(crate) const MARK_GROUP: &str = "BLUEGREEN_GROUP";
+
+/// A process as recorded: its pid and its start time, which together name it even
+/// after the pid is reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ProcessId {
+    pub(crate) pid: u32,
+    /// Clock ticks after boot at which it started (`/proc/<pid>/stat`, field 22).
+    pub(crate) started: u64,
+}
+
+impl ProcessId {
+    /// The process `pid` as it is now, if it runs (a zombie does not).
+    pub(crate) fn of(pid: u32) -> Option<ProcessId> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // the command name may hold spaces and parentheses: fields start after the last ')'
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // fields[0] is field 3 (state); field 22 (starttime) is fields[19]
+        if matches!(fields.first(), Some(&"Z") | Some(&"X")) {
+            return None;
+        }
+        let started = fields.get(19)?.parse().ok()?;
+        Some(ProcessId { pid, started })
+    }
+
+    /// Whether this very process still runs.
+    pub(crate) fn is_alive(&self) -> bool {
+        ProcessId::of(self.pid) == Some(*self)
+    }
+
+    /// Sends `signal` if this very process still runs.
+    pub(crate) fn signal(&self, signal: libc::c_int) {
+        if self.is_alive() {
+            // SAFETY: kill(2) takes any pid and signal number; the identity check
+            // above keeps it from reaching a process that reused the pid.
+            unsafe {
+                libc::kill(self.pid as libc::pid_t, signal);
+            }
+        }
+    }
+}
+
+/// Processes whose environment marks them as instances of `group` in `state`,
+/// recorded or not.
+pub(crate) fn marked(state: &Path, group: &str) -> Vec<ProcessId> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let want_state = format!("{MARK_STATE}={}", state.display());
+    let want_group = format!("{MARK_GROUP}={group}");
+    let want_owner = format!("{MARK_OWNER}=bluegreen");
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+                return false;
+            };
+            let vars: Vec<&[u8]> = env.split(|b| *b == 0).collect();
+            [&want_state, &want_group, &want_owner]
+                .iter()
+                .all(|w| vars.contains(&w.as_bytes()))
+        })
+        .filter_map(ProcessId::of)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_has_an_identity() {
+        let me = ProcessId::of(std::process::id()).unwrap();
+        assert!(me.is_alive());
+        let other = ProcessId {
+            started: me.started + 1,
+            ..me
+        };
+        assert!(!other.is_alive(), "another start time is another process");
+    }
+}

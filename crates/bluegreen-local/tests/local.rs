@@ -1,0 +1,185 @@
+//! The local provider on real processes, real sockets (loopback) and the real proxy.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bluegreen_core::{
+    App, DeployRequest, Engine, EngineOptions, ErrorKind, Fleet, Health, ImageSource, Router,
+};
+use bluegreen_local::{FileLock, LocalFleet, LocalImage, LocalProxy};
+use bluegreen_testkit::conformance::{self, Settings, Sources};
+use support::{image_dir, Load, TempDir};
+
+fn fast_proxy() -> bluegreen_proxy::ProxyOptions {
+    bluegreen_proxy::ProxyOptions::default().with_health(
+        bluegreen_proxy::HealthCheckOptions::default().with_interval(Duration::from_millis(200)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_provider_passes_the_conformance_suite() {
+    let tmp = TempDir::new("conformance");
+    let state = tmp.state();
+    let image = LocalImage::new(state.clone());
+    let fleet = LocalFleet::new(state.clone(), image.clone());
+    let proxy = LocalProxy::embedded("127.0.0.1:0".parse().unwrap(), fast_proxy())
+        .await
+        .unwrap();
+    let sources = Sources {
+        good: ImageSource::Artifact(image_dir(&tmp.0, "1", "")),
+        other: ImageSource::Artifact(image_dir(&tmp.0, "2", "")),
+        never_healthy: Some(ImageSource::Artifact(image_dir(
+            &tmp.0,
+            "3",
+            "--never-healthy",
+        ))),
+    };
+    let settings = Settings::default()
+        .with_setting("command", "run")
+        .with_setting("stop_timeout_ms", "3000")
+        .with_health_timeout(Duration::from_secs(20));
+    let app = App::new("conformance", "local").unwrap();
+    conformance::run_all(
+        Arc::new(image),
+        Arc::new(fleet),
+        Arc::new(proxy.router()),
+        &app,
+        &sources,
+        &settings,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_under_load_fails_no_request() {
+    let tmp = TempDir::new("load");
+    let state = tmp.state();
+    let image = LocalImage::new(state.clone());
+    let fleet = LocalFleet::new(state.clone(), image.clone());
+    let proxy = LocalProxy::embedded("127.0.0.1:0".parse().unwrap(), fast_proxy())
+        .await
+        .unwrap();
+    let engine = Engine::new(image, fleet.clone(), proxy.router())
+        .with_lock(Arc::new(FileLock::new(&state)))
+        .with_options(
+            EngineOptions::default()
+                .with_poll_interval(Duration::from_millis(100))
+                .with_drain(Duration::from_secs(1))
+                .with_keep(0),
+        );
+    let app = App::new("web", "load").unwrap();
+    let deploy = |v: &str| {
+        DeployRequest::new(app.clone(), ImageSource::Artifact(image_dir(&tmp.0, v, "")))
+            .size(3)
+            .setting("command", "run")
+            .setting("stop_timeout_ms", "3000")
+    };
+    engine.deploy(&deploy("1")).await.unwrap();
+    let load = Load::start(proxy.address(), "web.load", 8);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let report = engine.deploy(&deploy("2")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let seen = load.stop().await;
+    println!(
+        "{} requests during the deployment, {} failed, versions {:?}, switch {:?}",
+        seen.ok,
+        seen.failed.len(),
+        seen.versions,
+        report.switch_time
+    );
+    assert!(
+        seen.failed.is_empty(),
+        "failed requests: {:?}",
+        &seen.failed[..seen.failed.len().min(5)]
+    );
+    assert!(seen.ok > 100, "the load ran: {}", seen.ok);
+    assert_eq!(seen.versions.first().map(String::as_str), Some("1"));
+    assert!(
+        seen.versions.contains(&"2".to_owned()),
+        "{:?}",
+        seen.versions
+    );
+    // the old group's processes are gone
+    assert_eq!(fleet.groups(&app).await.unwrap().len(), 1);
+    assert_eq!(report.destroyed.len(), 1);
+    clean(&fleet, &proxy, &app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_instance_is_reported_stopped() {
+    let tmp = TempDir::new("crash");
+    let state = tmp.state();
+    let image = LocalImage::new(state.clone());
+    let fleet = LocalFleet::new(state.clone(), image.clone());
+    let proxy = LocalProxy::embedded("127.0.0.1:0".parse().unwrap(), fast_proxy())
+        .await
+        .unwrap();
+    let engine = Engine::new(image, fleet.clone(), proxy.router())
+        .with_options(EngineOptions::default().with_poll_interval(Duration::from_millis(100)));
+    let app = App::new("web", "crash").unwrap();
+    let crashing = image_dir(&tmp.0, "1", "--crash-after-ms 1500");
+    let request = DeployRequest::new(app.clone(), ImageSource::Artifact(crashing))
+        .size(2)
+        .setting("command", "run");
+    let report = engine.deploy(&request).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let instances = fleet.instances(&app, &report.live).await.unwrap();
+    assert_eq!(instances.len(), 2);
+    for i in &instances {
+        match &i.health {
+            Health::Stopped { reason } => assert!(reason.contains("101"), "{reason}"),
+            other => panic!("a crashed instance is stopped, not {other:?}"),
+        }
+    }
+    let status = engine.status(&app).await.unwrap();
+    assert_eq!(
+        status.live().unwrap().healthy(),
+        0,
+        "status shows the crash"
+    );
+    clean(&fleet, &proxy, &app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_settings_are_refused_before_any_process_starts() {
+    let tmp = TempDir::new("settings");
+    let state = tmp.state();
+    let image = LocalImage::new(state.clone());
+    let fleet = LocalFleet::new(state.clone(), image.clone());
+    let proxy = LocalProxy::embedded("127.0.0.1:0".parse().unwrap(), fast_proxy())
+        .await
+        .unwrap();
+    let engine = Engine::new(image, fleet.clone(), proxy.router());
+    let app = App::new("web", "settings").unwrap();
+    let e = engine
+        .deploy(
+            &DeployRequest::new(
+                app.clone(),
+                ImageSource::Artifact(image_dir(&tmp.0, "1", "")),
+            )
+            .setting("comand", "run"),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("invalid settings.comand"), "{e}");
+    assert!(fleet.groups(&app).await.unwrap().is_empty());
+    let e = engine
+        .deploy(&DeployRequest::new(
+            app.clone(),
+            ImageSource::Artifact(tmp.0.join("missing")),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+}
+
+async fn clean(fleet: &LocalFleet, proxy: &LocalProxy, app: &App) {
+    let router = proxy.router();
+    router.set_routes(app, &Default::default()).await.unwrap();
+    for g in fleet.groups(app).await.unwrap() {
+        router.detach(app, &g.id).await.unwrap();
+        fleet.destroy(app, &g.id).await.unwrap();
+    }
+}
