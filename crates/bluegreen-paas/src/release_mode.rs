@@ -1,0 +1,501 @@
+//! [`ReleaseFleet`] and [`ReleaseRouter`]: one long-lived app, a group per release.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use bluegreen_core::labels;
+use bluegreen_core::{
+    App, Attachment, Capabilities, Error, Fleet, Group, GroupId, Instance, Result, RouteTable,
+    Router, Serving,
+};
+use serde_json::{json, Value};
+
+use crate::api::{self, seg, AppInfo, ReleaseInfo, Vars};
+use crate::apps::{self, Found};
+use crate::client::PlatformClient;
+use crate::marks::{self, Naming};
+
+/// The start of the description of every release bluegreen creates.
+const DESCRIPTION: &str = "bluegreen ";
+const ATTACHED_PREFIX: &str = "BLUEGREEN_ATTACHED_";
+const FORGOTTEN_PREFIX: &str = "BLUEGREEN_FORGOTTEN_";
+
+/// Groups as releases of one long-lived app (`web-production`, or the name given with
+/// [`ReleaseFleet::with_app_name`]).
+///
+/// `launch` enables the app's `preboot` feature (new dynos boot before the old ones
+/// stop), sets the release's environment and bluegreen's marks as config vars,
+/// removing the variables the previous group set that this one lacks, creates a
+/// release of the slug (described `bluegreen <group> release <hash>`) and scales the
+/// process type to the release's size. The platform makes a new release current at
+/// once: **launching is the switch**. The paired [`ReleaseRouter`] confirms it, and
+/// puts an older group back with the platform's rollback (a new release with that
+/// release's slug and config vars).
+///
+/// A group's instances are the dynos running its release. Only the current release
+/// has dynos, so an older group kept by the engine is a rollback target, not a warm
+/// group: [`Engine::rollback`](bluegreen_core::Engine::rollback) launches the
+/// previous release again. Releases cannot be deleted: `destroy` scales the
+/// group's dynos to zero when it is current and forgets the group (a mark in the
+/// control app, see [`Naming::control_app`]).
+///
+/// The app must carry `BLUEGREEN_OWNER=bluegreen`, `BLUEGREEN_APP` and
+/// `BLUEGREEN_ENVIRONMENT`, or not exist (it is then created in maintenance mode,
+/// so that nothing is served before the first switch). An existing app is handed
+/// over by setting those three config vars.
+#[derive(Clone, Debug)]
+pub struct ReleaseFleet {
+    client: PlatformClient,
+    naming: Naming,
+    names: BTreeMap<App, String>,
+    preboot: bool,
+}
+
+/// What the platform says about an app in release mode.
+struct State {
+    name: String,
+    info: AppInfo,
+    /// The groups bluegreen released and has not forgotten, with their releases
+    /// (oldest first).
+    groups: BTreeMap<GroupId, Vec<ReleaseInfo>>,
+    current: Option<ReleaseInfo>,
+    current_vars: Vars,
+    control: Vars,
+}
+
+impl State {
+    /// The group the current release runs: its config vars name the group and its
+    /// slug is the group's.
+    fn current_group(&self) -> Option<GroupId> {
+        let current = self.current.as_ref()?;
+        let group = GroupId::new(
+            self.current_vars
+                .get(&marks::var_for_label(labels::GROUP))?
+                .clone(),
+        );
+        let ours = self.groups.get(&group)?.last()?;
+        let slug = |r: &ReleaseInfo| r.slug.as_ref().map(|s| s.id.clone());
+        (slug(ours).is_some() && slug(ours) == slug(current)).then_some(group)
+    }
+
+    fn release_of(&self, group: &GroupId) -> Result<&ReleaseInfo> {
+        self.groups
+            .get(group)
+            .and_then(|r| r.last())
+            .ok_or_else(|| Error::not_found(format!("group {group}")))
+    }
+
+    fn attached(&self, group: &GroupId) -> bool {
+        self.control.contains_key(&attach_key(group))
+    }
+}
+
+fn attach_key(group: &GroupId) -> String {
+    format!("{ATTACHED_PREFIX}{}", marks::var_key(group.as_str()))
+}
+
+fn forgotten_key(release: &str) -> String {
+    format!("{FORGOTTEN_PREFIX}{}", marks::var_key(release))
+}
+
+impl ReleaseFleet {
+    /// Releases through `client`, with the app of each bluegreen app named by the
+    /// default [`Naming`] and preboot on.
+    pub fn new(client: PlatformClient) -> Self {
+        ReleaseFleet {
+            client,
+            naming: Naming::new(),
+            names: BTreeMap::new(),
+            preboot: true,
+        }
+    }
+
+    /// Names the apps with `naming`.
+    pub fn with_naming(mut self, naming: Naming) -> Self {
+        self.naming = naming;
+        self
+    }
+
+    /// Deploys `app` to the platform app called `name`.
+    pub fn with_app_name(mut self, app: &App, name: impl Into<String>) -> Self {
+        self.names.insert(app.clone(), name.into());
+        self
+    }
+
+    /// Whether `launch` enables the `preboot` feature (default true).
+    pub fn with_preboot(mut self, on: bool) -> Self {
+        self.preboot = on;
+        self
+    }
+
+    /// The router that goes with this fleet.
+    pub fn router(&self) -> ReleaseRouter {
+        ReleaseRouter {
+            fleet: self.clone(),
+        }
+    }
+
+    /// The platform app of `app`.
+    pub fn app_name(&self, app: &App) -> String {
+        self.names
+            .get(app)
+            .cloned()
+            .unwrap_or_else(|| self.naming.base(app))
+    }
+
+    async fn state(&self, app: &App) -> Result<Option<State>> {
+        let name = self.app_name(app);
+        let (info, current_vars) = match apps::find(&self.client, &name, app).await? {
+            Found::Ours(info, vars) => (info, vars),
+            _ => return Ok(None),
+        };
+        let control = match api::config_vars(&self.client, &self.naming.control_app(app)).await? {
+            Some(vars) if marks::owned_by(&vars, app) => vars,
+            _ => Vars::new(),
+        };
+        let releases = api::releases(&self.client, &name).await?;
+        let current = releases.iter().rev().find(|r| r.current).cloned();
+        let mut groups: BTreeMap<GroupId, Vec<ReleaseInfo>> = BTreeMap::new();
+        for r in releases {
+            let Some(rest) = r.description.strip_prefix(DESCRIPTION) else {
+                continue;
+            };
+            let Some(group) = rest.split_whitespace().next() else {
+                continue;
+            };
+            if control.contains_key(&forgotten_key(&r.id)) {
+                continue;
+            }
+            groups.entry(GroupId::new(group)).or_default().push(r);
+        }
+        Ok(Some(State {
+            name,
+            info,
+            groups,
+            current,
+            current_vars,
+            control,
+        }))
+    }
+
+    async fn record(
+        &self,
+        state: &State,
+        app: &App,
+        release: &ReleaseInfo,
+    ) -> Result<Option<Group>> {
+        let vars: BTreeMap<String, Option<String>> = self
+            .client
+            .get(&format!(
+                "/apps/{}/releases/{}/config-vars",
+                seg(&state.name),
+                seg(&release.id)
+            ))
+            .await?;
+        let vars: Vars = vars
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect();
+        match marks::group_of(&vars, app) {
+            Some(Ok(g)) => Ok(Some(g)),
+            Some(Err(e)) => {
+                tracing::warn!(release = %release.id, error = %e, "a release with an untrusted record is ignored");
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn group(&self, state: &State, app: &App, group: &GroupId) -> Result<Group> {
+        let release = state.release_of(group)?;
+        self.record(state, app, release)
+            .await?
+            .filter(|g| &g.id == group)
+            .ok_or_else(|| Error::not_found(format!("group {group}")))
+    }
+
+    async fn control(&self, app: &App) -> Result<String> {
+        let name = self.naming.control_app(app);
+        let marks = marks::vars_of(&labels::app_labels(app));
+        apps::ensure(&self.client, &name, app, &marks, false).await?;
+        Ok(name)
+    }
+
+    async fn scale_to(&self, state: &State, group: &Group, quantity: u32) -> Result<()> {
+        let settings = marks::check_release(&group.release)?;
+        api::scale(
+            &self.client,
+            &state.name,
+            &settings.process_type,
+            quantity,
+            settings.dyno_size.as_deref(),
+        )
+        .await
+    }
+
+    async fn dynos_of(&self, state: &State, group: &Group) -> Result<Vec<Instance>> {
+        let settings = marks::check_release(&group.release)?;
+        let mut releases: Vec<String> = state
+            .groups
+            .get(&group.id)
+            .map(|r| r.iter().map(|r| r.id.clone()).collect())
+            .unwrap_or_default();
+        if state.current_group().as_ref() == Some(&group.id) {
+            if let Some(current) = &state.current {
+                releases.push(current.id.clone());
+            }
+        }
+        Ok(api::dynos(&self.client, &state.name)
+            .await?
+            .iter()
+            .filter(|d| d.kind == settings.process_type && releases.contains(&d.release.id))
+            .map(|d| api::dyno_instance(&state.name, d, state.info.web_url.as_deref()))
+            .collect())
+    }
+}
+
+#[async_trait]
+impl Fleet for ReleaseFleet {
+    async fn launch(&self, group: &Group) -> Result<()> {
+        let settings = marks::check_release(&group.release)?;
+        let app = &group.app;
+        let name = self.app_name(app);
+        self.control(app).await?;
+        let app_marks = marks::vars_of(&labels::app_labels(app));
+        let (_, vars, _) = apps::ensure(&self.client, &name, app, &app_marks, true).await?;
+        let state = self
+            .state(app)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("app {name}")))?;
+        if let Ok(release) = state.release_of(&group.id) {
+            return match self.record(&state, app, release).await? {
+                Some(found) if &found == group => {
+                    if state.current_group().as_ref() == Some(&group.id) {
+                        self.scale_to(&state, group, group.release.size).await?;
+                    }
+                    Ok(())
+                }
+                _ => Err(Error::conflict(format!(
+                    "{} was released with another record",
+                    group.id
+                ))),
+            };
+        }
+        if self.preboot {
+            self.client
+                .patch::<Value>(
+                    &format!("/apps/{}/features/preboot", seg(&name)),
+                    &json!({ "enabled": true }),
+                )
+                .await?;
+        }
+        let stale: Vec<String> = vars
+            .get(marks::RECORD_VAR)
+            .and_then(|r| serde_json::from_str::<Group>(r).ok())
+            .map(|g| g.release.env.into_keys().collect())
+            .unwrap_or_default();
+        let changes = marks::config_changes(&vars, &marks::group_vars(group), stale);
+        if !changes.is_empty() {
+            api::patch_config(&self.client, &name, &changes).await?;
+        }
+        self.client
+            .post::<Value>(
+                &format!("/apps/{}/releases", seg(&name)),
+                &json!({
+                    "slug": group.release.image.as_str(),
+                    "description": format!("{DESCRIPTION}{} release {}", group.id, group.release.id()),
+                }),
+            )
+            .await?;
+        api::scale(
+            &self.client,
+            &name,
+            &settings.process_type,
+            group.release.size,
+            settings.dyno_size.as_deref(),
+        )
+        .await
+    }
+
+    async fn groups(&self, app: &App) -> Result<Vec<Group>> {
+        let Some(state) = self.state(app).await? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for (id, releases) in &state.groups {
+            let Some(release) = releases.last() else {
+                continue;
+            };
+            if let Some(g) = self.record(&state, app, release).await? {
+                if &g.id == id {
+                    out.push(g);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn instances(&self, app: &App, group: &GroupId) -> Result<Vec<Instance>> {
+        let state = self
+            .state(app)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("group {group}")))?;
+        let g = self.group(&state, app, group).await?;
+        self.dynos_of(&state, &g).await
+    }
+
+    async fn destroy(&self, app: &App, group: &GroupId) -> Result<()> {
+        let Some(state) = self.state(app).await? else {
+            return Ok(());
+        };
+        let Some(releases) = state.groups.get(group) else {
+            return Ok(());
+        };
+        if state.current_group().as_ref() == Some(group) {
+            if let Ok(g) = self.group(&state, app, group).await {
+                self.scale_to(&state, &g, 0).await?;
+            }
+        }
+        let mut changes: BTreeMap<String, Option<String>> = releases
+            .iter()
+            .map(|r| (forgotten_key(&r.id), Some("1".to_owned())))
+            .collect();
+        if state.attached(group) {
+            changes.insert(attach_key(group), None);
+        }
+        let control = self.control(app).await?;
+        api::patch_config(&self.client, &control, &changes).await
+    }
+}
+
+/// The router of a [`ReleaseFleet`]: the route table is the group whose release is
+/// current, or empty while the app is in maintenance mode.
+///
+/// [`Router::set_routes`] to a group makes its release current again when it is not
+/// (the platform's rollback: `POST /apps/{app}/releases` with the release id),
+/// scales the process type to the group's size and ends maintenance mode; the empty
+/// table turns maintenance mode on. Attachments are marks in the control app
+/// (`BLUEGREEN_ATTACHED_<group>`), which has no dynos, so that marking restarts
+/// nothing. No weights, no preview: one app serves one release.
+#[derive(Clone, Debug)]
+pub struct ReleaseRouter {
+    fleet: ReleaseFleet,
+}
+
+impl ReleaseRouter {
+    async fn attached_state(&self, app: &App, group: &GroupId) -> Result<(State, Group)> {
+        let missing = || Error::not_found(format!("attached group {group}"));
+        let state = self.fleet.state(app).await?.ok_or_else(missing)?;
+        if !state.attached(group) {
+            return Err(missing());
+        }
+        let g = self.fleet.group(&state, app, group).await?;
+        Ok((state, g))
+    }
+}
+
+#[async_trait]
+impl Router for ReleaseRouter {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+
+    async fn attach(
+        &self,
+        app: &App,
+        group: &GroupId,
+        _instances: &[Instance],
+    ) -> Result<Attachment> {
+        let state = self
+            .fleet
+            .state(app)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("group {group}")))?;
+        state.release_of(group)?;
+        if !state.attached(group) {
+            let control = self.fleet.control(app).await?;
+            api::patch_config(
+                &self.fleet.client,
+                &control,
+                &BTreeMap::from([(attach_key(group), Some("1".to_owned()))]),
+            )
+            .await?;
+        }
+        Ok(Attachment::default())
+    }
+
+    async fn detach(&self, app: &App, group: &GroupId) -> Result<()> {
+        let Some(state) = self.fleet.state(app).await? else {
+            return Ok(());
+        };
+        if !state.info.maintenance && state.current_group().as_ref() == Some(group) {
+            return Err(Error::conflict(format!(
+                "{group} is the current release: move the traffic first"
+            )));
+        }
+        if state.attached(group) {
+            let control = self.fleet.control(app).await?;
+            api::patch_config(
+                &self.fleet.client,
+                &control,
+                &BTreeMap::from([(attach_key(group), None)]),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn routes(&self, app: &App) -> Result<RouteTable> {
+        Ok(match self.fleet.state(app).await? {
+            Some(state) if !state.info.maintenance => state
+                .current_group()
+                .map(RouteTable::single)
+                .unwrap_or_default(),
+            _ => RouteTable::empty(),
+        })
+    }
+
+    async fn set_routes(&self, app: &App, table: &RouteTable) -> Result<()> {
+        table.validate()?;
+        let groups: Vec<&GroupId> = table.groups().collect();
+        if groups.len() > 1 {
+            return Err(Error::not_supported(
+                "weighted routes: one release of an app is current at a time",
+            ));
+        }
+        let Some(group) = groups.first() else {
+            if let Some(state) = self.fleet.state(app).await? {
+                if !state.info.maintenance {
+                    api::set_maintenance(&self.fleet.client, &state.name, true).await?;
+                }
+            }
+            return Ok(());
+        };
+        let (state, g) = self.attached_state(app, group).await?;
+        if state.current_group().as_ref() != Some(*group) {
+            let release = state.release_of(group)?;
+            self.fleet
+                .client
+                .post::<Value>(
+                    &format!("/apps/{}/releases", seg(&state.name)),
+                    &json!({ "release": release.id }),
+                )
+                .await?;
+        }
+        self.fleet.scale_to(&state, &g, g.release.size).await?;
+        if state.info.maintenance {
+            api::set_maintenance(&self.fleet.client, &state.name, false).await?;
+        }
+        Ok(())
+    }
+
+    async fn serving(&self, app: &App, group: &GroupId) -> Result<Serving> {
+        let (state, g) = self.attached_state(app, group).await?;
+        if state.current_group().as_ref() != Some(group) {
+            return Ok(Serving::new(0, 0));
+        }
+        let dynos = self.fleet.dynos_of(&state, &g).await?;
+        let healthy = dynos.iter().filter(|i| i.health.is_healthy()).count();
+        Ok(Serving::new(healthy, dynos.len()))
+    }
+}
