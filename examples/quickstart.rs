@@ -1,95 +1,285 @@
-//! The quickstart: a blue/green deployment, a canary, an automatic rollback and a
-//! manual rollback, on the in-memory platform with a virtual clock (minutes of
-//! platform time pass in an instant).
+//! The quickstart: a real zero-downtime deployment on this machine.
+//!
+//! It deploys version 1 of the sample app (three processes) behind the bluegreen
+//! proxy, then version 2 while a bounded load runs against the proxy, then version
+//! 3, which never becomes healthy and is rolled back on its own, then rolls back by
+//! hand to version 1, and cleans everything up.
 //!
 //! Run it with `cargo run --example quickstart`.
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use bluegreen::local::{LocalFleet, LocalImage, LocalProxy, StateDir};
+use bluegreen::proxy::{HealthCheckOptions, ProxyOptions};
 use bluegreen::{
-    App, DeployRequest, Engine, EngineOptions, Event, EventSink, ImageSource, Strategy,
+    App, DeployRequest, Engine, EngineOptions, Event, EventSink, Fleet, Image, ImageSource, Router,
 };
-use bluegreen_testkit::{Behaviour, MemoryPlatform};
 
-fn progress() -> EventSink {
-    EventSink::new(|event: &Event| match event {
-        Event::Started { app, deployment } => println!("\n== {app}: {deployment}"),
-        Event::StepStarted { step } => println!("   - {step}"),
-        Event::ImageReady { image } => println!("     image {} ({})", image.id, image.origin),
-        Event::GroupLaunched { group, size } => {
-            println!("     launched {group} ({size} instances)")
-        }
-        Event::Health {
-            group,
-            healthy,
-            wanted,
-        } => println!("     {group}: {healthy}/{wanted} healthy"),
-        Event::TrafficShifted { routes } => println!("     routes {routes}"),
-        Event::Baking { weight, duration } => println!("     baking at {weight}% for {duration:?}"),
-        Event::GroupKeptWarm { group } => println!("     {group} kept warm"),
-        Event::GroupDestroyed { group } => println!("     {group} destroyed"),
-        Event::RollingBack { step, reason } => {
-            println!("   ! {step} failed, rolling back: {reason}")
-        }
-        Event::RolledBack { routes } => println!("   ! rolled back to {routes}"),
-        Event::Finished { group, elapsed } => println!("   = {group} live after {elapsed:?}"),
-        _ => {}
-    })
+#[tokio::main]
+async fn main() {
+    if let Err(e) = run().await {
+        eprintln!("quickstart failed: {e}");
+        std::process::exit(1);
+    }
 }
 
-#[tokio::main(flavor = "current_thread", start_paused = true)]
-async fn main() -> Result<(), bluegreen::Error> {
-    let platform = MemoryPlatform::new();
-    platform
-        .set_boot_time(Duration::from_secs(8))
-        .set_latency(Duration::from_millis(50))
-        .set_behaviour("web:3", Behaviour::NeverHealthy);
-    let engine = Engine::new(platform.image(), platform.fleet(), platform.router())
-        .with_options(EngineOptions::default().with_health_timeout(Duration::from_secs(60)))
-        .with_events(progress());
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let work = std::env::temp_dir().join(format!("bluegreen-quickstart-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    let sample_app = sample_app_binary()?;
+    let state = StateDir::new(work.join("state"))?;
+    let image = LocalImage::new(state.clone());
+    let fleet = LocalFleet::new(state.clone(), image.clone());
+    let mut proxy = LocalProxy::embedded(
+        "127.0.0.1:0".parse()?,
+        ProxyOptions::default()
+            .with_health(HealthCheckOptions::default().with_interval(Duration::from_millis(250))),
+    )
+    .await?;
+    println!(
+        "bluegreen proxy listening on http://{} (Host: web.production)",
+        proxy.address()
+    );
+
+    let started = Instant::now();
+    let engine = Engine::new(image.clone(), fleet.clone(), proxy.router())
+        .with_events(progress(started))
+        .with_options(
+            EngineOptions::default()
+                .with_poll_interval(Duration::from_millis(200))
+                .with_health_timeout(Duration::from_secs(5))
+                .with_drain(Duration::from_secs(1)),
+        );
     let app = App::new("web", "production")?;
-    let version = |v: &str| {
-        DeployRequest::new(app.clone(), ImageSource::Reference(format!("web:{v}"))).size(3)
+    let version = |v: &str, flags: &str| -> Result<DeployRequest, std::io::Error> {
+        Ok(DeployRequest::new(
+            app.clone(),
+            ImageSource::Artifact(image_dir(&work, &sample_app, v, flags)?),
+        )
+        .size(3)
+        .setting("command", "run")
+        .setting("stop_timeout_ms", "5000"))
     };
 
-    println!("Deploying version 1 (blue/green)");
-    engine.deploy(&version("1")).await?;
+    section("1. Deploy version 1: three processes behind the proxy");
+    engine.deploy(&version("1", "")?).await?;
 
-    println!("\nDeploying version 2 (canary 10% then 50%)");
-    let v2 = engine
-        .deploy(&version("2").strategy(Strategy::canary([10, 50], Duration::from_secs(30))))
-        .await?;
+    section("2. Deploy version 2 while 8 clients load the proxy");
+    let load = Load::start(proxy.address(), "web.production", 8);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let v2 = engine.deploy(&version("2", "")?).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
 
-    println!("\nDeploying version 3, which never becomes healthy");
-    let failed = engine.deploy(&version("3")).await.unwrap_err();
+    section("3. Deploy version 3, which never becomes healthy");
+    let failed = engine
+        .deploy(&version("3", "--never-healthy")?)
+        .await
+        .expect_err("version 3 is never healthy");
     println!("   -> {failed}");
 
-    println!("\nRolling back by hand");
+    section("4. Roll back by hand");
     let back = engine.rollback(&app).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let seen = load.stop().await;
 
-    let status = engine.status(&app).await?;
-    println!("\nSummary");
+    section("5. Clean up");
+    let router = proxy.router();
+    router.set_routes(&app, &Default::default()).await?;
+    for g in fleet.groups(&app).await? {
+        router.detach(&app, &g.id).await?;
+        fleet.destroy(&app, &g.id).await?;
+        println!("   {} destroyed", g.id);
+    }
+    for i in image.images(&app).await? {
+        image.remove(&app, &i.id).await?;
+    }
+    proxy.stop();
+    let _ = std::process::Command::new("chmod")
+        .args(["-R", "u+w"])
+        .arg(&work)
+        .status();
+    std::fs::remove_dir_all(&work)?;
+
+    section("Summary");
+    println!("   requests served:      {}", seen.ok);
+    println!("   failed requests:      {}", seen.failed);
+    println!("   time to switch to v2: {:?}", v2.switch_time);
     println!(
-        "   version 2 went live as {} with a switch of {:?}",
-        v2.live, v2.switch_time
-    );
-    println!(
-        "   version 3 was rolled back automatically: {}",
+        "   version 3 rolled back on its own: {}",
         failed.rolled_back()
     );
     println!(
-        "   manual rollback: {} -> {} in {:?}",
+        "   manual rollback:      {} -> {} in {:?}",
         back.from, back.to, back.elapsed
     );
-    for g in &status.groups {
-        println!(
-            "   {} {:>3}% {}/{} healthy ({})",
-            g.group.id,
-            g.weight,
-            g.healthy(),
-            g.instances.len(),
-            g.group.release.image
-        );
+    println!("   answers by version:   {:?}", seen.by_version);
+    println!("   last answer from:     version {}", seen.last_version);
+    if seen.failed > 0 {
+        return Err(format!("{} requests failed", seen.failed).into());
     }
     Ok(())
+}
+
+fn section(title: &str) {
+    println!("\n== {title}");
+}
+
+/// Prints each step as the engine reports it.
+fn progress(started: Instant) -> EventSink {
+    EventSink::new(move |event: &Event| {
+        let t = started.elapsed().as_secs_f64();
+        match event {
+            Event::StepStarted { step } => println!("   [{t:6.2}s] {step}"),
+            Event::GroupLaunched { group, size } => {
+                println!("            launched {group} ({size} processes)")
+            }
+            Event::Health {
+                group,
+                healthy,
+                wanted,
+            } => println!("            {group}: {healthy}/{wanted} healthy"),
+            Event::TrafficShifted { routes } => println!("            routes {routes}"),
+            Event::GroupKeptWarm { group } => println!("            {group} kept warm"),
+            Event::GroupDestroyed { group } => println!("            {group} destroyed"),
+            Event::RollingBack { step, reason } => {
+                println!("            {step} failed, rolling back: {reason}")
+            }
+            Event::RolledBack { routes } => println!("            rolled back to {routes}"),
+            _ => {}
+        }
+    })
+}
+
+/// The sample app, built with cargo when it is not built yet.
+fn sample_app_binary() -> Result<PathBuf, Box<dyn std::error::Error>> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/examples/quickstart -> target/<profile>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("no target directory")?;
+    let path = profile_dir.join("sample-app");
+    if !path.is_file() {
+        println!("building the sample app ...");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = std::process::Command::new(cargo);
+        build.args(["build", "-q", "-p", "sample-app"]);
+        if profile_dir.ends_with("release") {
+            build.arg("--release");
+        }
+        if !build.status()?.success() {
+            return Err("cargo build -p sample-app failed".into());
+        }
+    }
+    Ok(path)
+}
+
+/// An image directory: the sample app and a `run` script that starts it as
+/// `version` with `flags`.
+fn image_dir(
+    work: &Path,
+    sample_app: &Path,
+    version: &str,
+    flags: &str,
+) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = work.join(format!("image-v{version}"));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::copy(sample_app, dir.join("sample-app"))?;
+    let run = dir.join("run");
+    std::fs::write(
+        &run,
+        format!(
+            "#!/bin/sh\nexec \"$(dirname \"$0\")/sample-app\" --app-version {version} {flags}\n"
+        ),
+    )?;
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755))?;
+    Ok(dir)
+}
+
+/// What the load saw.
+#[derive(Default)]
+struct Seen {
+    ok: u64,
+    failed: u64,
+    by_version: BTreeMap<String, u64>,
+    last_version: String,
+}
+
+/// A bounded load (at most 2 minutes) of keep-alive HTTP/1.1 clients.
+struct Load {
+    stop: Arc<AtomicBool>,
+    clients: Vec<tokio::task::JoinHandle<(Seen, Instant)>>,
+}
+
+impl Load {
+    fn start(address: SocketAddr, host: &str, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients = (0..clients)
+            .map(|_| {
+                let (stop, host) = (stop.clone(), host.to_owned());
+                tokio::spawn(async move {
+                    let client = hyper_util::client::legacy::Client::builder(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .build_http::<http_body_util::Empty<bytes::Bytes>>();
+                    let mut seen = Seen::default();
+                    let mut last = Instant::now();
+                    let deadline = Instant::now() + Duration::from_secs(120);
+                    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                        let request = hyper::Request::get(format!("http://{address}/"))
+                            .header("host", &host)
+                            .body(http_body_util::Empty::new())
+                            .expect("a valid request");
+                        match client.request(request).await {
+                            Ok(response) if response.status().is_success() => {
+                                let version = response
+                                    .headers()
+                                    .get("x-app-version")
+                                    .and_then(|v| v.to_str().ok())
+                                    .unwrap_or("?")
+                                    .to_owned();
+                                let _ =
+                                    http_body_util::BodyExt::collect(response.into_body()).await;
+                                seen.ok += 1;
+                                *seen.by_version.entry(version.clone()).or_default() += 1;
+                                seen.last_version = version;
+                                last = Instant::now();
+                            }
+                            _ => seen.failed += 1,
+                        }
+                    }
+                    (seen, last)
+                })
+            })
+            .collect();
+        Load { stop, clients }
+    }
+
+    async fn stop(self) -> Seen {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut total = Seen::default();
+        let mut latest = None;
+        for client in self.clients {
+            let Ok((seen, last)) = client.await else {
+                total.failed += 1;
+                continue;
+            };
+            total.ok += seen.ok;
+            total.failed += seen.failed;
+            for (v, n) in seen.by_version {
+                *total.by_version.entry(v).or_default() += n;
+            }
+            if latest.is_none_or(|l| last > l) {
+                latest = Some(last);
+                total.last_version = seen.last_version;
+            }
+        }
+        total
+    }
 }

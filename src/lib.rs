@@ -9,6 +9,7 @@
 //!
 //! | feature | what |
 //! | --- | --- |
+//! | `local` (default) | processes on this machine behind the bluegreen proxy (`bluegreen::local`, `bluegreen::proxy`) |
 //! | `testkit` | in-memory providers with fault injection, and the conformance suite (`bluegreen::testkit`) |
 //!
 //! ```
@@ -33,6 +34,14 @@
 #![deny(missing_docs)]
 
 pub use bluegreen_core::*;
+
+/// Processes on this machine behind the bluegreen proxy.
+#[cfg(feature = "local")]
+pub use bluegreen_local as local;
+
+/// The HTTP router data plane and its `Router`.
+#[cfg(feature = "local")]
+pub use bluegreen_proxy as proxy;
 
 /// In-memory providers and the conformance suite.
 #[cfg(feature = "testkit")]
