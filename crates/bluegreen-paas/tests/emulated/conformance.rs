@@ -1,0 +1,46 @@
+use std::sync::Arc;
+
+use bluegreen_testkit::conformance;
+
+use crate::support::{self, Emulator};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_mode_conforms() {
+    let emu = Emulator::start().await;
+    let app = support::app("conformance");
+    let (image, fleet, router) = support::app_mode(&emu, &app);
+    conformance::run_all(
+        Arc::new(image),
+        Arc::new(fleet),
+        Arc::new(router),
+        &app,
+        &support::sources(),
+        &support::settings(),
+    )
+    .await;
+    let left: Vec<String> = emu
+        .app_names()
+        .into_iter()
+        .filter(|n| !n.ends_with("-slugs"))
+        .collect();
+    assert!(left.is_empty(), "the suite cleans up its group apps: {left:?}");
+    emu.assert_schema_clean();
+}
+
+/// Release mode runs every check but `deployment_with_rollback`: one app runs one
+/// release, so an older group is never warm and a rollback relaunches it (see
+/// docs/paas.md); `engine::release_mode_*` checks its deployments instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_mode_conforms() {
+    let emu = Emulator::start().await;
+    let app = support::app("conformance");
+    let (image, fleet, router) = support::release_mode(&emu);
+    let sources = support::sources();
+    let settings = support::settings();
+    conformance::image_prepare_list_remove(&image, &app, &sources.good).await;
+    conformance::fleet_missing_resources(&fleet, &app).await;
+    conformance::fleet_launch_list_destroy(&image, &fleet, &app, &sources.good, &settings).await;
+    conformance::router_routes_and_attachments(&image, &fleet, &router, &app, &sources, &settings)
+        .await;
+    emu.assert_schema_clean();
+}

@@ -1,0 +1,106 @@
+//! A deployment dropped at every request it makes (before the platform acts, and
+//! after it acted but before it answered), then run again: it converges, and leaves
+//! no stray app.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bluegreen_core::{App, DeployRequest, Engine, Fleet, Image, RouteTable, Router};
+
+use crate::support::{self, Emulator, Hang};
+
+type Providers = (Arc<dyn Image>, Arc<dyn Fleet>, Arc<dyn Router>);
+
+async fn interrupted_everywhere(
+    mode: impl Fn(&Emulator, &App) -> Providers,
+    expected_apps: &[&str],
+    step: u64,
+) {
+    let app = support::app("web");
+    let sources = support::sources();
+    let v1 = DeployRequest::new(app.clone(), sources.good.clone()).size(2);
+    let v2 = DeployRequest::new(app.clone(), sources.other.clone()).size(2);
+    let mut covered = 0;
+    for at in [Hang::Before, Hang::After] {
+        let mut n = 1;
+        loop {
+            let emu = Emulator::start().await;
+            emu.set_boot_time(Duration::from_millis(30));
+            let (image, fleet, router) = mode(&emu, &app);
+            let engine = || {
+                Engine::from_arcs(image.clone(), fleet.clone(), router.clone())
+                    .with_options(support::engine_options())
+                    .with_retry(support::retry())
+            };
+            engine().deploy(&v1).await.unwrap();
+            emu.hang_at(n, at);
+            let first = engine();
+            let finished = tokio::select! {
+                r = first.deploy(&v2) => Some(r),
+                _ = emu.hung() => None,
+            };
+            if let Some(r) = finished {
+                assert!(emu.hang_pending(), "a finished deployment never hung");
+                r.unwrap();
+                break;
+            }
+            covered += 1;
+            // a new process: a new engine, with its own lock
+            let report = engine()
+                .deploy(&v2)
+                .await
+                .unwrap_or_else(|e| panic!("run again after a drop at request {n} ({at:?}): {e}"));
+            assert_eq!(
+                router.routes(&app).await.unwrap(),
+                RouteTable::single(report.live.clone()),
+                "drop at {n} ({at:?})"
+            );
+            let groups = fleet.groups(&app).await.unwrap();
+            let live = groups.iter().find(|g| g.id == report.live).unwrap();
+            let img = image.images(&app).await.unwrap();
+            assert!(img.iter().any(|i| i.id == live.release.image));
+            let instances = fleet.instances(&app, &report.live).await.unwrap();
+            assert_eq!(instances.iter().filter(|i| i.health.is_healthy()).count(), 2);
+            let mut names = emu.app_names();
+            names.sort();
+            assert_eq!(names, expected_apps, "drop at {n} ({at:?}): stray apps");
+            for name in &names {
+                let config = emu.config(name).unwrap();
+                assert_eq!(
+                    config.get("BLUEGREEN_OWNER").map(String::as_str),
+                    Some("bluegreen"),
+                    "drop at {n} ({at:?}): {name} carries the marks"
+                );
+            }
+            emu.assert_schema_clean();
+            n += step;
+        }
+    }
+    assert!(covered > 10, "the deployment was dropped at {covered} points");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_mode_converges_after_a_drop_anywhere() {
+    interrupted_everywhere(
+        |emu, app| {
+            let (i, f, r) = support::app_mode(emu, app);
+            (Arc::new(i), Arc::new(f), Arc::new(r))
+        },
+        &["web-test-slugs", "web-test-v001", "web-test-v002"],
+        1,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_mode_converges_after_a_drop_anywhere() {
+    interrupted_everywhere(
+        |emu, _| {
+            let (i, f, r) = support::release_mode(emu);
+            (Arc::new(i), Arc::new(f), Arc::new(r))
+        },
+        &["web-test", "web-test-slugs"],
+        1,
+    )
+    .await;
+}
