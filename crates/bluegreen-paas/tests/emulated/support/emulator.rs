@@ -134,7 +134,7 @@ struct State {
 
 struct Shared {
     state: Mutex<State>,
-    schema: Option<Schema>,
+    schema: Option<Arc<Schema>>,
     violations: Mutex<Vec<String>>,
     addr: SocketAddr,
     hung: Notify,
@@ -154,7 +154,7 @@ fn uuid() -> String {
 }
 
 fn now() -> String {
-    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
 fn error(status: u16, id: &str, message: &str) -> Answer {

@@ -9,7 +9,7 @@
 //! also requires every listed one (the platform sends every field of a resource).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use regex::Regex;
 use serde_json::Value;
@@ -33,9 +33,14 @@ pub struct Schema {
     patterns: Mutex<HashMap<String, Regex>>,
 }
 
-/// The schema from `HEROKU_PLATFORM_API_SCHEMA`: `None` (after saying so) when it is
-/// unset or absent, and a panic then when `CI=true`.
-pub fn load() -> Option<Schema> {
+/// The schema from `HEROKU_PLATFORM_API_SCHEMA`, read once per process: `None`
+/// (after saying so) when it is unset or absent, and a panic then when `CI=true`.
+pub fn load() -> Option<Arc<Schema>> {
+    static SCHEMA: OnceLock<Option<Arc<Schema>>> = OnceLock::new();
+    SCHEMA.get_or_init(|| read().map(Arc::new)).clone()
+}
+
+fn read() -> Option<Schema> {
     let path = std::env::var(SCHEMA_ENV).ok().filter(|p| !p.is_empty());
     let text = path.as_ref().and_then(|p| std::fs::read_to_string(p).ok());
     let Some(text) = text else {
