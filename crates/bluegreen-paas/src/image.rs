@@ -116,7 +116,7 @@ impl SlugImage {
         Ok(image_ref(app, &entry))
     }
 
-    async fn from_artifact(
+    async fn prepare_artifact(
         &self,
         app: &App,
         path: &std::path::Path,
@@ -165,7 +165,7 @@ impl SlugImage {
         .await
     }
 
-    async fn from_source(
+    async fn prepare_source(
         &self,
         app: &App,
         url: &str,
@@ -255,8 +255,8 @@ impl Image for SlugImage {
         }
         let (control, vars) = self.control(app).await?;
         match source {
-            ImageSource::Artifact(path) => self.from_artifact(app, path, &control, &vars).await,
-            ImageSource::SourceUrl(url) => self.from_source(app, url, &control, events).await,
+            ImageSource::Artifact(path) => self.prepare_artifact(app, path, &control, &vars).await,
+            ImageSource::SourceUrl(url) => self.prepare_source(app, url, &control, events).await,
             ImageSource::Id(id) => {
                 if let Some(entry) = entries(&vars).into_iter().find(|e| e.id == id.as_str()) {
                     return Ok(image_ref(app, &entry));

@@ -1,4 +1,4 @@
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bluegreen_core::{ErrorKind, Fleet, Retry};
 use bluegreen_paas::AppFleet;
@@ -69,10 +69,6 @@ async fn a_spent_budget_pauses_the_next_request() {
         started.elapsed() >= client.options().rate_limit_pause,
         "the client paused after RateLimit-Remaining: 0"
     );
-    let started = Instant::now();
-    let third = client.list::<Value>("/apps").await;
-    assert!(third.is_ok());
-    let _ = started;
 }
 
 #[tokio::test]
@@ -86,14 +82,24 @@ async fn lists_follow_next_range_across_pages() {
     let before = emu.log().len();
     let apps: Vec<Value> = client.list("/apps").await.unwrap();
     assert_eq!(apps.len(), 5);
-    let pages = emu.log()[before..].iter().filter(|l| *l == "GET /apps").count();
+    let pages = emu.log()[before..]
+        .iter()
+        .filter(|l| *l == "GET /apps")
+        .count();
     assert_eq!(pages, 3, "5 apps in pages of 2");
 
     // the fleet sees its groups across pages too
     let app = support::app("paged");
     let (image, fleet, _router) = support::app_mode(&emu, &app);
     let sources = support::sources();
-    let img = bluegreen_core::Image::prepare(&image, &app, &sources.good, &bluegreen_core::EventSink::none()).await.unwrap();
+    let img = bluegreen_core::Image::prepare(
+        &image,
+        &app,
+        &sources.good,
+        &bluegreen_core::EventSink::none(),
+    )
+    .await
+    .unwrap();
     for n in 1..=3 {
         let g = bluegreen_core::Group::new(
             app.clone(),
@@ -114,8 +120,14 @@ async fn api_errors_keep_their_kind_and_id() {
     let e = client.get::<Value>("/apps/missing-app").await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound);
     assert!(e.to_string().contains("not_found"), "{e}");
-    client.post::<Value>("/apps", &json!({ "name": "taken-app" })).await.unwrap();
-    let e = client.post::<Value>("/apps", &json!({ "name": "taken-app" })).await.unwrap_err();
+    client
+        .post::<Value>("/apps", &json!({ "name": "taken-app" }))
+        .await
+        .unwrap();
+    let e = client
+        .post::<Value>("/apps", &json!({ "name": "taken-app" }))
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Invalid, "{e}");
     assert!(e.to_string().contains("invalid_params"), "{e}");
     emu.fail_next(1, 409, "conflict");
@@ -124,5 +136,4 @@ async fn api_errors_keep_their_kind_and_id() {
     emu.fail_next(1, 403, "forbidden");
     let e = client.get::<Value>("/apps/taken-app").await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
-    let _ = Duration::ZERO;
 }

@@ -23,7 +23,10 @@ async fn app_mode_conforms() {
         .into_iter()
         .filter(|n| !n.ends_with("-slugs"))
         .collect();
-    assert!(left.is_empty(), "the suite cleans up its group apps: {left:?}");
+    assert!(
+        left.is_empty(),
+        "the suite cleans up its group apps: {left:?}"
+    );
     emu.assert_schema_clean();
 }
 

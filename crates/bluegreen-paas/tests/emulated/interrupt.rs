@@ -60,7 +60,10 @@ async fn interrupted_everywhere(
             let img = image.images(&app).await.unwrap();
             assert!(img.iter().any(|i| i.id == live.release.image));
             let instances = fleet.instances(&app, &report.live).await.unwrap();
-            assert_eq!(instances.iter().filter(|i| i.health.is_healthy()).count(), 2);
+            assert_eq!(
+                instances.iter().filter(|i| i.health.is_healthy()).count(),
+                2
+            );
             let mut names = emu.app_names();
             names.sort();
             assert_eq!(names, expected_apps, "drop at {n} ({at:?}): stray apps");
@@ -76,7 +79,10 @@ async fn interrupted_everywhere(
             n += step;
         }
     }
-    assert!(covered > 10, "the deployment was dropped at {covered} points");
+    assert!(
+        covered > 10,
+        "the deployment was dropped at {covered} points"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -149,7 +149,11 @@ pub struct Emulator {
 type Answer = (StatusCode, Value);
 
 fn uuid() -> String {
-    let h = |n: usize| -> String { (0..n).map(|_| format!("{:x}", fastrand::u8(..16))).collect() };
+    let h = |n: usize| -> String {
+        (0..n)
+            .map(|_| format!("{:x}", fastrand::u8(..16)))
+            .collect()
+    };
     format!("{}-{}-{}-{}-{}", h(8), h(4), h(4), h(4), h(12))
 }
 
@@ -250,11 +254,6 @@ impl Emulator {
                 .with_request_timeout(Duration::from_secs(30)),
         )
         .unwrap()
-    }
-
-    /// Whether answers are checked against the schema.
-    pub fn schema_checked(&self) -> bool {
-        self.shared.schema.is_some()
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
@@ -430,7 +429,12 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<By
     let auth = header("authorization");
     let accept = header("accept");
     let range = header("range");
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
 
     // blob uploads and output streams: not the API, no token
     if let Some(id) = path.strip_prefix("/blobs/") {
@@ -452,7 +456,11 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<By
                     "-----> Building source from {}\n-----> Compressing slug\n-----> Done\n",
                     b.url
                 );
-                respond(StatusCode::OK, Bytes::from(text), &[("content-type", "text/plain".into())])
+                respond(
+                    StatusCode::OK,
+                    Bytes::from(text),
+                    &[("content-type", "text/plain".into())],
+                )
             }
             None => respond(StatusCode::NOT_FOUND, Bytes::new(), &[]),
         };
@@ -465,11 +473,18 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<By
     };
 
     if auth.as_deref() != Some(&format!("Bearer {TOKEN}")) {
-        return json_answer(error(401, "unauthorized", "Invalid credentials provided."), &[]);
+        return json_answer(
+            error(401, "unauthorized", "Invalid credentials provided."),
+            &[],
+        );
     }
     if accept.as_deref() != Some(bluegreen_paas::ACCEPT_V3) {
         return json_answer(
-            error(400, "bad_request", "Accept: application/vnd.heroku+json; version=3 is required"),
+            error(
+                400,
+                "bad_request",
+                "Accept: application/vnd.heroku+json; version=3 is required",
+            ),
             &[],
         );
     }
@@ -505,7 +520,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<By
     } else {
         match serde_json::from_slice(&body) {
             Ok(v) => Some(v),
-            Err(e) => return json_answer(error(400, "bad_request", &format!("not JSON: {e}")), &[]),
+            Err(e) => {
+                return json_answer(error(400, "bad_request", &format!("not JSON: {e}")), &[])
+            }
         }
     };
     if let Some(schema) = &shared.schema {
@@ -667,7 +684,13 @@ fn settle_builds(s: &mut State, build_time: Duration, boot: Duration) {
 }
 
 /// Creates a release of a slug on an app and rolls its dynos; gives the release id.
-fn release_slug(s: &mut State, app: &str, slug_id: &str, description: String, _boot: Duration) -> String {
+fn release_slug(
+    s: &mut State,
+    app: &str,
+    slug_id: &str,
+    description: String,
+    _boot: Duration,
+) -> String {
     let slug = &s.slugs[slug_id];
     let types = slug.process_types.clone();
     let crash = slug.crash;
@@ -712,7 +735,11 @@ fn roll(app: &mut AppRec, crash: bool) {
     } else {
         app.dynos.clear();
     }
-    let forms: Vec<(String, Form)> = app.formation.iter().map(|(k, f)| (k.clone(), f.clone())).collect();
+    let forms: Vec<(String, Form)> = app
+        .formation
+        .iter()
+        .map(|(k, f)| (k.clone(), f.clone()))
+        .collect();
     for (kind, form) in forms {
         for n in 1..=form.quantity {
             app.dynos.push(new_dyno(&kind, n, &current, &form, crash));
@@ -745,7 +772,14 @@ fn current_crash(s: &State, app: &AppRec) -> bool {
         .unwrap_or(false)
 }
 
-fn app_route(s: &mut State, addr: SocketAddr, name: &str, method: &str, rest: &[&str], body: Value) -> Answer {
+fn app_route(
+    s: &mut State,
+    addr: SocketAddr,
+    name: &str,
+    method: &str,
+    rest: &[&str],
+    body: Value,
+) -> Answer {
     let boot = s.knobs.boot_time;
     let crash = current_crash(s, &s.apps[name]);
     match (method, rest) {
@@ -783,7 +817,8 @@ fn app_route(s: &mut State, addr: SocketAddr, name: &str, method: &str, rest: &[
         ("POST", ["slugs"]) => {
             let id = uuid();
             let process_types: BTreeMap<String, String> =
-                serde_json::from_value(body.get("process_types").cloned().unwrap_or(json!({}))).unwrap_or_default();
+                serde_json::from_value(body.get("process_types").cloned().unwrap_or(json!({})))
+                    .unwrap_or_default();
             let slug = SlugRec {
                 id: id.clone(),
                 app: s.apps[name].id.clone(),
@@ -799,7 +834,9 @@ fn app_route(s: &mut State, addr: SocketAddr, name: &str, method: &str, rest: &[
         ("GET", ["slugs", id]) => {
             let app_id = s.apps[name].id.clone();
             match s.slugs.get(*id) {
-                Some(slug) if slug.app == app_id || slug.app == name => (StatusCode::OK, slug_json(slug, addr, "GET")),
+                Some(slug) if slug.app == app_id || slug.app == name => {
+                    (StatusCode::OK, slug_json(slug, addr, "GET"))
+                }
                 _ => not_found("slug"),
             }
         }
@@ -826,11 +863,18 @@ fn app_route(s: &mut State, addr: SocketAddr, name: &str, method: &str, rest: &[
         },
         ("GET", ["releases"]) => {
             let app = &s.apps[name];
-            (StatusCode::OK, Value::Array(app.releases.iter().map(|r| release_json(app, r)).collect()))
+            (
+                StatusCode::OK,
+                Value::Array(app.releases.iter().map(|r| release_json(app, r)).collect()),
+            )
         }
         ("GET", ["releases", id, "config-vars"]) => {
             let app = &s.apps[name];
-            match app.releases.iter().find(|r| r.id == *id || r.version.to_string() == *id) {
+            match app
+                .releases
+                .iter()
+                .find(|r| r.id == *id || r.version.to_string() == *id)
+            {
                 Some(r) => (StatusCode::OK, json!(r.config)),
                 None => not_found("release"),
             }
@@ -861,7 +905,11 @@ fn app_route(s: &mut State, addr: SocketAddr, name: &str, method: &str, rest: &[
                 roll(app, crash);
                 return (StatusCode::CREATED, release_json(app, &rel));
             }
-            let slug_id = body.get("slug").and_then(Value::as_str).unwrap_or("").to_owned();
+            let slug_id = body
+                .get("slug")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
             match s.slugs.get(&slug_id) {
                 None => return not_found("slug"),
                 Some(slug) if slug.blob.is_none() => {
@@ -881,7 +929,15 @@ fn app_route(s: &mut State, addr: SocketAddr, name: &str, method: &str, rest: &[
         }
         ("GET", ["formation"]) => {
             let app = &s.apps[name];
-            (StatusCode::OK, Value::Array(app.formation.iter().map(|(k, f)| formation_json(app, k, f)).collect()))
+            (
+                StatusCode::OK,
+                Value::Array(
+                    app.formation
+                        .iter()
+                        .map(|(k, f)| formation_json(app, k, f))
+                        .collect(),
+                ),
+            )
         }
         ("PATCH", ["formation", kind]) => {
             let app = s.apps.get_mut(name).unwrap();
@@ -891,7 +947,11 @@ fn app_route(s: &mut State, addr: SocketAddr, name: &str, method: &str, rest: &[
             if let Some(q) = body.get("quantity").and_then(Value::as_u64) {
                 form.quantity = q as u32;
             }
-            if let Some(size) = body.get("dyno_size").and_then(|d| d.get("name")).and_then(Value::as_str) {
+            if let Some(size) = body
+                .get("dyno_size")
+                .and_then(|d| d.get("name"))
+                .and_then(Value::as_str)
+            {
                 form.size = size.to_owned();
             }
             let form = form.clone();
@@ -907,7 +967,12 @@ fn app_route(s: &mut State, addr: SocketAddr, name: &str, method: &str, rest: &[
                 app.dynos.retain(|d| {
                     d.kind != *kind
                         || d.retiring
-                        || d.name.rsplit('.').next().and_then(|n| n.parse::<u32>().ok()).unwrap_or(0) <= form.quantity
+                        || d.name
+                            .rsplit('.')
+                            .next()
+                            .and_then(|n| n.parse::<u32>().ok())
+                            .unwrap_or(0)
+                            <= form.quantity
                 });
                 for n in 1..=form.quantity {
                     if !live.contains(&n) {
@@ -924,7 +989,11 @@ fn app_route(s: &mut State, addr: SocketAddr, name: &str, method: &str, rest: &[
         }
         ("GET", ["domains"]) => {
             let app = &s.apps[name];
-            let mut list: Vec<Value> = app.domains.iter().map(|d| domain_json(app, d, "custom")).collect();
+            let mut list: Vec<Value> = app
+                .domains
+                .iter()
+                .map(|d| domain_json(app, d, "custom"))
+                .collect();
             list.push(domain_json(
                 app,
                 &DomainRec {
@@ -938,15 +1007,26 @@ fn app_route(s: &mut State, addr: SocketAddr, name: &str, method: &str, rest: &[
             (StatusCode::OK, Value::Array(list))
         }
         ("POST", ["domains"]) => {
-            let hostname = body.get("hostname").and_then(Value::as_str).unwrap_or("").to_owned();
-            if s.apps.values().any(|a| a.domains.iter().any(|d| d.hostname == hostname)) {
+            let hostname = body
+                .get("hostname")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            if s.apps
+                .values()
+                .any(|a| a.domains.iter().any(|d| d.hostname == hostname))
+            {
                 return error(422, "invalid_params", "Domain already added to an app.");
             }
             let app = s.apps.get_mut(name).unwrap();
             let d = DomainRec {
                 id: uuid(),
                 hostname,
-                cname: format!("{}-{:06x}.herokudns.com", app.name, fastrand::u32(..0xff_ffff)),
+                cname: format!(
+                    "{}-{:06x}.herokudns.com",
+                    app.name,
+                    fastrand::u32(..0xff_ffff)
+                ),
                 created_at: now(),
             };
             app.domains.push(d.clone());
@@ -954,7 +1034,11 @@ fn app_route(s: &mut State, addr: SocketAddr, name: &str, method: &str, rest: &[
         }
         ("DELETE", ["domains", key]) => {
             let app = s.apps.get_mut(name).unwrap();
-            let Some(i) = app.domains.iter().position(|d| d.hostname == *key || d.id == *key) else {
+            let Some(i) = app
+                .domains
+                .iter()
+                .position(|d| d.hostname == *key || d.id == *key)
+            else {
                 return not_found("domain");
             };
             let d = app.domains.remove(i);
@@ -967,16 +1051,28 @@ fn app_route(s: &mut State, addr: SocketAddr, name: &str, method: &str, rest: &[
         ("GET", ["features", "preboot"]) => (StatusCode::OK, feature_json(&s.apps[name])),
         ("PATCH", ["features", "preboot"]) => {
             let app = s.apps.get_mut(name).unwrap();
-            app.preboot = body.get("enabled").and_then(Value::as_bool).unwrap_or(app.preboot);
+            app.preboot = body
+                .get("enabled")
+                .and_then(Value::as_bool)
+                .unwrap_or(app.preboot);
             (StatusCode::OK, feature_json(app))
         }
         ("GET" | "PATCH", ["features", _]) => not_found("feature"),
-        _ => error(404, "not_found", &format!("no route {method} /apps/{name}/{}", rest.join("/"))),
+        _ => error(
+            404,
+            "not_found",
+            &format!("no route {method} /apps/{name}/{}", rest.join("/")),
+        ),
     }
 }
 
 fn app_json(a: &AppRec) -> Value {
-    let released = a.releases.iter().rev().find(|r| r.slug.is_some()).map(|r| r.created_at.clone());
+    let released = a
+        .releases
+        .iter()
+        .rev()
+        .find(|r| r.slug.is_some())
+        .map(|r| r.created_at.clone());
     json!({
         "acm": false,
         "archived_at": null,
@@ -1007,7 +1103,10 @@ fn slug_json(s: &SlugRec, addr: SocketAddr, method: &str) -> Value {
     let checksum = s.blob.as_ref().map(|b| {
         use sha2::Digest;
         let d = sha2::Sha256::digest(b);
-        format!("SHA256:{}", d.iter().map(|b| format!("{b:02x}")).collect::<String>())
+        format!(
+            "SHA256:{}",
+            d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        )
     });
     json!({
         "blob": { "method": method, "url": format!("http://{addr}/blobs/{}", s.id) },

@@ -113,7 +113,12 @@ impl Schema {
     }
 
     /// Checks a request body (`None`: no body) against the links of `method path`.
-    pub fn check_request(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(), String> {
+    pub fn check_request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(), String> {
         let links = self.links_of(method, path);
         if links.is_empty() {
             return Err(format!("no link of the schema is {method} {path}"));
@@ -176,7 +181,14 @@ impl Schema {
     }
 
     /// Adds to `errors` what is wrong with `value` at `at`.
-    pub fn validate(&self, schema: &Value, value: &Value, at: &str, answer: bool, errors: &mut Vec<String>) {
+    pub fn validate(
+        &self,
+        schema: &Value,
+        value: &Value,
+        at: &str,
+        answer: bool,
+        errors: &mut Vec<String>,
+    ) {
         let Some(s) = schema.as_object() else {
             return;
         };
@@ -307,13 +319,13 @@ impl Schema {
                     continue;
                 }
                 match s.get("additionalProperties") {
-                    Some(Value::Bool(false)) => {
-                        errors.push(format!("{at}: {key} is not allowed"))
-                    }
+                    Some(Value::Bool(false)) => errors.push(format!("{at}: {key} is not allowed")),
                     Some(extra @ Value::Object(_)) => {
                         self.validate(extra, v, &format!("{at}.{key}"), answer, errors)
                     }
-                    _ if strict => errors.push(format!("{at}: {key} is not allowed (strictProperties)")),
+                    _ if strict => {
+                        errors.push(format!("{at}: {key} is not allowed (strictProperties)"))
+                    }
                     _ => {}
                 }
             }
@@ -353,4 +365,3 @@ fn format_matches(format: &str, text: &str) -> bool {
         _ => true,
     }
 }
-
