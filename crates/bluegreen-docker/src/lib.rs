@@ -1,0 +1,17 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+
+mod client;
+mod error;
+mod fleet;
+mod image;
+mod probe;
+mod proxy;
+mod settings;
+
+pub use bollard::Docker;
+pub use client::connect;
+pub use fleet::{DockerFleet, DockerFleetOptions, INDEX_LABEL, RECORD_LABEL};
+pub use image::{repository, DockerImage};
+pub use proxy::DockerProxy;
+pub use settings::SETTINGS;

@@ -1,0 +1,261 @@
+//! The release settings the Docker fleet reads.
+
+use std::time::Duration;
+
+use bluegreen_core::{Error, Release, Result};
+
+/// The release settings [`DockerFleet`](crate::DockerFleet) reads; any other key is
+/// refused with [`Error::Invalid`] naming `settings.<key>`.
+///
+/// | key | meaning | default |
+/// | --- | --- | --- |
+/// | `port` | the port the app listens on inside the container (`PORT`) | `8080` |
+/// | `command` | the container's command, whitespace-separated | the image's `CMD` |
+/// | `memory` | memory limit: bytes, or with `k`, `m`, `g` (`256m`) | none |
+/// | `cpus` | CPU limit in cores (`0.5`) | none |
+/// | `restart` | restart policy: `no`, `always`, `unless-stopped`, `on-failure` | `unless-stopped` |
+/// | `health_cmd` | Docker health check, exec form, whitespace-separated (`/app --check`); `none` disables the image's | the image's `HEALTHCHECK` |
+/// | `health_interval_ms` | Docker health check interval | Docker's (30 s) |
+/// | `health_timeout_ms` | Docker health check timeout | Docker's (30 s) |
+/// | `health_retries` | failures before Docker says `unhealthy` | Docker's (3) |
+/// | `health_start_period_ms` | Docker health check start period | Docker's (0) |
+/// | `health_path` | the fleet's own HTTP probe (`GET`, 2xx is healthy); `none` disables it | `/health` |
+/// | `stop_timeout_ms` | grace between SIGTERM and SIGKILL when a group is destroyed | `10000` |
+pub const SETTINGS: [&str; 12] = [
+    "port",
+    "command",
+    "memory",
+    "cpus",
+    "restart",
+    "health_cmd",
+    "health_interval_ms",
+    "health_timeout_ms",
+    "health_retries",
+    "health_start_period_ms",
+    "health_path",
+    "stop_timeout_ms",
+];
+
+/// A release's settings, parsed and checked.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Settings {
+    pub port: u16,
+    pub command: Option<Vec<String>>,
+    pub memory: Option<i64>,
+    pub nano_cpus: Option<i64>,
+    pub restart: String,
+    pub health_cmd: Option<Vec<String>>,
+    pub health_interval: Option<Duration>,
+    pub health_timeout: Option<Duration>,
+    pub health_retries: Option<i64>,
+    pub health_start_period: Option<Duration>,
+    pub health_path: Option<String>,
+    pub stop_timeout: Duration,
+}
+
+fn millis(release: &Release, key: &str) -> Result<Option<Duration>> {
+    release
+        .settings
+        .get(key)
+        .map(|v| {
+            v.trim()
+                .parse::<u64>()
+                .map(Duration::from_millis)
+                .map_err(|_| {
+                    Error::invalid(
+                        format!("settings.{key}"),
+                        format!("`{v}` is not a number of milliseconds"),
+                    )
+                })
+        })
+        .transpose()
+}
+
+/// Bytes from `256m`, `1g`, `512k`, `1048576`.
+fn memory(value: &str) -> Result<i64> {
+    let v = value.trim().to_ascii_lowercase();
+    let v = v.strip_suffix('b').unwrap_or(&v);
+    let (number, unit) = match v.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&v[..i], c),
+        _ => (v, ' '),
+    };
+    let factor: i64 = match unit {
+        ' ' => 1,
+        'k' => 1 << 10,
+        'm' => 1 << 20,
+        'g' => 1 << 30,
+        _ => 0,
+    };
+    let n: i64 = number.parse().unwrap_or(0);
+    match n.checked_mul(factor) {
+        // Docker's own floor is 6 MiB
+        Some(bytes) if bytes >= 6 << 20 => Ok(bytes),
+        _ => Err(Error::invalid(
+            "settings.memory",
+            format!("`{value}` is not a memory size of at least 6m (like 256m or 1g)"),
+        )),
+    }
+}
+
+pub(crate) fn settings_of(release: &Release) -> Result<Settings> {
+    if let Some(key) = release
+        .settings
+        .keys()
+        .find(|k| !SETTINGS.contains(&k.as_str()))
+    {
+        return Err(Error::invalid(
+            format!("settings.{key}"),
+            format!(
+                "the Docker fleet does not know it (it reads {})",
+                SETTINGS.join(", ")
+            ),
+        ));
+    }
+    let get = |k: &str| release.settings.get(k).map(|v| v.trim());
+    let port = match get("port") {
+        Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
+            Error::invalid("settings.port", format!("`{p}` is not a port number"))
+        })?,
+        None => 8080,
+    };
+    let words = |k: &str| -> Result<Option<Vec<String>>> {
+        match get(k) {
+            None => Ok(None),
+            Some(v) => {
+                let w: Vec<String> = v.split_whitespace().map(str::to_owned).collect();
+                if w.is_empty() {
+                    Err(Error::invalid(format!("settings.{k}"), "must not be empty"))
+                } else {
+                    Ok(Some(w))
+                }
+            }
+        }
+    };
+    let nano_cpus = match get("cpus") {
+        Some(c) => Some(
+            c.parse::<f64>()
+                .ok()
+                .filter(|c| c.is_finite() && *c > 0.0 && *c <= 1024.0)
+                .map(|c| (c * 1e9).round() as i64)
+                .ok_or_else(|| {
+                    Error::invalid("settings.cpus", format!("`{c}` is not a number of cores"))
+                })?,
+        ),
+        None => None,
+    };
+    let restart = get("restart").unwrap_or("unless-stopped").to_owned();
+    if !["no", "always", "unless-stopped", "on-failure"].contains(&restart.as_str()) {
+        return Err(Error::invalid(
+            "settings.restart",
+            format!("`{restart}` is not no, always, unless-stopped or on-failure"),
+        ));
+    }
+    let health_retries = match get("health_retries") {
+        Some(r) => Some(r.parse::<i64>().ok().filter(|r| *r > 0).ok_or_else(|| {
+            Error::invalid(
+                "settings.health_retries",
+                format!("`{r}` is not a positive number"),
+            )
+        })?),
+        None => None,
+    };
+    let health_path = match get("health_path") {
+        Some("none") => None,
+        Some(p) if p.starts_with('/') => Some(p.to_owned()),
+        Some(p) => {
+            return Err(Error::invalid(
+                "settings.health_path",
+                format!("`{p}` does not start with `/` (or is `none`)"),
+            ))
+        }
+        None => Some("/health".to_owned()),
+    };
+    for key in ["health_interval_ms", "health_timeout_ms"] {
+        if millis(release, key)?.is_some_and(|d| d < Duration::from_millis(1)) {
+            return Err(Error::invalid(
+                format!("settings.{key}"),
+                "must be at least 1 ms",
+            ));
+        }
+    }
+    Ok(Settings {
+        port,
+        command: words("command")?,
+        memory: get("memory").map(memory).transpose()?,
+        nano_cpus,
+        restart,
+        health_cmd: words("health_cmd")?,
+        health_interval: millis(release, "health_interval_ms")?,
+        health_timeout: millis(release, "health_timeout_ms")?,
+        health_retries,
+        health_start_period: millis(release, "health_start_period_ms")?,
+        health_path,
+        stop_timeout: millis(release, "stop_timeout_ms")?.unwrap_or(Duration::from_secs(10)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn release(pairs: &[(&str, &str)]) -> Release {
+        pairs
+            .iter()
+            .fold(Release::new("sha256:x".into(), 1), |r, (k, v)| {
+                r.with_setting(*k, *v)
+            })
+    }
+
+    #[test]
+    fn defaults() {
+        let s = settings_of(&release(&[])).unwrap();
+        assert_eq!(s.port, 8080);
+        assert_eq!(s.restart, "unless-stopped");
+        assert_eq!(s.health_path.as_deref(), Some("/health"));
+        assert_eq!(s.stop_timeout, Duration::from_secs(10));
+        assert_eq!(s.command, None);
+    }
+
+    #[test]
+    fn values_are_parsed() {
+        let s = settings_of(&release(&[
+            ("memory", "256m"),
+            ("cpus", "0.5"),
+            ("command", "/app --app-version 2"),
+            ("health_cmd", "/app check"),
+            ("health_interval_ms", "500"),
+            ("health_path", "none"),
+            ("port", "3000"),
+        ]))
+        .unwrap();
+        assert_eq!(s.memory, Some(256 << 20));
+        assert_eq!(s.nano_cpus, Some(500_000_000));
+        assert_eq!(s.command.unwrap(), ["/app", "--app-version", "2"]);
+        assert_eq!(s.health_cmd.unwrap(), ["/app", "check"]);
+        assert_eq!(s.health_interval, Some(Duration::from_millis(500)));
+        assert_eq!(s.health_path, None);
+        assert_eq!(s.port, 3000);
+        assert_eq!(memory("1g").unwrap(), 1 << 30);
+        assert_eq!(memory("7340032").unwrap(), 7 << 20);
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        for (key, value) in [
+            ("memory", "lots"),
+            ("memory", "1k"),
+            ("cpus", "-1"),
+            ("restart", "sometimes"),
+            ("port", "0"),
+            ("health_path", "health"),
+            ("stop_timeout_ms", "10s"),
+            ("comand", "x"),
+            ("command", "  "),
+        ] {
+            match settings_of(&release(&[(key, value)])) {
+                Err(Error::Invalid { field, .. }) => assert_eq!(field, format!("settings.{key}")),
+                other => panic!("{key}={value}: {other:?}"),
+            }
+        }
+    }
+}
