@@ -96,3 +96,278 @@ async fn clean(s: &Setup, app: &App) {
         s.image.remove(app, &i.id).await.unwrap();
     }
 }
+
+fn deploy_options() -> EngineOptions {
+    EngineOptions::default()
+        .with_poll_interval(Duration::from_millis(100))
+        .with_drain(Duration::from_secs(1))
+        .with_keep(0)
+        .with_health_timeout(Duration::from_secs(60))
+}
+
+fn request(app: &App, dir: std::path::PathBuf) -> DeployRequest {
+    DeployRequest::new(app.clone(), build(dir))
+        .size(3)
+        .setting("stop_timeout_ms", "3000")
+        .setting("memory", "64m")
+        .setting("cpus", "0.5")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_under_load_fails_no_request() {
+    let Some(docker) = docker("load").await else {
+        return;
+    };
+    let tmp = TempDir::new("load");
+    let app = support::app("load", "docker");
+    let _cleanup = Cleanup::new(&app);
+    let s = setup(docker, deploy_options()).await;
+    let first = s
+        .engine
+        .deploy(&request(&app, context(&tmp.0, "1", &[])))
+        .await
+        .unwrap();
+    let v1_containers = labelled_containers(&app);
+    assert_eq!(v1_containers.len(), 3, "{v1_containers:?}");
+    let load = Load::start(
+        s.proxy.address(),
+        &format!("{}.{}", app.name(), app.environment()),
+        8,
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let report = s
+        .engine
+        .deploy(&request(&app, context(&tmp.0, "2", &[])))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let seen = load.stop().await;
+    println!(
+        "{} requests during the deployment, {} failed, versions {:?}, switch {:?}",
+        seen.ok,
+        seen.failed.len(),
+        seen.versions,
+        report.switch_time
+    );
+    assert!(
+        seen.failed.is_empty(),
+        "failed requests: {:?}",
+        &seen.failed[..seen.failed.len().min(5)]
+    );
+    assert!(seen.ok > 50, "the load ran: {}", seen.ok);
+    assert_eq!(seen.versions.first().map(String::as_str), Some("1"));
+    assert!(
+        seen.versions.contains(&"2".to_owned()),
+        "{:?}",
+        seen.versions
+    );
+    // the old containers are gone, the new ones serve
+    assert_eq!(report.destroyed, vec![first.live.clone()]);
+    let now = labelled_containers(&app);
+    assert_eq!(now.len(), 3, "{now:?}");
+    assert!(
+        now.iter().all(|c| c.starts_with(report.live.as_str())),
+        "{now:?}"
+    );
+    assert!(now.iter().all(|c| !v1_containers.contains(c)));
+    let groups = s.fleet.groups(&app).await.unwrap();
+    assert_eq!(groups.len(), 1);
+    assert_eq!(groups[0].id, report.live);
+    clean(&s, &app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_never_healthy_image_is_rolled_back_without_traffic() {
+    let Some(docker) = docker("rollback").await else {
+        return;
+    };
+    let tmp = TempDir::new("rollback");
+    let app = support::app("rb", "docker");
+    let _cleanup = Cleanup::new(&app);
+    let s = setup(
+        docker,
+        deploy_options().with_health_timeout(Duration::from_secs(8)),
+    )
+    .await;
+    let good = s
+        .engine
+        .deploy(&request(&app, context(&tmp.0, "1", &[])))
+        .await
+        .unwrap();
+    let load = Load::start(
+        s.proxy.address(),
+        &format!("{}.{}", app.name(), app.environment()),
+        4,
+    );
+    let (events, mut rx) = EventSink::channel();
+    let engine = Engine::new(s.image.clone(), s.fleet.clone(), s.proxy.router())
+        .with_options(deploy_options().with_health_timeout(Duration::from_secs(8)))
+        .with_events(events);
+    let e = engine
+        .deploy(&request(
+            &app,
+            context(&tmp.0, "3", &[("SAMPLE_NEVER_HEALTHY", "1")]),
+        ))
+        .await
+        .expect_err("a never healthy image must fail");
+    let seen = load.stop().await;
+    println!(
+        "rolled back: {e}; {} requests, versions {:?}",
+        seen.ok, seen.versions
+    );
+    assert!(e.rolled_back(), "{e}");
+    assert!(
+        seen.failed.is_empty(),
+        "{:?}",
+        &seen.failed[..seen.failed.len().min(5)]
+    );
+    assert_eq!(
+        seen.versions,
+        vec!["1".to_owned()],
+        "traffic never reached it"
+    );
+    let mut shifted = Vec::new();
+    while let Ok(event) = rx.try_recv() {
+        if let Event::TrafficShifted { routes } = event {
+            shifted.push(routes);
+        }
+    }
+    assert!(shifted.is_empty(), "no traffic shift: {shifted:?}");
+    let now = labelled_containers(&app);
+    assert_eq!(
+        now.len(),
+        3,
+        "only the good group's containers are left: {now:?}"
+    );
+    assert!(
+        now.iter().all(|c| c.starts_with(good.live.as_str())),
+        "{now:?}"
+    );
+    assert_eq!(
+        s.proxy.router().routes(&app).await.unwrap(),
+        RouteTable::single(good.live.clone())
+    );
+    clean(&s, &app).await;
+}
+
+fn docker_cli(args: &[&str]) -> String {
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn look_alike_containers_without_labels_survive_everything() {
+    let Some(docker) = docker("look-alike").await else {
+        return;
+    };
+    let tmp = TempDir::new("look-alike");
+    let app = support::app("alike", "docker");
+    let _cleanup = Cleanup::new(&app);
+    let s = setup(docker, deploy_options()).await;
+    // an image of our own, without bluegreen's labels, for the look-alikes
+    let plain = format!("bluegreen-test-plain-{}", app.name());
+    docker_cli(&[
+        "build",
+        "-q",
+        "-t",
+        &plain,
+        context(&tmp.0, "0", &[]).to_str().unwrap(),
+    ]);
+    let slug = app.slug();
+    let names: Vec<String> = ["v001-0", "v002-0", "v002-1", "v003-2"]
+        .iter()
+        .map(|n| format!("{slug}-{n}"))
+        .collect();
+    for name in &names {
+        docker_cli(&["run", "-d", "--name", name, &plain]);
+    }
+    let survivors = || {
+        names
+            .iter()
+            .filter(|n| docker_cli(&["inspect", "-f", "{{.State.Running}}", n]) == "true")
+            .count()
+    };
+    let one = s
+        .engine
+        .deploy(&request(&app, context(&tmp.0, "1", &[])))
+        .await
+        .unwrap();
+    let two = s
+        .engine
+        .deploy(&request(&app, context(&tmp.0, "2", &[])))
+        .await
+        .unwrap();
+    assert_eq!(two.destroyed, vec![one.live.clone()]);
+    let back = s.engine.rollback(&app).await.unwrap();
+    println!("rolled back to {}", back.to);
+    assert_eq!(s.fleet.groups(&app).await.unwrap().len(), 1);
+    clean(&s, &app).await;
+    assert!(s.fleet.groups(&app).await.unwrap().is_empty());
+    assert_eq!(survivors(), names.len(), "every look-alike still runs");
+    let e = s
+        .fleet
+        .instances(&app, &bluegreen_core::GroupId::new(format!("{slug}-v001")))
+        .await;
+    assert_eq!(e.unwrap_err().kind(), ErrorKind::NotFound);
+    s.fleet
+        .destroy(&app, &bluegreen_core::GroupId::new(format!("{slug}-v002")))
+        .await
+        .unwrap();
+    assert_eq!(survivors(), names.len(), "destroy leaves look-alikes alone");
+    for name in &names {
+        docker_cli(&["rm", "-f", name]);
+    }
+    docker_cli(&["rmi", &plain]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_settings_are_refused_before_any_container_exists() {
+    let Some(docker) = docker("settings").await else {
+        return;
+    };
+    let tmp = TempDir::new("settings");
+    let app = support::app("set", "docker");
+    let _cleanup = Cleanup::new(&app);
+    let s = setup(docker, deploy_options()).await;
+    for (key, value) in [
+        ("comand", "/x"),
+        ("memory", "lots"),
+        ("restart", "sometimes"),
+    ] {
+        let e = s
+            .engine
+            .deploy(&request(&app, context(&tmp.0, "1", &[])).setting(key, value))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Invalid, "{e}");
+        assert!(e.to_string().contains(&format!("settings.{key}")), "{e}");
+    }
+    assert!(labelled_containers(&app).is_empty());
+    let e = s
+        .engine
+        .deploy(&DeployRequest::new(
+            app.clone(),
+            ImageSource::Reference("bluegreen-no-such:tag".into()),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    let e = s
+        .engine
+        .deploy(&DeployRequest::new(
+            app.clone(),
+            build(tmp.0.join("missing")),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    clean(&s, &app).await;
+}
