@@ -173,11 +173,7 @@ impl DockerImage {
     async fn untag(&self, tag: &str) -> Result<()> {
         match self
             .docker
-            .remove_image(
-                tag,
-                Some(RemoveImageOptionsBuilder::new().noprune(true).build()),
-                None,
-            )
+            .remove_image(tag, Some(RemoveImageOptionsBuilder::new().build()), None)
             .await
         {
             Ok(_) => Ok(()),

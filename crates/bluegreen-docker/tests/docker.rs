@@ -95,6 +95,17 @@ async fn clean(s: &Setup, app: &App) {
     for i in s.image.images(app).await.unwrap() {
         s.image.remove(app, &i.id).await.unwrap();
     }
+    assert!(s.image.images(app).await.unwrap().is_empty());
+    let out = std::process::Command::new("docker")
+        .args(["images", "-aq", "--filter"])
+        .arg(format!("label=bluegreen.app={}", app.name()))
+        .output()
+        .unwrap();
+    assert!(
+        out.stdout.is_empty(),
+        "removing the images leaves none of their layers: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 fn deploy_options() -> EngineOptions {
