@@ -1,0 +1,484 @@
+//! [`AmiImage`]: AMIs resolved by id, name or tags, or baked from a base AMI and a
+//! provisioning script.
+
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use aws_sdk_ec2::types::{
+    Filter, Image as Ami, ImageState, InstanceStateName, InstanceType, ResourceType,
+    TagSpecification,
+};
+use base64::Engine as _;
+use bluegreen_core::labels::{self, Labels};
+use bluegreen_core::{App, Error, Event, EventSink, Image, ImageId, ImageRef, ImageSource, Result};
+
+use sha2::{Digest, Sha256};
+
+use crate::config::AwsClients;
+use crate::error::map;
+use crate::tags::{ec2_labels, ec2_owner_filters, ec2_tags};
+
+/// The tag of a baked AMI that names its base and script (a hash).
+const SOURCE_TAG: &str = "bluegreen.source";
+/// The tag of a builder instance.
+const ROLE_TAG: &str = "bluegreen.role";
+
+/// How [`AmiImage`] bakes.
+#[non_exhaustive]
+#[derive(Clone, Debug)]
+pub struct AmiImageOptions {
+    /// The builder's instance type. Default `t3.micro`.
+    pub builder_instance_type: String,
+    /// The builder's subnet.
+    pub builder_subnet: Option<String>,
+    /// How long the builder may run and the AMI take to become available. Default 30 min.
+    pub bake_timeout: Duration,
+    /// How often to poll while baking. Default 5 s.
+    pub poll_interval: Duration,
+}
+
+impl Default for AmiImageOptions {
+    fn default() -> Self {
+        AmiImageOptions {
+            builder_instance_type: "t3.micro".into(),
+            builder_subnet: None,
+            bake_timeout: Duration::from_secs(1800),
+            poll_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+impl AmiImageOptions {
+    /// Sets the poll interval.
+    pub fn with_poll_interval(mut self, every: Duration) -> Self {
+        self.poll_interval = every;
+        self
+    }
+
+    /// Sets the builder's subnet.
+    pub fn with_builder_subnet(mut self, subnet: impl Into<String>) -> Self {
+        self.builder_subnet = Some(subnet.into());
+        self
+    }
+}
+
+/// AMIs.
+///
+/// - [`ImageSource::Id`]: an AMI by id.
+/// - [`ImageSource::Reference`]: an AMI by name, or by tags as `tag:Key=Value[,Key=Value]`;
+///   the newest match wins.
+/// - [`ImageSource::Bake`]: launch a builder instance from the base AMI with the script as
+///   user data, wait until it runs, create the image, wait until it is available, tag it,
+///   and terminate the builder whatever happens. An AMI already baked for the app from the
+///   same base and script is reused, and builders left by an interrupted bake are
+///   terminated first.
+///
+/// Baked AMIs carry bluegreen's tags; `images` and `remove` (deregister, then delete the
+/// snapshots) see only those.
+#[derive(Clone, Debug)]
+pub struct AmiImage {
+    clients: AwsClients,
+    options: AmiImageOptions,
+}
+
+fn created_at(ami: &Ami) -> SystemTime {
+    ami.creation_date()
+        .and_then(|d| {
+            aws_smithy_types::DateTime::from_str(d, aws_smithy_types::date_time::Format::DateTime)
+                .ok()
+        })
+        .and_then(|d| SystemTime::try_from(d).ok())
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+impl AmiImage {
+    /// AMIs through `clients`.
+    pub fn new(clients: AwsClients, options: AmiImageOptions) -> Self {
+        AmiImage { clients, options }
+    }
+
+    async fn describe(
+        &self,
+        ids: Vec<String>,
+        filters: Vec<Filter>,
+        owners: Vec<String>,
+    ) -> Result<Vec<Ami>> {
+        let out = self
+            .clients
+            .ec2
+            .describe_images()
+            .set_image_ids((!ids.is_empty()).then_some(ids))
+            .set_filters((!filters.is_empty()).then_some(filters))
+            .set_owners((!owners.is_empty()).then_some(owners))
+            .send()
+            .await
+            .map_err(|e| map("DescribeImages", e))?;
+        Ok(out.images().to_vec())
+    }
+
+    async fn resolve(&self, app: &App, reference: &str) -> Result<ImageRef> {
+        let filters: Vec<Filter> = match reference.strip_prefix("tag:") {
+            Some(pairs) => pairs
+                .split(',')
+                .map(|pair| {
+                    let (k, v) = pair.split_once('=').ok_or_else(|| {
+                        Error::invalid(
+                            "source",
+                            format!("`{pair}` is not Key=Value in `{reference}`"),
+                        )
+                    })?;
+                    Ok(Filter::builder().name(format!("tag:{k}")).values(v).build())
+                })
+                .collect::<Result<_>>()?,
+            None => vec![Filter::builder().name("name").values(reference).build()],
+        };
+        let images = self.describe(vec![], filters, vec![]).await?;
+        let newest = images
+            .iter()
+            .max_by_key(|a| created_at(a))
+            .ok_or_else(|| Error::not_found(format!("AMI {reference}")))?;
+        Ok(ImageRef::new(
+            ImageId::new(newest.image_id().unwrap_or_default()),
+            app.clone(),
+            created_at(newest),
+            format!("reference {reference}"),
+        ))
+    }
+
+    async fn bake(
+        &self,
+        app: &App,
+        base: &str,
+        script: &str,
+        events: &EventSink,
+    ) -> Result<ImageRef> {
+        let source: String = Sha256::digest(format!("{base}\0{script}"))
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        // the same bake done before (an interrupted deployment run again) is reused
+        let mut filters = ec2_owner_filters(app);
+        filters.push(
+            Filter::builder()
+                .name(format!("tag:{SOURCE_TAG}"))
+                .values(&source)
+                .build(),
+        );
+        let done = self.describe(vec![], filters, vec!["self".into()]).await?;
+        if let Some(ami) = done
+            .iter()
+            .filter(|a| a.state() == Some(&ImageState::Available))
+            .max_by_key(|a| created_at(a))
+        {
+            let id = ami.image_id().unwrap_or_default().to_owned();
+            events.emit(Event::BuildOutput {
+                line: format!("image {id} was baked from the same base and script: reused"),
+            });
+            return Ok(ImageRef::new(
+                ImageId::new(id),
+                app.clone(),
+                created_at(ami),
+                format!("bake {source}"),
+            ));
+        }
+        self.terminate_stray_builders(app).await?;
+        let mut tags: Labels = labels::app_labels(app);
+        tags.insert(ROLE_TAG.into(), "builder".into());
+        let launched = self
+            .clients
+            .ec2
+            .run_instances()
+            .image_id(base)
+            .instance_type(InstanceType::from(
+                self.options.builder_instance_type.as_str(),
+            ))
+            .min_count(1)
+            .max_count(1)
+            .set_subnet_id(self.options.builder_subnet.clone())
+            .user_data(base64::engine::general_purpose::STANDARD.encode(script))
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Instance)
+                    .set_tags(Some(ec2_tags(&tags)))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| map(&format!("RunInstances (builder from {base})"), e))?;
+        let builder = launched
+            .instances()
+            .first()
+            .and_then(|i| i.instance_id())
+            .ok_or_else(|| {
+                Error::provider("aws", "RunInstances returned no builder instance", false)
+            })?
+            .to_owned();
+        events.emit(Event::BuildOutput {
+            line: format!("builder {builder} launched from {base}"),
+        });
+        let baked = self.bake_on(app, &builder, &source, events).await;
+        // the builder goes, whatever happened
+        let terminated = self
+            .clients
+            .ec2
+            .terminate_instances()
+            .instance_ids(&builder)
+            .send()
+            .await
+            .map_err(|e| map(&format!("TerminateInstances (builder {builder})"), e));
+        events.emit(Event::BuildOutput {
+            line: format!("builder {builder} terminated"),
+        });
+        let image = baked?;
+        terminated?;
+        Ok(image)
+    }
+
+    /// Builders of `app` left by an interrupted bake.
+    async fn terminate_stray_builders(&self, app: &App) -> Result<()> {
+        let mut filters = ec2_owner_filters(app);
+        filters.push(
+            Filter::builder()
+                .name(format!("tag:{ROLE_TAG}"))
+                .values("builder")
+                .build(),
+        );
+        filters.push(
+            Filter::builder()
+                .name("instance-state-name")
+                .set_values(Some(vec![
+                    "pending".into(),
+                    "running".into(),
+                    "stopping".into(),
+                    "stopped".into(),
+                ]))
+                .build(),
+        );
+        let out = self
+            .clients
+            .ec2
+            .describe_instances()
+            .set_filters(Some(filters))
+            .send()
+            .await
+            .map_err(|e| map("DescribeInstances (builders)", e))?;
+        let stray: Vec<String> = out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .filter(|i| labels::is_owned_by(&ec2_labels(i.tags()), app))
+            .filter_map(|i| i.instance_id().map(str::to_owned))
+            .collect();
+        if !stray.is_empty() {
+            tracing::warn!(%app, ?stray, "terminating builders left by an interrupted bake");
+            self.clients
+                .ec2
+                .terminate_instances()
+                .set_instance_ids(Some(stray))
+                .send()
+                .await
+                .map_err(|e| map("TerminateInstances (stray builders)", e))?;
+        }
+        Ok(())
+    }
+
+    async fn bake_on(
+        &self,
+        app: &App,
+        builder: &str,
+        source: &str,
+        events: &EventSink,
+    ) -> Result<ImageRef> {
+        let deadline = tokio::time::Instant::now() + self.options.bake_timeout;
+        loop {
+            let out = self
+                .clients
+                .ec2
+                .describe_instances()
+                .instance_ids(builder)
+                .send()
+                .await
+                .map_err(|e| map("DescribeInstances (builder)", e))?;
+            let state = out
+                .reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .find_map(|i| i.state().and_then(|s| s.name()).cloned());
+            match state {
+                Some(InstanceStateName::Running) => break,
+                Some(InstanceStateName::Pending) | None => {}
+                Some(other) => {
+                    return Err(Error::unhealthy(format!(
+                        "builder {builder} is {}",
+                        other.as_str()
+                    )));
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    what: format!("builder {builder} to run"),
+                    after: self.options.bake_timeout,
+                });
+            }
+            tokio::time::sleep(self.options.poll_interval).await;
+        }
+        let name = format!(
+            "{}-{}",
+            app.slug(),
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis()
+        );
+        let mut tags: Labels = labels::app_labels(app);
+        tags.insert("Name".into(), name.clone());
+        tags.insert(SOURCE_TAG.into(), source.to_owned());
+        let created = self
+            .clients
+            .ec2
+            .create_image()
+            .instance_id(builder)
+            .name(&name)
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Image)
+                    .set_tags(Some(ec2_tags(&tags)))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| map(&format!("CreateImage {name}"), e))?;
+        let ami = created
+            .image_id()
+            .ok_or_else(|| Error::provider("aws", "CreateImage returned no image id", false))?
+            .to_owned();
+        events.emit(Event::BuildOutput {
+            line: format!("image {ami} ({name}) created"),
+        });
+        loop {
+            let found = self.describe(vec![ami.clone()], vec![], vec![]).await?;
+            match found.first().and_then(|a| a.state()) {
+                Some(ImageState::Available) => {
+                    // the image id is known now: tag it with itself too
+                    tags.insert(labels::IMAGE.into(), ami.clone());
+                    self.clients
+                        .ec2
+                        .create_tags()
+                        .resources(&ami)
+                        .set_tags(Some(ec2_tags(&tags)))
+                        .send()
+                        .await
+                        .map_err(|e| map("CreateTags", e))?;
+                    events.emit(Event::BuildOutput {
+                        line: format!("image {ami} available"),
+                    });
+                    return Ok(ImageRef::new(
+                        ImageId::new(ami),
+                        app.clone(),
+                        found
+                            .first()
+                            .map(created_at)
+                            .unwrap_or_else(SystemTime::now),
+                        format!("bake of {name}"),
+                    ));
+                }
+                Some(ImageState::Failed) | Some(ImageState::Error) | Some(ImageState::Invalid) => {
+                    return Err(Error::unhealthy(format!("image {ami} failed to bake")));
+                }
+                _ => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    what: format!("image {ami} to become available"),
+                    after: self.options.bake_timeout,
+                });
+            }
+            tokio::time::sleep(self.options.poll_interval).await;
+        }
+    }
+}
+
+#[async_trait]
+impl Image for AmiImage {
+    async fn prepare(
+        &self,
+        app: &App,
+        source: &ImageSource,
+        events: &EventSink,
+    ) -> Result<ImageRef> {
+        match source {
+            ImageSource::Id(id) => {
+                let found = self.describe(vec![id.to_string()], vec![], vec![]).await?;
+                let ami = found
+                    .first()
+                    .ok_or_else(|| Error::not_found(format!("AMI {id}")))?;
+                Ok(ImageRef::new(
+                    id.clone(),
+                    app.clone(),
+                    created_at(ami),
+                    format!("image {id}"),
+                ))
+            }
+            ImageSource::Reference(r) => self.resolve(app, r).await,
+            ImageSource::Bake { base, script } => self.bake(app, base, script, events).await,
+            other => Err(Error::not_supported(format!(
+                "{other} (AMIs come by id, reference or bake)"
+            ))),
+        }
+    }
+
+    async fn images(&self, app: &App) -> Result<Vec<ImageRef>> {
+        let images = self
+            .describe(vec![], ec2_owner_filters(app), vec!["self".into()])
+            .await?;
+        Ok(images
+            .iter()
+            .filter(|a| labels::is_owned_by(&ec2_labels(a.tags()), app))
+            .filter_map(|a| {
+                Some(ImageRef::new(
+                    ImageId::new(a.image_id()?),
+                    app.clone(),
+                    created_at(a),
+                    a.name().unwrap_or_default(),
+                ))
+            })
+            .collect())
+    }
+
+    async fn remove(&self, app: &App, id: &ImageId) -> Result<()> {
+        let found = match self.describe(vec![id.to_string()], vec![], vec![]).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == bluegreen_core::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let Some(ami) = found.first() else {
+            return Ok(());
+        };
+        if !labels::is_owned_by(&ec2_labels(ami.tags()), app) {
+            return Ok(());
+        }
+        let snapshots: Vec<String> = ami
+            .block_device_mappings()
+            .iter()
+            .filter_map(|m| m.ebs().and_then(|e| e.snapshot_id()).map(str::to_owned))
+            .collect();
+        self.clients
+            .ec2
+            .deregister_image()
+            .image_id(id.as_str())
+            .send()
+            .await
+            .map_err(|e| map(&format!("DeregisterImage {id}"), e))?;
+        for snapshot in snapshots {
+            self.clients
+                .ec2
+                .delete_snapshot()
+                .snapshot_id(&snapshot)
+                .send()
+                .await
+                .map_err(|e| map(&format!("DeleteSnapshot {snapshot}"), e))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,28 @@
+//! The AWS bluegreen provider: bake an AMI, launch EC2 instances from it, move the
+//! Application Load Balancer's listener, terminate the old instances.
+//!
+//! - [`AmiImage`]: AMIs by id, name or tags, or baked from a base AMI and a script.
+//! - [`Ec2Fleet`]: groups of EC2 instances, tagged, spread across subnets, batched.
+//! - [`ElbRouter`]: a target group per group; the listener's default action is the
+//!   route table, weighted for canary steps.
+//!
+//! All three share one [`AwsClients`], loaded from the standard AWS configuration
+//! chain with an optional endpoint override (for emulators). The SDK's own retries are
+//! off: the engine's retry layer retries throttling and transient errors, once.
+//!
+//! An Auto Scaling group fleet fits the same `Fleet` trait: a group would be an ASG
+//! with the group's tags, launched at the release's size.
+#![deny(missing_docs)]
+
+mod calls;
+mod config;
+mod error;
+mod fleet;
+mod image;
+mod router;
+mod tags;
+
+pub use config::{AwsClients, AwsOptions};
+pub use fleet::{Ec2Fleet, Ec2FleetOptions, BATCH, SETTINGS};
+pub use image::{AmiImage, AmiImageOptions};
+pub use router::{target_group_name, ElbRouter, ElbRouterOptions};
