@@ -9,7 +9,7 @@ mod probe;
 mod proxy;
 mod settings;
 
-pub use bollard::Docker;
+pub use bollard::{self, Docker};
 pub use client::connect;
 pub use fleet::{DockerFleet, DockerFleetOptions, INDEX_LABEL, RECORD_LABEL};
 pub use image::{repository, DockerImage};
