@@ -10,6 +10,9 @@
 //! | feature | what |
 //! | --- | --- |
 //! | `local` (default) | processes on this machine behind the bluegreen proxy (`bluegreen::local`, `bluegreen::proxy`) |
+//! | `docker` | containers on a Docker host behind the proxy (`bluegreen::docker`) |
+//! | `aws` | AMIs, EC2 instances and Elastic Load Balancing v2 (`bluegreen::aws`) |
+//! | `paas` | the Heroku Platform API and platforms that speak it (`bluegreen::paas`) |
 //! | `testkit` | in-memory providers with fault injection, and the conformance suite (`bluegreen::testkit`) |
 //!
 //! ```
@@ -42,6 +45,18 @@ pub use bluegreen_local as local;
 /// The HTTP router data plane and its `Router`.
 #[cfg(feature = "local")]
 pub use bluegreen_proxy as proxy;
+
+/// Containers on a Docker host.
+#[cfg(feature = "docker")]
+pub use bluegreen_docker as docker;
+
+/// AMIs, EC2 instances and Elastic Load Balancing v2.
+#[cfg(feature = "aws")]
+pub use bluegreen_aws as aws;
+
+/// The Heroku Platform API.
+#[cfg(feature = "paas")]
+pub use bluegreen_paas as paas;
 
 /// In-memory providers and the conformance suite.
 #[cfg(feature = "testkit")]
