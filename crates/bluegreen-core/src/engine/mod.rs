@@ -408,15 +408,21 @@ impl Engine {
         self.finish(run, out).await
     }
 
-    /// The app's groups with their instances' health, and its routes. Takes no lock
-    /// and changes nothing.
+    /// The app's groups with their instances' health, and its routes. Takes no lock,
+    /// changes nothing, and bounds each call by `call_timeout`.
     pub async fn status(&self, app: &App) -> Result<Status> {
-        let mut groups = self.fleet.groups(app).await?;
-        let routes = self.router.routes(app).await?;
+        let bound = self.options.call_timeout;
+        let mut groups = run::bounded("list groups", bound, self.fleet.groups(app)).await?;
+        let routes = run::bounded("read routes", bound, self.router.routes(app)).await?;
         groups.sort_by_key(|g| std::cmp::Reverse(g.generation));
         let mut out = Vec::with_capacity(groups.len());
         for group in groups {
-            let instances = self.fleet.instances(app, &group.id).await?;
+            let instances = run::bounded(
+                "list instances",
+                bound,
+                self.fleet.instances(app, &group.id),
+            )
+            .await?;
             out.push(GroupStatus {
                 weight: routes.weight(&group.id),
                 group,

@@ -16,6 +16,21 @@ use crate::event::{Event, Step};
 use crate::group::{DeploymentId, Group, GroupId};
 use crate::instance::{Health, Instance};
 
+/// `call`, or [`Error::Timeout`] naming `what` once `bound` passes.
+pub(crate) async fn bounded<T>(
+    what: &str,
+    bound: Duration,
+    call: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(bound, call).await {
+        Ok(out) => out,
+        Err(_) => Err(Error::Timeout {
+            what: what.to_owned(),
+            after: bound,
+        }),
+    }
+}
+
 pub(crate) struct Run<'a> {
     pub(crate) engine: &'a Engine,
     pub(crate) app: &'a App,
@@ -60,13 +75,7 @@ impl Run<'_> {
         bound: Duration,
         call: impl Future<Output = Result<T>>,
     ) -> Result<T> {
-        match tokio::time::timeout(bound, call).await {
-            Ok(out) => out,
-            Err(_) => Err(Error::Timeout {
-                what: what.to_owned(),
-                after: bound,
-            }),
-        }
+        bounded(what, bound, call).await
     }
 
     pub(crate) fn emit(&self, event: Event) {
