@@ -30,9 +30,11 @@ async fn app_mode_conforms() {
     emu.assert_schema_clean();
 }
 
-/// Release mode runs every check but `deployment_with_rollback`: one app runs one
-/// release, so an older group is never warm and a rollback relaunches it (see
-/// docs/paas.md); `engine::release_mode_*` checks its deployments instead.
+/// Release mode: one app runs one release, so an older group is never warm and a
+/// rollback relaunches it (see docs/paas.md); the suite is told so. A launch is the
+/// switch there (no traffic-free verification), so the suite's "an unhealthy release
+/// never gets traffic" check cannot hold and is not asked for; `engine.rs` checks the
+/// automatic rollback of a crashing release in this mode.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_mode_conforms() {
     let emu = Emulator::start().await;
@@ -45,5 +47,18 @@ async fn release_mode_conforms() {
     conformance::fleet_launch_list_destroy(&image, &fleet, &app, &sources.good, &settings).await;
     conformance::router_routes_and_attachments(&image, &fleet, &router, &app, &sources, &settings)
         .await;
+    let healthy_only = conformance::Sources {
+        never_healthy: None,
+        ..sources
+    };
+    conformance::deployment_with_rollback(
+        std::sync::Arc::new(image),
+        std::sync::Arc::new(fleet),
+        std::sync::Arc::new(router),
+        &app,
+        &healthy_only,
+        &settings.without_warm_groups(),
+    )
+    .await;
     emu.assert_schema_clean();
 }

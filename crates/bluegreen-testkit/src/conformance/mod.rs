@@ -71,6 +71,10 @@ pub struct Settings {
     pub release_env: BTreeMap<String, String>,
     /// How long requests drain after a switch (short in tests).
     pub drain: Duration,
+    /// Whether an older group can stay warm beside the live one. A fleet where one
+    /// app runs one release at a time (a release per group) cannot: its rollback
+    /// relaunches the previous release.
+    pub warm_groups: bool,
 }
 
 impl Default for Settings {
@@ -82,6 +86,7 @@ impl Default for Settings {
             release_settings: BTreeMap::new(),
             release_env: BTreeMap::new(),
             drain: Duration::from_millis(100),
+            warm_groups: true,
         }
     }
 }
@@ -96,6 +101,12 @@ impl Settings {
     /// Sets the group size.
     pub fn with_size(mut self, size: u32) -> Self {
         self.size = size;
+        self
+    }
+
+    /// Declares that older groups cannot stay warm (see [`Settings::warm_groups`]).
+    pub fn without_warm_groups(mut self) -> Self {
+        self.warm_groups = false;
         self
     }
 
