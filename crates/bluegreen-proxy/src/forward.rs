@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use crate::backend::Backend;
 use crate::body::{take_back, ProxyBody, UpstreamBody};
 use crate::state::{AppState, GroupState, Proxy, Snapshot};
+use crate::upstream::{Affinity, UpstreamError};
 
 /// The cookie that keeps a client on one group of a weighted split.
 pub const GROUP_COOKIE: &str = "bluegreen-group";
@@ -303,18 +304,30 @@ struct Outgoing {
 }
 
 impl Outgoing {
+    /// A request for the shared pool (`absolute`: the URI names the backend) or
+    /// for a connection of the client connection (origin-form URI and a `Host`).
     fn request(
         &self,
         backend: &Backend,
-        headers: HeaderMap,
+        mut headers: HeaderMap,
         body: UpstreamBody,
+        absolute: bool,
     ) -> Request<UpstreamBody> {
-        let uri = Uri::builder()
-            .scheme("http")
-            .authority(backend.authority.clone())
-            .path_and_query(self.path_and_query.clone())
-            .build()
-            .expect("an authority and a path make a URI");
+        let uri = if absolute {
+            Uri::builder()
+                .scheme("http")
+                .authority(backend.authority.clone())
+                .path_and_query(self.path_and_query.clone())
+                .build()
+                .expect("an authority and a path make a URI")
+        } else {
+            if !headers.contains_key(header::HOST) {
+                if let Ok(v) = HeaderValue::from_str(backend.authority.as_str()) {
+                    headers.insert(header::HOST, v);
+                }
+            }
+            Uri::from(self.path_and_query.clone())
+        };
         let mut request = Request::new(body);
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = uri;
@@ -328,12 +341,18 @@ impl Outgoing {
 pub(crate) async fn handle(
     proxy: Proxy,
     conn: ConnInfo,
+    affinity: Arc<Affinity>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, std::convert::Infallible> {
-    Ok(forward(&proxy, conn, req).await)
+    Ok(forward(&proxy, conn, &affinity, req).await)
 }
 
-async fn forward(proxy: &Proxy, conn: ConnInfo, mut req: Request<Incoming>) -> Response<ProxyBody> {
+async fn forward(
+    proxy: &Proxy,
+    conn: ConnInfo,
+    affinity: &Affinity,
+    mut req: Request<Incoming>,
+) -> Response<ProxyBody> {
     let host = request_host(&req).map(str::to_owned);
     let Some(app) = proxy.app_for(host.as_deref()) else {
         return plain(
@@ -354,6 +373,9 @@ async fn forward(proxy: &Proxy, conn: ConnInfo, mut req: Request<Incoming>) -> R
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
     let (parts, body) = req.into_parts();
+    // HTTP/1 requests run one at a time in their connection's task, which drives
+    // the backend connections they use; HTTP/2 streams and upgrades use the pool
+    let pooled = upgrade || parts.version == Version::HTTP_2;
     let idempotent = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
     let mut headers = parts.headers;
     let upgrade_value = headers.get(header::UPGRADE).cloned();
@@ -423,9 +445,19 @@ async fn forward(proxy: &Proxy, conn: ConnInfo, mut req: Request<Incoming>) -> R
         } else {
             outgoing.headers.clone()
         };
-        let request = outgoing.request(&choice.backend, headers, body);
+        let request = outgoing.request(&choice.backend, headers, body, pooled);
         let started = Instant::now();
-        match choice.group.client.request(request).await {
+        let result = if pooled {
+            choice
+                .group
+                .client
+                .request(request)
+                .await
+                .map_err(UpstreamError::Pool)
+        } else {
+            affinity.send(&choice.group, &choice.backend, request).await
+        };
+        match result {
             Ok(mut response) => {
                 choice
                     .group

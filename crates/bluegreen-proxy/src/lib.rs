@@ -10,6 +10,7 @@ mod router;
 mod server;
 mod state;
 mod stats;
+mod upstream;
 
 pub use admin::{AdminAddr, AdminListener, AdminToken};
 pub use backend::{BackendHealth, BackendSpec};

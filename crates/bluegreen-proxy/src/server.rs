@@ -17,6 +17,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::forward::{self, ConnInfo};
 use crate::state::Proxy;
+use crate::upstream::{self, Affinity};
 
 /// TLS termination settings: a certificate chain and its key, from PEM files.
 #[derive(Clone)]
@@ -113,7 +114,11 @@ impl Proxy {
                 remote,
                 tls: tls.is_some(),
             };
-            let service = service_fn(move |req| forward::handle(proxy.clone(), info, req));
+            let affinity = Arc::new(Affinity::default());
+            let epoch = self.inner.epoch.subscribe();
+            let kept = affinity.clone();
+            let service =
+                service_fn(move |req| forward::handle(proxy.clone(), info, kept.clone(), req));
             let builder = builder.clone();
             let watcher = graceful.watcher();
             match &tls {
@@ -122,7 +127,8 @@ impl Proxy {
                         let conn = builder
                             .serve_connection_with_upgrades(TokioIo::new(stream), service)
                             .into_owned();
-                        if let Err(e) = watcher.watch(conn).await {
+                        if let Err(e) = upstream::drive(watcher.watch(conn), affinity, epoch).await
+                        {
                             tracing::debug!(error = %e, "client connection ended");
                         }
                     });
@@ -146,7 +152,8 @@ impl Proxy {
                         let conn = builder
                             .serve_connection_with_upgrades(TokioIo::new(stream), service)
                             .into_owned();
-                        if let Err(e) = watcher.watch(conn).await {
+                        if let Err(e) = upstream::drive(watcher.watch(conn), affinity, epoch).await
+                        {
                             tracing::debug!(error = %e, "client connection ended");
                         }
                     });

@@ -2,7 +2,7 @@
 //! replaced snapshot that the request path reads without a lock.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,6 +28,9 @@ pub(crate) struct GroupState {
     /// This generation's connection pool: replaced when the group loses traffic, so
     /// that idle keep-alive connections to it close once its requests finish.
     pub(crate) client: UpstreamClient,
+    /// Set once a change replaced or removed this state: connections kept for it
+    /// are no longer reused.
+    pub(crate) retired: AtomicBool,
     next: AtomicUsize,
 }
 
@@ -43,6 +46,7 @@ impl GroupState {
             backends,
             stats,
             client: upstream_client(options),
+            retired: AtomicBool::new(false),
             next: AtomicUsize::new(fastrand::usize(..1024)),
         }
     }
@@ -345,13 +349,19 @@ impl Proxy {
         if draft.table != current.table {
             tracing::info!(host = %app.host, from = %current.table, to = %draft.table, "routes changed");
         }
-        app.snapshot.store(Arc::new(Snapshot {
+        let next = Arc::new(Snapshot {
             generation: self.inner.generation.fetch_add(1, Ordering::Relaxed),
             table: draft.table,
             paused: draft.paused,
             groups: draft.groups,
             routed,
-        }));
+        });
+        app.snapshot.store(next.clone());
+        for (id, group) in &current.groups {
+            if !next.groups.get(id).is_some_and(|g| Arc::ptr_eq(g, group)) {
+                group.retired.store(true, Ordering::Release);
+            }
+        }
         backend::bump(&self.inner.epoch);
         Ok(out)
     }
