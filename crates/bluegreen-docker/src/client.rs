@@ -14,7 +14,8 @@ use crate::error::docker_error;
 /// The client's own request timeout is one hour, so that long builds and graceful
 /// stops are not cut: the engine bounds every call itself.
 ///
-/// A daemon that does not answer is a retryable [`Error::Provider`].
+/// A daemon that does not answer is a retryable
+/// [`Error::Provider`](bluegreen_core::Error::Provider).
 pub async fn connect() -> Result<Docker> {
     let docker = Docker::connect_with_local_defaults()
         .map_err(|e| docker_error("connecting to the Docker daemon", e))?
