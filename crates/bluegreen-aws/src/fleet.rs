@@ -110,19 +110,7 @@ impl Ec2Fleet {
     }
 
     fn settings(&self, release: &Release) -> Result<Settings> {
-        if let Some(key) = release
-            .settings
-            .keys()
-            .find(|k| !SETTINGS.contains(&k.as_str()))
-        {
-            return Err(Error::invalid(
-                format!("settings.{key}"),
-                format!(
-                    "the EC2 fleet does not know it (it reads {})",
-                    SETTINGS.join(", ")
-                ),
-            ));
-        }
+        release.check_settings("the EC2 fleet", &SETTINGS)?;
         let port = match release.settings.get("port") {
             Some(p) => p
                 .parse()

@@ -67,6 +67,28 @@ impl Release {
         ReleaseId::new(hex)
     }
 
+    /// Refuses any setting that `fleet` (a name for people, `the EC2 fleet`) does not
+    /// read, naming the setting and the ones it does read.
+    ///
+    /// ```
+    /// use bluegreen_core::Release;
+    /// let release = Release::new("img".into(), 1).with_setting("comand", "run");
+    /// let e = release.check_settings("the local fleet", &["command", "args"]).unwrap_err();
+    /// assert_eq!(
+    ///     e.to_string(),
+    ///     "invalid settings.comand: the local fleet does not know it (it reads command, args)"
+    /// );
+    /// ```
+    pub fn check_settings(&self, fleet: &str, known: &[&str]) -> Result<()> {
+        match self.settings.keys().find(|k| !known.contains(&k.as_str())) {
+            Some(key) => Err(Error::invalid(
+                format!("settings.{key}"),
+                format!("{fleet} does not know it (it reads {})", known.join(", ")),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Checks the size and the environment's keys.
     pub fn validate(&self) -> Result<()> {
         if self.size == 0 {

@@ -98,19 +98,7 @@ fn memory(value: &str) -> Result<i64> {
 }
 
 pub(crate) fn settings_of(release: &Release) -> Result<Settings> {
-    if let Some(key) = release
-        .settings
-        .keys()
-        .find(|k| !SETTINGS.contains(&k.as_str()))
-    {
-        return Err(Error::invalid(
-            format!("settings.{key}"),
-            format!(
-                "the Docker fleet does not know it (it reads {})",
-                SETTINGS.join(", ")
-            ),
-        ));
-    }
+    release.check_settings("the Docker fleet", &SETTINGS)?;
     let get = |k: &str| release.settings.get(k).map(|v| v.trim());
     let port = match get("port") {
         Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {

@@ -58,19 +58,7 @@ struct Settings {
 }
 
 fn settings_of(release: &Release) -> Result<Settings> {
-    if let Some(key) = release
-        .settings
-        .keys()
-        .find(|k| !SETTINGS.contains(&k.as_str()))
-    {
-        return Err(Error::invalid(
-            format!("settings.{key}"),
-            format!(
-                "the local fleet does not know it (it reads {})",
-                SETTINGS.join(", ")
-            ),
-        ));
-    }
+    release.check_settings("the local fleet", &SETTINGS)?;
     let health_path = release
         .settings
         .get("health_path")
