@@ -62,6 +62,10 @@ struct Args {
     /// How long shutdown waits for requests in flight.
     #[arg(long, env = "BLUEGREEN_PROXY_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     shutdown_timeout: Duration,
+    /// Threads that serve client connections, each with its own event loop
+    /// (default: one per core).
+    #[arg(long, env = "BLUEGREEN_PROXY_THREADS")]
+    threads: Option<usize>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -111,7 +115,26 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-#[tokio::main]
+/// One single-threaded runtime per serving thread: a client connection, and the
+/// backend connections it uses, stay on the thread that accepted it.
+fn serving_runtimes(n: usize) -> Result<Vec<tokio::runtime::Handle>, String> {
+    (0..n)
+        .map(|i| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("serving runtime: {e}"))?;
+            let handle = runtime.handle().clone();
+            std::thread::Builder::new()
+                .name(format!("bluegreen-serve-{i}"))
+                .spawn(move || runtime.block_on(std::future::pending::<()>()))
+                .map_err(|e| format!("serving thread: {e}"))?;
+            Ok(handle)
+        })
+        .collect()
+}
+
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -174,11 +197,21 @@ async fn run(args: Args) -> Result<(), String> {
             .await
         })
     };
-    let serve = proxy.serve(listener, tls, async move {
-        shutdown_signal().await;
-        tracing::info!("signal received: stopping");
-        let _ = stop_tx.send(true);
-    });
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let runtimes = serving_runtimes(threads)?;
+    let serve = proxy.serve_spread(
+        listener,
+        tls,
+        async move {
+            shutdown_signal().await;
+            tracing::info!("signal received: stopping");
+            let _ = stop_tx.send(true);
+        },
+        &runtimes,
+    );
     serve.await.map_err(|e| e.to_string())?;
     let _ = admin_task.await;
     if let AdminAddr::Unix(path) = &args.admin {

@@ -9,10 +9,10 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use crate::forward::{self, ConnInfo};
@@ -93,9 +93,24 @@ impl Proxy {
         tls: Option<TlsConfig>,
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
+        self.serve_spread(listener, tls, shutdown, &[]).await
+    }
+
+    /// Like [`Proxy::serve`], with each client connection handed in turn to one of
+    /// `runtimes` (for instance one current-thread runtime per core, so that a
+    /// connection and the backend connections it uses stay on one thread); with
+    /// no runtime, connections run on the current one.
+    pub async fn serve_spread(
+        &self,
+        listener: TcpListener,
+        tls: Option<TlsConfig>,
+        shutdown: impl Future<Output = ()>,
+        runtimes: &[tokio::runtime::Handle],
+    ) -> io::Result<()> {
         let builder = Arc::new(connection_builder());
         let graceful = GracefulShutdown::new();
         tokio::pin!(shutdown);
+        let mut turn = 0usize;
         loop {
             let (stream, remote) = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -109,55 +124,34 @@ impl Proxy {
                 () = &mut shutdown => break,
             };
             let _ = stream.set_nodelay(true);
-            let proxy = self.clone();
-            let info = ConnInfo {
-                remote,
-                tls: tls.is_some(),
+            let client = Client {
+                proxy: self.clone(),
+                info: ConnInfo {
+                    remote,
+                    tls: tls.is_some(),
+                },
+                builder: builder.clone(),
+                watcher: graceful.watcher(),
+                tls: tls.as_ref().map(|t| t.acceptor.clone()),
             };
-            let affinity = Arc::new(Affinity::default());
-            let epoch = self.inner.epoch.subscribe();
-            let kept = affinity.clone();
-            let service =
-                service_fn(move |req| forward::handle(proxy.clone(), info, kept.clone(), req));
-            let builder = builder.clone();
-            let watcher = graceful.watcher();
-            match &tls {
-                None => {
-                    tokio::spawn(async move {
-                        let conn = builder
-                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                            .into_owned();
-                        if let Err(e) = upstream::drive(watcher.watch(conn), affinity, epoch).await
-                        {
-                            tracing::debug!(error = %e, "client connection ended");
-                        }
-                    });
-                }
-                Some(tls) => {
-                    let acceptor = tls.acceptor.clone();
-                    tokio::spawn(async move {
-                        let stream = match tokio::time::timeout(
-                            Duration::from_secs(10),
-                            acceptor.accept(stream),
-                        )
-                        .await
-                        {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                tracing::debug!(error = %e, "TLS handshake failed");
-                                return;
+            if runtimes.is_empty() {
+                tokio::spawn(client.run(stream));
+                continue;
+            }
+            let runtime = &runtimes[turn % runtimes.len()];
+            turn = turn.wrapping_add(1);
+            match stream.into_std() {
+                Ok(stream) => {
+                    runtime.spawn(async move {
+                        match TcpStream::from_std(stream) {
+                            Ok(stream) => client.run(stream).await,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "client connection not registered")
                             }
-                            Err(_) => return,
-                        };
-                        let conn = builder
-                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                            .into_owned();
-                        if let Err(e) = upstream::drive(watcher.watch(conn), affinity, epoch).await
-                        {
-                            tracing::debug!(error = %e, "client connection ended");
                         }
                     });
                 }
+                Err(e) => tracing::warn!(error = %e, "client connection not handed over"),
             }
         }
         drop(listener);
@@ -170,5 +164,59 @@ impl Proxy {
             tracing::warn!(?timeout, "requests still in flight at the shutdown bound");
         }
         Ok(())
+    }
+}
+
+/// One accepted client connection, ready to run on some runtime.
+struct Client {
+    proxy: Proxy,
+    info: ConnInfo,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+    tls: Option<TlsAcceptor>,
+}
+
+impl Client {
+    async fn run(self, stream: TcpStream) {
+        let Client {
+            proxy,
+            info,
+            builder,
+            watcher,
+            tls,
+        } = self;
+        let affinity = Arc::new(Affinity::default());
+        let epoch = proxy.inner.epoch.subscribe();
+        let kept = affinity.clone();
+        let service =
+            service_fn(move |req| forward::handle(proxy.clone(), info, kept.clone(), req));
+        let result = match tls {
+            None => {
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .into_owned();
+                upstream::drive(watcher.watch(conn), affinity, epoch).await
+            }
+            Some(acceptor) => {
+                let stream =
+                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .into_owned();
+                upstream::drive(watcher.watch(conn), affinity, epoch).await
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "client connection ended");
+        }
     }
 }
