@@ -7,11 +7,7 @@
 //!
 //! Run it with `cargo run --example quickstart`.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bluegreen::local::{LocalFleet, LocalImage, LocalProxy, StateDir};
@@ -19,6 +15,7 @@ use bluegreen::proxy::{HealthCheckOptions, ProxyOptions};
 use bluegreen::{
     App, DeployRequest, Engine, EngineOptions, Event, EventSink, Fleet, Image, ImageSource, Router,
 };
+use bluegreen_testkit::http_load::HttpLoad;
 
 #[tokio::main]
 async fn main() {
@@ -70,7 +67,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     engine.deploy(&version("1", "")?).await?;
 
     section("2. Deploy version 2 while 8 clients load the proxy");
-    let load = Load::start(proxy.address(), "web.production", 8);
+    let load = HttpLoad::start(proxy.address(), "web.production", 8);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let v2 = engine.deploy(&version("2", "")?).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -107,7 +104,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     section("Summary");
     println!("   requests served:      {}", seen.ok);
-    println!("   failed requests:      {}", seen.failed);
+    println!("   failed requests:      {}", seen.failed.len());
     println!("   time to switch to v2: {:?}", v2.switch_time);
     println!(
         "   version 3 rolled back on its own: {}",
@@ -118,9 +115,17 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         back.from, back.to, back.elapsed
     );
     println!("   answers by version:   {:?}", seen.by_version);
-    println!("   last answer from:     version {}", seen.last_version);
-    if seen.failed > 0 {
-        return Err(format!("{} requests failed", seen.failed).into());
+    println!(
+        "   last answer from:     version {}",
+        seen.last_version.as_deref().unwrap_or("-")
+    );
+    if !seen.failed.is_empty() {
+        return Err(format!(
+            "{} requests failed, first: {}",
+            seen.failed.len(),
+            seen.failed[0]
+        )
+        .into());
     }
     Ok(())
 }
@@ -200,86 +205,4 @@ fn image_dir(
     )?;
     std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755))?;
     Ok(dir)
-}
-
-/// What the load saw.
-#[derive(Default)]
-struct Seen {
-    ok: u64,
-    failed: u64,
-    by_version: BTreeMap<String, u64>,
-    last_version: String,
-}
-
-/// A bounded load (at most 2 minutes) of keep-alive HTTP/1.1 clients.
-struct Load {
-    stop: Arc<AtomicBool>,
-    clients: Vec<tokio::task::JoinHandle<(Seen, Instant)>>,
-}
-
-impl Load {
-    fn start(address: SocketAddr, host: &str, clients: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let clients = (0..clients)
-            .map(|_| {
-                let (stop, host) = (stop.clone(), host.to_owned());
-                tokio::spawn(async move {
-                    let client = hyper_util::client::legacy::Client::builder(
-                        hyper_util::rt::TokioExecutor::new(),
-                    )
-                    .build_http::<http_body_util::Empty<bytes::Bytes>>();
-                    let mut seen = Seen::default();
-                    let mut last = Instant::now();
-                    let deadline = Instant::now() + Duration::from_secs(120);
-                    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
-                        let request = hyper::Request::get(format!("http://{address}/"))
-                            .header("host", &host)
-                            .body(http_body_util::Empty::new())
-                            .expect("a valid request");
-                        match client.request(request).await {
-                            Ok(response) if response.status().is_success() => {
-                                let version = response
-                                    .headers()
-                                    .get("x-app-version")
-                                    .and_then(|v| v.to_str().ok())
-                                    .unwrap_or("?")
-                                    .to_owned();
-                                let _ =
-                                    http_body_util::BodyExt::collect(response.into_body()).await;
-                                seen.ok += 1;
-                                *seen.by_version.entry(version.clone()).or_default() += 1;
-                                seen.last_version = version;
-                                last = Instant::now();
-                            }
-                            _ => seen.failed += 1,
-                        }
-                    }
-                    (seen, last)
-                })
-            })
-            .collect();
-        Load { stop, clients }
-    }
-
-    async fn stop(self) -> Seen {
-        self.stop.store(true, Ordering::SeqCst);
-        let mut total = Seen::default();
-        let mut latest = None;
-        for client in self.clients {
-            let Ok((seen, last)) = client.await else {
-                total.failed += 1;
-                continue;
-            };
-            total.ok += seen.ok;
-            total.failed += seen.failed;
-            for (v, n) in seen.by_version {
-                *total.by_version.entry(v).or_default() += n;
-            }
-            if latest.is_none_or(|l| last > l) {
-                latest = Some(last);
-                total.last_version = seen.last_version;
-            }
-        }
-        total
-    }
 }

@@ -6,8 +6,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bluegreen_core::{
@@ -17,6 +15,7 @@ use bluegreen_core::{
 use bluegreen_docker::bollard;
 use bluegreen_docker::{connect, DockerFleet, DockerFleetOptions, DockerImage};
 use bluegreen_proxy::{AdminToken, ProxyRouter};
+use bluegreen_testkit::http_load::HttpLoad;
 use clap::Parser;
 
 /// The benchmark's inputs.
@@ -57,70 +56,6 @@ fn context(root: &Path, sample: &Path, version: &str) -> PathBuf {
     )
     .unwrap();
     dir
-}
-
-struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(address: SocketAddr, host: &str, clients: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicU64::new(0));
-        let failed = Arc::new(AtomicU64::new(0));
-        let tasks = (0..clients)
-            .map(|_| {
-                let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-                let host = host.to_owned();
-                tokio::spawn(async move {
-                    let client = hyper_util::client::legacy::Client::builder(
-                        hyper_util::rt::TokioExecutor::new(),
-                    )
-                    .build_http::<http_body_util::Empty<bytes::Bytes>>();
-                    while !stop.load(Ordering::SeqCst) {
-                        let req = hyper::Request::get(format!("http://{address}/"))
-                            .header("host", &host)
-                            .body(http_body_util::Empty::new())
-                            .unwrap();
-                        let good = match client.request(req).await {
-                            Ok(resp) => {
-                                let s = resp.status();
-                                let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
-                                s.is_success()
-                            }
-                            Err(_) => false,
-                        };
-                        if good {
-                            ok.fetch_add(1, Ordering::Relaxed);
-                        } else {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                            tokio::time::sleep(Duration::from_millis(1)).await;
-                        }
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            ok,
-            failed,
-            tasks,
-        }
-    }
-
-    async fn stop(self) -> (u64, u64) {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.tasks {
-            let _ = t.await;
-        }
-        (
-            self.ok.load(Ordering::SeqCst),
-            self.failed.load(Ordering::SeqCst),
-        )
-    }
 }
 
 fn run(cmd: &mut std::process::Command) -> String {
@@ -290,13 +225,14 @@ async fn main() {
     };
     engine.deploy(&request(&v1.id)).await.unwrap();
     let host = format!("{}.{}", app.name(), app.environment());
-    let load = Load::start(args.proxy, &host, args.clients);
+    let load = HttpLoad::start(args.proxy, &host, args.clients);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let started = Instant::now();
     let report = engine.deploy(&request(&v2.id)).await.unwrap();
     let bg_wall = started.elapsed();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (bg_ok, bg_failed) = load.stop().await;
+    let seen = load.stop().await;
+    let (bg_ok, bg_failed) = (seen.ok, seen.failed.len() as u64);
     // the engine's own critical path without the retirement of the old group
     let bg_keep = {
         let engine = Engine::new(image.clone(), fleet.clone(), router.clone()).with_options(
@@ -356,7 +292,7 @@ async fn main() {
         .await
         .unwrap();
     let chost = format!("{}.{}", capp.name(), capp.environment());
-    let load = Load::start(args.proxy, &chost, args.clients);
+    let load = HttpLoad::start(args.proxy, &chost, args.clients);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let compose_up = compose(&tag2);
     // compose returns once the containers are started: the service is back when
@@ -369,7 +305,8 @@ async fn main() {
     }
     let compose_wall = compose_up + started_wait.elapsed();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (c_ok, c_failed) = load.stop().await;
+    let seen = load.stop().await;
+    let (c_ok, c_failed) = (seen.ok, seen.failed.len() as u64);
     router
         .set_routes(&capp, &RouteTable::empty())
         .await

@@ -29,6 +29,8 @@
 pub mod conformance;
 mod fault;
 mod fleet;
+#[cfg(feature = "http")]
+pub mod http_load;
 mod image;
 mod platform;
 mod router;

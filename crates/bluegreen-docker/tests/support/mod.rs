@@ -3,9 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Mutex;
 
 use bluegreen_core::App;
 use bluegreen_docker::Docker;
@@ -216,82 +214,5 @@ pub fn labelled_containers(app: &App) -> Vec<String> {
         .collect()
 }
 
-/// What a load saw.
-#[derive(Default, Debug)]
-pub struct LoadReport {
-    pub ok: u64,
-    pub failed: Vec<String>,
-    pub versions: Vec<String>,
-}
-
-/// A bounded load: `clients` loops of keep-alive HTTP/1.1 requests to `address`
-/// with `host`, until stopped (120 s at most).
-pub struct Load {
-    stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<LoadReport>>,
-}
-
-impl Load {
-    pub fn start(address: std::net::SocketAddr, host: &str, clients: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let tasks = (0..clients)
-            .map(|_| {
-                let stop = stop.clone();
-                let host = host.to_owned();
-                tokio::spawn(async move {
-                    let client = hyper_util::client::legacy::Client::builder(
-                        hyper_util::rt::TokioExecutor::new(),
-                    )
-                    .build_http::<http_body_util::Empty<bytes::Bytes>>();
-                    let mut report = LoadReport::default();
-                    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-                    while !stop.load(Ordering::SeqCst) && tokio::time::Instant::now() < deadline {
-                        let req = hyper::Request::get(format!("http://{address}/"))
-                            .header("host", &host)
-                            .body(http_body_util::Empty::new())
-                            .unwrap();
-                        match client.request(req).await {
-                            Ok(resp) => {
-                                let status = resp.status();
-                                let body = http_body_util::BodyExt::collect(resp.into_body())
-                                    .await
-                                    .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
-                                    .unwrap_or_default();
-                                if status.is_success() {
-                                    report.ok += 1;
-                                    // "version <v> from <instance>"
-                                    let version =
-                                        body.split_whitespace().nth(1).unwrap_or("?").to_owned();
-                                    if report.versions.last() != Some(&version) {
-                                        report.versions.push(version);
-                                    }
-                                } else {
-                                    report.failed.push(format!("status {status}: {body}"));
-                                }
-                            }
-                            Err(e) => report.failed.push(format!("{e:?}")),
-                        }
-                    }
-                    report
-                })
-            })
-            .collect();
-        Load { stop, tasks }
-    }
-
-    pub async fn stop(self) -> LoadReport {
-        self.stop.store(true, Ordering::SeqCst);
-        let mut total = LoadReport::default();
-        for t in self.tasks {
-            let r = t.await.unwrap();
-            total.ok += r.ok;
-            total.failed.extend(r.failed);
-            for v in r.versions {
-                if !total.versions.contains(&v) {
-                    total.versions.push(v);
-                }
-            }
-        }
-        total
-    }
-}
+#[allow(unused_imports)]
+pub use bluegreen_testkit::http_load::HttpLoad as Load;
