@@ -12,9 +12,9 @@
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -213,6 +213,33 @@ fn next_change(mut rx: watch::Receiver<u64>) -> Changes {
     Box::pin(async move { rx.changed().await.ok().map(|()| rx) })
 }
 
+/// The waker that the futures of one client connection see. A wake while the
+/// connection's task runs them only asks for one more round in the same poll;
+/// a wake from outside wakes the task.
+struct Rounds {
+    polling: AtomicBool,
+    woken: AtomicBool,
+    task: Mutex<Option<Waker>>,
+}
+
+impl Wake for Rounds {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::SeqCst);
+        if !self.polling.load(Ordering::SeqCst) {
+            if let Some(w) = &*self.task.lock().unwrap_or_else(|e| e.into_inner()) {
+                w.wake_by_ref();
+            }
+        }
+    }
+}
+
+/// Rounds of polling in one poll of the task, at most: past them the task yields.
+const MAX_ROUNDS: usize = 8;
+
 /// Runs `served` (a client connection) and, in the same task, the backend
 /// connections it opens; drops kept connections of retired groups whenever the
 /// proxy's state changes (`epoch`).
@@ -223,43 +250,70 @@ pub(crate) async fn drive<F: Future>(
 ) -> F::Output {
     let mut served = std::pin::pin!(served);
     let mut conns: Vec<Pin<Box<Conn>>> = Vec::new();
+    let mut probe = epoch.clone();
     let mut changes = Some(next_change(epoch));
-    poll_fn(|cx| {
-        if let Poll::Ready(out) = served.as_mut().poll(cx) {
-            return Poll::Ready(out);
-        }
+    let mut first = true;
+    let rounds = Arc::new(Rounds {
+        polling: AtomicBool::new(false),
+        woken: AtomicBool::new(false),
+        task: Mutex::new(None),
+    });
+    let waker = Waker::from(rounds.clone());
+    {
+        let mut state = affinity.lock();
+        state.driver = Some(waker.clone());
+    }
+    poll_fn(|outer| {
         {
-            let mut state = affinity.lock();
-            conns.append(&mut state.opened);
-            if !state
-                .driver
-                .as_ref()
-                .is_some_and(|w| w.will_wake(cx.waker()))
-            {
-                state.driver = Some(cx.waker().clone());
+            let mut task = rounds.task.lock().unwrap_or_else(|e| e.into_inner());
+            if !task.as_ref().is_some_and(|w| w.will_wake(outer.waker())) {
+                *task = Some(outer.waker().clone());
             }
         }
-        if !conns.is_empty() {
-            conns.retain_mut(|c| match c.as_mut().poll(cx) {
-                Poll::Pending => true,
-                Poll::Ready(Err(e)) => {
-                    tracing::debug!(error = %e, "backend connection ended");
-                    false
-                }
-                Poll::Ready(Ok(())) => false,
-            });
-        }
-        while let Some(ch) = changes.as_mut() {
-            match ch.as_mut().poll(cx) {
-                Poll::Pending => break,
-                Poll::Ready(rx) => {
-                    affinity.retire();
-                    changes = rx.map(next_change);
+        let mut cx = Context::from_waker(&waker);
+        rounds.polling.store(true, Ordering::SeqCst);
+        for _ in 0..MAX_ROUNDS {
+            rounds.woken.store(false, Ordering::SeqCst);
+            if let Poll::Ready(out) = served.as_mut().poll(&mut cx) {
+                rounds.polling.store(false, Ordering::SeqCst);
+                return Poll::Ready(out);
+            }
+            conns.append(&mut affinity.lock().opened);
+            if !conns.is_empty() {
+                conns.retain_mut(|c| match c.as_mut().poll(&mut cx) {
+                    Poll::Pending => true,
+                    Poll::Ready(Err(e)) => {
+                        tracing::debug!(error = %e, "backend connection ended");
+                        false
+                    }
+                    Poll::Ready(Ok(())) => false,
+                });
+            }
+            if first || probe.has_changed().unwrap_or(false) {
+                first = false;
+                probe.borrow_and_update();
+                while let Some(ch) = changes.as_mut() {
+                    match ch.as_mut().poll(&mut cx) {
+                        Poll::Pending => break,
+                        Poll::Ready(rx) => {
+                            affinity.retire();
+                            changes = rx.map(next_change);
+                        }
+                    }
                 }
             }
+            if !rounds.woken.load(Ordering::SeqCst) {
+                rounds.polling.store(false, Ordering::SeqCst);
+                // a wake between the check and the store is not lost
+                if !rounds.woken.load(Ordering::SeqCst) {
+                    return Poll::Pending;
+                }
+                rounds.polling.store(true, Ordering::SeqCst);
+            }
         }
-        // a response that a backend connection just delivered goes out now
-        served.as_mut().poll(cx)
+        rounds.polling.store(false, Ordering::SeqCst);
+        outer.waker().wake_by_ref();
+        Poll::Pending
     })
     .await
 }
