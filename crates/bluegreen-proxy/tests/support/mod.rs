@@ -199,15 +199,28 @@ pub struct RunningProxy {
 
 impl RunningProxy {
     pub async fn start(options: ProxyOptions) -> RunningProxy {
+        Self::start_spread(options, Vec::new()).await
+    }
+
+    /// Like `start`, with client connections handed to `runtimes` in turn.
+    pub async fn start_spread(
+        options: ProxyOptions,
+        runtimes: Vec<tokio::runtime::Handle>,
+    ) -> RunningProxy {
         let proxy = Proxy::new(options);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let p = proxy.clone();
         let task = tokio::spawn(async move {
-            p.serve(listener, None, async move {
-                let _ = rx.await;
-            })
+            p.serve_spread(
+                listener,
+                None,
+                async move {
+                    let _ = rx.await;
+                },
+                &runtimes,
+            )
             .await
         });
         RunningProxy {
