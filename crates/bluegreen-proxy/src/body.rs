@@ -71,7 +71,7 @@ impl Body for UpstreamBody {
                 Some(b) => b.is_end_stream(),
                 None => slot
                     .lock()
-                    .map(|s| s.as_ref().map_or(true, |b| b.is_end_stream()))
+                    .map(|s| s.as_ref().is_none_or(|b| b.is_end_stream()))
                     .unwrap_or(true),
             },
         }

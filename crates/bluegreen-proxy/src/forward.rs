@@ -26,10 +26,26 @@ pub const GROUP_HEADER: &str = "x-bluegreen-group";
 pub const PREVIEW_HEADER: &str = "x-bluegreen-preview";
 
 /// Where a connection comes from.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct ConnInfo {
-    pub(crate) remote: SocketAddr,
-    pub(crate) tls: bool,
+    /// The client's address, as `X-Forwarded-For` gives it.
+    ip: HeaderValue,
+    tls: bool,
+}
+
+impl ConnInfo {
+    pub(crate) fn new(remote: SocketAddr, tls: bool) -> Self {
+        let ip = HeaderValue::from_str(&remote.ip().to_string())
+            .expect("an IP address is a header value");
+        ConnInfo { ip, tls }
+    }
+}
+
+/// One client connection: where it comes from and the backend connections it keeps.
+pub(crate) struct ClientConn {
+    pub(crate) proxy: Proxy,
+    pub(crate) info: ConnInfo,
+    pub(crate) affinity: Affinity,
 }
 
 const HOP_BY_HOP: [HeaderName; 7] = [
@@ -339,17 +355,15 @@ impl Outgoing {
 
 /// Serves one request of a client connection.
 pub(crate) async fn handle(
-    proxy: Proxy,
-    conn: ConnInfo,
-    affinity: Arc<Affinity>,
+    client: Arc<ClientConn>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, std::convert::Infallible> {
-    Ok(forward(&proxy, conn, &affinity, req).await)
+    Ok(forward(&client.proxy, &client.info, &client.affinity, req).await)
 }
 
 async fn forward(
     proxy: &Proxy,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     affinity: &Affinity,
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
@@ -536,14 +550,15 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-fn add_forwarded(headers: &mut HeaderMap, conn: ConnInfo, host: Option<&str>) {
-    let ip = conn.remote.ip().to_string();
+fn add_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&str>) {
     let xff = HeaderName::from_static("x-forwarded-for");
     let value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip,
+        Some(prev) => {
+            HeaderValue::from_str(&format!("{prev}, {}", conn.ip.to_str().unwrap_or(""))).ok()
+        }
+        None => Some(conn.ip.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&value) {
+    if let Some(v) = value {
         headers.insert(xff, v);
     }
     headers.insert(

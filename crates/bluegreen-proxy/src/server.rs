@@ -15,7 +15,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
-use crate::forward::{self, ConnInfo};
+use crate::forward::{self, ClientConn, ConnInfo};
 use crate::state::Proxy;
 use crate::upstream::{self, Affinity};
 
@@ -126,10 +126,7 @@ impl Proxy {
             let _ = stream.set_nodelay(true);
             let client = Client {
                 proxy: self.clone(),
-                info: ConnInfo {
-                    remote,
-                    tls: tls.is_some(),
-                },
+                info: ConnInfo::new(remote, tls.is_some()),
                 builder: builder.clone(),
                 watcher: graceful.watcher(),
                 tls: tls.as_ref().map(|t| t.acceptor.clone()),
@@ -185,17 +182,20 @@ impl Client {
             watcher,
             tls,
         } = self;
-        let affinity = Arc::new(Affinity::default());
         let epoch = proxy.inner.epoch.subscribe();
-        let kept = affinity.clone();
-        let service =
-            service_fn(move |req| forward::handle(proxy.clone(), info, kept.clone(), req));
+        let client = Arc::new(ClientConn {
+            proxy,
+            info,
+            affinity: Affinity::default(),
+        });
+        let shared = client.clone();
+        let service = service_fn(move |req| forward::handle(shared.clone(), req));
         let result = match tls {
             None => {
                 let conn = builder
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)
                     .into_owned();
-                upstream::drive(watcher.watch(conn), affinity, epoch).await
+                upstream::drive(watcher.watch(conn), &client.affinity, epoch).await
             }
             Some(acceptor) => {
                 let stream =
@@ -212,7 +212,7 @@ impl Client {
                 let conn = builder
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)
                     .into_owned();
-                upstream::drive(watcher.watch(conn), affinity, epoch).await
+                upstream::drive(watcher.watch(conn), &client.affinity, epoch).await
             }
         };
         if let Err(e) = result {

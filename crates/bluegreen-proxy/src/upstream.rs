@@ -245,7 +245,7 @@ const MAX_ROUNDS: usize = 8;
 /// proxy's state changes (`epoch`).
 pub(crate) async fn drive<F: Future>(
     served: F,
-    affinity: Arc<Affinity>,
+    affinity: &Affinity,
     epoch: watch::Receiver<u64>,
 ) -> F::Output {
     let mut served = std::pin::pin!(served);

@@ -121,7 +121,7 @@ async fn hundred_switches_under_load_fail_no_request() {
                     let routed_in_flight = history.iter().enumerate().any(|(i, h)| {
                         let from = h.0;
                         let until = history.get(i + 1).map(|n| n.1);
-                        h.2 == group && from <= s.end && until.map_or(true, |u| u >= s.start)
+                        h.2 == group && from <= s.end && until.is_none_or(|u| u >= s.start)
                     });
                     if !routed_in_flight {
                         misrouted.push(body.clone());
