@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bluegreen_core::{App, DeployRequest, Engine, EngineOptions, Event, EventSink, ImageSource};
-use bluegreen_docker::{connect, DockerFleet, DockerFleetOptions, DockerImage, DockerProxy};
+use bluegreen_docker::{connect, DockerFleet, DockerFleetOptions, DockerImage, EmbeddedProxy};
 use clap::Parser;
 
 /// Blue/green deployment of a Docker build context.
@@ -94,7 +94,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let app = App::new(&args.app, &args.env)?;
     let docker = connect().await?;
-    let proxy = DockerProxy::embedded(args.listen, Default::default()).await?;
+    let proxy = EmbeddedProxy::start(args.listen, Default::default()).await?;
     let image = DockerImage::new(docker.clone());
     let fleet = DockerFleet::new(docker, DockerFleetOptions::default());
     let engine = Engine::new(image, fleet.clone(), proxy.router())

@@ -6,12 +6,11 @@ mod error;
 mod fleet;
 mod image;
 mod probe;
-mod proxy;
 mod settings;
 
+pub use bluegreen_proxy::EmbeddedProxy;
 pub use bollard::{self, Docker};
 pub use client::connect;
 pub use fleet::{DockerFleet, DockerFleetOptions, INDEX_LABEL, RECORD_LABEL};
 pub use image::{repository, DockerImage};
-pub use proxy::DockerProxy;
 pub use settings::SETTINGS;

@@ -9,7 +9,7 @@ use bluegreen_core::{
     App, DeployRequest, Engine, EngineOptions, ErrorKind, Event, EventSink, Fleet, Image,
     ImageSource, RouteTable, Router,
 };
-use bluegreen_docker::{DockerFleet, DockerFleetOptions, DockerImage, DockerProxy};
+use bluegreen_docker::{DockerFleet, DockerFleetOptions, DockerImage, EmbeddedProxy};
 use bluegreen_testkit::conformance::{self, Settings, Sources};
 use support::{context, docker, labelled_containers, Cleanup, Load, TempDir};
 
@@ -22,14 +22,14 @@ fn fast_proxy() -> bluegreen_proxy::ProxyOptions {
 struct Setup {
     image: DockerImage,
     fleet: DockerFleet,
-    proxy: DockerProxy,
+    proxy: EmbeddedProxy,
     engine: Engine,
 }
 
 async fn setup(docker: bluegreen_docker::Docker, options: EngineOptions) -> Setup {
     let image = DockerImage::new(docker.clone());
     let fleet = DockerFleet::new(docker, DockerFleetOptions::default());
-    let proxy = DockerProxy::embedded("127.0.0.1:0".parse().unwrap(), fast_proxy())
+    let proxy = EmbeddedProxy::start("127.0.0.1:0".parse().unwrap(), fast_proxy())
         .await
         .unwrap();
     let engine = Engine::new(image.clone(), fleet.clone(), proxy.router()).with_options(options);

@@ -7,10 +7,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use bluegreen_core::{Error, Result};
-use bluegreen_proxy::{AdminToken, Proxy, ProxyOptions, ProxyRouter};
+use bluegreen_proxy::{AdminToken, EmbeddedProxy, ProxyOptions, ProxyRouter};
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
 use crate::process::ProcessId;
 use crate::state_dir::{io_error, read_json, write_json, StateDir};
@@ -23,7 +21,7 @@ pub struct LocalProxy {
 }
 
 enum Stop {
-    Embedded(Option<oneshot::Sender<()>>),
+    Embedded(EmbeddedProxy),
     Process(ProcessId),
 }
 
@@ -38,29 +36,11 @@ impl LocalProxy {
     /// Starts a proxy inside this program, serving on `listen` (port 0 picks one).
     /// It stops when this program ends, or at [`LocalProxy::stop`].
     pub async fn embedded(listen: SocketAddr, options: ProxyOptions) -> Result<LocalProxy> {
-        let listener = TcpListener::bind(listen).await.map_err(|e| {
-            Error::provider_source("local", false, format!("proxy on {listen}: {e}"))
-        })?;
-        let address = listener
-            .local_addr()
-            .map_err(|e| Error::provider_source("local", false, e))?;
-        let proxy = Proxy::new(options);
-        let (tx, rx) = oneshot::channel();
-        let serving = proxy.clone();
-        tokio::spawn(async move {
-            if let Err(e) = serving
-                .serve(listener, None, async {
-                    let _ = rx.await;
-                })
-                .await
-            {
-                tracing::error!(error = %e, "the embedded proxy stopped");
-            }
-        });
+        let proxy = EmbeddedProxy::start(listen, options).await?;
         Ok(LocalProxy {
-            router: ProxyRouter::embedded(proxy),
-            address,
-            stop: Stop::Embedded(Some(tx)),
+            router: proxy.router(),
+            address: proxy.address(),
+            stop: Stop::Embedded(proxy),
         })
     }
 
@@ -167,11 +147,7 @@ impl LocalProxy {
     /// process with SIGTERM.
     pub fn stop(&mut self) {
         match &mut self.stop {
-            Stop::Embedded(tx) => {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(());
-                }
-            }
+            Stop::Embedded(proxy) => proxy.stop(),
             Stop::Process(p) => p.signal(libc::SIGTERM),
         }
     }

@@ -4,6 +4,7 @@
 pub mod admin;
 mod backend;
 mod body;
+mod embedded;
 mod forward;
 mod options;
 mod router;
@@ -15,6 +16,7 @@ mod upstream;
 pub use admin::{AdminAddr, AdminListener, AdminToken};
 pub use backend::{BackendHealth, BackendSpec};
 pub use body::ProxyBody;
+pub use embedded::EmbeddedProxy;
 pub use forward::{GROUP_COOKIE, GROUP_HEADER, PREVIEW_HEADER};
 pub use options::{HealthCheckOptions, ProxyOptions};
 pub use router::{default_host, ProxyRouter};

@@ -1,0 +1,90 @@
+//! [`EmbeddedProxy`]: a proxy serving inside this program, with the router that
+//! drives it.
+
+use std::net::SocketAddr;
+
+use bluegreen_core::{Error, Result};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::{Proxy, ProxyOptions, ProxyRouter};
+
+/// A proxy serving on a loopback (or any) address inside this program. It stops at
+/// [`EmbeddedProxy::stop`], when dropped, or when the program ends; requests in
+/// flight finish.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), bluegreen_core::Error> {
+/// use bluegreen_core::{App, Router};
+/// use bluegreen_proxy::{EmbeddedProxy, ProxyOptions};
+/// let proxy = EmbeddedProxy::start("127.0.0.1:0".parse().unwrap(), ProxyOptions::default()).await?;
+/// assert!(proxy.address().ip().is_loopback());
+/// let app = App::new("web", "production")?;
+/// assert!(proxy.router().routes(&app).await?.is_empty());
+/// # Ok(()) }
+/// ```
+pub struct EmbeddedProxy {
+    router: ProxyRouter,
+    address: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl EmbeddedProxy {
+    /// Binds `listen` (port 0 picks one) and serves there.
+    pub async fn start(listen: SocketAddr, options: ProxyOptions) -> Result<EmbeddedProxy> {
+        let listener = TcpListener::bind(listen).await.map_err(|e| {
+            Error::provider_source("proxy", false, format!("listening on {listen}: {e}"))
+        })?;
+        let address = listener
+            .local_addr()
+            .map_err(|e| Error::provider_source("proxy", false, e))?;
+        let proxy = Proxy::new(options);
+        let (tx, rx) = oneshot::channel();
+        let serving = proxy.clone();
+        tokio::spawn(async move {
+            let stopped = async {
+                let _ = rx.await;
+            };
+            if let Err(e) = serving.serve(listener, None, stopped).await {
+                tracing::error!(error = %e, "the embedded proxy stopped");
+            }
+        });
+        Ok(EmbeddedProxy {
+            router: ProxyRouter::embedded(proxy),
+            address,
+            stop: Some(tx),
+        })
+    }
+
+    /// The router that drives this proxy.
+    pub fn router(&self) -> ProxyRouter {
+        self.router.clone()
+    }
+
+    /// Where clients reach the proxy.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Stops accepting connections; requests in flight finish.
+    pub fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Drop for EmbeddedProxy {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl std::fmt::Debug for EmbeddedProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedProxy")
+            .field("address", &self.address)
+            .finish()
+    }
+}
