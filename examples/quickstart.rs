@@ -63,26 +63,37 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .setting("stop_timeout_ms", "5000"))
     };
 
-    section("1. Deploy version 1: three processes behind the proxy");
-    engine.deploy(&version("1", "")?).await?;
+    // whatever happens on the way, everything is cleaned up at the end
+    let toured: Result<Tour, Box<dyn std::error::Error>> = async {
+        section("1. Deploy version 1: three processes behind the proxy");
+        engine.deploy(&version("1", "")?).await?;
 
-    section("2. Deploy version 2 while 8 clients load the proxy");
-    let load = HttpLoad::start(proxy.address(), "web.production", 8);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let v2 = engine.deploy(&version("2", "")?).await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+        section("2. Deploy version 2 while 8 clients load the proxy");
+        let load = HttpLoad::start(proxy.address(), "web.production", 8);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let v2 = engine.deploy(&version("2", "")?).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
 
-    section("3. Deploy version 3, which never becomes healthy");
-    let failed = engine
-        .deploy(&version("3", "--never-healthy")?)
-        .await
-        .expect_err("version 3 is never healthy");
-    println!("   -> {failed}");
+        section("3. Deploy version 3, which never becomes healthy");
+        let failed = engine
+            .deploy(&version("3", "--never-healthy")?)
+            .await
+            .err()
+            .ok_or("version 3 went live, though it is never healthy")?;
+        println!("   -> {failed}");
 
-    section("4. Roll back by hand");
-    let back = engine.rollback(&app).await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let seen = load.stop().await;
+        section("4. Roll back by hand");
+        let back = engine.rollback(&app).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let seen = load.stop().await;
+        Ok(Tour {
+            seen,
+            v2,
+            failed,
+            back,
+        })
+    }
+    .await;
 
     section("5. Clean up");
     let router = proxy.router();
@@ -102,6 +113,12 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .status();
     std::fs::remove_dir_all(&work)?;
 
+    let Tour {
+        seen,
+        v2,
+        failed,
+        back,
+    } = toured?;
     section("Summary");
     println!("   requests served:      {}", seen.ok);
     println!("   failed requests:      {}", seen.failed.len());
@@ -132,6 +149,14 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 
 fn section(title: &str) {
     println!("\n== {title}");
+}
+
+/// What the tour saw, for the summary.
+struct Tour {
+    seen: bluegreen_testkit::http_load::LoadReport,
+    v2: bluegreen::DeployReport,
+    failed: bluegreen::Error,
+    back: bluegreen::RollbackReport,
 }
 
 /// Prints each step as the engine reports it.

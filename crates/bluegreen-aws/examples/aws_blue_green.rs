@@ -44,7 +44,8 @@ struct Cli {
     /// The base AMI to bake from.
     #[arg(long)]
     base_ami: String,
-    /// The provisioning script (a file), run as user data on the builder.
+    /// The provisioning script (a file), run as user data on the builder; it must end
+    /// with `shutdown -h now` (the image is taken from the stopped builder).
     #[arg(long)]
     script: std::path::PathBuf,
     /// Subnets to spread instances across, comma-separated.

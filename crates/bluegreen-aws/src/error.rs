@@ -1,14 +1,14 @@
 //! AWS errors into the core's kinds, keeping the AWS error code.
 
 use aws_sdk_ec2::error::ProvideErrorMetadata;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use bluegreen_core::Error;
 
 /// Maps an SDK error. `what` says what was being done (`RunInstances web-production-v007`).
-pub(crate) fn map<E, R>(what: &str, e: SdkError<E, R>) -> Error
+pub(crate) fn map<E>(what: &str, e: SdkError<E, HttpResponse>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
 {
     let code = e.code().unwrap_or_default().to_owned();
     let message = e.message().unwrap_or_default().to_owned();
@@ -31,6 +31,9 @@ where
         }
         _ => {}
     }
+    let server_error = e
+        .raw_response()
+        .is_some_and(|r| r.status().is_server_error());
     match code.as_str() {
         "RequestLimitExceeded"
         | "Throttling"
@@ -69,7 +72,7 @@ where
         _ => Error::Provider {
             provider: "aws",
             message: text,
-            retryable: false,
+            retryable: server_error,
             source: Some(Box::new(e)),
         },
     }

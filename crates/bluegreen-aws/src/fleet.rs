@@ -148,7 +148,7 @@ impl Ec2Fleet {
             Filter::builder()
                 .name("instance-state-name")
                 .set_values(Some(
-                    ["pending", "running", "stopping", "stopped", "shutting-down"]
+                    ["pending", "running", "stopping", "stopped"]
                         .map(String::from)
                         .to_vec(),
                 ))
@@ -210,11 +210,15 @@ impl Ec2Fleet {
 
     fn user_data(group: &Group, settings: &Settings) -> String {
         let record = base64::engine::general_purpose::STANDARD.encode(group.to_record());
-        let mut script = format!("#!/bin/sh\n{RECORD_LINE}{record}\nmkdir -p /etc/bluegreen\ncat > /etc/bluegreen/release.env <<'BLUEGREEN_ENV'\n");
+        // the environment travels base64-encoded: no value can end a heredoc or run
+        let mut env = String::new();
         for (k, v) in &group.release.env {
-            script.push_str(&format!("{k}='{}'\n", v.replace('\'', r"'\''")));
+            env.push_str(&format!("{k}='{}'\n", v.replace('\'', r"'\''")));
         }
-        script.push_str("BLUEGREEN_ENV\n");
+        let env = base64::engine::general_purpose::STANDARD.encode(env);
+        let mut script = format!(
+            "#!/bin/sh\n{RECORD_LINE}{record}\nmkdir -p /etc/bluegreen\necho '{env}' | base64 -d > /etc/bluegreen/release.env\n"
+        );
         if let Some(extra) = &settings.user_data {
             script.push_str(extra);
             script.push('\n');
@@ -249,6 +253,10 @@ fn health_of(instance: &Ec2Instance, status: Option<(&SummaryStatus, &SummarySta
 
 #[async_trait]
 impl Fleet for Ec2Fleet {
+    fn check_release(&self, release: &Release) -> Result<()> {
+        self.settings(release).map(|_| ())
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities::default().with_batch_size(BATCH)
     }
@@ -298,12 +306,18 @@ impl Fleet for Ec2Fleet {
                 continue;
             }
             // the same token for the same attempt: a retried call launches nothing twice
-            let token: String =
-                Sha256::digest(format!("{}|{}|{n}|{alive}", group.id, group.release.id()))
-                    .iter()
-                    .take(16)
-                    .map(|b| format!("{b:02x}"))
-                    .collect();
+            // (and another deployment of the same group id, after a failed one was
+            // destroyed, gets another token)
+            let token: String = Sha256::digest(format!(
+                "{}|{}|{}|{n}|{alive}",
+                group.id,
+                group.release.id(),
+                group.deployment
+            ))
+            .iter()
+            .take(16)
+            .map(|b| format!("{b:02x}"))
+            .collect();
             let mut run = self
                 .clients
                 .ec2

@@ -35,6 +35,9 @@ pub struct AmiImageOptions {
     pub bake_timeout: Duration,
     /// How often to poll while baking. Default 5 s.
     pub poll_interval: Duration,
+    /// Whose AMIs a reference (name or tags) may resolve to: `self` (the default),
+    /// account ids, or `amazon`. A reference never resolves to any public AMI.
+    pub owners: Vec<String>,
 }
 
 impl Default for AmiImageOptions {
@@ -44,6 +47,7 @@ impl Default for AmiImageOptions {
             builder_subnet: None,
             bake_timeout: Duration::from_secs(1800),
             poll_interval: Duration::from_secs(5),
+            owners: vec!["self".into()],
         }
     }
 }
@@ -52,6 +56,12 @@ impl AmiImageOptions {
     /// Sets the poll interval.
     pub fn with_poll_interval(mut self, every: Duration) -> Self {
         self.poll_interval = every;
+        self
+    }
+
+    /// Sets whose AMIs references resolve to.
+    pub fn with_owners(mut self, owners: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.owners = owners.into_iter().map(Into::into).collect();
         self
     }
 
@@ -68,7 +78,9 @@ impl AmiImageOptions {
 /// - [`ImageSource::Reference`]: an AMI by name, or by tags as `tag:Key=Value[,Key=Value]`;
 ///   the newest match wins.
 /// - [`ImageSource::Bake`]: launch a builder instance from the base AMI with the script as
-///   user data, wait until it runs, create the image, wait until it is available, tag it,
+///   user data, wait until the script powers it off (`shutdown -h now` as its last line;
+///   the builder stops rather than terminates), create the image from the stopped
+///   builder, wait until it is available, tag it,
 ///   and terminate the builder whatever happens. An AMI already baked for the app from the
 ///   same base and script is reused, and builders left by an interrupted bake are
 ///   terminated first.
@@ -132,7 +144,15 @@ impl AmiImage {
                 .collect::<Result<_>>()?,
             None => vec![Filter::builder().name("name").values(reference).build()],
         };
-        let images = self.describe(vec![], filters, vec![]).await?;
+        if self.options.owners.is_empty() {
+            return Err(Error::invalid(
+                "owners",
+                "a reference needs the owners whose AMIs it may resolve to",
+            ));
+        }
+        let images = self
+            .describe(vec![], filters, self.options.owners.clone())
+            .await?;
         let newest = images
             .iter()
             .max_by_key(|a| created_at(a))
@@ -197,6 +217,7 @@ impl AmiImage {
             .max_count(1)
             .set_subnet_id(self.options.builder_subnet.clone())
             .user_data(base64::engine::general_purpose::STANDARD.encode(script))
+            .instance_initiated_shutdown_behavior(aws_sdk_ec2::types::ShutdownBehavior::Stop)
             .tag_specifications(
                 TagSpecification::builder()
                     .resource_type(ResourceType::Instance)
@@ -305,9 +326,16 @@ impl AmiImage {
                 .iter()
                 .flat_map(|r| r.instances())
                 .find_map(|i| i.state().and_then(|s| s.name()).cloned());
+            // the script powers the builder off when it is done: the image is taken
+            // from the stopped builder, with everything the script wrote
             match state {
-                Some(InstanceStateName::Running) => break,
-                Some(InstanceStateName::Pending) | None => {}
+                Some(InstanceStateName::Stopped) => break,
+                Some(
+                    InstanceStateName::Pending
+                    | InstanceStateName::Running
+                    | InstanceStateName::Stopping,
+                )
+                | None => {}
                 Some(other) => {
                     return Err(Error::unhealthy(format!(
                         "builder {builder} is {}",
@@ -317,7 +345,7 @@ impl AmiImage {
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(Error::Timeout {
-                    what: format!("builder {builder} to run"),
+                    what: format!("builder {builder} to finish its script and stop"),
                     after: self.options.bake_timeout,
                 });
             }
@@ -362,10 +390,24 @@ impl AmiImage {
                 Some(ImageState::Available) => {
                     // the image id is known now: tag it with itself too
                     tags.insert(labels::IMAGE.into(), ami.clone());
+                    // the AMI and its snapshots, so that retention may delete both
+                    let snapshots = found
+                        .first()
+                        .map(|a| {
+                            a.block_device_mappings()
+                                .iter()
+                                .filter_map(|m| m.ebs().and_then(|e| e.snapshot_id()))
+                                .map(str::to_owned)
+                                .collect::<Vec<_>>()
+                        })
+                        .unwrap_or_default();
                     self.clients
                         .ec2
                         .create_tags()
                         .resources(&ami)
+                        .set_resources(Some(
+                            std::iter::once(ami.clone()).chain(snapshots).collect(),
+                        ))
                         .set_tags(Some(ec2_tags(&tags)))
                         .send()
                         .await

@@ -269,6 +269,19 @@ impl Router for ElbRouter {
             .send()
             .await
             .map_err(|e| map("ModifyTargetGroupAttributes", e))?;
+        // each target on the port its instance serves on (its address), else the router's
+        let ports: BTreeMap<String, i32> = instances
+            .iter()
+            .map(|i| {
+                let port = i
+                    .address
+                    .as_deref()
+                    .and_then(|a| a.rsplit_once(':'))
+                    .and_then(|(_, p)| p.parse::<u16>().ok())
+                    .unwrap_or(self.options.port);
+                (i.id.to_string(), i32::from(port))
+            })
+            .collect();
         let wanted: Vec<String> = instances.iter().map(|i| i.id.to_string()).collect();
         let health = self
             .clients
@@ -284,10 +297,11 @@ impl Router for ElbRouter {
             .filter_map(|d| d.target().and_then(|t| t.id()).map(str::to_owned))
             .collect();
         let target = |id: &String| {
-            TargetDescription::builder()
-                .id(id)
-                .port(i32::from(self.options.port))
-                .build()
+            let port = ports
+                .get(id)
+                .copied()
+                .unwrap_or(i32::from(self.options.port));
+            TargetDescription::builder().id(id).port(port).build()
         };
         let stale: Vec<String> = present
             .iter()

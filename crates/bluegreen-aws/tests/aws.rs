@@ -15,7 +15,7 @@ use bluegreen_core::{
     RouteTable, Router, Step, Strategy,
 };
 use bluegreen_testkit::conformance::{self, Settings, Sources};
-use support::{clients, network, Network};
+use support::{clients, network, stop_builders, Network};
 
 struct Rig {
     clients: AwsClients,
@@ -28,6 +28,7 @@ struct Rig {
 async fn rig(name: &str) -> Rig {
     let clients = clients().await;
     let net = network(&clients, name).await;
+    stop_builders(&clients);
     let image = AmiImage::new(
         clients.clone(),
         AmiImageOptions::default()
@@ -59,7 +60,9 @@ impl Rig {
     fn bake(&self, version: &str) -> ImageSource {
         ImageSource::Bake {
             base: self.net.base_ami.clone(),
-            script: format!("#!/bin/sh\necho version {version} > /etc/app-version\n"),
+            script: format!(
+                "#!/bin/sh\necho version {version} > /etc/app-version\nshutdown -h now\n"
+            ),
         }
     }
 

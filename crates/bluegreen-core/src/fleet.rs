@@ -7,6 +7,7 @@ use crate::capabilities::Capabilities;
 use crate::error::Result;
 use crate::group::{Group, GroupId};
 use crate::instance::Instance;
+use crate::release::Release;
 
 /// Runs groups of instances on a platform.
 ///
@@ -17,6 +18,19 @@ pub trait Fleet: Send + Sync {
     /// What the fleet can do (its batch size).
     fn capabilities(&self) -> Capabilities {
         Capabilities::default()
+    }
+
+    /// Checks what the fleet reads of a release (its settings, environment names,
+    /// size) before anything happens: the engine calls it while it validates a
+    /// request, with a release whose image is not prepared yet.
+    ///
+    /// # Behavior
+    /// Makes no platform call. An unknown or malformed setting is
+    /// [`Error::Invalid`](crate::Error::Invalid) naming `settings.<key>`. The default
+    /// accepts everything.
+    fn check_release(&self, release: &Release) -> Result<()> {
+        let _ = release;
+        Ok(())
     }
 
     /// Launches `group.release.size` instances of `group`, each carrying
@@ -58,6 +72,9 @@ pub trait Fleet: Send + Sync {
 impl<T: Fleet + ?Sized> Fleet for std::sync::Arc<T> {
     fn capabilities(&self) -> Capabilities {
         (**self).capabilities()
+    }
+    fn check_release(&self, release: &Release) -> Result<()> {
+        (**self).check_release(release)
     }
     async fn launch(&self, group: &Group) -> Result<()> {
         (**self).launch(group).await

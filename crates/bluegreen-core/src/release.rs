@@ -110,10 +110,12 @@ pub(crate) fn validate_env(env: &BTreeMap<String, String>) -> Result<()> {
         if key.is_empty() {
             return Err(Error::invalid("env", "a variable has an empty name"));
         }
-        if key.contains('=') || key.contains('\0') {
+        let portable = key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !portable {
             return Err(Error::invalid(
                 format!("env.{key}"),
-                "a variable name must not contain `=` or NUL",
+                "a variable name is letters, digits and `_`, not starting with a digit",
             ));
         }
         if value.contains('\0') {

@@ -195,6 +195,9 @@ impl<T: Fleet> Fleet for Retry<T> {
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
     }
+    fn check_release(&self, release: &crate::release::Release) -> Result<()> {
+        self.inner.check_release(release)
+    }
     async fn launch(&self, group: &Group) -> Result<()> {
         self.options
             .run("launch", || self.inner.launch(group))

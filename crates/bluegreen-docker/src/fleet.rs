@@ -423,6 +423,10 @@ fn index_of(l: &Labels) -> Option<u32> {
 
 #[async_trait]
 impl Fleet for DockerFleet {
+    fn check_release(&self, release: &bluegreen_core::Release) -> Result<()> {
+        settings_of(release).map(|_| ())
+    }
+
     async fn launch(&self, group: &Group) -> Result<()> {
         let s = settings_of(&group.release)?;
         group.release.validate()?;

@@ -259,6 +259,10 @@ async fn probe(port: u16, path: &str) -> Health {
 
 #[async_trait]
 impl Fleet for LocalFleet {
+    fn check_release(&self, release: &Release) -> Result<()> {
+        settings_of(release).map(|_| ())
+    }
+
     async fn launch(&self, group: &Group) -> Result<()> {
         let settings = settings_of(&group.release)?;
         self.images.path_of(&group.app, &group.release.image)?;

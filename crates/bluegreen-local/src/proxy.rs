@@ -109,6 +109,8 @@ impl LocalProxy {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while tokio::net::TcpStream::connect(admin).await.is_err() {
             if !process.is_alive() || tokio::time::Instant::now() > deadline {
+                // nothing records it yet: it must not outlive this failure
+                process.signal(libc::SIGKILL);
                 return Err(Error::provider(
                     "local",
                     format!("bluegreen-proxy did not start; see {}", log_path.display()),

@@ -165,6 +165,13 @@ async fn bad_settings_are_refused_before_any_process_starts() {
         .unwrap_err();
     assert!(e.to_string().contains("invalid settings.comand"), "{e}");
     assert!(fleet.groups(&app).await.unwrap().is_empty());
+    assert!(
+        bluegreen_core::Image::images(&LocalImage::new(state.clone()), &app)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a bad setting is refused before the image is even stored"
+    );
     let e = engine
         .deploy(&DeployRequest::new(
             app.clone(),

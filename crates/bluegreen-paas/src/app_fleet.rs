@@ -95,6 +95,10 @@ impl AppFleet {
 
 #[async_trait]
 impl Fleet for AppFleet {
+    fn check_release(&self, release: &bluegreen_core::Release) -> Result<()> {
+        marks::check_release(release).map(|_| ())
+    }
+
     async fn launch(&self, group: &Group) -> Result<()> {
         let settings = marks::check_release(&group.release)?;
         let name = self

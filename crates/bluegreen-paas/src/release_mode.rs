@@ -256,6 +256,10 @@ impl ReleaseFleet {
 
 #[async_trait]
 impl Fleet for ReleaseFleet {
+    fn check_release(&self, release: &bluegreen_core::Release) -> Result<()> {
+        marks::check_release(release).map(|_| ())
+    }
+
     async fn launch(&self, group: &Group) -> Result<()> {
         let settings = marks::check_release(&group.release)?;
         let app = &group.app;

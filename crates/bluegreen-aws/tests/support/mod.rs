@@ -197,3 +197,64 @@ pub async fn network(clients: &AwsClients, name: &str) -> Network {
         base_ami,
     }
 }
+
+/// Plays the provisioning script's last line (`shutdown -h now`) for moto, which runs
+/// no user data: every running builder instance is stopped shortly after it runs.
+/// One poller for the whole test binary, on its own thread and runtime, so that it
+/// outlives each test's runtime.
+pub fn stop_builders(_clients: &AwsClients) {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        let endpoint = endpoint();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                use aws_sdk_ec2::types::Filter;
+                let clients = AwsClients::load(
+                    &AwsOptions::default()
+                        .with_region("us-east-1")
+                        .with_endpoint_url(endpoint),
+                )
+                .await;
+                let ec2 = clients.ec2().clone();
+                loop {
+                    let running = ec2
+                        .describe_instances()
+                        .filters(
+                            Filter::builder()
+                                .name("tag:bluegreen.role")
+                                .values("builder")
+                                .build(),
+                        )
+                        .filters(
+                            Filter::builder()
+                                .name("instance-state-name")
+                                .values("running")
+                                .build(),
+                        )
+                        .send()
+                        .await;
+                    if let Ok(out) = running {
+                        let ids: Vec<String> = out
+                            .reservations()
+                            .iter()
+                            .flat_map(|r| r.instances())
+                            .filter_map(|i| i.instance_id().map(str::to_owned))
+                            .collect();
+                        if !ids.is_empty() {
+                            let _ = ec2
+                                .stop_instances()
+                                .set_instance_ids(Some(ids))
+                                .send()
+                                .await;
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                }
+            });
+        });
+    });
+}

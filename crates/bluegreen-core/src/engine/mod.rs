@@ -78,7 +78,7 @@ use crate::error::{Error, Result};
 use crate::event::{Event, EventSink, Step};
 use crate::fleet::Fleet;
 use crate::group::{DeploymentId, Group, GroupId};
-use crate::image::Image;
+use crate::image::{Image, ImageId};
 use crate::lock::{Lock, LockHolder, MemoryLock};
 use crate::retry::{Retry, RetryOptions};
 use crate::router::Router;
@@ -442,7 +442,10 @@ impl Engine {
 
     fn validate(&self, request: &DeployRequest) -> Result<()> {
         self.validate_options()?;
-        request.validate()
+        request.validate()?;
+        // what the fleet reads of the release, before any image is prepared
+        self.fleet
+            .check_release(&request.release(ImageId::new("(not prepared yet)")))
     }
 
     /// Announces the operation, validates its input (no platform call) and takes the
