@@ -272,7 +272,8 @@ impl PlatformClient {
             .await
             .map_err(|source| TransportError {
                 request: what.clone(),
-                source,
+                // the URL is a signed one: it must not reach errors or logs
+                source: source.without_url(),
             })?;
         if !response.status().is_success() {
             return Err(api_error(what, response).await.into());
@@ -293,7 +294,8 @@ impl PlatformClient {
             .await
             .map_err(|source| TransportError {
                 request: what.clone(),
-                source,
+                // the URL is a signed one: it must not reach errors or logs
+                source: source.without_url(),
             })?;
         if !response.status().is_success() {
             return Err(api_error(what, response).await.into());
@@ -301,7 +303,7 @@ impl PlatformClient {
         let mut pending = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|source| TransportError {
             request: what.clone(),
-            source,
+            source: source.without_url(),
         })? {
             pending.extend_from_slice(&chunk);
             while let Some(end) = pending.iter().position(|b| *b == b'\n') {

@@ -43,6 +43,7 @@ pub fn sample_app() -> PathBuf {
         return p.clone();
     }
     let target = target_root();
+    let triple = host_triple();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = std::process::Command::new(cargo)
         .args([
@@ -51,7 +52,7 @@ pub fn sample_app() -> PathBuf {
             "-p",
             "sample-app",
             "--target",
-            "x86_64-unknown-linux-gnu",
+            &triple,
             "--target-dir",
         ])
         .arg(&target)
@@ -59,7 +60,7 @@ pub fn sample_app() -> PathBuf {
         .status()
         .expect("cargo runs");
     assert!(status.success(), "building the static sample-app failed");
-    let path = target.join("x86_64-unknown-linux-gnu/release/sample-app");
+    let path = target.join(&triple).join("release/sample-app");
     assert!(path.is_file(), "{} is missing", path.display());
     *built = Some(path.clone());
     path
@@ -216,3 +217,18 @@ pub fn labelled_containers(app: &App) -> Vec<String> {
 
 #[allow(unused_imports)]
 pub use bluegreen_testkit::http_load::HttpLoad as Load;
+
+/// This machine's target triple (`rustc -vV`): the static sample app is built for it,
+/// so that the image runs on this daemon.
+fn host_triple() -> String {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let out = std::process::Command::new(rustc)
+        .arg("-vV")
+        .output()
+        .expect("rustc runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .expect("rustc -vV names the host")
+        .to_owned()
+}
