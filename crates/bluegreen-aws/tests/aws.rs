@@ -75,17 +75,24 @@ impl Rig {
         )
     }
 
-    /// Instance ids of `app` not terminated, by tag and by any other means.
-    async fn live_instances(
-        &self,
-        filter_tag: Option<(&str, &str)>,
-    ) -> Vec<(String, Option<String>)> {
+    /// Instances not terminated (nor terminating) with all of `filter_tags`, and
+    /// their group tag.
+    async fn live_instances(&self, filter_tags: &[(&str, &str)]) -> Vec<(String, Option<String>)> {
         let mut filters = vec![Filter::builder()
             .name("instance-state-name")
-            .set_values(Some(vec!["pending".into(), "running".into()]))
+            .set_values(Some(
+                ["pending", "running", "stopping", "stopped"]
+                    .map(String::from)
+                    .to_vec(),
+            ))
             .build()];
-        if let Some((k, v)) = filter_tag {
-            filters.push(Filter::builder().name(format!("tag:{k}")).values(v).build());
+        for (k, v) in filter_tags {
+            filters.push(
+                Filter::builder()
+                    .name(format!("tag:{k}"))
+                    .values(*v)
+                    .build(),
+            );
         }
         let out = self
             .clients
@@ -223,7 +230,7 @@ async fn bake_deploy_canary_rollback_and_retention() {
     assert_eq!(described, 0, "the removed AMI is deregistered");
     // no builder is left running
     assert!(rig
-        .live_instances(Some(("bluegreen.role", "builder")))
+        .live_instances(&[("bluegreen.app", app.name()), ("bluegreen.role", "builder")])
         .await
         .is_empty());
 }
@@ -282,7 +289,7 @@ async fn an_interrupted_deployment_converges_with_no_stray_resources() {
             "after {step}: one group"
         );
         let running: Vec<_> = rig
-            .live_instances(Some(("bluegreen.app", app.name())))
+            .live_instances(&[("bluegreen.app", app.name())])
             .await
             .into_iter()
             .filter(|(_, g)| g.is_some())
@@ -300,7 +307,7 @@ async fn an_interrupted_deployment_converges_with_no_stray_resources() {
             "after {step}: target groups"
         );
         assert!(
-            rig.live_instances(Some(("bluegreen.role", "builder")))
+            rig.live_instances(&[("bluegreen.app", app.name()), ("bluegreen.role", "builder")])
                 .await
                 .is_empty(),
             "after {step}: builders"
@@ -389,7 +396,7 @@ async fn look_alike_instances_without_tags_survive() {
     engine.deploy(&request("2")).await.unwrap();
     engine.deploy(&request("3")).await.unwrap();
     let running: Vec<String> = rig
-        .live_instances(None)
+        .live_instances(&[])
         .await
         .into_iter()
         .map(|(id, _)| id)

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,8 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::image::{remove_tree, LocalImage};
-use crate::process::{marked, ProcessId, MARK_GROUP, MARK_OWNER, MARK_STATE};
-use crate::state_dir::{io_error, read_json, write_json, StateDir};
+use crate::process::{marked, spawn_detached, ProcessId, MARK_GROUP, MARK_OWNER, MARK_STATE};
+use crate::state_dir::{entries, read_json, write_json, StateDir};
 
 /// The release settings the local fleet reads; any other key is refused.
 pub const SETTINGS: [&str; 4] = ["command", "args", "health_path", "stop_timeout_ms"];
@@ -117,15 +116,8 @@ impl LocalFleet {
     }
 
     fn instance_files(dir: &Path) -> Result<Vec<InstanceFile>> {
-        let dir = dir.join("instances");
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_error(&dir, e)),
-        };
         let mut out = Vec::new();
-        for entry in entries {
-            let path = entry.map_err(|e| io_error(&dir, e))?.path();
+        for path in entries(&dir.join("instances"))? {
             if path.extension().is_some_and(|x| x == "json") {
                 if let Some(f) = read_json::<InstanceFile>(&path)? {
                     out.push(f);
@@ -155,15 +147,7 @@ impl LocalFleet {
             (_, false) => image.clone(),
         };
         let port = free_port()?;
-        let logs = dir.join("logs");
-        std::fs::create_dir_all(&logs).map_err(|e| io_error(&logs, e))?;
-        let log_path = logs.join(format!("{index}.log"));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(|e| io_error(&log_path, e))?;
-        let err_log = log.try_clone().map_err(|e| io_error(&log_path, e))?;
+        let log_path = dir.join("logs").join(format!("{index}.log"));
         let mut command = tokio::process::Command::new(&program);
         command
             .args(&settings.args)
@@ -179,27 +163,8 @@ impl LocalFleet {
             .env(MARK_OWNER, labels::OWNER_VALUE)
             .env(MARK_STATE, self.state.root())
             .env(MARK_GROUP, group.id.as_str())
-            .current_dir(if image.is_dir() { &image } else { dir })
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err_log)
-            .process_group(0)
-            .kill_on_drop(false);
-        let mut child = command.spawn().map_err(|e| {
-            Error::provider_source(
-                "local",
-                false,
-                format!("starting {}: {e}", program.display()),
-            )
-        })?;
-        let pid = child.id().expect("a just-spawned child has a pid");
-        let process = ProcessId::of(pid).ok_or_else(|| {
-            Error::provider(
-                "local",
-                format!("{} exited at once", program.display()),
-                false,
-            )
-        })?;
+            .current_dir(if image.is_dir() { &image } else { dir });
+        let (mut child, process) = spawn_detached(&mut command, &program, &log_path)?;
         write_json(
             &dir.join("instances").join(format!("{index}.json")),
             &InstanceFile {
@@ -299,15 +264,9 @@ impl Fleet for LocalFleet {
     }
 
     async fn groups(&self, app: &App) -> Result<Vec<Group>> {
-        let dir = self.state.groups(app);
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_error(&dir, e)),
-        };
         let mut out = Vec::new();
-        for entry in entries {
-            let name = entry.map_err(|e| io_error(&dir, e))?.file_name();
+        for path in entries(&self.state.groups(app))? {
+            let name = path.file_name().unwrap_or_default();
             let id = GroupId::new(name.to_string_lossy());
             if let Some((_, group)) = self.owned_group(app, &id)? {
                 out.push(group);

@@ -10,7 +10,7 @@ use bluegreen_core::{App, Error, EventSink, Image, ImageId, ImageRef, ImageSourc
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::state_dir::{io_error, read_json, write_json, StateDir};
+use crate::state_dir::{entries, io_error, read_json, write_json, StateDir};
 
 /// Images of local artifacts: an executable or a directory, copied into the state
 /// directory under its SHA-256 (`sha256:<hex>`), made read-only, and never changed.
@@ -185,15 +185,8 @@ impl Image for LocalImage {
     }
 
     async fn images(&self, app: &App) -> Result<Vec<ImageRef>> {
-        let dir = self.state.images(app);
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_error(&dir, e)),
-        };
         let mut out = Vec::new();
-        for entry in entries {
-            let path = entry.map_err(|e| io_error(&dir, e))?.path();
+        for path in entries(&self.state.images(app))? {
             let Some(hex) = path
                 .file_name()
                 .and_then(|n| n.to_str())

@@ -52,6 +52,42 @@ impl ProcessId {
     }
 }
 
+/// Starts `command` as its own process group (so that it outlives this program and
+/// no signal to this program's group reaches it), with no input and its output
+/// appended to `log`. `what` names it in errors.
+pub(crate) fn spawn_detached(
+    command: &mut tokio::process::Command,
+    what: &Path,
+    log: &Path,
+) -> bluegreen_core::Result<(tokio::process::Child, ProcessId)> {
+    use crate::state_dir::io_error;
+    use bluegreen_core::Error;
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+    }
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| io_error(log, e))?;
+    let err = out.try_clone().map_err(|e| io_error(log, e))?;
+    let child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .kill_on_drop(false)
+        .spawn()
+        .map_err(|e| {
+            Error::provider_source("local", false, format!("starting {}: {e}", what.display()))
+        })?;
+    let pid = child.id().expect("a just-spawned child has a pid");
+    let process = ProcessId::of(pid).ok_or_else(|| {
+        Error::provider("local", format!("{} exited at once", what.display()), false)
+    })?;
+    Ok((child, process))
+}
+
 /// Processes whose environment marks them as instances of `group` in `state`,
 /// recorded or not.
 pub(crate) fn marked(state: &Path, group: &str) -> Vec<ProcessId> {

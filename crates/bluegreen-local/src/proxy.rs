@@ -3,14 +3,13 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use bluegreen_core::{Error, Result};
 use bluegreen_proxy::{AdminToken, EmbeddedProxy, ProxyOptions, ProxyRouter};
 use serde::{Deserialize, Serialize};
 
-use crate::process::ProcessId;
+use crate::process::{spawn_detached, ProcessId};
 use crate::state_dir::{io_error, read_json, write_json, StateDir};
 
 /// The proxy that routes to local instances, and the [`ProxyRouter`] that drives it.
@@ -71,40 +70,15 @@ impl LocalProxy {
         write_token(&token_path, &token)?;
         let admin = free_loopback()?;
         let log_path = dir.join("proxy.log");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(|e| io_error(&log_path, e))?;
-        let err_log = log.try_clone().map_err(|e| io_error(&log_path, e))?;
-        let child = tokio::process::Command::new(binary)
+        let mut command = tokio::process::Command::new(binary);
+        command
             .arg("--listen")
             .arg(listen.to_string())
             .arg("--admin")
             .arg(admin.to_string())
             .arg("--admin-token-file")
-            .arg(&token_path)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err_log)
-            .process_group(0)
-            .kill_on_drop(false)
-            .spawn()
-            .map_err(|e| {
-                Error::provider_source(
-                    "local",
-                    false,
-                    format!("starting {}: {e}", binary.display()),
-                )
-            })?;
-        let pid = child.id().expect("a just-spawned child has a pid");
-        let process = ProcessId::of(pid).ok_or_else(|| {
-            Error::provider(
-                "local",
-                format!("{} exited at once", binary.display()),
-                false,
-            )
-        })?;
+            .arg(&token_path);
+        let (_child, process) = spawn_detached(&mut command, binary, &log_path)?;
         // wait for the admin API
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while tokio::net::TcpStream::connect(admin).await.is_err() {

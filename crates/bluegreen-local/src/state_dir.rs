@@ -107,3 +107,15 @@ pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
         Err(e) => Err(io_error(path, e)),
     }
 }
+
+/// The entries of `dir`; none when it does not exist.
+pub(crate) fn entries(dir: &Path) -> Result<Vec<PathBuf>> {
+    let listing = match std::fs::read_dir(dir) {
+        Ok(l) => l,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_error(dir, e)),
+    };
+    listing
+        .map(|e| e.map(|e| e.path()).map_err(|e| io_error(dir, e)))
+        .collect()
+}
