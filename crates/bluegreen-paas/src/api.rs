@@ -196,6 +196,31 @@ pub(crate) async fn set_maintenance(client: &PlatformClient, app: &str, on: bool
     Ok(())
 }
 
+/// The description of every release bluegreen creates: `bluegreen <group> release
+/// <hash>`, how release mode finds its groups again.
+pub(crate) const RELEASE_DESCRIPTION: &str = "bluegreen ";
+
+/// Releases `group`'s slug on `app` (described as bluegreen's), then scales its
+/// process type to the group's size.
+pub(crate) async fn release_and_scale(
+    client: &PlatformClient,
+    app: &str,
+    group: &bluegreen_core::Group,
+    process_type: &str,
+    dyno_size: Option<&str>,
+) -> Result<()> {
+    client
+        .post::<Value>(
+            &format!("/apps/{}/releases", seg(app)),
+            &json!({
+                "slug": group.release.image.as_str(),
+                "description": format!("{RELEASE_DESCRIPTION}{} release {}", group.id, group.release.id()),
+            }),
+        )
+        .await?;
+    scale(client, app, process_type, group.release.size, dyno_size).await
+}
+
 /// Scales a process type.
 pub(crate) async fn scale(
     client: &PlatformClient,

@@ -2,9 +2,8 @@
 
 use async_trait::async_trait;
 use bluegreen_core::{App, Error, Fleet, Group, GroupId, Instance, Result};
-use serde_json::json;
 
-use crate::api::{self, seg, AppInfo};
+use crate::api::{self, AppInfo};
 use crate::apps::{self, Found};
 use crate::client::PlatformClient;
 use crate::marks::{self, Naming};
@@ -145,22 +144,21 @@ impl Fleet for AppFleet {
             .find(|r| r.current)
             .and_then(|r| r.slug.as_ref())
             .map(|s| s.id.clone());
-        if current_slug.as_deref() != Some(group.release.image.as_str()) {
-            self.client
-                .post::<serde_json::Value>(
-                    &format!("/apps/{}/releases", seg(&name)),
-                    &json!({
-                        "slug": group.release.image.as_str(),
-                        "description": format!("bluegreen {} release {}", group.id, group.release.id()),
-                    }),
-                )
-                .await?;
+        if current_slug.as_deref() == Some(group.release.image.as_str()) {
+            return api::scale(
+                &self.client,
+                &name,
+                &settings.process_type,
+                group.release.size,
+                settings.dyno_size.as_deref(),
+            )
+            .await;
         }
-        api::scale(
+        api::release_and_scale(
             &self.client,
             &name,
+            group,
             &settings.process_type,
-            group.release.size,
             settings.dyno_size.as_deref(),
         )
         .await

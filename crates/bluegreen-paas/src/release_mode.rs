@@ -16,7 +16,7 @@ use crate::client::PlatformClient;
 use crate::marks::{self, Naming};
 
 /// The start of the description of every release bluegreen creates.
-const DESCRIPTION: &str = "bluegreen ";
+use crate::api::RELEASE_DESCRIPTION as DESCRIPTION;
 const ATTACHED_PREFIX: &str = "BLUEGREEN_ATTACHED_";
 const FORGOTTEN_PREFIX: &str = "BLUEGREEN_FORGOTTEN_";
 
@@ -302,20 +302,11 @@ impl Fleet for ReleaseFleet {
         if !changes.is_empty() {
             api::patch_config(&self.client, &name, &changes).await?;
         }
-        self.client
-            .post::<Value>(
-                &format!("/apps/{}/releases", seg(&name)),
-                &json!({
-                    "slug": group.release.image.as_str(),
-                    "description": format!("{DESCRIPTION}{} release {}", group.id, group.release.id()),
-                }),
-            )
-            .await?;
-        api::scale(
+        api::release_and_scale(
             &self.client,
             &name,
+            group,
             &settings.process_type,
-            group.release.size,
             settings.dyno_size.as_deref(),
         )
         .await
