@@ -8,7 +8,7 @@ use std::time::Duration;
 use bluegreen_core::{
     App, DeployRequest, Engine, EngineOptions, ErrorKind, Fleet, Health, ImageSource, Router,
 };
-use bluegreen_local::{FileLock, LocalFleet, LocalImage, LocalProxy};
+use bluegreen_local::{FileLock, LocalFleet, LocalImage, LocalProxy, StateDir};
 use bluegreen_testkit::conformance::{self, Settings, Sources};
 use support::{image_dir, Load, TempDir};
 
@@ -20,13 +20,7 @@ fn fast_proxy() -> bluegreen_proxy::ProxyOptions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_local_provider_passes_the_conformance_suite() {
-    let tmp = TempDir::new("conformance");
-    let state = tmp.state();
-    let image = LocalImage::new(state.clone());
-    let fleet = LocalFleet::new(state.clone(), image.clone());
-    let proxy = LocalProxy::embedded("127.0.0.1:0".parse().unwrap(), fast_proxy())
-        .await
-        .unwrap();
+    let (tmp, _, image, fleet, proxy) = rig("conformance").await;
     let sources = Sources {
         good: ImageSource::Artifact(image_dir(&tmp.0, "1", "")),
         other: ImageSource::Artifact(image_dir(&tmp.0, "2", "")),
@@ -54,13 +48,7 @@ async fn the_local_provider_passes_the_conformance_suite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployment_under_load_fails_no_request() {
-    let tmp = TempDir::new("load");
-    let state = tmp.state();
-    let image = LocalImage::new(state.clone());
-    let fleet = LocalFleet::new(state.clone(), image.clone());
-    let proxy = LocalProxy::embedded("127.0.0.1:0".parse().unwrap(), fast_proxy())
-        .await
-        .unwrap();
+    let (tmp, state, image, fleet, proxy) = rig("load").await;
     let engine = Engine::new(image, fleet.clone(), proxy.router())
         .with_lock(Arc::new(FileLock::new(&state)))
         .with_options(
@@ -109,13 +97,7 @@ async fn a_deployment_under_load_fails_no_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_instance_is_reported_stopped() {
-    let tmp = TempDir::new("crash");
-    let state = tmp.state();
-    let image = LocalImage::new(state.clone());
-    let fleet = LocalFleet::new(state.clone(), image.clone());
-    let proxy = LocalProxy::embedded("127.0.0.1:0".parse().unwrap(), fast_proxy())
-        .await
-        .unwrap();
+    let (tmp, _, image, fleet, proxy) = rig("crash").await;
     let engine = Engine::new(image, fleet.clone(), proxy.router())
         .with_options(EngineOptions::default().with_poll_interval(Duration::from_millis(100)));
     let app = App::new("web", "crash").unwrap();
@@ -144,13 +126,7 @@ async fn a_crashed_instance_is_reported_stopped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_settings_are_refused_before_any_process_starts() {
-    let tmp = TempDir::new("settings");
-    let state = tmp.state();
-    let image = LocalImage::new(state.clone());
-    let fleet = LocalFleet::new(state.clone(), image.clone());
-    let proxy = LocalProxy::embedded("127.0.0.1:0".parse().unwrap(), fast_proxy())
-        .await
-        .unwrap();
+    let (tmp, state, image, fleet, proxy) = rig("settings").await;
     let engine = Engine::new(image, fleet.clone(), proxy.router());
     let app = App::new("web", "settings").unwrap();
     let e = engine
@@ -180,6 +156,19 @@ async fn bad_settings_are_refused_before_any_process_starts() {
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+}
+
+/// A temporary state directory, the local image store and fleet on it, and an
+/// embedded proxy with fast health checks.
+async fn rig(tag: &str) -> (TempDir, StateDir, LocalImage, LocalFleet, LocalProxy) {
+    let tmp = TempDir::new(tag);
+    let state = tmp.state();
+    let image = LocalImage::new(state.clone());
+    let fleet = LocalFleet::new(state.clone(), image.clone());
+    let proxy = LocalProxy::embedded("127.0.0.1:0".parse().unwrap(), fast_proxy())
+        .await
+        .unwrap();
+    (tmp, state, image, fleet, proxy)
 }
 
 async fn clean(fleet: &LocalFleet, proxy: &LocalProxy, app: &App) {
