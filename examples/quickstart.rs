@@ -3,17 +3,21 @@
 //! It deploys version 1 of the sample app (three processes) behind the bluegreen
 //! proxy, then version 2 while a bounded load runs against the proxy, then version
 //! 3, which never becomes healthy and is rolled back on its own, then rolls back by
-//! hand to version 1, and cleans everything up.
+//! hand to version 1, and cleans everything up. Before any user reaches a new
+//! version, a verify check asks it for its version through the proxy's preview
+//! address, where the new group is served alone.
 //!
 //! Run it with `cargo run --example quickstart`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bluegreen::local::{LocalFleet, LocalImage, LocalProxy, StateDir};
 use bluegreen::proxy::{HealthCheckOptions, ProxyOptions};
 use bluegreen::{
-    App, DeployRequest, Engine, EngineOptions, Event, EventSink, Fleet, Image, ImageSource, Router,
+    check_fn, App, Check, DeployRequest, Engine, EngineOptions, Event, EventSink, Fleet, Image,
+    ImageSource, Router,
 };
 use bluegreen_testkit::http_load::HttpLoad;
 
@@ -60,7 +64,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         )
         .size(3)
         .setting("command", "run")
-        .setting("stop_timeout_ms", "5000"))
+        .setting("stop_timeout_ms", "5000")
+        .verify(answers_version(v)))
     };
 
     // whatever happens on the way, everything is cleaned up at the end
@@ -145,6 +150,48 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .into());
     }
     Ok(())
+}
+
+/// A verify check: the new group, reached alone at its preview address before it
+/// has any traffic, must say it runs version `v`.
+fn answers_version(v: &str) -> Arc<dyn Check> {
+    let want = format!("\"version\":\"{v}\"");
+    check_fn(format!("preview answers version {v}"), move |target| {
+        let want = want.clone();
+        async move {
+            let preview = target.preview.ok_or("the router gave no preview address")?;
+            let body = get(&preview, "/version")
+                .await
+                .map_err(|e| format!("GET {preview}version: {e}"))?;
+            println!("            preview {preview}version: {}", body.trim());
+            if body.contains(&want) {
+                Ok(())
+            } else {
+                Err(format!("{preview}version answered {body}"))
+            }
+        }
+    })
+}
+
+/// The body of `GET path` at `base` (`http://127.0.0.1:PORT/`).
+async fn get(base: &str, path: &str) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let authority = base
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&authority).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut reply = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut reply)).await??;
+    match reply.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_owned()),
+        _ => Err(std::io::Error::other(format!(
+            "unexpected answer: {}",
+            reply.lines().next().unwrap_or("(none)")
+        ))),
+    }
 }
 
 fn section(title: &str) {

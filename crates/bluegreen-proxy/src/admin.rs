@@ -8,9 +8,9 @@
 //! | `PUT /v1/apps/{host}` | `{"routes": {"g": 100}, "groups": {"g": [{"address": "127.0.0.1:8000"}]}}` | attaches the groups and sets the routes in one atomic change |
 //! | `GET /v1/apps/{host}/routes` | | `{"routes": {...}}`, empty for an unknown app |
 //! | `PUT /v1/apps/{host}/routes` | `{"routes": {"g": 90, "h": 10}}` | sets the route table |
-//! | `PUT /v1/apps/{host}/groups/{group}` | `{"backends": [{"address": "...", "instance": "..."}]}` | attaches a group |
-//! | `GET /v1/apps/{host}/groups/{group}` | | the group's health and counters ([`GroupReport`]) |
-//! | `DELETE /v1/apps/{host}/groups/{group}` | | detaches a group (409 while it has traffic) |
+//! | `PUT /v1/apps/{host}/groups/{group}` | `{"backends": [{"address": "...", "instance": "..."}]}` | attaches a group and opens its preview listener |
+//! | `GET /v1/apps/{host}/groups/{group}` | | the group's health, counters and preview address ([`GroupReport`]) |
+//! | `DELETE /v1/apps/{host}/groups/{group}` | | detaches a group and closes its preview listener (409 while it has traffic) |
 //! | `POST /v1/apps/{host}/pause`, `POST /v1/apps/{host}/resume` | | holds or releases the app's requests |
 //! | `PUT /v1/default` | `{"host": "..."}` | sets the default app |
 //! | `GET /v1/health` | | `{"status": "ok", "held": n}` |

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use crate::backend::Backend;
 use crate::body::{take_back, ProxyBody, UpstreamBody};
+use crate::preview::PreviewPin;
 use crate::state::{AppState, GroupState, Proxy, Snapshot};
 use crate::upstream::{Affinity, UpstreamError};
 
@@ -31,13 +32,21 @@ pub(crate) struct ConnInfo {
     /// The client's address, as `X-Forwarded-For` gives it.
     ip: HeaderValue,
     tls: bool,
+    /// The group of a preview listener's connection.
+    pin: Option<Arc<PreviewPin>>,
 }
 
 impl ConnInfo {
     pub(crate) fn new(remote: SocketAddr, tls: bool) -> Self {
         let ip = HeaderValue::from_str(&remote.ip().to_string())
             .expect("an IP address is a header value");
-        ConnInfo { ip, tls }
+        ConnInfo { ip, tls, pin: None }
+    }
+
+    /// A connection of `pin`'s preview listener: every request goes to its group.
+    pub(crate) fn pinned(mut self, pin: Arc<PreviewPin>) -> Self {
+        self.pin = Some(pin);
+        self
     }
 }
 
@@ -107,9 +116,7 @@ fn try_pick(
     prefer: Option<&str>,
     exclude: Option<&Arc<Backend>>,
 ) -> Result<Choice, Wait> {
-    if snap.paused {
-        return Err(Wait::Paused);
-    }
+    // a preview is not live traffic: it is served while the app is paused
     if let Some(p) = preview {
         let group = snap
             .groups
@@ -125,6 +132,9 @@ fn try_pick(
             backend,
             set_cookie: false,
         });
+    }
+    if snap.paused {
+        return Err(Wait::Paused);
     }
     if snap.routed.is_empty() {
         return Err(Wait::NoRoutes);
@@ -368,7 +378,17 @@ async fn forward(
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let host = request_host(&req).map(str::to_owned);
-    let Some(app) = proxy.app_for(host.as_deref()) else {
+    let (app, preview) = match &conn.pin {
+        Some(pin) => (proxy.app_exact(&pin.host), Some(pin.group.to_string())),
+        None => (
+            proxy.app_for(host.as_deref()),
+            req.headers()
+                .get(PREVIEW_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.trim().to_owned()),
+        ),
+    };
+    let Some(app) = app else {
         return plain(
             StatusCode::NOT_FOUND,
             format!(
@@ -377,11 +397,6 @@ async fn forward(
             ),
         );
     };
-    let preview = req
-        .headers()
-        .get(PREVIEW_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().to_owned());
     let sticky = cookie_group(req.headers());
     let upgrade = is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));

@@ -7,6 +7,7 @@ mod body;
 mod embedded;
 mod forward;
 mod options;
+mod preview;
 mod router;
 mod server;
 mod state;

@@ -1,6 +1,6 @@
 //! `bluegreen-proxy`: the reverse proxy and its admin API.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -62,6 +62,10 @@ struct Args {
     /// How long shutdown waits for requests in flight.
     #[arg(long, env = "BLUEGREEN_PROXY_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     shutdown_timeout: Duration,
+    /// The address that preview listeners bind (one port per attached group,
+    /// serving that group alone), or `off` for no previews.
+    #[arg(long, env = "BLUEGREEN_PROXY_PREVIEW_BIND", default_value = "127.0.0.1", value_parser = parse_preview_bind)]
+    preview_bind: PreviewBind,
     /// Threads that serve client connections, each with its own event loop
     /// (default: one per core).
     #[arg(long, env = "BLUEGREEN_PROXY_THREADS")]
@@ -84,6 +88,20 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => return Err(format!("`{s}`: use ms, s or m")),
     };
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{s}`: {e}"))
+}
+
+/// `--preview-bind`: an IP address or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PreviewBind(Option<IpAddr>);
+
+fn parse_preview_bind(s: &str) -> Result<PreviewBind, String> {
+    match s.trim() {
+        "off" | "none" => Ok(PreviewBind(None)),
+        ip => ip
+            .parse()
+            .map(|ip| PreviewBind(Some(ip)))
+            .map_err(|_| format!("`{s}` is neither an IP address nor `off`")),
+    }
 }
 
 fn token(args: &Args) -> Result<AdminToken, String> {
@@ -164,6 +182,7 @@ async fn run(args: Args) -> Result<(), String> {
         .with_hold_timeout(args.hold_timeout)
         .with_max_held(args.max_held)
         .with_shutdown_timeout(args.shutdown_timeout)
+        .with_preview_bind(args.preview_bind.0)
         .with_health(
             HealthCheckOptions::default()
                 .with_path(args.health_path.clone())
@@ -241,6 +260,19 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(args.listen.ip().is_loopback());
+    }
+
+    #[test]
+    fn previews_bind_loopback_unless_told() {
+        let args = Args::parse_from(["bluegreen-proxy"]);
+        assert!(args.preview_bind.0.is_some_and(|ip| ip.is_loopback()));
+        let off = Args::parse_from(["bluegreen-proxy", "--preview-bind", "off"]);
+        assert_eq!(off.preview_bind, PreviewBind(None));
+        let e = Args::try_parse_from(["bluegreen-proxy", "--preview-bind", "nowhere"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("--preview-bind") && e.contains("nowhere"), "{e}");
     }
 
     #[test]

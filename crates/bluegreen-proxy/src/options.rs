@@ -1,5 +1,6 @@
 //! Options of the proxy and of its active health checks.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 /// How the proxy checks its backends' health.
@@ -86,6 +87,10 @@ pub struct ProxyOptions {
     pub shutdown_timeout: Duration,
     /// How long an idle keep-alive connection to a backend is kept. Default 60 s.
     pub pool_idle_timeout: Duration,
+    /// The address that [preview listeners](crate::Proxy::preview_address) bind,
+    /// one port per attached group; `None` gives no previews. Default `127.0.0.1`:
+    /// a group without traffic is reachable from this machine only.
+    pub preview_bind: Option<IpAddr>,
 }
 
 impl Default for ProxyOptions {
@@ -97,6 +102,7 @@ impl Default for ProxyOptions {
             default_host: None,
             shutdown_timeout: Duration::from_secs(30),
             pool_idle_timeout: Duration::from_secs(60),
+            preview_bind: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         }
     }
 }
@@ -123,6 +129,12 @@ impl ProxyOptions {
     /// Sets [`ProxyOptions::default_host`].
     pub fn with_default_host(mut self, host: impl Into<String>) -> Self {
         self.default_host = Some(host.into());
+        self
+    }
+
+    /// Sets [`ProxyOptions::preview_bind`].
+    pub fn with_preview_bind(mut self, ip: Option<IpAddr>) -> Self {
+        self.preview_bind = ip;
         self
     }
 

@@ -1,6 +1,7 @@
 //! [`ProxyRouter`]: the [`Router`] that drives a proxy, in process or through its
 //! admin API.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,9 +12,7 @@ use bluegreen_core::{
 use bytes::Bytes;
 use http::{header, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -26,7 +25,8 @@ type HostFn = Arc<dyn Fn(&App) -> String + Send + Sync>;
 /// A [`Router`] over a bluegreen proxy.
 ///
 /// - [`ProxyRouter::embedded`] changes a [`Proxy`] of this process directly;
-/// - [`ProxyRouter::remote`] talks to a proxy's [admin API](crate::admin).
+/// - [`ProxyRouter::remote`] talks to a proxy's [admin API](crate::admin), over
+///   TCP (`http://127.0.0.1:8081`) or a unix socket (`unix:/run/proxy.sock`).
 ///
 /// An [`App`] is served on the host name `<name>.<environment>` (`web.production`)
 /// unless [`ProxyRouter::with_host_fn`] says otherwise. The first app a proxy
@@ -34,9 +34,12 @@ type HostFn = Arc<dyn Fn(&App) -> String + Send + Sync>;
 /// default ([`ProxyOptions::default_host`](crate::ProxyOptions::default_host),
 /// `--default-app`).
 ///
-/// Capabilities: weighted routing and holding requests. Groups are previewed with
-/// the `X-Bluegreen-Preview: <group>` request header on the proxy's own address; no
-/// separate preview address is given.
+/// Capabilities: weighted routing, holding requests and previews. Each attached
+/// group gets a preview address (`http://127.0.0.1:<port>/`, see
+/// [`Proxy::preview_address`]) that serves it alone before it has traffic; the
+/// `X-Bluegreen-Preview: <group>` request header does the same on the proxy's own
+/// address. A remote proxy started with `--preview-bind off` gives no preview
+/// address.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -47,6 +50,7 @@ type HostFn = Arc<dyn Fn(&App) -> String + Send + Sync>;
 /// let router = ProxyRouter::embedded(Proxy::new(ProxyOptions::default()));
 /// let app = App::new("web", "production")?;
 /// assert!(router.capabilities().weighted_routing);
+/// assert!(router.capabilities().preview);
 /// assert!(router.routes(&app).await?.is_empty());
 /// assert_eq!(router.host_of(&app), "web.production");
 /// # Ok(())
@@ -65,9 +69,26 @@ enum Mode {
 }
 
 struct RemoteAdmin {
-    base: String,
+    endpoint: Endpoint,
     token: AdminToken,
-    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// Where a remote admin API listens.
+#[derive(Debug)]
+enum Endpoint {
+    /// `host:port` of an http:// URL, and the path prefix before `/v1`.
+    Tcp { authority: String, prefix: String },
+    /// A unix socket.
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Tcp { authority, prefix } => write!(f, "http://{authority}{prefix}"),
+            Endpoint::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
 }
 
 impl std::fmt::Debug for ProxyRouter {
@@ -76,7 +97,7 @@ impl std::fmt::Debug for ProxyRouter {
             Mode::Embedded(p) => f.debug_tuple("ProxyRouter::Embedded").field(p).finish(),
             Mode::Remote(r) => f
                 .debug_struct("ProxyRouter::Remote")
-                .field("admin", &r.base)
+                .field("admin", &r.endpoint.to_string())
                 .field("token", &r.token)
                 .finish(),
         }
@@ -97,25 +118,42 @@ impl ProxyRouter {
         }
     }
 
-    /// Drives the proxy whose admin API is at `admin_url` (`http://127.0.0.1:8081`).
+    /// Drives the proxy whose admin API is at `admin_url`: `http://127.0.0.1:8081`
+    /// or `unix:/run/bluegreen-proxy.sock`. Each call opens its own connection,
+    /// so a restarted proxy is reached again at once.
     pub fn remote(admin_url: &str, token: AdminToken) -> Result<Self> {
-        let uri: Uri = admin_url
-            .parse()
-            .map_err(|_| Error::invalid("admin_url", format!("`{admin_url}` is not a URL")))?;
-        if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-            return Err(Error::invalid(
-                "admin_url",
-                format!("`{admin_url}` is not an http://host:port URL"),
-            ));
-        }
-        let base = admin_url.trim_end_matches('/').to_owned();
-        let client = Client::builder(TokioExecutor::new()).build_http();
+        let endpoint = match admin_url.strip_prefix("unix:") {
+            Some(path) if !path.is_empty() => Endpoint::Unix(PathBuf::from(path)),
+            Some(_) => {
+                return Err(Error::invalid(
+                    "admin_url",
+                    "`unix:` needs a socket path, as in unix:/run/bluegreen-proxy.sock",
+                ))
+            }
+            None => {
+                let uri: Uri = admin_url.parse().map_err(|_| {
+                    Error::invalid("admin_url", format!("`{admin_url}` is not a URL"))
+                })?;
+                match (uri.scheme_str(), uri.authority()) {
+                    (Some("http"), Some(authority)) if authority.port_u16().is_some() => {
+                        Endpoint::Tcp {
+                            authority: authority.as_str().to_owned(),
+                            prefix: uri.path().trim_end_matches('/').to_owned(),
+                        }
+                    }
+                    _ => {
+                        return Err(Error::invalid(
+                            "admin_url",
+                            format!(
+                                "`{admin_url}` is neither an http://host:port URL nor unix:/path"
+                            ),
+                        ))
+                    }
+                }
+            }
+        };
         Ok(ProxyRouter {
-            mode: Mode::Remote(Arc::new(RemoteAdmin {
-                base,
-                token,
-                client,
-            })),
+            mode: Mode::Remote(Arc::new(RemoteAdmin { endpoint, token })),
             host_of: Arc::new(default_host),
         })
     }
@@ -162,7 +200,59 @@ fn segment(s: &str) -> String {
         .collect()
 }
 
+/// One HTTP/1.1 request and its whole response on `io`.
+async fn exchange<I>(io: I, request: Request<Full<Bytes>>) -> Result<http::Response<Bytes>>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let failed = |e: hyper::Error| Error::provider_source("proxy", true, e);
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(failed)?;
+    let driving = tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "admin connection ended");
+        }
+    });
+    let response = sender.send_request(request).await.map_err(failed)?;
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.map_err(failed)?.to_bytes();
+    drop(sender);
+    let _ = driving.await;
+    Ok(http::Response::from_parts(parts, bytes))
+}
+
+/// How long one admin call may take, connection included.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(60);
+
 impl RemoteAdmin {
+    /// Sends one request on a connection of its own.
+    async fn send(&self, request: Request<Full<Bytes>>) -> Result<http::Response<Bytes>> {
+        let unreachable = |e: std::io::Error| {
+            Error::provider_source(
+                "proxy",
+                true,
+                format!("admin API at {}: {e}", self.endpoint),
+            )
+        };
+        let response = match &self.endpoint {
+            Endpoint::Tcp { authority, .. } => {
+                let stream = tokio::net::TcpStream::connect(authority.as_str())
+                    .await
+                    .map_err(unreachable)?;
+                let _ = stream.set_nodelay(true);
+                exchange(TokioIo::new(stream), request).await?
+            }
+            Endpoint::Unix(path) => {
+                let stream = tokio::net::UnixStream::connect(path)
+                    .await
+                    .map_err(unreachable)?;
+                exchange(TokioIo::new(stream), request).await?
+            }
+        };
+        Ok(response)
+    }
+
     async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
@@ -175,9 +265,14 @@ impl RemoteAdmin {
             ),
             None => Bytes::new(),
         };
+        let (host, uri) = match &self.endpoint {
+            Endpoint::Tcp { authority, prefix } => (authority.as_str(), format!("{prefix}{path}")),
+            Endpoint::Unix(_) => ("localhost", path.to_owned()),
+        };
         let request = Request::builder()
             .method(method)
-            .uri(format!("{}{path}", self.base))
+            .uri(uri)
+            .header(header::HOST, host)
             .header(
                 header::AUTHORIZATION,
                 format!("Bearer {}", self.token.expose()),
@@ -185,17 +280,21 @@ impl RemoteAdmin {
             .header(header::CONTENT_TYPE, "application/json")
             .body(Full::new(body))
             .map_err(|e| Error::provider_source("proxy", false, e))?;
-        let response = tokio::time::timeout(Duration::from_secs(60), self.client.request(request))
+        let response = tokio::time::timeout(ADMIN_TIMEOUT, self.send(request))
             .await
-            .map_err(|_| Error::provider("proxy", "the admin API did not answer in 60 s", true))?
-            .map_err(|e| Error::provider_source("proxy", true, e))?;
+            .map_err(|_| {
+                Error::provider(
+                    "proxy",
+                    format!(
+                        "the admin API at {} did not answer in {} s",
+                        self.endpoint,
+                        ADMIN_TIMEOUT.as_secs()
+                    ),
+                    true,
+                )
+            })??;
         let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| Error::provider_source("proxy", true, e))?
-            .to_bytes();
+        let bytes = response.into_body();
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| {
                 Error::provider("proxy", format!("unreadable admin reply: {e}"), false)
@@ -245,9 +344,14 @@ impl RemoteAdmin {
 #[async_trait]
 impl Router for ProxyRouter {
     fn capabilities(&self) -> Capabilities {
+        let preview = match &self.mode {
+            Mode::Embedded(proxy) => proxy.options().preview_bind.is_some(),
+            Mode::Remote(_) => true,
+        };
         Capabilities::default()
             .with_weighted_routing(true)
             .with_holds_requests(true)
+            .with_preview(preview)
     }
 
     async fn attach(
@@ -258,10 +362,13 @@ impl Router for ProxyRouter {
     ) -> Result<Attachment> {
         let specs = backends(instances)?;
         let host = self.host_of(app);
-        match &self.mode {
-            Mode::Embedded(proxy) => proxy.attach(&host, group, &specs).await?,
+        let preview = match &self.mode {
+            Mode::Embedded(proxy) => {
+                proxy.attach(&host, group, &specs).await?;
+                proxy.preview_address(&host, group)
+            }
             Mode::Remote(admin) => {
-                let _: GroupReport = admin
+                let report: GroupReport = admin
                     .call(
                         Method::PUT,
                         &format!(
@@ -272,9 +379,13 @@ impl Router for ProxyRouter {
                         Some(&AttachBody { backends: specs }),
                     )
                     .await?;
+                report.preview
             }
-        }
-        Ok(Attachment::default())
+        };
+        Ok(match preview {
+            Some(address) => Attachment::with_preview(format!("http://{address}/")),
+            None => Attachment::default(),
+        })
     }
 
     async fn detach(&self, app: &App, group: &GroupId) -> Result<()> {

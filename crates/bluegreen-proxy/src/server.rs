@@ -165,16 +165,16 @@ impl Proxy {
 }
 
 /// One accepted client connection, ready to run on some runtime.
-struct Client {
-    proxy: Proxy,
-    info: ConnInfo,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    watcher: Watcher,
-    tls: Option<TlsAcceptor>,
+pub(crate) struct Client {
+    pub(crate) proxy: Proxy,
+    pub(crate) info: ConnInfo,
+    pub(crate) builder: Arc<auto::Builder<TokioExecutor>>,
+    pub(crate) watcher: Watcher,
+    pub(crate) tls: Option<TlsAcceptor>,
 }
 
 impl Client {
-    async fn run(self, stream: TcpStream) {
+    pub(crate) async fn run(self, stream: TcpStream) {
         let Client {
             proxy,
             info,

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::{self, Backend, BackendHealth, BackendSpec, CheckClient, Epoch};
 use crate::body::UpstreamBody;
 use crate::options::ProxyOptions;
+use crate::preview::Previews;
 use crate::stats::{GroupStats, StatsSnapshot};
 
 pub(crate) type UpstreamClient = Client<HttpConnector, UpstreamBody>;
@@ -123,6 +124,7 @@ pub(crate) struct Inner {
     pub(crate) options: ProxyOptions,
     check_client: CheckClient,
     generation: AtomicU64,
+    pub(crate) previews: Previews,
 }
 
 /// The proxy: apps by host, their groups, route tables and health. A cheap handle
@@ -201,6 +203,7 @@ impl Proxy {
                 options,
                 check_client: backend::check_client(),
                 generation: AtomicU64::new(0),
+                previews: Previews::default(),
             }),
         }
     }
@@ -224,6 +227,11 @@ impl Proxy {
             }
         }
         apps.default.clone()
+    }
+
+    /// The app whose host is exactly `host` (already normalized).
+    pub(crate) fn app_exact(&self, host: &str) -> Option<Arc<AppState>> {
+        self.inner.apps.load().by_host.get(host).cloned()
     }
 
     fn known_app(&self, host: &str) -> Result<Option<Arc<AppState>>> {
@@ -444,7 +452,8 @@ impl Proxy {
         }
     }
 
-    /// Makes `group` of the app at `host` known with `backends`, without traffic.
+    /// Makes `group` of the app at `host` known with `backends`, without traffic,
+    /// and opens its [preview listener](Proxy::preview_address).
     /// Attaching again replaces the members; backends already known keep their
     /// health. Each new backend is checked at once, and the call returns when these
     /// first checks are done (or after one check timeout).
@@ -454,23 +463,27 @@ impl Proxy {
         group: &GroupId,
         backends: &[BackendSpec],
     ) -> Result<()> {
-        let fresh = self.change(host, |proxy, app, draft| {
+        let host = normalize_host(host)?;
+        let fresh = self.change(&host, |proxy, app, draft| {
             let (state, fresh) =
                 proxy.build_group(app, group, backends, draft.groups.get(group))?;
             draft.groups.insert(group.clone(), state);
             Ok(fresh)
         })?;
         tracing::info!(host, %group, backends = backends.len(), "group attached");
+        self.open_preview(&host, group)?;
         self.await_first_checks(fresh).await;
         Ok(())
     }
 
-    /// Forgets `group`. Idempotent; a group that has traffic is [`Error::Conflict`].
+    /// Forgets `group` and closes its preview listener. Idempotent; a group that
+    /// has traffic is [`Error::Conflict`].
     pub fn detach(&self, host: &str, group: &GroupId) -> Result<()> {
-        if self.known_app(host)?.is_none() {
+        let host = normalize_host(host)?;
+        if self.app_exact(&host).is_none() {
             return Ok(());
         }
-        self.change(host, |_, app, draft| {
+        self.change(&host, |_, app, draft| {
             if draft.table.weight(group) > 0 {
                 return Err(Error::conflict(format!(
                     "group {group} still has {}% of {}'s traffic",
@@ -483,7 +496,9 @@ impl Proxy {
                 tracing::info!(host = %app.host, %group, "group detached");
             }
             Ok(())
-        })
+        })?;
+        self.close_preview(&host, group);
+        Ok(())
     }
 
     /// Replaces the app's route table at once. Every group must be attached, or
@@ -505,7 +520,8 @@ impl Proxy {
         groups: &BTreeMap<GroupId, Vec<BackendSpec>>,
     ) -> Result<()> {
         table.validate()?;
-        let fresh = self.change(host, |proxy, app, draft| {
+        let host = normalize_host(host)?;
+        let fresh = self.change(&host, |proxy, app, draft| {
             let mut fresh = Vec::new();
             for (group, backends) in groups {
                 let (state, new) =
@@ -516,6 +532,9 @@ impl Proxy {
             draft.table = table.clone();
             Ok(fresh)
         })?;
+        for group in groups.keys() {
+            self.open_preview(&host, group)?;
+        }
         self.await_first_checks(fresh).await;
         Ok(())
     }
@@ -608,6 +627,7 @@ impl Proxy {
                         })
                         .collect(),
                     stats: g.stats.snapshot(),
+                    preview: self.inner.previews.address(&app.host, &g.id),
                 })
                 .collect(),
         }
@@ -653,6 +673,9 @@ pub struct GroupReport {
     pub backends: Vec<BackendReport>,
     /// Its counters.
     pub stats: StatsSnapshot,
+    /// Its [preview listener](Proxy::preview_address), when previews are on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<std::net::SocketAddr>,
 }
 
 impl GroupReport {

@@ -139,3 +139,130 @@ async fn a_custom_host_function_picks_the_host() {
         RouteTable::single(g)
     );
 }
+
+/// Every attached group gets a preview address that serves it alone; it closes
+/// when the group is detached.
+async fn preview_checks(router: &ProxyRouter, proxy: &RunningProxy) {
+    assert!(router.capabilities().preview);
+    let app = App::new("shop", "production").unwrap();
+    let host = router.host_of(&app);
+    let ((live, live_instances), _lb) = group("shop-production-v001", 1).await;
+    let ((new, new_instances), _nb) = group("shop-production-v002", 2).await;
+    router.attach(&app, &live, &live_instances).await.unwrap();
+    router
+        .set_routes(&app, &RouteTable::single(live.clone()))
+        .await
+        .unwrap();
+    let attachment = router.attach(&app, &new, &new_instances).await.unwrap();
+    let preview = attachment.preview.expect("a preview address");
+    assert!(preview.starts_with("http://127.0.0.1:"), "{preview}");
+
+    let client = http1_client();
+    // users still reach the live group; the preview reaches the new one, whatever
+    // the Host header says, on both of its backends
+    let (_, _, body) = get(&client, &proxy.url("/"), &host, &[]).await.unwrap();
+    assert_eq!(body, "shop-production-v001 i0");
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        let (status, _, body) = get(&client, &preview, "anything.example", &[])
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
+        seen.insert(body);
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        ["shop-production-v002 i0", "shop-production-v002 i1"]
+    );
+    // attaching again keeps the same preview address
+    let again = router.attach(&app, &new, &new_instances).await.unwrap();
+    assert_eq!(again.preview.as_deref(), Some(preview.as_str()));
+    // a paused app holds its users, not its previews
+    proxy.proxy.pause(&host).unwrap();
+    let (status, _, _) = get(&client, &preview, &host, &[]).await.unwrap();
+    assert_eq!(status, 200);
+    proxy.proxy.resume(&host).unwrap();
+
+    router.detach(&app, &new).await.unwrap();
+    let address = preview
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    assert!(
+        eventually(Duration::from_secs(5), || std::net::TcpStream::connect(
+            &address
+        )
+        .is_err())
+        .await,
+        "the preview listener of a detached group still accepts"
+    );
+    router.set_routes(&app, &RouteTable::empty()).await.unwrap();
+    router.detach(&app, &live).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_are_previewed_on_their_own_port() {
+    let proxy = RunningProxy::start(test_options()).await;
+    let embedded = ProxyRouter::embedded(proxy.proxy.clone());
+    preview_checks(&embedded, &proxy).await;
+    let token = AdminToken::new("test-token-0123456789").unwrap();
+    let url = start_admin(&proxy, &token).await;
+    preview_checks(&ProxyRouter::remote(&url, token).unwrap(), &proxy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn previews_can_be_turned_off() {
+    let proxy = RunningProxy::start(test_options().with_preview_bind(None)).await;
+    let router = ProxyRouter::embedded(proxy.proxy.clone());
+    assert!(!router.capabilities().preview);
+    let app = App::new("web", "production").unwrap();
+    let ((g, instances), _b) = group("web-production-v001", 1).await;
+    let attachment = router.attach(&app, &g, &instances).await.unwrap();
+    assert_eq!(attachment.preview, None);
+    assert_eq!(proxy.proxy.preview_address("web.production", &g), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_router_over_a_unix_socket_keeps_the_contract() {
+    let proxy = RunningProxy::start(test_options()).await;
+    let dir = std::env::temp_dir().join(format!("bluegreen-proxy-admin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("admin.sock");
+    let token = AdminToken::new("test-token-0123456789").unwrap();
+    let listener = AdminListener::bind(&AdminAddr::Unix(socket.clone()), false)
+        .await
+        .unwrap();
+    tokio::spawn(admin::serve(
+        proxy.proxy.clone(),
+        listener,
+        token.clone(),
+        std::future::pending(),
+    ));
+    let router = ProxyRouter::remote(&format!("unix:{}", socket.display()), token).unwrap();
+    assert!(format!("{router:?}").contains("unix:"), "{router:?}");
+    own_checks(&router).await;
+    preview_checks(&router, &proxy).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn remote_admin_urls_are_checked() {
+    let token = || AdminToken::new("test-token-0123456789").unwrap();
+    for (url, problem) in [
+        ("127.0.0.1:8081", "neither"),
+        ("https://127.0.0.1:8081", "neither"),
+        ("http://127.0.0.1", "neither"),
+        ("unix:", "needs a socket path"),
+        ("http://[::1", "is not a URL"),
+    ] {
+        let e = ProxyRouter::remote(url, token()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Invalid, "{url}: {e}");
+        let text = e.to_string();
+        assert!(
+            text.contains("admin_url") && text.contains(problem),
+            "{url}: {text}"
+        );
+    }
+    assert!(ProxyRouter::remote("http://localhost:8081/", token()).is_ok());
+    assert!(ProxyRouter::remote("unix:/run/bluegreen-proxy.sock", token()).is_ok());
+}

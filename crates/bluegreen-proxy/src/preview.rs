@@ -1,0 +1,152 @@
+//! Preview listeners: every attached group gets a port of its own (on loopback by
+//! default) that serves that group alone, with or without traffic, so that a check
+//! or a person can try a new version before any user reaches it.
+//!
+//! A preview listener opens when its group is attached and closes when the group
+//! is detached; its connections then finish their requests and close.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bluegreen_core::{Error, GroupId, Result};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::forward::ConnInfo;
+use crate::server::{connection_builder, Client};
+use crate::state::{Inner, Proxy};
+
+/// The group a preview connection is pinned to.
+#[derive(Debug)]
+pub(crate) struct PreviewPin {
+    pub(crate) host: String,
+    pub(crate) group: GroupId,
+}
+
+/// One open preview listener; dropping it stops accepting.
+struct PreviewListener {
+    address: SocketAddr,
+    accepting: JoinHandle<()>,
+}
+
+impl Drop for PreviewListener {
+    fn drop(&mut self) {
+        // the accept loop owns the graceful-shutdown handle of its connections:
+        // aborting it lets them finish their requests and close
+        self.accepting.abort();
+    }
+}
+
+/// The open preview listeners, by app host and group.
+#[derive(Default)]
+pub(crate) struct Previews {
+    open: std::sync::Mutex<HashMap<(String, GroupId), PreviewListener>>,
+}
+
+impl Previews {
+    pub(crate) fn address(&self, host: &str, group: &GroupId) -> Option<SocketAddr> {
+        self.open
+            .lock()
+            .expect("previews lock")
+            .get(&(host.to_owned(), group.clone()))
+            .map(|l| l.address)
+    }
+}
+
+fn bind(ip: IpAddr) -> std::io::Result<TcpListener> {
+    let listener = std::net::TcpListener::bind(SocketAddr::new(ip, 0))?;
+    listener.set_nonblocking(true)?;
+    TcpListener::from_std(listener)
+}
+
+impl Proxy {
+    /// Opens the preview listener of `group` if the proxy gives previews and the
+    /// group is still attached. Call inside a Tokio runtime.
+    pub(crate) fn open_preview(&self, host: &str, group: &GroupId) -> Result<()> {
+        let Some(ip) = self.inner.options.preview_bind else {
+            return Ok(());
+        };
+        let mut open = self.inner.previews.open.lock().expect("previews lock");
+        let key = (host.to_owned(), group.clone());
+        if open.contains_key(&key) {
+            return Ok(());
+        }
+        // a detach that ran since the attach wins: no listener for a gone group
+        let attached = self
+            .app_exact(host)
+            .is_some_and(|app| app.snapshot.load().groups.contains_key(group));
+        if !attached {
+            return Ok(());
+        }
+        let listener = bind(ip).map_err(|e| {
+            Error::provider_source(
+                "proxy",
+                true,
+                format!("opening the preview listener of group {group} on {ip}: {e}"),
+            )
+        })?;
+        let address = listener
+            .local_addr()
+            .map_err(|e| Error::provider_source("proxy", true, e))?;
+        let pin = Arc::new(PreviewPin {
+            host: host.to_owned(),
+            group: group.clone(),
+        });
+        let accepting = tokio::spawn(accept(Arc::downgrade(&self.inner), listener, pin));
+        tracing::info!(host, %group, preview = %address, "preview listener opened");
+        open.insert(key, PreviewListener { address, accepting });
+        Ok(())
+    }
+
+    /// Closes the preview listener of `group`, if one is open.
+    pub(crate) fn close_preview(&self, host: &str, group: &GroupId) {
+        let removed = self
+            .inner
+            .previews
+            .open
+            .lock()
+            .expect("previews lock")
+            .remove(&(host.to_owned(), group.clone()));
+        if let Some(listener) = removed {
+            tracing::info!(host, %group, preview = %listener.address, "preview listener closed");
+        }
+    }
+
+    /// Where `group` of the app at `host` is previewed: a port that serves that
+    /// group alone, whatever its share of traffic. `None` when the group is not
+    /// attached or previews are off ([`ProxyOptions::preview_bind`](crate::ProxyOptions::preview_bind)).
+    pub fn preview_address(&self, host: &str, group: &GroupId) -> Option<SocketAddr> {
+        let host = crate::state::normalize_host(host).ok()?;
+        self.inner.previews.address(&host, group)
+    }
+}
+
+/// Accepts preview connections until aborted. It holds the proxy weakly, so that
+/// a dropped proxy closes its preview listeners.
+async fn accept(proxy: Weak<Inner>, listener: TcpListener, pin: Arc<PreviewPin>) {
+    let builder = Arc::new(connection_builder());
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "preview accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let Some(inner) = proxy.upgrade() else { return };
+        let _ = stream.set_nodelay(true);
+        let client = Client {
+            proxy: Proxy { inner },
+            info: ConnInfo::new(remote, false).pinned(pin.clone()),
+            builder: builder.clone(),
+            watcher: graceful.watcher(),
+            tls: None,
+        };
+        tokio::spawn(client.run(stream));
+    }
+}
