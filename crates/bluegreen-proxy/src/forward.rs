@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
 use crate::backend::Backend;
-use crate::body::{take_back, ProxyBody, UpstreamBody};
+use crate::body::{take_back, BackendBody, ProxyBody, UpstreamBody};
 use crate::preview::PreviewPin;
 use crate::state::{AppState, GroupState, Proxy, Snapshot};
 use crate::upstream::{Affinity, UpstreamError};
@@ -477,12 +477,11 @@ async fn forward(
         let request = outgoing.request(&choice.backend, headers, body, pooled);
         let started = Instant::now();
         let result = if pooled {
-            choice
-                .group
-                .client
-                .request(request)
-                .await
-                .map_err(UpstreamError::Pool)
+            // no client-connection driver drops pooled connections on a cut
+            tokio::select! {
+                r = choice.group.client.request(request) => r.map_err(UpstreamError::Pool),
+                () = choice.group.until_cut(&proxy.inner.epoch) => Err(UpstreamError::Cut),
+            }
         } else {
             affinity.send(&choice.group, &choice.backend, request).await
         };
@@ -495,7 +494,15 @@ async fn forward(
                 if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                     if let Some(client_side) = client_upgrade {
                         let backend_side = hyper::upgrade::on(&mut response);
-                        tokio::spawn(tunnel(client_side, backend_side));
+                        let (group, epoch) = (choice.group.clone(), proxy.inner.epoch.clone());
+                        tokio::spawn(async move {
+                            tokio::select! {
+                                () = tunnel(client_side, backend_side) => {}
+                                () = group.until_cut(&epoch) => {
+                                    tracing::info!(group = %group.id, "upgraded connection cut by the drain timeout");
+                                }
+                            }
+                        });
                     }
                     return response.map(|_| ProxyBody::empty());
                 }
@@ -509,7 +516,21 @@ async fn forward(
                         rparts.headers.append(header::SET_COOKIE, v);
                     }
                 }
-                return Response::from_parts(rparts, ProxyBody::Backend(rbody));
+                let epoch = pooled.then(|| proxy.inner.epoch.clone());
+                let body = BackendBody::new(rbody, choice.group, epoch);
+                return Response::from_parts(rparts, ProxyBody::Backend(body));
+            }
+            Err(_) if choice.group.is_cut() => {
+                choice.group.stats.record(504, started.elapsed());
+                return plain(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "group {} lost its traffic and its backend {} did not answer within the drain timeout ({})",
+                        choice.group.id,
+                        choice.backend.authority,
+                        human(proxy.inner.options.drain_timeout)
+                    ),
+                );
             }
             Err(error) => {
                 let connect = error.is_connect();

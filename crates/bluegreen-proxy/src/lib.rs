@@ -4,6 +4,7 @@
 pub mod admin;
 mod backend;
 mod body;
+mod drain;
 mod embedded;
 mod forward;
 mod options;
@@ -16,7 +17,6 @@ mod upstream;
 
 pub use admin::{AdminAddr, AdminListener, AdminToken};
 pub use backend::{BackendHealth, BackendSpec};
-pub use body::ProxyBody;
 pub use embedded::EmbeddedProxy;
 pub use forward::{GROUP_COOKIE, GROUP_HEADER, PREVIEW_HEADER};
 pub use options::{HealthCheckOptions, ProxyOptions};

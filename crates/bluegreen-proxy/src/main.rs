@@ -59,6 +59,10 @@ struct Args {
     /// How long one health check may take.
     #[arg(long, env = "BLUEGREEN_PROXY_HEALTH_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     health_timeout: Duration,
+    /// How long requests in flight on a group that lost its traffic may go on
+    /// before they are cut.
+    #[arg(long, env = "BLUEGREEN_PROXY_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    drain_timeout: Duration,
     /// How long shutdown waits for requests in flight.
     #[arg(long, env = "BLUEGREEN_PROXY_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     shutdown_timeout: Duration,
@@ -182,6 +186,7 @@ async fn run(args: Args) -> Result<(), String> {
         .with_hold_timeout(args.hold_timeout)
         .with_max_held(args.max_held)
         .with_shutdown_timeout(args.shutdown_timeout)
+        .with_drain_timeout(args.drain_timeout)
         .with_preview_bind(args.preview_bind.0)
         .with_health(
             HealthCheckOptions::default()

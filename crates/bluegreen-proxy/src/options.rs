@@ -85,6 +85,9 @@ pub struct ProxyOptions {
     pub default_host: Option<String>,
     /// How long shutdown waits for requests in flight. Default 30 s.
     pub shutdown_timeout: Duration,
+    /// How long requests in flight on a group that lost its traffic (or was
+    /// detached) may go on; then they are cut. Default 30 s.
+    pub drain_timeout: Duration,
     /// How long an idle keep-alive connection to a backend is kept. Default 60 s.
     pub pool_idle_timeout: Duration,
     /// The address that [preview listeners](crate::Proxy::preview_address) bind,
@@ -101,6 +104,7 @@ impl Default for ProxyOptions {
             health: HealthCheckOptions::default(),
             default_host: None,
             shutdown_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(30),
             pool_idle_timeout: Duration::from_secs(60),
             preview_bind: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         }
@@ -135,6 +139,12 @@ impl ProxyOptions {
     /// Sets [`ProxyOptions::preview_bind`].
     pub fn with_preview_bind(mut self, ip: Option<IpAddr>) -> Self {
         self.preview_bind = ip;
+        self
+    }
+
+    /// Sets [`ProxyOptions::drain_timeout`].
+    pub fn with_drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
         self
     }
 

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::{self, Backend, BackendHealth, BackendSpec, CheckClient, Epoch};
 use crate::body::UpstreamBody;
+use crate::drain;
 use crate::options::ProxyOptions;
 use crate::preview::Previews;
 use crate::stats::{GroupStats, StatsSnapshot};
@@ -32,6 +33,8 @@ pub(crate) struct GroupState {
     /// Set once a change replaced or removed this state: connections kept for it
     /// are no longer reused.
     pub(crate) retired: AtomicBool,
+    /// Set when the drain timeout cut the requests still in flight.
+    pub(crate) cut: AtomicBool,
     next: AtomicUsize,
 }
 
@@ -48,6 +51,7 @@ impl GroupState {
             stats,
             client: upstream_client(options),
             retired: AtomicBool::new(false),
+            cut: AtomicBool::new(false),
             next: AtomicUsize::new(fastrand::usize(..1024)),
         }
     }
@@ -368,6 +372,15 @@ impl Proxy {
         for (id, group) in &current.groups {
             if !next.groups.get(id).is_some_and(|g| Arc::ptr_eq(g, group)) {
                 group.retired.store(true, Ordering::Release);
+                // out of traffic (or detached): its requests in flight drain
+                if next.table.weight(id) == 0 {
+                    drain::cut_after(
+                        self.inner.options.drain_timeout,
+                        &app,
+                        group.clone(),
+                        self.inner.epoch.clone(),
+                    );
+                }
             }
         }
         backend::bump(&self.inner.epoch);

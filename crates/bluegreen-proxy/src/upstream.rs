@@ -43,6 +43,8 @@ pub(crate) enum UpstreamError {
     Http(hyper::Error),
     /// The shared pool failed.
     Pool(hyper_util::client::legacy::Error),
+    /// The drain timeout cut the request before its response came.
+    Cut,
 }
 
 impl UpstreamError {
@@ -52,6 +54,7 @@ impl UpstreamError {
             UpstreamError::Connect(_) => true,
             UpstreamError::Http(_) => false,
             UpstreamError::Pool(e) => e.is_connect(),
+            UpstreamError::Cut => false,
         }
     }
 }
@@ -62,6 +65,7 @@ impl std::fmt::Display for UpstreamError {
             UpstreamError::Connect(e) => write!(f, "connect: {e}"),
             UpstreamError::Http(e) => e.fmt(f),
             UpstreamError::Pool(e) => e.fmt(f),
+            UpstreamError::Cut => f.write_str("cut by the drain timeout"),
         }
     }
 }
@@ -72,6 +76,7 @@ impl std::error::Error for UpstreamError {
             UpstreamError::Connect(e) => e.source(),
             UpstreamError::Http(e) => e.source(),
             UpstreamError::Pool(e) => e.source(),
+            UpstreamError::Cut => None,
         }
     }
 }
@@ -95,8 +100,8 @@ impl Kept {
 #[derive(Default)]
 struct State {
     kept: Vec<Kept>,
-    /// Connections opened since the driver last ran.
-    opened: Vec<Pin<Box<Conn>>>,
+    /// Connections opened since the driver last ran, with their group.
+    opened: Vec<(Arc<GroupState>, Pin<Box<Conn>>)>,
     driver: Option<Waker>,
 }
 
@@ -143,7 +148,11 @@ impl Affinity {
         state.kept.push(kept);
     }
 
-    async fn connect(&self, backend: &Backend) -> Result<SendRequest<UpstreamBody>, UpstreamError> {
+    async fn connect(
+        &self,
+        group: &Arc<GroupState>,
+        backend: &Backend,
+    ) -> Result<SendRequest<UpstreamBody>, UpstreamError> {
         let stream = tokio::time::timeout(
             CONNECT_TIMEOUT,
             TcpStream::connect(backend.authority.as_str()),
@@ -162,7 +171,7 @@ impl Affinity {
             .await
             .map_err(UpstreamError::Http)?;
         let mut state = self.lock();
-        state.opened.push(Box::pin(conn));
+        state.opened.push((group.clone(), Box::pin(conn)));
         if let Some(w) = &state.driver {
             w.wake_by_ref();
         }
@@ -192,7 +201,7 @@ impl Affinity {
                 }
             }
         }
-        let mut sender = self.connect(backend).await?;
+        let mut sender = self.connect(group, backend).await?;
         match sender.try_send_request(request).await {
             Ok(response) => {
                 self.keep(group, backend, sender);
@@ -237,28 +246,53 @@ impl Wake for Rounds {
     }
 }
 
+/// The waker of the driver's wait for the next change: notes that the wait was
+/// woken, so that the driver polls it again (and only then), then wakes the rounds.
+struct ChangeWake {
+    woken: AtomicBool,
+    rounds: Arc<Rounds>,
+}
+
+impl Wake for ChangeWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::SeqCst);
+        self.rounds.wake_by_ref();
+    }
+}
+
 /// Rounds of polling in one poll of the task, at most: past them the task yields.
 const MAX_ROUNDS: usize = 8;
 
 /// Runs `served` (a client connection) and, in the same task, the backend
-/// connections it opens; drops kept connections of retired groups whenever the
-/// proxy's state changes (`epoch`).
+/// connections it opens; whenever the proxy's state changes (`epoch`), drops
+/// kept connections of retired groups and every connection of groups that the
+/// drain timeout cut.
 pub(crate) async fn drive<F: Future>(
     served: F,
     affinity: &Affinity,
     epoch: watch::Receiver<u64>,
 ) -> F::Output {
     let mut served = std::pin::pin!(served);
-    let mut conns: Vec<Pin<Box<Conn>>> = Vec::new();
-    let mut probe = epoch.clone();
+    let mut conns: Vec<(Arc<GroupState>, Pin<Box<Conn>>)> = Vec::new();
     let mut changes = Some(next_change(epoch));
-    let mut first = true;
     let rounds = Arc::new(Rounds {
         polling: AtomicBool::new(false),
         woken: AtomicBool::new(false),
         task: Mutex::new(None),
     });
     let waker = Waker::from(rounds.clone());
+    // the wait for a change is polled first, then whenever it was woken: it may
+    // be woken without a change (a notification racing with its last poll), and
+    // must then be polled again to wait anew
+    let change_wake = Arc::new(ChangeWake {
+        woken: AtomicBool::new(true),
+        rounds: rounds.clone(),
+    });
+    let change_waker = Waker::from(change_wake.clone());
     {
         let mut state = affinity.lock();
         state.driver = Some(waker.clone());
@@ -280,7 +314,7 @@ pub(crate) async fn drive<F: Future>(
             }
             conns.append(&mut affinity.lock().opened);
             if !conns.is_empty() {
-                conns.retain_mut(|c| match c.as_mut().poll(&mut cx) {
+                conns.retain_mut(|(_, c)| match c.as_mut().poll(&mut cx) {
                     Poll::Pending => true,
                     Poll::Ready(Err(e)) => {
                         tracing::debug!(error = %e, "backend connection ended");
@@ -289,14 +323,14 @@ pub(crate) async fn drive<F: Future>(
                     Poll::Ready(Ok(())) => false,
                 });
             }
-            if first || probe.has_changed().unwrap_or(false) {
-                first = false;
-                probe.borrow_and_update();
+            if change_wake.woken.swap(false, Ordering::SeqCst) {
+                let mut change_cx = Context::from_waker(&change_waker);
                 while let Some(ch) = changes.as_mut() {
-                    match ch.as_mut().poll(&mut cx) {
+                    match ch.as_mut().poll(&mut change_cx) {
                         Poll::Pending => break,
                         Poll::Ready(rx) => {
                             affinity.retire();
+                            conns.retain(|(group, _)| !group.is_cut());
                             changes = rx.map(next_change);
                         }
                     }

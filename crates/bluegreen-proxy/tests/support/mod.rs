@@ -10,6 +10,7 @@ use std::time::Duration;
 use bluegreen_proxy::{Proxy, ProxyOptions};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -20,7 +21,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 /// A backend: `/health` answers 200 (or 503 when made unhealthy), `/slow?ms=N`
-/// answers after N ms, `/echo` upgrades to a byte echo, anything else answers
+/// answers after N ms, `/drip?ms=N` sends its headers and `start` at once and
+/// `end` N ms later, `/echo` upgrades to a byte echo, anything else answers
 /// `<group> <instance>`.
 pub struct TestBackend {
     pub addr: SocketAddr,
@@ -134,28 +136,38 @@ async fn answer(
     healthy: Arc<AtomicBool>,
     proxied: Arc<AtomicBool>,
     counter: Arc<AtomicUsize>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<TestBody>, Infallible> {
     if req.uri().path() == "/health" {
         let status = if healthy.load(Ordering::SeqCst) {
             StatusCode::OK
         } else {
             StatusCode::SERVICE_UNAVAILABLE
         };
-        let mut r = Response::new(Full::new(Bytes::from_static(b"ok")));
+        let mut r = Response::new(Full::new(Bytes::from_static(b"ok")).boxed());
         *r.status_mut() = status;
         return Ok(r);
     }
     if !proxied.swap(true, Ordering::SeqCst) {
         counter.fetch_add(1, Ordering::SeqCst);
     }
+    let ms: u64 = req
+        .uri()
+        .query()
+        .and_then(|q| q.strip_prefix("ms="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
     if req.uri().path() == "/slow" {
-        let ms: u64 = req
-            .uri()
-            .query()
-            .and_then(|q| q.strip_prefix("ms="))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(500);
         tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if req.uri().path() == "/drip" {
+        return Ok(Response::new(
+            Drip {
+                first: Some(Bytes::from_static(b"start ")),
+                delay: Box::pin(tokio::time::sleep(Duration::from_millis(ms))),
+                rest: Some(Bytes::from_static(b"end")),
+            }
+            .boxed(),
+        ));
     }
     if req.uri().path() == "/echo" {
         let mut req = req;
@@ -166,7 +178,7 @@ async fn answer(
                 let _ = tokio::io::copy(&mut r, &mut w).await;
             }
         });
-        let mut r = Response::new(Full::new(Bytes::new()));
+        let mut r = Response::new(Full::new(Bytes::new()).boxed());
         *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         r.headers_mut()
             .insert(http::header::CONNECTION, "upgrade".parse().unwrap());
@@ -181,12 +193,43 @@ async fn answer(
             .await
             .map(|b| b.to_bytes())
             .unwrap_or_default();
-        return Ok(Response::new(Full::new(Bytes::from(format!(
-            "{name} {}",
-            body.len()
-        )))));
+        let text = format!("{name} {}", body.len());
+        return Ok(Response::new(Full::new(Bytes::from(text)).boxed()));
     }
-    Ok(Response::new(Full::new(Bytes::from(name))))
+    Ok(Response::new(Full::new(Bytes::from(name)).boxed()))
+}
+
+/// The body type of the test backend's responses.
+pub type TestBody = BoxBody<Bytes, Infallible>;
+
+/// A body that sends `first` at once and `rest` after `delay`.
+struct Drip {
+    first: Option<Bytes>,
+    delay: std::pin::Pin<Box<tokio::time::Sleep>>,
+    rest: Option<Bytes>,
+}
+
+impl hyper::body::Body for Drip {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        use std::future::Future;
+        if let Some(first) = self.first.take() {
+            return std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(first))));
+        }
+        if self.rest.is_none() {
+            return std::task::Poll::Ready(None);
+        }
+        if self.delay.as_mut().poll(cx).is_pending() {
+            return std::task::Poll::Pending;
+        }
+        let rest = self.rest.take().expect("checked above");
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(rest))))
+    }
 }
 
 /// A proxy serving on a loopback port until dropped (or `stop`).
