@@ -115,6 +115,14 @@ impl Proxy {
         }
     }
 
+    /// Closes every preview listener (when the proxy stops serving).
+    pub(crate) fn close_previews(&self) {
+        let closed = std::mem::take(&mut *self.inner.previews.open.lock().expect("previews lock"));
+        if !closed.is_empty() {
+            tracing::info!(count = closed.len(), "preview listeners closed");
+        }
+    }
+
     /// Where `group` of the app at `host` is previewed: a port that serves that
     /// group alone, whatever its share of traffic. `None` when the group is not
     /// attached or previews are off ([`ProxyOptions::preview_bind`](crate::ProxyOptions::preview_bind)).

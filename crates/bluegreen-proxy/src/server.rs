@@ -84,8 +84,8 @@ pub(crate) fn connection_builder() -> auto::Builder<TokioExecutor> {
 
 impl Proxy {
     /// Serves clients on `listener` (plain HTTP/1.1 and h2c by prior knowledge, or
-    /// TLS when `tls` is given) until `shutdown` completes; then stops accepting and
-    /// lets requests in flight finish, for at most
+    /// TLS when `tls` is given) until `shutdown` completes; then stops accepting
+    /// (preview listeners included) and lets requests in flight finish, for at most
     /// [`ProxyOptions::shutdown_timeout`](crate::ProxyOptions::shutdown_timeout).
     pub async fn serve(
         &self,
@@ -152,6 +152,7 @@ impl Proxy {
             }
         }
         drop(listener);
+        self.close_previews();
         let timeout = self.inner.options.shutdown_timeout;
         tracing::info!(connections = graceful.count(), "shutting down");
         if tokio::time::timeout(timeout, graceful.shutdown())

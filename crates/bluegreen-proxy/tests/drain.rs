@@ -80,6 +80,11 @@ async fn shutdown_lets_requests_in_flight_finish() {
         .proxy
         .set_routes(HOST, &RouteTable::single(blue))
         .unwrap();
+    let preview = proxy
+        .proxy
+        .preview_address(HOST, &"blue".into())
+        .expect("a preview listener");
+    assert!(tokio::net::TcpStream::connect(preview).await.is_ok());
     let url = proxy.url("/slow?ms=500");
     let slow = tokio::spawn(async move { get(&http1_client(), &url, HOST, &[]).await });
     assert!(eventually(Duration::from_secs(5), || backend.in_flight() == 1).await);
@@ -87,8 +92,9 @@ async fn shutdown_lets_requests_in_flight_finish() {
     let (status, _, body) = slow.await.unwrap().unwrap();
     assert_eq!((status.as_u16(), body.as_str()), (200, "blue i0"));
     proxy.task.take().unwrap().await.unwrap().unwrap();
-    // the listener is closed: a new connection is refused
+    // the listeners are closed: a new connection is refused, on the preview too
     assert!(tokio::net::TcpStream::connect(proxy.addr).await.is_err());
+    assert!(tokio::net::TcpStream::connect(preview).await.is_err());
 }
 
 /// A proxy with a short drain timeout, blue and green attached, blue routed.
