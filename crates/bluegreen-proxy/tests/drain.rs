@@ -13,21 +13,8 @@ const HOST: &str = "web.production";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_request_on_old_group_finishes_after_switch() {
-    let proxy = RunningProxy::start(test_options()).await;
-    let blue_backend = TestBackend::start("blue", "i0").await;
-    let green_backend = TestBackend::start("green", "i0").await;
-    let (blue, green) = (GroupId::from("blue"), GroupId::from("green"));
-    for (g, b) in [(&blue, &blue_backend), (&green, &green_backend)] {
-        proxy
-            .proxy
-            .attach(HOST, g, &[BackendSpec::new(b.address())])
-            .await
-            .unwrap();
-    }
-    proxy
-        .proxy
-        .set_routes(HOST, &RouteTable::single(blue.clone()))
-        .unwrap();
+    let (proxy, blue_backend, green_backend, _blue, green) =
+        blue_then_green(Duration::from_secs(30)).await;
     // a keep-alive connection to blue, idle in the proxy's pool
     let client = http1_client();
     let (status, _, body) = get(&client, &proxy.url("/"), HOST, &[]).await.unwrap();
@@ -102,20 +89,8 @@ async fn blue_then_green(
     drain_timeout: Duration,
 ) -> (RunningProxy, TestBackend, TestBackend, GroupId, GroupId) {
     let proxy = RunningProxy::start(test_options().with_drain_timeout(drain_timeout)).await;
-    let blue_backend = TestBackend::start("blue", "i0").await;
-    let green_backend = TestBackend::start("green", "i0").await;
+    let (blue_backend, green_backend) = blue_routed_green_ready(&proxy.proxy, HOST).await;
     let (blue, green) = (GroupId::from("blue"), GroupId::from("green"));
-    for (g, b) in [(&blue, &blue_backend), (&green, &green_backend)] {
-        proxy
-            .proxy
-            .attach(HOST, g, &[BackendSpec::new(b.address())])
-            .await
-            .unwrap();
-    }
-    proxy
-        .proxy
-        .set_routes(HOST, &RouteTable::single(blue.clone()))
-        .unwrap();
     (proxy, blue_backend, green_backend, blue, green)
 }
 
@@ -221,23 +196,8 @@ async fn an_upgraded_connection_closes_at_the_drain_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (proxy, _blue_backend, _green_backend, _blue, green) =
         blue_then_green(Duration::from_millis(300)).await;
-    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    stream
-        .write_all(
-            format!(
-                "GET /echo HTTP/1.1\r\nHost: {HOST}\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"
-            )
-            .as_bytes(),
-        )
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(stream.read(&mut byte).await.unwrap(), 1);
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"));
+    let (mut stream, head) = open_echo_tunnel(proxy.addr, HOST).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     stream.write_all(b"ping").await.unwrap();
     let mut echoed = [0u8; 4];
     stream.read_exact(&mut echoed).await.unwrap();

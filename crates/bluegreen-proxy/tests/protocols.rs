@@ -211,27 +211,7 @@ async fn upgrades_pass_through() {
         .proxy
         .set_routes(HOST, &RouteTable::single("blue".into()))
         .unwrap();
-    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    stream
-        .write_all(
-            format!(
-                "GET /echo HTTP/1.1\r\nHost: {HOST}\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"
-            )
-            .as_bytes(),
-        )
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(
-            stream.read(&mut byte).await.unwrap(),
-            1,
-            "connection closed early"
-        );
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
+    let (mut stream, head) = open_echo_tunnel(proxy.addr, HOST).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     assert!(
         head.to_ascii_lowercase().contains("upgrade: echo"),

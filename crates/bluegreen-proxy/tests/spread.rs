@@ -6,7 +6,6 @@ mod support;
 use std::time::Duration;
 
 use bluegreen_core::{GroupId, RouteTable};
-use bluegreen_proxy::BackendSpec;
 use support::*;
 
 const HOST: &str = "web.production";
@@ -41,20 +40,8 @@ fn runtimes(
 async fn spread_connections_switch_drain_and_shut_down() {
     let (handles, _stops) = runtimes(2);
     let mut proxy = RunningProxy::start_spread(test_options(), handles).await;
-    let blue_backend = TestBackend::start("blue", "i0").await;
-    let green_backend = TestBackend::start("green", "i0").await;
-    let (blue, green) = (GroupId::from("blue"), GroupId::from("green"));
-    for (g, b) in [(&blue, &blue_backend), (&green, &green_backend)] {
-        proxy
-            .proxy
-            .attach(HOST, g, &[BackendSpec::new(b.address())])
-            .await
-            .unwrap();
-    }
-    proxy
-        .proxy
-        .set_routes(HOST, &RouteTable::single(blue.clone()))
-        .unwrap();
+    let (blue_backend, green_backend) = blue_routed_green_ready(&proxy.proxy, HOST).await;
+    let green = GroupId::from("green");
     let clients: Vec<TestClient> = (0..4).map(|_| http1_client()).collect();
     for client in &clients {
         for _ in 0..5 {

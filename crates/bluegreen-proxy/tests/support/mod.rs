@@ -333,6 +333,54 @@ pub async fn get(
     ))
 }
 
+/// Attaches groups `blue` and `green` of `host` (one backend each) and routes all
+/// traffic to blue; returns the two backends.
+pub async fn blue_routed_green_ready(proxy: &Proxy, host: &str) -> (TestBackend, TestBackend) {
+    let blue = TestBackend::start("blue", "i0").await;
+    let green = TestBackend::start("green", "i0").await;
+    for b in [&blue, &green] {
+        proxy
+            .attach(
+                host,
+                &b.group.as_str().into(),
+                &[bluegreen_proxy::BackendSpec::new(b.address())],
+            )
+            .await
+            .unwrap();
+    }
+    proxy
+        .set_routes(host, &bluegreen_core::RouteTable::single("blue".into()))
+        .unwrap();
+    (blue, green)
+}
+
+/// Opens an upgraded `echo` connection to the test backend through the proxy at
+/// `addr`; returns the stream and the response head (status line and headers).
+pub async fn open_echo_tunnel(addr: SocketAddr, host: &str) -> (tokio::net::TcpStream, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            format!(
+                "GET /echo HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            stream.read(&mut byte).await.unwrap(),
+            1,
+            "connection closed early"
+        );
+        head.push(byte[0]);
+    }
+    (stream, String::from_utf8(head).unwrap())
+}
+
 /// Polls `f` every 20 ms until it is true, for at most `bound`.
 pub async fn eventually(bound: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + bound;
