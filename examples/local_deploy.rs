@@ -11,6 +11,7 @@
 //!     --artifact target/release/sample-app --size 3 --env-var APP_VERSION=2
 //! cargo run --example local_deploy -- status --app web --env production
 //! cargo run --example local_deploy -- rollback --app web --env production
+//! cargo run --example local_deploy -- rollback --app web --env production --to sha256:...
 //! cargo run --example local_deploy -- down --app web --env production
 //! ```
 
@@ -21,7 +22,7 @@ use std::time::Duration;
 
 use bluegreen::local::{proxy_binary, FileLock, LocalFleet, LocalImage, LocalProxy, StateDir};
 use bluegreen::{
-    App, DeployRequest, Engine, EngineOptions, Event, EventSink, Fleet, GroupId, Image,
+    App, DeployRequest, Engine, EngineOptions, Event, EventSink, Fleet, GroupId, Image, ImageId,
     ImageSource, Router, Strategy,
 };
 use clap::{Args, Parser, Subcommand};
@@ -101,8 +102,15 @@ enum Command {
         #[arg(long)]
         group: String,
     },
-    /// Go back to the previous release.
-    Rollback(Target),
+    /// Go back to the previous release, or to the release of an image (`--to`, as
+    /// `status` shows it: safe to run again).
+    Rollback {
+        #[command(flatten)]
+        target: Target,
+        /// The image to go back to, e.g. `sha256:3f2a...`.
+        #[arg(long)]
+        to: Option<String>,
+    },
     /// Show groups, routes and health.
     Status(Target),
     /// Remove every group of the app.
@@ -180,9 +188,17 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 .await?;
             println!("{} is live", report.live);
         }
-        Command::Rollback(target) => {
-            let report = engine.rollback(&app_of(&target)?).await?;
-            println!("rolled back from {} to {}", report.from, report.to);
+        Command::Rollback { target, to } => {
+            let app = app_of(&target)?;
+            let report = match to {
+                Some(image) => engine.rollback_to(&app, &ImageId::from(image)).await?,
+                None => engine.rollback(&app).await?,
+            };
+            if report.from == report.to {
+                println!("{} already serves that release", report.to);
+            } else {
+                println!("rolled back from {} to {}", report.from, report.to);
+            }
         }
         Command::Status(target) => {
             let status = engine.status(&app_of(&target)?).await?;

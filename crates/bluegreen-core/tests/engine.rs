@@ -612,6 +612,109 @@ async fn rollback_without_a_previous_release_is_refused() {
     assert!(e.to_string().contains("no previous release"), "{e}");
 }
 
+/// The image of `group`, as the fleet reports it.
+async fn image_of(rig: &Rig, group: &GroupId) -> bluegreen_core::ImageId {
+    let groups = rig.platform.fleet().groups(&app()).await.unwrap();
+    groups
+        .into_iter()
+        .find(|g| &g.id == group)
+        .expect("the group exists")
+        .release
+        .image
+}
+
+#[tokio::test(start_paused = true)]
+async fn rollback_to_an_image_goes_there_and_again_changes_nothing() {
+    let rig = rig(options());
+    for v in ["1", "2", "3"] {
+        rig.engine
+            .deploy(&request(v).env("COLOR", format!("c{v}")))
+            .await
+            .unwrap();
+    }
+    // v001 is gone (keep = 1): its release is v002's previous one
+    assert_eq!(
+        rig.group_ids().await,
+        ["web-production-v002", "web-production-v003"]
+    );
+    let v1 = rig
+        .engine
+        .rollback_to(&app(), &image_of(&rig, &gid(2)).await)
+        .await;
+    let v1 = v1.unwrap();
+    assert_eq!(
+        (v1.from, v1.to.clone(), v1.relaunched),
+        (gid(3), gid(2), false)
+    );
+    assert_eq!(rig.routes().await, RouteTable::single(gid(2)));
+
+    // two releases back, to an image no group runs any more
+    let first = {
+        let groups = rig.platform.fleet().groups(&app()).await.unwrap();
+        let v2 = groups.iter().find(|g| g.id == gid(2)).unwrap();
+        v2.previous.clone().unwrap()
+    };
+    let back = rig.engine.rollback_to(&app(), &first.image).await.unwrap();
+    assert_eq!(
+        (back.from, back.to.clone(), back.relaunched),
+        (gid(2), gid(4), true)
+    );
+    let groups = rig.platform.fleet().groups(&app()).await.unwrap();
+    let live = groups.iter().find(|g| g.id == gid(4)).unwrap();
+    assert_eq!(live.release, first, "the whole release comes back, env too");
+    assert_eq!(live.release.env["COLOR"], "c1");
+
+    // again: nothing moves, nothing launches
+    let launches = rig.platform.calls(Op::Launch);
+    let again = rig.engine.rollback_to(&app(), &first.image).await.unwrap();
+    assert_eq!(
+        (again.from, again.to, again.relaunched),
+        (gid(4), gid(4), false)
+    );
+    assert_eq!(rig.platform.calls(Op::Launch), launches);
+    assert_eq!(rig.routes().await, RouteTable::single(gid(4)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn rollback_to_an_unknown_image_changes_nothing() {
+    let rig = rig(options());
+    rig.engine.deploy(&request("1")).await.unwrap();
+    rig.engine.deploy(&request("2")).await.unwrap();
+    let before = (rig.routes().await, rig.group_ids().await);
+    let unknown = bluegreen_core::ImageId::from("sha256:0000");
+    let e = rig.engine.rollback_to(&app(), &unknown).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert!(e.to_string().contains("image sha256:0000"), "{e}");
+    assert_eq!((rig.routes().await, rig.group_ids().await), before);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rollback_to_interrupted_after_the_switch_converges_when_run_again() {
+    let rig = rig(options().with_keep(0));
+    rig.engine.deploy(&request("1")).await.unwrap();
+    rig.engine.deploy(&request("2")).await.unwrap();
+    rig.engine.deploy(&request("3")).await.unwrap();
+    let target = {
+        let groups = rig.platform.fleet().groups(&app()).await.unwrap();
+        groups[0].previous.clone().unwrap().image
+    };
+    // the retirement fails: v003 keeps running without traffic
+    rig.platform
+        .fail_nth(Op::Destroy, 1, Fault::Fatal("destroy refused".into()));
+    let e = rig.engine.rollback_to(&app(), &target).await.unwrap_err();
+    assert!(!e.rolled_back(), "{e}");
+    assert_eq!(rig.routes().await, RouteTable::single(gid(4)));
+    assert_eq!(
+        rig.group_ids().await,
+        ["web-production-v003", "web-production-v004"]
+    );
+    // a relative rollback now would go one release further; rollback_to finishes
+    let again = rig.engine.rollback_to(&app(), &target).await.unwrap();
+    assert_eq!((again.from, again.to), (gid(4), gid(4)));
+    assert_eq!(rig.routes().await, RouteTable::single(gid(4)));
+    assert_eq!(rig.group_ids().await, ["web-production-v004"]);
+}
+
 #[tokio::test(start_paused = true)]
 async fn prepare_then_promote_by_hand() {
     let rig = rig(options());

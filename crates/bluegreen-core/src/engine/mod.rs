@@ -48,6 +48,8 @@
 //!   the lock, whose lease then expires; run the deployment again to converge.
 //! - A failure after the switch (drain or retire) leaves the new group serving and
 //!   is reported with `rolled_back == false`; running again finishes the retirement.
+//! - [`Engine::rollback`] is relative: run again after an interruption, it goes one
+//!   more release back. [`Engine::rollback_to`] names the image and is safe to rerun.
 
 mod held_lock;
 mod observe;
@@ -58,6 +60,7 @@ mod report;
 mod request;
 mod retire;
 mod revert;
+mod rollback;
 mod run;
 
 use std::sync::Arc;
@@ -77,7 +80,7 @@ use crate::app::App;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventSink, Step};
 use crate::fleet::Fleet;
-use crate::group::{DeploymentId, Group, GroupId};
+use crate::group::{DeploymentId, GroupId};
 use crate::image::{Image, ImageId};
 use crate::lock::{Lock, LockHolder, MemoryLock};
 use crate::retry::{Retry, RetryOptions};
@@ -314,95 +317,6 @@ impl Engine {
                 started,
                 switch,
             ))
-        }
-        .await;
-        self.finish(run, out).await
-    }
-
-    /// Goes back one release: routes to the warm group of the live group's previous
-    /// release when it is healthy, or launches a new group from that release when it
-    /// is gone. The group rolled back from stays warm (within `keep`).
-    pub async fn rollback(&self, app: &App) -> Result<RollbackReport> {
-        let started = Instant::now();
-        let run = self.start(app, || self.validate_options()).await?;
-        let out = async {
-            let observed = run.observe().await?;
-            let live = observed.live().cloned().ok_or_else(|| {
-                Error::conflict(format!(
-                    "no group of {app} has traffic: nothing to roll back"
-                ))
-                .at(Step::Observe, true)
-            })?;
-            let previous = live.previous.clone().ok_or_else(|| {
-                Error::conflict(format!(
-                    "{} has no previous release to roll back to",
-                    live.id
-                ))
-                .at(Step::Observe, true)
-            })?;
-            let baseline = observed.routes.clone();
-            let warm = observed
-                .groups
-                .iter()
-                .filter(|g| g.id != live.id && g.release == previous)
-                .max_by_key(|g| g.generation)
-                .cloned();
-            let warm = match warm {
-                Some(g) => {
-                    let instances = run
-                        .call("list instances", self.fleet.instances(app, &g.id))
-                        .await
-                        .map_err(|e| e.at(Step::Observe, true))?;
-                    let ready = instances.iter().filter(|i| i.health.is_healthy()).count();
-                    (ready >= g.release.size as usize).then_some((g, instances))
-                }
-                None => None,
-            };
-            let (target, instances, relaunched) = match warm {
-                Some((g, instances)) => {
-                    run.step(
-                        Step::Attach,
-                        run.call("attach", self.router.attach(app, &g.id, &instances)),
-                    )
-                    .await
-                    .map_err(|e| e.at(Step::Attach, true))?;
-                    (g, instances, false)
-                }
-                None => {
-                    let group = Group::new(
-                        app.clone(),
-                        observed.next_generation(),
-                        previous,
-                        run.deployment.clone(),
-                        Some(live.release.clone()),
-                    );
-                    match run.bring_up(&group, &[]).await {
-                        Ok((instances, _)) => (group, instances, true),
-                        Err(e) => {
-                            return Err(run.revert(&group, &baseline, NewGroup::Destroy, e).await)
-                        }
-                    }
-                }
-            };
-            let new_group = if relaunched {
-                NewGroup::Destroy
-            } else {
-                NewGroup::Leave
-            };
-            if let Err(e) = run
-                .promote(&target, &instances, &Strategy::BlueGreen, &[], &baseline)
-                .await
-            {
-                return Err(run.revert(&target, &baseline, new_group, e).await);
-            }
-            run.retire(&target, &observed.routes).await?;
-            Ok(RollbackReport {
-                app: app.clone(),
-                from: live.id,
-                to: target.id,
-                relaunched,
-                elapsed: started.elapsed(),
-            })
         }
         .await;
         self.finish(run, out).await
