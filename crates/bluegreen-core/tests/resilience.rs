@@ -187,6 +187,76 @@ async fn an_interrupted_failing_deployment_rolls_back_when_run_again() {
     );
 }
 
+/// Version 1, then version 2 (keep = 0: v001 is gone); returns the rig and the
+/// image of version 1, which `rollback_to` goes back to.
+async fn two_releases() -> (Rig, bluegreen_core::ImageId) {
+    let rig = Rig::new();
+    rig.engine().deploy(&request("1")).await.unwrap();
+    rig.engine().deploy(&request("2")).await.unwrap();
+    let groups = rig.platform.fleet().groups(&app()).await.unwrap();
+    let image = groups[0].previous.clone().unwrap().image;
+    (rig, image)
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_interrupted_rollback_to_converges_when_run_again() {
+    let calls = {
+        let (rig, image) = two_releases().await;
+        let before = rig.platform.call_log().len();
+        rig.engine().rollback_to(&app(), &image).await.unwrap();
+        rig.platform.call_log()[before..].to_vec()
+    };
+    assert!(calls.contains(&Op::Launch) && calls.contains(&Op::Destroy));
+    for index in 0..calls.len() {
+        let (rig, image) = two_releases().await;
+        let op = calls[index];
+        let nth = calls[..=index].iter().filter(|o| **o == op).count() as u64;
+        let case = format!("interrupted at call {index} ({op:?} #{nth})");
+        rig.platform.fail_nth(op, nth, Fault::Hang);
+        let first = tokio::time::timeout(
+            Duration::from_secs(200),
+            rig.engine().rollback_to(&app(), &image),
+        )
+        .await;
+        assert!(first.is_err(), "{case}: should have hung the rollback");
+        rig.platform.clear_faults();
+        let again = rig.engine().rollback_to(&app(), &image).await;
+        let report = again.unwrap_or_else(|e| panic!("{case}: the rerun failed: {e}"));
+        assert_eq!(report.to, gid(3), "{case}: {report:?}");
+        rig.assert_converged(3, &case).await;
+        let groups = rig.platform.fleet().groups(&app()).await.unwrap();
+        assert_eq!(groups[0].release.image, image, "{case}: the release of v1");
+    }
+    println!(
+        "interrupted rollback_to: {} cases, one per platform call, all converged",
+        calls.len()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rerun_rollback_to_finishes_the_group_its_first_run_launched() {
+    let (rig, image) = two_releases().await;
+    // instances take longer to boot than the lock's lease: the rerun finds the
+    // first run's group still booting
+    rig.platform.set_boot_time(Duration::from_secs(90));
+    let first = tokio::time::timeout(
+        Duration::from_secs(20),
+        rig.engine().rollback_to(&app(), &image),
+    )
+    .await;
+    assert!(first.is_err(), "the first run was still waiting for health");
+    assert_eq!(rig.group_ids().await, [gid(2), gid(3)]);
+    let launched = rig.platform.calls(Op::Launch);
+    let report = rig.engine().rollback_to(&app(), &image).await.unwrap();
+    assert_eq!((report.to.clone(), report.relaunched), (gid(3), true));
+    assert_eq!(
+        rig.platform.calls(Op::Launch),
+        launched,
+        "the rerun launched no other group"
+    );
+    rig.assert_converged(3, "rerun while booting").await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_stale_lock_is_taken_over_after_its_lease() {
     let rig = Rig::new();

@@ -11,7 +11,7 @@ use super::run::Run;
 use super::Engine;
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::event::Step;
+use crate::event::{Event, Step};
 use crate::group::Group;
 use crate::image::ImageId;
 use crate::release::Release;
@@ -97,6 +97,7 @@ impl Engine {
                 elapsed: started.elapsed(),
             });
         }
+        let newest = observed.groups.iter().map(|g| g.generation).max();
         let existing = observed
             .groups
             .iter()
@@ -110,12 +111,12 @@ impl Engine {
                     .await
                     .map_err(|e| e.at(Step::Observe, true))?;
                 let ready = instances.iter().filter(|i| i.health.is_healthy()).count();
-                (ready >= g.release.size as usize).then_some((g, instances))
+                Some((g, instances, ready))
             }
             None => None,
         };
         let (target, instances, relaunched) = match existing {
-            Some((g, instances)) => {
+            Some((g, instances, ready)) if ready >= g.release.size as usize => {
                 run.step(
                     Step::Attach,
                     run.call("attach", self.router.attach(app, &g.id, &instances)),
@@ -124,7 +125,18 @@ impl Engine {
                 .map_err(|e| e.at(Step::Attach, true))?;
                 (g, instances, false)
             }
-            None => {
+            // the newest group, not live and not ready: what an interrupted
+            // rollback launched; it is finished rather than launched again
+            Some((g, _, _)) if Some(g.generation) == newest && g.id != live.id => {
+                run.emit(Event::GroupAdopted {
+                    group: g.id.clone(),
+                });
+                match run.bring_up(&g, &[]).await {
+                    Ok((instances, _)) => (g, instances, true),
+                    Err(e) => return Err(run.revert(&g, &baseline, NewGroup::Destroy, e).await),
+                }
+            }
+            _ => {
                 let group = Group::new(
                     app.clone(),
                     observed.next_generation(),
