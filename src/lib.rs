@@ -31,6 +31,12 @@
 //!     .strategy(Strategy::canary([10, 50], Duration::from_secs(60)));
 //! let report = engine.deploy(&canary).await?;
 //! assert_eq!(report.live.as_str(), "web-production-v002");
+//!
+//! // back to version 1's image, by name: running it again changes nothing
+//! let status = engine.status(&app).await?;
+//! let v1 = &status.groups.iter().find(|g| g.weight == 0).unwrap().group.release.image;
+//! assert_eq!(engine.rollback_to(&app, v1).await?.to.as_str(), "web-production-v001");
+//! assert_eq!(engine.rollback_to(&app, v1).await?.to.as_str(), "web-production-v001");
 //! # Ok(())
 //! # }
 //! ```
