@@ -189,28 +189,16 @@ async fn main() {
     // --- bluegreen
     let app = App::new(format!("bench-{}", std::process::id()), "docker").unwrap();
     let events = bluegreen_core::EventSink::none();
-    let v1 = image
-        .prepare(
-            &app,
-            &ImageSource::Build {
-                context: context(&args.work, &args.sample_app, "1"),
-                args: Default::default(),
-            },
-            &events,
-        )
-        .await
-        .unwrap();
-    let v2 = image
-        .prepare(
-            &app,
-            &ImageSource::Build {
-                context: context(&args.work, &args.sample_app, "2"),
-                args: Default::default(),
-            },
-            &events,
-        )
-        .await
-        .unwrap();
+    let build = |version: &'static str| {
+        let source = ImageSource::Build {
+            context: context(&args.work, &args.sample_app, version),
+            args: Default::default(),
+        };
+        let (image, app, events) = (image.clone(), app.clone(), events.clone());
+        async move { image.prepare(&app, &source, &events).await.unwrap() }
+    };
+    let v1 = build("1").await;
+    let v2 = build("2").await;
     let raw = raw_start(&docker, v2.id.as_str(), args.size).await;
     let engine = Engine::new(image.clone(), fleet.clone(), router.clone()).with_options(
         EngineOptions::default()

@@ -189,15 +189,8 @@ impl Client {
             info,
             affinity: Affinity::default(),
         });
-        let shared = client.clone();
-        let service = service_fn(move |req| forward::handle(shared.clone(), req));
         let result = match tls {
-            None => {
-                let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .into_owned();
-                upstream::drive(watcher.watch(conn), &client.affinity, epoch).await
-            }
+            None => serve_io(TokioIo::new(stream), &builder, watcher, &client, epoch).await,
             Some(acceptor) => {
                 let stream =
                     match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
@@ -210,14 +203,31 @@ impl Client {
                         }
                         Err(_) => return,
                     };
-                let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .into_owned();
-                upstream::drive(watcher.watch(conn), &client.affinity, epoch).await
+                serve_io(TokioIo::new(stream), &builder, watcher, &client, epoch).await
             }
         };
         if let Err(e) = result {
             tracing::debug!(error = %e, "client connection ended");
         }
     }
+}
+
+/// Serves HTTP/1.1 and HTTP/2 on `io` for `client`, with its backend connections
+/// driven in the same task, until the connection ends or shuts down gracefully.
+async fn serve_io<I>(
+    io: TokioIo<I>,
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+    client: &Arc<ClientConn>,
+    epoch: tokio::sync::watch::Receiver<u64>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let shared = client.clone();
+    let service = service_fn(move |req| forward::handle(shared.clone(), req));
+    let conn = builder
+        .serve_connection_with_upgrades(io, service)
+        .into_owned();
+    upstream::drive(watcher.watch(conn), &client.affinity, epoch).await
 }

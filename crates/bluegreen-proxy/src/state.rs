@@ -239,8 +239,7 @@ impl Proxy {
     }
 
     fn known_app(&self, host: &str) -> Result<Option<Arc<AppState>>> {
-        let host = normalize_host(host)?;
-        Ok(self.inner.apps.load().by_host.get(&host).cloned())
+        Ok(self.app_exact(&normalize_host(host)?))
     }
 
     /// The app for `host`, and whether it is new (not yet published). Call with

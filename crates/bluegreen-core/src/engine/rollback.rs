@@ -97,7 +97,6 @@ impl Engine {
                 elapsed: started.elapsed(),
             });
         }
-        let newest = observed.groups.iter().map(|g| g.generation).max();
         let existing = observed
             .groups
             .iter()
@@ -127,7 +126,12 @@ impl Engine {
             }
             // the newest group, not live and not ready: what an interrupted
             // rollback launched; it is finished rather than launched again
-            Some((g, _, _)) if Some(g.generation) == newest && g.id != live.id => {
+            Some((g, _, _))
+                if g.id != live.id
+                    && observed
+                        .resumable(&release.id())
+                        .is_some_and(|newest| newest.id == g.id) =>
+            {
                 run.emit(Event::GroupAdopted {
                     group: g.id.clone(),
                 });
