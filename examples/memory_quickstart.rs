@@ -28,10 +28,10 @@ fn progress() -> EventSink {
         Event::Baking { weight, duration } => println!("     baking at {weight}% for {duration:?}"),
         Event::GroupKeptWarm { group } => println!("     {group} kept warm"),
         Event::GroupDestroyed { group } => println!("     {group} destroyed"),
-        Event::RollingBack { step, reason } => {
+        Event::Reverting { step, reason } => {
             println!("   ! {step} failed, rolling back: {reason}")
         }
-        Event::RolledBack { routes } => println!("   ! rolled back to {routes}"),
+        Event::Reverted { routes } => println!("   ! rolled back to {routes}"),
         Event::Finished { group, elapsed } => println!("   = {group} live after {elapsed:?}"),
         _ => {}
     })

@@ -223,10 +223,10 @@ fn progress(started: Instant) -> EventSink {
             Event::TrafficShifted { routes } => println!("            routes {routes}"),
             Event::GroupKeptWarm { group } => println!("            {group} kept warm"),
             Event::GroupDestroyed { group } => println!("            {group} destroyed"),
-            Event::RollingBack { step, reason } => {
+            Event::Reverting { step, reason } => {
                 println!("            {step} failed, rolling back: {reason}")
             }
-            Event::RolledBack { routes } => println!("            rolled back to {routes}"),
+            Event::Reverted { routes } => println!("            rolled back to {routes}"),
             _ => {}
         }
     })

@@ -25,8 +25,13 @@ pub struct CheckTarget {
     pub preview: Option<String>,
     /// The group's share of traffic now (0 during verify).
     pub weight: u8,
-    /// The router's view of the group, after a canary step.
+    /// The router's view of the group over the step's window (counters are
+    /// those of the window), after a canary step or during the bake after the
+    /// switch.
     pub serving: Option<Serving>,
+    /// The router's view of the group that had the traffic before (the baseline)
+    /// over the same window, where there is one.
+    pub baseline: Option<Serving>,
 }
 
 /// A user check. Returning `Err(reason)` fails the deployment, which rolls back.

@@ -96,7 +96,7 @@ pub enum Error {
         source: Option<BoxError>,
     },
     /// A deployment step failed. `rolled_back` tells whether traffic was restored.
-    #[error("{step} failed{}: {source}", if *rolled_back { " (rolled back)" } else { "" })]
+    #[error("{step} failed{}: {source}", if *rolled_back { " (reverted)" } else { "" })]
     Step {
         /// The step that failed.
         step: Step,
@@ -285,7 +285,7 @@ mod tests {
         assert!(e.rolled_back());
         assert_eq!(
             e.to_string(),
-            "launch failed (rolled back): rate limited: slow down"
+            "launch failed (reverted): rate limited: slow down"
         );
     }
 

@@ -29,16 +29,23 @@ pub enum Step {
     Attach,
     /// Run the user's checks against the new group alone.
     Verify,
-    /// Shift traffic to the new group.
+    /// Shift traffic to the new group, step by step for a canary, each step baked
+    /// and analysed, and each weight increase gated on the router reporting every
+    /// member of the group healthy.
     Promote,
     /// Confirm at the router that the new group serves.
     Confirm,
+    /// Watch the new group after the final switch, the previous one kept warm
+    /// ([`Strategy::bake_after`](crate::Strategy::bake_after)).
+    Bake,
     /// Let requests in flight on old groups finish.
     Drain,
     /// Destroy groups beyond `keep` and images beyond retention.
     Retire,
-    /// Restore traffic after a failure.
-    Rollback,
+    /// Undo a failed operation on its own: traffic back to where it was, the new
+    /// group removed. (The user's [`Engine::rollback`](crate::Engine::rollback) is
+    /// an operation, not this step.)
+    Revert,
 }
 
 impl fmt::Display for Step {
@@ -54,11 +61,54 @@ impl fmt::Display for Step {
             Step::Verify => "verify",
             Step::Promote => "promote",
             Step::Confirm => "confirm",
+            Step::Bake => "bake",
             Step::Drain => "drain",
             Step::Retire => "retire",
-            Step::Rollback => "rollback",
+            Step::Revert => "revert",
         })
     }
+}
+
+/// Which entry point of the engine an operation is.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// [`Engine::deploy`](crate::Engine::deploy).
+    Deploy,
+    /// [`Engine::prepare`](crate::Engine::prepare).
+    Prepare,
+    /// [`Engine::promote`](crate::Engine::promote).
+    Promote,
+    /// [`Engine::rollback`](crate::Engine::rollback).
+    Rollback,
+    /// [`Engine::rollback_to`](crate::Engine::rollback_to).
+    RollbackTo,
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Operation::Deploy => "deploy",
+            Operation::Prepare => "prepare",
+            Operation::Promote => "promote",
+            Operation::Rollback => "rollback",
+            Operation::RollbackTo => "rollback to",
+        })
+    }
+}
+
+/// Which operation an event belongs to: given with every event of an operation to
+/// sinks made with [`EventSink::with_context`], so that one sink can follow
+/// concurrent deployments.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventContext {
+    /// The app.
+    pub app: App,
+    /// The operation's id (a deployment id, also for rollbacks).
+    pub deployment: DeploymentId,
+    /// The entry point.
+    pub operation: Operation,
 }
 
 /// What happened, as it happens.
@@ -71,6 +121,8 @@ pub enum Event {
         app: App,
         /// The deployment's id.
         deployment: DeploymentId,
+        /// The entry point.
+        operation: Operation,
     },
     /// A step began.
     StepStarted {
@@ -159,15 +211,34 @@ pub enum Event {
         /// The image.
         image: ImageId,
     },
-    /// A failure is being rolled back.
-    RollingBack {
+    /// The router reported the new group's members before a move to `weight`
+    /// percent; the move happens only when all are healthy.
+    Ready {
+        /// The group.
+        group: GroupId,
+        /// Members the router considers healthy.
+        healthy: usize,
+        /// Members attached.
+        total: usize,
+        /// The weight the group is about to get.
+        weight: u8,
+    },
+    /// The bake after the final switch began: the previous group stays warm.
+    Watching {
+        /// The new group.
+        group: GroupId,
+        /// How long.
+        duration: Duration,
+    },
+    /// A failure is being undone on its own ([`Step::Revert`]).
+    Reverting {
         /// The step that failed.
         step: Step,
         /// The cause.
         reason: String,
     },
-    /// The rollback restored this table.
-    RolledBack {
+    /// The undo restored this table.
+    Reverted {
         /// The restored table.
         routes: RouteTable,
     },
@@ -182,13 +253,31 @@ pub enum Event {
     Failed {
         /// The error, as text.
         error: String,
+        /// The error's kind.
+        kind: crate::ErrorKind,
+        /// The step that failed, when one did.
+        step: Option<Step>,
+        /// Whether the platform was put back as it was ([`Error::rolled_back`](crate::Error::rolled_back)).
+        reverted: bool,
     },
 }
 
-type Callback = Arc<dyn Fn(&Event) + Send + Sync>;
+impl Event {
+    /// The `Failed` event of `error`.
+    pub(crate) fn failed(error: &crate::Error) -> Event {
+        Event::Failed {
+            error: error.to_string(),
+            kind: error.kind(),
+            step: error.step(),
+            reverted: error.rolled_back(),
+        }
+    }
+}
+
+type Callback = Arc<dyn Fn(&Event, Option<&EventContext>) + Send + Sync>;
 
 /// Where events go: a callback shared by every step. Every event is also logged
-/// through `tracing`, here and only here.
+/// through `tracing`, here and only here, with its app and deployment.
 ///
 /// ```
 /// use std::sync::{Arc, Mutex};
@@ -204,13 +293,45 @@ type Callback = Arc<dyn Fn(&Event) + Send + Sync>;
 #[derive(Clone, Default)]
 pub struct EventSink {
     callback: Option<Callback>,
+    context: Option<Arc<EventContext>>,
 }
 
 impl EventSink {
     /// A sink that calls `callback` for every event.
     pub fn new(callback: impl Fn(&Event) + Send + Sync + 'static) -> Self {
         EventSink {
+            callback: Some(Arc::new(move |e, _| callback(e))),
+            context: None,
+        }
+    }
+
+    /// A sink that calls `callback` for every event with the operation it belongs
+    /// to (`None` for events emitted outside an engine operation): one sink can
+    /// follow concurrent deployments.
+    ///
+    /// ```
+    /// use bluegreen_core::{Event, EventContext, EventSink};
+    /// let sink = EventSink::with_context(|e: &Event, ctx: Option<&EventContext>| {
+    ///     if let Some(ctx) = ctx {
+    ///         println!("{} {}: {e:?}", ctx.app, ctx.deployment);
+    ///     }
+    /// });
+    /// sink.emit(Event::BuildOutput { line: "ok".into() });
+    /// ```
+    pub fn with_context(
+        callback: impl Fn(&Event, Option<&EventContext>) + Send + Sync + 'static,
+    ) -> Self {
+        EventSink {
             callback: Some(Arc::new(callback)),
+            context: None,
+        }
+    }
+
+    /// This sink, giving `context` with every event.
+    pub(crate) fn scoped(&self, context: EventContext) -> Self {
+        EventSink {
+            callback: self.callback.clone(),
+            context: Some(Arc::new(context)),
         }
     }
 
@@ -232,14 +353,22 @@ impl EventSink {
 
     /// Emits an event.
     pub fn emit(&self, event: Event) {
+        let (app, deployment) = match self.context.as_deref() {
+            Some(c) => (c.app.to_string(), c.deployment.to_string()),
+            None => (String::new(), String::new()),
+        };
         match &event {
-            Event::BuildOutput { line } => tracing::debug!(target: "bluegreen::build", "{line}"),
-            Event::Health { .. } => tracing::debug!(?event),
-            Event::RollingBack { .. } | Event::Failed { .. } => tracing::warn!(?event),
-            _ => tracing::info!(?event),
+            Event::BuildOutput { line } => {
+                tracing::debug!(target: "bluegreen::build", %app, %deployment, "{line}")
+            }
+            Event::Health { .. } => tracing::debug!(%app, %deployment, ?event),
+            Event::Reverting { .. } | Event::Failed { .. } => {
+                tracing::warn!(%app, %deployment, ?event)
+            }
+            _ => tracing::info!(%app, %deployment, ?event),
         }
         if let Some(cb) = &self.callback {
-            cb(&event);
+            cb(&event, self.context.as_deref());
         }
     }
 }

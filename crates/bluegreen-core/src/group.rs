@@ -69,10 +69,22 @@ pub struct Group {
     pub release: Release,
     /// The deployment that launched it.
     pub deployment: DeploymentId,
-    /// The release that was live when this group was launched: what a rollback
-    /// restores when no older group is left warm.
+    /// The release before this one in the app's history: what [`Engine::rollback`]
+    /// restores from this group, relaunching it when no group of it is left.
+    ///
+    /// [`Engine::rollback`]: crate::Engine::rollback
     pub previous: Option<Release>,
+    /// The releases before `previous`, newest first, at most [`HISTORY_LEN`] - 1:
+    /// how far repeated rollbacks can walk back. Records written before this field
+    /// existed read it as empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub older: Vec<Release>,
 }
+
+/// How many earlier releases a group remembers ([`Group::previous`] and
+/// [`Group::older`]): repeated [`Engine::rollback`](crate::Engine::rollback)s go at
+/// most this far back.
+pub const HISTORY_LEN: usize = 10;
 
 impl Group {
     /// A group of `app` at `generation`.
@@ -90,7 +102,30 @@ impl Group {
             release,
             deployment,
             previous,
+            older: Vec::new(),
         }
+    }
+
+    /// A group of `app` at `generation` whose history is `history`, newest first
+    /// (the first is [`Group::previous`]); kept to [`HISTORY_LEN`] releases.
+    pub fn with_history(
+        app: App,
+        generation: Generation,
+        release: Release,
+        deployment: DeploymentId,
+        history: impl IntoIterator<Item = Release>,
+    ) -> Self {
+        let mut history = history.into_iter().take(HISTORY_LEN);
+        let previous = history.next();
+        let mut group = Group::new(app, generation, release, deployment, previous);
+        group.older = history.collect();
+        group
+    }
+
+    /// The releases before this one, newest first: [`Group::previous`], then
+    /// [`Group::older`].
+    pub fn history(&self) -> impl Iterator<Item = &Release> {
+        self.previous.iter().chain(&self.older)
     }
 
     /// The id of `app`'s group at `generation`.

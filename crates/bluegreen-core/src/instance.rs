@@ -47,6 +47,11 @@ pub struct Instance {
     pub address: Option<String>,
     /// Its health.
     pub health: Health,
+    /// How often the platform restarted it since it was launched, where the
+    /// platform restarts instances (0 otherwise). A count that grows is a crash
+    /// loop: the engine treats it as unhealthy while it watches a group.
+    #[serde(default)]
+    pub restarts: u32,
 }
 
 impl Instance {
@@ -56,6 +61,13 @@ impl Instance {
             id: id.into(),
             address,
             health,
+            restarts: 0,
         }
+    }
+
+    /// Sets [`Instance::restarts`].
+    pub fn with_restarts(mut self, restarts: u32) -> Self {
+        self.restarts = restarts;
+        self
     }
 }

@@ -54,9 +54,9 @@ pub use engine::{
     RollbackReport, Status, Strategy,
 };
 pub use error::{BoxError, Error, ErrorKind, Result};
-pub use event::{Event, EventSink, Step};
+pub use event::{Event, EventContext, EventSink, Operation, Step};
 pub use fleet::Fleet;
-pub use group::{DeploymentId, Generation, Group, GroupId};
+pub use group::{DeploymentId, Generation, Group, GroupId, HISTORY_LEN};
 pub use image::{Image, ImageId, ImageRef, ImageSource};
 pub use instance::{Health, Instance, InstanceId};
 pub use lock::{Lock, LockHolder, MemoryLock};

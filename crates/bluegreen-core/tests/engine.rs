@@ -179,7 +179,7 @@ async fn an_unhealthy_group_rolls_back_and_never_gets_traffic() {
     assert_eq!(e.kind(), ErrorKind::Timeout);
     assert!(e.rolled_back());
     let text = e.to_string();
-    assert!(text.contains("wait healthy failed (rolled back)"), "{text}");
+    assert!(text.contains("wait healthy failed (reverted)"), "{text}");
     assert!(
         text.contains("GET /health: 500"),
         "the cause is named: {text}"
@@ -199,12 +199,12 @@ async fn an_unhealthy_group_rolls_back_and_never_gets_traffic() {
     let events = rig.events.lock().unwrap().clone();
     assert!(events.iter().any(|e| matches!(
         e,
-        Event::RollingBack {
+        Event::Reverting {
             step: Step::WaitHealthy,
             ..
         }
     )));
-    assert!(events.iter().any(|e| matches!(e, Event::RolledBack { .. })));
+    assert!(events.iter().any(|e| matches!(e, Event::Reverted { .. })));
 }
 
 #[tokio::test(start_paused = true)]
@@ -369,95 +369,103 @@ async fn a_router_without_weights_gets_one_switch() {
 async fn bad_requests_fail_clearly_with_zero_platform_calls() {
     type Make = Box<dyn Fn() -> Result<DeployRequest, bluegreen_core::Error>>;
     let base = || request("1");
-    let cases: Vec<(&str, Make, &str)> =
-        vec![
-            (
-                "empty app name",
-                Box::new(|| {
-                    Ok(DeployRequest::new(
-                        App::new("", "prod")?,
-                        ImageSource::Reference("x".into()),
-                    ))
-                }),
-                "invalid app.name: must not be empty",
-            ),
-            (
-                "bad environment",
-                Box::new(|| {
-                    Ok(DeployRequest::new(
-                        App::new("web", "Prod")?,
-                        ImageSource::Reference("x".into()),
-                    ))
-                }),
-                "invalid app.environment",
-            ),
-            (
-                "size 0",
-                Box::new(move || Ok(base().size(0))),
-                "invalid size: must be at least 1",
-            ),
-            (
-                "size too big",
-                Box::new(move || Ok(base().size(1_000_000))),
-                "invalid size",
-            ),
-            (
-                "empty source",
-                Box::new(|| {
-                    Ok(DeployRequest::new(
-                        app(),
-                        ImageSource::Reference(" ".into()),
-                    ))
-                }),
-                "invalid source: must not be empty",
-            ),
-            (
-                "source url",
-                Box::new(|| {
-                    Ok(DeployRequest::new(
-                        app(),
-                        ImageSource::SourceUrl("ftp://x".into()),
-                    ))
-                }),
-                "invalid source",
-            ),
-            (
-                "env name with =",
-                Box::new(move || Ok(base().env("A=B", "1"))),
-                "invalid env.A=B",
-            ),
-            (
-                "canary with no steps",
-                Box::new(move || Ok(base().strategy(Strategy::canary([], Duration::ZERO)))),
-                "invalid strategy.steps",
-            ),
-            (
-                "canary weight 100",
-                Box::new(move || Ok(base().strategy(Strategy::canary([50, 100], Duration::ZERO)))),
-                "invalid strategy.steps[1].weight",
-            ),
-            (
-                "canary weights falling",
-                Box::new(move || Ok(base().strategy(Strategy::canary([50, 20], Duration::ZERO)))),
-                "does not grow",
-            ),
-            (
-                "error rate above 1",
-                Box::new(move || {
-                    Ok(base()
-                        .strategy(Strategy::canary([50], Duration::ZERO).with_max_error_rate(2.0)))
-                }),
-                "invalid strategy.max_error_rate",
-            ),
-            (
-                "two checks of one name",
-                Box::new(move || {
-                    let c = || check_fn("smoke", |_| async { Ok(()) });
-                    Ok(base().verify(c()).verify(c()))
-                }),
-                "two checks have this name",
-            ),
-        ];
+    let cases: Vec<(&str, Make, &str)> = vec![
+        (
+            "empty app name",
+            Box::new(|| {
+                Ok(DeployRequest::new(
+                    App::new("", "prod")?,
+                    ImageSource::Reference("x".into()),
+                ))
+            }),
+            "invalid app.name: must not be empty",
+        ),
+        (
+            "bad environment",
+            Box::new(|| {
+                Ok(DeployRequest::new(
+                    App::new("web", "Prod")?,
+                    ImageSource::Reference("x".into()),
+                ))
+            }),
+            "invalid app.environment",
+        ),
+        (
+            "size 0",
+            Box::new(move || Ok(base().size(0))),
+            "invalid size: must be at least 1",
+        ),
+        (
+            "size too big",
+            Box::new(move || Ok(base().size(1_000_000))),
+            "invalid size",
+        ),
+        (
+            "empty source",
+            Box::new(|| {
+                Ok(DeployRequest::new(
+                    app(),
+                    ImageSource::Reference(" ".into()),
+                ))
+            }),
+            "invalid source: must not be empty",
+        ),
+        (
+            "source url",
+            Box::new(|| {
+                Ok(DeployRequest::new(
+                    app(),
+                    ImageSource::SourceUrl("ftp://x".into()),
+                ))
+            }),
+            "invalid source",
+        ),
+        (
+            "env name with =",
+            Box::new(move || Ok(base().env("A=B", "1"))),
+            "invalid env.A=B",
+        ),
+        (
+            "p99 ratio below one",
+            Box::new(move || Ok(base().strategy(Strategy::blue_green().with_max_p99_ratio(0.5)))),
+            "invalid strategy.max_p99_ratio",
+        ),
+        (
+            "error rate increase over one",
+            Box::new(move || {
+                Ok(base().strategy(Strategy::blue_green().with_max_error_rate_increase(1.5)))
+            }),
+            "invalid strategy.max_error_rate_increase",
+        ),
+        (
+            "canary weight 100",
+            Box::new(move || Ok(base().strategy(Strategy::canary([50, 100], Duration::ZERO)))),
+            "invalid strategy.steps[1].weight",
+        ),
+        (
+            "canary weights falling",
+            Box::new(move || Ok(base().strategy(Strategy::canary([50, 20], Duration::ZERO)))),
+            "does not grow",
+        ),
+        (
+            "error rate above 1",
+            Box::new(move || {
+                Ok(
+                    base()
+                        .strategy(Strategy::canary([50], Duration::ZERO).with_max_error_rate(2.0)),
+                )
+            }),
+            "invalid strategy.max_error_rate",
+        ),
+        (
+            "two checks of one name",
+            Box::new(move || {
+                let c = || check_fn("smoke", |_| async { Ok(()) });
+                Ok(base().verify(c()).verify(c()))
+            }),
+            "two checks have this name",
+        ),
+    ];
     let rig = rig(options());
     for (name, make, expected) in cases {
         let outcome = match make() {
@@ -487,7 +495,7 @@ async fn bad_requests_fail_clearly_with_zero_platform_calls() {
         .promote(
             &app(),
             &GroupId::new("api-production-v001"),
-            &Strategy::BlueGreen,
+            &Strategy::blue_green(),
         )
         .await
         .unwrap_err();
@@ -509,7 +517,7 @@ async fn promoting_an_unknown_group_changes_nothing() {
     let mutating = rig.platform.mutating_calls();
     let e = rig
         .engine
-        .promote(&app(), &gid(7), &Strategy::BlueGreen)
+        .promote(&app(), &gid(7), &Strategy::blue_green())
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
@@ -609,7 +617,7 @@ async fn rollback_without_a_previous_release_is_refused() {
     assert!(e.to_string().contains("nothing to roll back"), "{e}");
     rig.engine.deploy(&request("1")).await.unwrap();
     let e = rig.engine.rollback(&app()).await.unwrap_err();
-    assert!(e.to_string().contains("no previous release"), "{e}");
+    assert!(e.to_string().contains("no older release"), "{e}");
 }
 
 /// The image of `group`, as the fleet reports it.
@@ -729,7 +737,7 @@ async fn prepare_then_promote_by_hand() {
     assert!(rig.platform.attached(&app()).contains(&gid(2)));
     let report = rig
         .engine
-        .promote(&app(), &gid(2), &Strategy::BlueGreen)
+        .promote(&app(), &gid(2), &Strategy::blue_green())
         .await
         .unwrap();
     assert_eq!(report.live, gid(2));
@@ -772,9 +780,10 @@ async fn a_failed_launch_call_rolls_back_with_the_step_named() {
 async fn a_failed_switch_is_undone() {
     let rig = rig(options());
     rig.engine.deploy(&request("1")).await.unwrap();
-    // the switch itself succeeds, then the confirmation read fails for good
+    // the router says the group is ready (first read), the switch itself
+    // succeeds, then the confirmation read fails for good
     rig.platform
-        .fail_nth(Op::Serving, 1, Fault::Fatal("router unreachable".into()));
+        .fail_nth(Op::Serving, 2, Fault::Fatal("router unreachable".into()));
     let e = rig.engine.deploy(&request("2")).await.unwrap_err();
     assert_eq!(e.step(), Some(Step::Confirm));
     assert!(e.rolled_back(), "{e}");

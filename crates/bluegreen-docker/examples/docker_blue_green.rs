@@ -82,7 +82,7 @@ fn show(event: &Event) {
         Event::TrafficShifted { routes } => println!("    traffic: {routes:?}"),
         Event::GroupDestroyed { group } => println!("    destroyed {group}"),
         Event::GroupKeptWarm { group } => println!("    kept warm {group}"),
-        Event::RollingBack { step, reason } => println!("!!  rolling back after {step}: {reason}"),
+        Event::Reverting { step, reason } => println!("!!  rolling back after {step}: {reason}"),
         Event::Finished { group, elapsed } => println!("==> {group} is live ({elapsed:.2?})"),
         Event::Failed { error } => println!("!!  failed: {error}"),
         _ => {}

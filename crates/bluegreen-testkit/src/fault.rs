@@ -113,4 +113,8 @@ pub enum Behaviour {
     /// Healthy, but this fraction of requests fail with a 5xx, as the router counts
     /// them while the group has traffic.
     ErrorRate(f64),
+    /// Passes the fleet's health probe but fails the router's own health check (a
+    /// release whose fleet probe path differs from what the router checks): the
+    /// fleet reports it healthy, the router counts it unhealthy.
+    UnhealthyAtRouter,
 }

@@ -83,6 +83,10 @@ pub(crate) struct StoredInstance {
 pub(crate) struct AppRoutes {
     pub(crate) table: RouteTable,
     pub(crate) attached: BTreeMap<GroupId, Vec<Instance>>,
+    /// Synthetic requests and errors served per group so far.
+    pub(crate) served: BTreeMap<GroupId, (f64, f64)>,
+    /// When the synthetic traffic was last counted.
+    pub(crate) counted_at: Option<Instant>,
 }
 
 impl MemoryPlatform {

@@ -78,7 +78,8 @@ impl Router for MemoryRouter {
     async fn set_routes(&self, app: &App, table: &RouteTable) -> Result<()> {
         self.platform.call(Op::SetRoutes).await?;
         table.validate()?;
-        let mut state = self.platform.state();
+        let mut guard = self.platform.state();
+        let state = &mut *guard;
         if state.unweighted && table.groups().count() > 1 {
             return Err(Error::not_supported("weighted routing on this router"));
         }
@@ -89,6 +90,7 @@ impl Router for MemoryRouter {
             )));
         }
         if routes.table != *table {
+            account(routes, &state.groups, app, state.boot_time);
             routes.table = table.clone();
             state.history.push((app.clone(), table.clone()));
         }
@@ -97,33 +99,82 @@ impl Router for MemoryRouter {
 
     async fn serving(&self, app: &App, group: &GroupId) -> Result<Serving> {
         self.platform.call(Op::Serving).await?;
-        let state = self.platform.state();
-        let routes = state.routers.get(app);
-        let members = routes
-            .and_then(|r| r.attached.get(group))
+        let mut guard = self.platform.state();
+        let state = &mut *guard;
+        let boot_time = state.boot_time;
+        let routes = state
+            .routers
+            .get_mut(app)
             .ok_or_else(|| Error::not_found(format!("group {group} at the router of {app}")))?;
-        let weight = routes.map(|r| r.table.weight(group)).unwrap_or(0);
+        account(routes, &state.groups, app, boot_time);
+        let members = routes
+            .attached
+            .get(group)
+            .ok_or_else(|| Error::not_found(format!("group {group} at the router of {app}")))?;
         let stored = state
             .groups
             .iter()
             .find(|g| &g.id == group && bluegreen_core::labels::is_owned_by(&g.labels, app));
         let mut healthy = 0;
-        let mut error_rate = 0.0;
         for member in members {
             let instance =
                 stored.and_then(|g| g.instances.iter().find(|i| i.id == member.id.as_str()));
             if let Some(i) = instance {
-                if health_of(i, state.boot_time).is_healthy() {
+                if health_of(i, boot_time).is_healthy()
+                    && i.behaviour != Behaviour::UnhealthyAtRouter
+                {
                     healthy += 1;
-                }
-                if let Behaviour::ErrorRate(r) = i.behaviour {
-                    error_rate = r;
                 }
             }
         }
-        // a synthetic traffic count: 10 requests per percent of weight
-        let requests = u64::from(weight) * 10;
-        let errors = (requests as f64 * error_rate).round() as u64;
-        Ok(Serving::new(healthy, members.len()).with_counts(requests, errors))
+        let (requests, errors) = routes.served.get(group).copied().unwrap_or_default();
+        Ok(Serving::new(healthy, members.len()).with_counts(requests as u64, errors as u64))
+    }
+}
+
+/// Synthetic traffic: 1,000 requests a second per app, shared by weight since the
+/// last count; a group whose instances answer with an error rate counts that
+/// share as errors.
+pub(crate) fn account(
+    routes: &mut crate::platform::AppRoutes,
+    groups: &[crate::platform::StoredGroup],
+    app: &App,
+    boot_time: std::time::Duration,
+) {
+    let now = tokio::time::Instant::now();
+    let since = routes.counted_at.replace(now).unwrap_or(now);
+    let seconds = now.saturating_duration_since(since).as_secs_f64();
+    if seconds == 0.0 {
+        return;
+    }
+    for (group, weight) in routes.table.iter() {
+        let requests = 10.0 * f64::from(weight) * seconds;
+        let stored = groups
+            .iter()
+            .find(|g| &g.id == group && bluegreen_core::labels::is_owned_by(&g.labels, app));
+        let rate = stored
+            .map(|g| {
+                let live: Vec<_> = g
+                    .instances
+                    .iter()
+                    .filter(|i| health_of(i, boot_time).is_healthy())
+                    .collect();
+                if live.is_empty() {
+                    return 1.0;
+                }
+                let sum: f64 = live
+                    .iter()
+                    .map(|i| match i.behaviour {
+                        Behaviour::ErrorRate(r) => r,
+                        Behaviour::UnhealthyAtRouter => 1.0,
+                        _ => 0.0,
+                    })
+                    .sum();
+                sum / live.len() as f64
+            })
+            .unwrap_or(1.0);
+        let entry = routes.served.entry(group.clone()).or_default();
+        entry.0 += requests;
+        entry.1 += requests * rate;
     }
 }

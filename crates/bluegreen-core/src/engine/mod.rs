@@ -51,15 +51,13 @@
 //! - [`Engine::rollback`] is relative: run again after an interruption, it goes one
 //!   more release back. [`Engine::rollback_to`] names the image and is safe to rerun.
 
+mod execute;
 mod held_lock;
-mod observe;
 mod options;
-mod prepare;
-mod promote;
+mod plan;
 mod report;
 mod request;
 mod retire;
-mod revert;
 mod rollback;
 mod run;
 
@@ -71,14 +69,14 @@ pub use options::EngineOptions;
 pub use report::{DeployReport, GroupStatus, Prepared, RollbackReport, Status};
 pub use request::{CanaryStep, DeployRequest, Strategy};
 
+use execute::Outcome;
 use held_lock::HeldLock;
-use prepare::Plan;
-use revert::NewGroup;
+use plan::Intent;
 use run::Run;
 
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::event::{Event, EventSink, Step};
+use crate::event::{Event, EventContext, EventSink, Operation, Step};
 use crate::fleet::Fleet;
 use crate::group::{DeploymentId, GroupId};
 use crate::image::{Image, ImageId};
@@ -184,80 +182,71 @@ impl Engine {
     /// steps and guarantees).
     pub async fn deploy(&self, request: &DeployRequest) -> Result<DeployReport> {
         let started = Instant::now();
-        let run = self.start(&request.app, || self.validate(request)).await?;
+        let run = self
+            .start(&request.app, Operation::Deploy, || self.validate(request))
+            .await?;
         let out = async {
             let observed = run.observe().await?;
-            match run.prepare(request, &observed).await? {
-                Plan::AlreadyLive(group) => {
-                    let retired = run.retire(&group, &observed.routes).await?;
-                    Ok(report(
-                        &request.app,
-                        group.id,
-                        None,
-                        true,
-                        retired,
-                        started,
-                        Default::default(),
-                    ))
-                }
-                Plan::Promote { prepared, baseline } => {
-                    let group = &prepared.group;
-                    let switch = match run
-                        .promote(
-                            group,
-                            &prepared.instances,
-                            &request.strategy,
-                            &request.analysis,
-                            &baseline,
-                        )
-                        .await
-                    {
-                        Ok(t) => t,
-                        Err(e) => {
-                            return Err(run.revert(group, &baseline, NewGroup::Destroy, e).await)
-                        }
-                    };
-                    let retired = run.retire(group, &observed.routes).await?;
-                    let previous = baseline.primary().cloned();
-                    Ok(report(
-                        &request.app,
-                        group.id.clone(),
-                        previous,
-                        false,
-                        retired,
-                        started,
-                        switch,
-                    ))
-                }
-            }
+            let image = run.prepare_image(request).await?;
+            let intent = Intent::Deploy {
+                release: request.release(image.id.clone()),
+                stop_before_traffic: false,
+            };
+            let outcome = run
+                .drive(&intent, &request.strategy, &request.verify, observed)
+                .await?;
+            Ok(report(&request.app, outcome, started))
         }
         .await;
         self.finish(run, out).await
     }
 
     /// Runs steps 1 to 7 only: the new group ends launched, healthy, verified and
-    /// attached without traffic, ready for [`Engine::promote`]. A failure rolls back
-    /// as in [`Engine::deploy`].
+    /// attached without traffic, ready for [`Engine::promote`]. A failure reverts
+    /// as in [`Engine::deploy`]. A release that already has all the traffic is
+    /// [`Error::Conflict`].
     pub async fn prepare(&self, request: &DeployRequest) -> Result<Prepared> {
-        let run = self.start(&request.app, || self.validate(request)).await?;
+        let run = self
+            .start(&request.app, Operation::Prepare, || self.validate(request))
+            .await?;
         let out = async {
             let observed = run.observe().await?;
-            match run.prepare(request, &observed).await? {
-                Plan::AlreadyLive(group) => Err(Error::conflict(format!(
-                    "{} already serves this release",
-                    group.id
-                ))
-                .at(Step::Launch, true)),
-                Plan::Promote { prepared, .. } => Ok(*prepared),
+            let image = run.prepare_image(request).await?;
+            let release = request.release(image.id.clone());
+            if let Some(g) = observed.resumable(&release.id()) {
+                if observed.routes == crate::RouteTable::single(g.id.clone()) {
+                    return Err(
+                        Error::conflict(format!("{} already serves this release", g.id))
+                            .at(Step::Launch, true),
+                    );
+                }
             }
+            let intent = Intent::Deploy {
+                release,
+                stop_before_traffic: true,
+            };
+            let outcome = run
+                .drive(&intent, &request.strategy, &request.verify, observed)
+                .await?;
+            let progress = outcome.progress;
+            Ok(Prepared {
+                group: outcome.target.group,
+                image,
+                instances: progress.healthy.unwrap_or_default(),
+                preview: progress.attachment.and_then(|a| a.preview),
+                adopted: outcome.target.adopted,
+            })
         }
         .await;
         self.finish(run, out).await
     }
 
-    /// Promotes a prepared group (steps 8 to 10): shifts traffic by `strategy`,
-    /// confirms, drains and retires. A failure before the switch is confirmed
-    /// returns traffic to where it was and destroys the group.
+    /// Promotes a prepared group (steps 8 to 10): checks that the router reports
+    /// every member healthy, shifts traffic by `strategy` (with its analysis and
+    /// its bake after the switch, as [`Engine::deploy`] does), confirms, drains and
+    /// retires. A failure before the bake ends returns traffic to where it was and
+    /// destroys the group. An unknown group is [`Error::NotFound`] before any
+    /// change.
     pub async fn promote(
         &self,
         app: &App,
@@ -266,7 +255,7 @@ impl Engine {
     ) -> Result<DeployReport> {
         let started = Instant::now();
         let run = self
-            .start(app, || {
+            .start(app, Operation::Promote, || {
                 self.validate_options()?;
                 validate_group_id(app, group)?;
                 strategy.validate()
@@ -274,49 +263,11 @@ impl Engine {
             .await?;
         let out = async {
             let observed = run.observe().await?;
-            let target = observed.group(group).cloned().ok_or_else(|| {
-                Error::not_found(format!("group {group}")).at(Step::Observe, true)
-            })?;
-            if observed.routes == crate::RouteTable::single(group.clone()) {
-                let retired = run.retire(&target, &observed.routes).await?;
-                return Ok(report(
-                    app,
-                    target.id,
-                    None,
-                    true,
-                    retired,
-                    started,
-                    Default::default(),
-                ));
-            }
-            let baseline = observed.routes.without(group);
-            let promoted: Result<_> = async {
-                let instances = run
-                    .step(Step::WaitHealthy, run.wait_healthy(&target))
-                    .await?;
-                run.step(
-                    Step::Attach,
-                    run.call("attach", self.router.attach(app, group, &instances)),
-                )
-                .await?;
-                run.promote(&target, &instances, strategy, &[], &baseline)
-                    .await
-            }
-            .await;
-            let switch = match promoted {
-                Ok(t) => t,
-                Err(e) => return Err(run.revert(&target, &baseline, NewGroup::Destroy, e).await),
+            let intent = Intent::Promote {
+                group: group.clone(),
             };
-            let retired = run.retire(&target, &observed.routes).await?;
-            Ok(report(
-                app,
-                target.id.clone(),
-                baseline.primary().cloned(),
-                false,
-                retired,
-                started,
-                switch,
-            ))
+            let outcome = run.drive(&intent, strategy, &[], observed).await?;
+            Ok(report(app, outcome, started))
         }
         .await;
         self.finish(run, out).await
@@ -367,27 +318,30 @@ impl Engine {
     async fn start<'a>(
         &'a self,
         app: &'a App,
+        operation: Operation,
         validate: impl FnOnce() -> Result<()>,
     ) -> Result<Run<'a>> {
         let deployment = DeploymentId::random();
-        self.events.emit(Event::Started {
+        let events = self.events.scoped(EventContext {
             app: app.clone(),
             deployment: deployment.clone(),
+            operation,
         });
-        self.events.emit(Event::StepStarted {
+        events.emit(Event::Started {
+            app: app.clone(),
+            deployment: deployment.clone(),
+            operation,
+        });
+        events.emit(Event::StepStarted {
             step: Step::Validate,
         });
         let started = Instant::now();
-        validate().inspect_err(|e| {
-            self.events.emit(Event::Failed {
-                error: e.to_string(),
-            })
-        })?;
-        self.events.emit(Event::StepFinished {
+        validate().inspect_err(|e| events.emit(Event::failed(e)))?;
+        events.emit(Event::StepFinished {
             step: Step::Validate,
             elapsed: started.elapsed(),
         });
-        self.events.emit(Event::StepStarted { step: Step::Lock });
+        events.emit(Event::StepStarted { step: Step::Lock });
         let started = Instant::now();
         let lock = HeldLock::acquire(
             self.lock.clone(),
@@ -397,12 +351,8 @@ impl Engine {
             self.options.lock_wait,
         )
         .await
-        .inspect_err(|e| {
-            self.events.emit(Event::Failed {
-                error: e.to_string(),
-            })
-        })?;
-        self.events.emit(Event::StepFinished {
+        .inspect_err(|e| events.emit(Event::failed(e)))?;
+        events.emit(Event::StepFinished {
             step: Step::Lock,
             elapsed: started.elapsed(),
         });
@@ -411,19 +361,19 @@ impl Engine {
             app,
             deployment,
             lock,
+            events,
         })
     }
 
     async fn finish<T: Finished>(&self, run: Run<'_>, out: Result<T>) -> Result<T> {
+        let events = run.events.clone();
         run.lock.release().await;
         match &out {
-            Ok(done) => self.events.emit(Event::Finished {
+            Ok(done) => events.emit(Event::Finished {
                 group: done.live().clone(),
                 elapsed: done.elapsed(),
             }),
-            Err(e) => self.events.emit(Event::Failed {
-                error: e.to_string(),
-            }),
+            Err(e) => events.emit(Event::failed(e)),
         }
         out
     }
@@ -462,25 +412,23 @@ impl Finished for Prepared {
     }
 }
 
-fn report(
-    app: &App,
-    live: GroupId,
-    previous: Option<GroupId>,
-    unchanged: bool,
-    retired: retire::Retired,
-    started: Instant,
-    switch_time: std::time::Duration,
-) -> DeployReport {
+fn report(app: &App, outcome: Outcome, started: Instant) -> DeployReport {
+    let retired = outcome.retired.unwrap_or_default();
+    let unchanged = outcome.target.already_live;
     DeployReport {
         app: app.clone(),
-        live,
-        previous,
+        live: outcome.target.group.id,
+        previous: if unchanged {
+            None
+        } else {
+            outcome.target.baseline.primary().cloned()
+        },
         unchanged,
         kept_warm: retired.kept_warm,
         destroyed: retired.destroyed,
         images_removed: retired.images_removed,
         elapsed: started.elapsed(),
-        switch_time,
+        switch_time: outcome.switch_time,
     }
 }
 

@@ -22,68 +22,117 @@ pub struct CanaryStep {
     pub bake: Duration,
 }
 
-/// How traffic moves to the new group.
+/// How traffic moves to the new group, and how the new group is judged while it
+/// gets traffic.
+///
+/// Blue/green is the default: one atomic switch. A canary moves through weighted
+/// steps, each baked and analysed. Either can be followed by a **bake after the
+/// switch** ([`Strategy::with_bake_after`]): the previous group stays attached and
+/// warm while the new one is watched, and a breach switches traffic back at once.
+///
+/// The analysis (the limits and [`Strategy::analysis`] checks) runs after each
+/// canary step and at every poll of the bake after the switch, for
+/// [`Engine::deploy`](crate::Engine::deploy) and
+/// [`Engine::promote`](crate::Engine::promote) alike.
+///
+/// ```
+/// use std::time::Duration;
+/// use bluegreen_core::Strategy;
+/// let s = Strategy::canary([10, 50], Duration::from_secs(60))
+///     .with_max_error_rate(0.01)
+///     .with_max_p99_ratio(1.5)
+///     .with_bake_after(Duration::from_secs(300));
+/// assert!(s.is_canary());
+/// assert_eq!(s.bake_after, Duration::from_secs(300));
+/// ```
 #[non_exhaustive]
-#[derive(Clone, Debug, PartialEq, Default)]
-pub enum Strategy {
-    /// One atomic switch of all traffic.
-    #[default]
-    BlueGreen,
-    /// Weighted steps, each watched, then the switch of the rest. On a router
-    /// without weighted routing the engine switches in one step and says so with an
-    /// [`Event::StrategyAdapted`](crate::Event::StrategyAdapted).
-    Canary {
-        /// The steps, with strictly growing weights.
-        steps: Vec<CanaryStep>,
-        /// Roll back when the new group's share of 5xx responses, as the router
-        /// counts them, passes this fraction (0.0 to 1.0) after a step.
-        max_error_rate: Option<f64>,
-    },
+#[derive(Clone, Default)]
+pub struct Strategy {
+    /// The canary steps, with strictly growing weights; empty for blue/green. On a
+    /// router without weighted routing the engine switches in one step and says
+    /// so with an [`Event::StrategyAdapted`](crate::Event::StrategyAdapted).
+    pub steps: Vec<CanaryStep>,
+    /// How long the new group is watched after the final switch, with the previous
+    /// group kept attached; zero (the default) for no watch. Polled every
+    /// [`EngineOptions::poll_interval`](crate::EngineOptions::poll_interval).
+    pub bake_after: Duration,
+    /// Fail when the new group's share of 5xx responses over a step's window, as
+    /// the router counts them, passes this fraction (0.0 to 1.0).
+    pub max_error_rate: Option<f64>,
+    /// Fail when the new group's 5xx rate passes the previous group's over the
+    /// same window by more than this fraction (0.0 to 1.0): `0.01` allows one
+    /// point more.
+    pub max_error_rate_increase: Option<f64>,
+    /// Fail when the new group's p99 latency passes the previous group's by more
+    /// than this ratio (at least 1.0): `1.5` allows 50 % slower.
+    pub max_p99_ratio: Option<f64>,
+    /// Checks run after each canary step and at every poll of the bake after the
+    /// switch, with the router's counters of the new group and of the baseline.
+    pub analysis: Vec<Arc<dyn Check>>,
 }
 
 impl Strategy {
+    /// One atomic switch of all traffic.
+    pub fn blue_green() -> Self {
+        Strategy::default()
+    }
+
     /// A canary through `weights` percent, watching each step for `bake`.
     ///
     /// ```
     /// use std::time::Duration;
     /// use bluegreen_core::Strategy;
     /// let s = Strategy::canary([10, 50], Duration::from_secs(60));
-    /// assert!(matches!(s, Strategy::Canary { ref steps, .. } if steps.len() == 2));
+    /// assert_eq!(s.steps.len(), 2);
     /// ```
     pub fn canary(weights: impl IntoIterator<Item = u8>, bake: Duration) -> Self {
-        Strategy::Canary {
+        Strategy {
             steps: weights
                 .into_iter()
                 .map(|weight| CanaryStep { weight, bake })
                 .collect(),
-            max_error_rate: None,
+            ..Strategy::default()
         }
     }
 
-    /// Sets the error-rate bound of a canary (no effect on blue/green).
+    /// Whether traffic moves by weighted steps.
+    pub fn is_canary(&self) -> bool {
+        !self.steps.is_empty()
+    }
+
+    /// Sets [`Strategy::max_error_rate`].
     pub fn with_max_error_rate(mut self, rate: f64) -> Self {
-        if let Strategy::Canary { max_error_rate, .. } = &mut self {
-            *max_error_rate = Some(rate);
-        }
+        self.max_error_rate = Some(rate);
+        self
+    }
+
+    /// Sets [`Strategy::max_error_rate_increase`].
+    pub fn with_max_error_rate_increase(mut self, increase: f64) -> Self {
+        self.max_error_rate_increase = Some(increase);
+        self
+    }
+
+    /// Sets [`Strategy::max_p99_ratio`].
+    pub fn with_max_p99_ratio(mut self, ratio: f64) -> Self {
+        self.max_p99_ratio = Some(ratio);
+        self
+    }
+
+    /// Sets [`Strategy::bake_after`].
+    pub fn with_bake_after(mut self, bake_after: Duration) -> Self {
+        self.bake_after = bake_after;
+        self
+    }
+
+    /// Adds an analysis check.
+    pub fn with_analysis(mut self, check: Arc<dyn Check>) -> Self {
+        self.analysis.push(check);
         self
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
-        let Strategy::Canary {
-            steps,
-            max_error_rate,
-        } = self
-        else {
-            return Ok(());
-        };
-        if steps.is_empty() {
-            return Err(Error::invalid(
-                "strategy.steps",
-                "a canary needs at least one step",
-            ));
-        }
         let mut last = 0;
-        for (i, step) in steps.iter().enumerate() {
+        for (i, step) in self.steps.iter().enumerate() {
             let field = format!("strategy.steps[{i}].weight");
             if step.weight == 0 || step.weight >= 100 {
                 return Err(Error::invalid(
@@ -105,15 +154,59 @@ impl Strategy {
             }
             last = step.weight;
         }
-        if let Some(rate) = max_error_rate {
-            if !(0.0..=1.0).contains(rate) {
+        let fractions = [
+            ("strategy.max_error_rate", self.max_error_rate),
+            (
+                "strategy.max_error_rate_increase",
+                self.max_error_rate_increase,
+            ),
+        ];
+        for (field, value) in fractions {
+            if let Some(rate) = value {
+                if !(0.0..=1.0).contains(&rate) {
+                    return Err(Error::invalid(
+                        field,
+                        format!("{rate} is not a fraction between 0.0 and 1.0"),
+                    ));
+                }
+            }
+        }
+        if let Some(ratio) = self.max_p99_ratio {
+            if !(ratio >= 1.0 && ratio.is_finite()) {
                 return Err(Error::invalid(
-                    "strategy.max_error_rate",
-                    format!("{rate} is not a fraction between 0.0 and 1.0"),
+                    "strategy.max_p99_ratio",
+                    format!("{ratio} is not a finite ratio of at least 1.0"),
+                ));
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for check in &self.analysis {
+            if check.name().trim().is_empty() {
+                return Err(Error::invalid(
+                    "strategy.analysis",
+                    "a check has an empty name",
+                ));
+            }
+            if !names.insert(check.name().to_owned()) {
+                return Err(Error::invalid(
+                    format!("strategy.analysis.{}", check.name()),
+                    "two checks have this name",
                 ));
             }
         }
         Ok(())
+    }
+}
+
+impl fmt::Debug for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Strategy")
+            .field("steps", &self.steps)
+            .field("bake_after", &self.bake_after)
+            .field("max_error_rate", &self.max_error_rate)
+            .field("max_error_rate_increase", &self.max_error_rate_increase)
+            .field("max_p99_ratio", &self.max_p99_ratio)
+            .finish()
     }
 }
 
@@ -147,8 +240,6 @@ pub struct DeployRequest {
     pub strategy: Strategy,
     /// Checks run against the new group alone, before it gets traffic.
     pub verify: Vec<Arc<dyn Check>>,
-    /// Checks run after each canary step.
-    pub analysis: Vec<Arc<dyn Check>>,
 }
 
 impl DeployRequest {
@@ -160,9 +251,8 @@ impl DeployRequest {
             env: BTreeMap::new(),
             size: 1,
             settings: BTreeMap::new(),
-            strategy: Strategy::BlueGreen,
+            strategy: Strategy::default(),
             verify: Vec::new(),
-            analysis: Vec::new(),
         }
     }
 
@@ -184,9 +274,12 @@ impl DeployRequest {
         self
     }
 
-    /// Sets the strategy.
+    /// Sets the strategy. Analysis checks added before with
+    /// [`DeployRequest::analysis`] are kept.
     pub fn strategy(mut self, strategy: Strategy) -> Self {
+        let earlier = std::mem::take(&mut self.strategy.analysis);
         self.strategy = strategy;
+        self.strategy.analysis.splice(0..0, earlier);
         self
     }
 
@@ -196,9 +289,9 @@ impl DeployRequest {
         self
     }
 
-    /// Adds an analysis check (after each canary step).
+    /// Adds an analysis check to the strategy ([`Strategy::analysis`]).
     pub fn analysis(mut self, check: Arc<dyn Check>) -> Self {
-        self.analysis.push(check);
+        self.strategy.analysis.push(check);
         self
     }
 
@@ -233,7 +326,7 @@ impl DeployRequest {
         validate_source(&self.source)?;
         self.strategy.validate()?;
         let mut names = std::collections::BTreeSet::new();
-        for check in self.verify.iter().chain(&self.analysis) {
+        for check in self.verify.iter().chain(&self.strategy.analysis) {
             if check.name().trim().is_empty() {
                 return Err(Error::invalid("verify", "a check has an empty name"));
             }
@@ -283,10 +376,6 @@ impl fmt::Debug for DeployRequest {
             .field(
                 "verify",
                 &self.verify.iter().map(|c| c.name()).collect::<Vec<_>>(),
-            )
-            .field(
-                "analysis",
-                &self.analysis.iter().map(|c| c.name()).collect::<Vec<_>>(),
             )
             .finish()
     }

@@ -10,6 +10,7 @@ use crate::group::{Group, GroupId};
 use crate::image::ImageId;
 use crate::route::RouteTable;
 
+#[derive(Default)]
 pub(crate) struct Retired {
     pub(crate) kept_warm: Vec<GroupId>,
     pub(crate) destroyed: Vec<GroupId>,
@@ -71,7 +72,7 @@ impl Run<'_> {
                 if in_use.contains(&image.id) {
                     continue;
                 }
-                self.call(
+                self.change(
                     "remove image",
                     self.engine.image.remove(self.app, &image.id),
                 )

@@ -8,13 +8,12 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::held_lock::HeldLock;
-use super::observe::Observed;
+use super::plan::Observed;
 use super::Engine;
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::event::{Event, Step};
-use crate::group::{DeploymentId, Group, GroupId};
-use crate::instance::{Health, Instance};
+use crate::event::{Event, EventSink, Step};
+use crate::group::{DeploymentId, GroupId};
 
 /// `call`, or [`Error::Timeout`] naming `what` once `bound` passes.
 pub(crate) async fn bounded<T>(
@@ -36,17 +35,17 @@ pub(crate) struct Run<'a> {
     pub(crate) app: &'a App,
     pub(crate) deployment: DeploymentId,
     pub(crate) lock: HeldLock,
+    /// The engine's sink, giving this operation's context with every event.
+    pub(crate) events: EventSink,
 }
 
 impl Run<'_> {
-    /// Runs one step: events, a tracing span, a check that the lock is still ours,
-    /// and the step's name on any error.
+    /// Runs one step: events, a tracing span, and the step's name on any error.
     pub(crate) async fn step<T>(
         &self,
         step: Step,
         work: impl Future<Output = Result<T>>,
     ) -> Result<T> {
-        self.lock.ensure().map_err(|e| e.at(step, false))?;
         self.emit(Event::StepStarted { step });
         let started = Instant::now();
         let span =
@@ -59,29 +58,34 @@ impl Run<'_> {
         Ok(out)
     }
 
-    /// One platform call, bounded by [`EngineOptions::call_timeout`](crate::EngineOptions::call_timeout).
+    /// One platform call that reads, bounded by
+    /// [`EngineOptions::call_timeout`](crate::EngineOptions::call_timeout).
     pub(crate) async fn call<T>(
         &self,
         what: &str,
         call: impl Future<Output = Result<T>>,
     ) -> Result<T> {
-        self.bounded(what, self.engine.options.call_timeout, call)
-            .await
+        bounded(what, self.engine.options.call_timeout, call).await
     }
 
-    pub(crate) async fn bounded<T>(
+    /// One platform call that changes something: refused with [`Error::Locked`]
+    /// unless this operation still holds its lease, then bounded like
+    /// [`Run::call`]. Every change of every operation, its revert included, goes
+    /// through here.
+    pub(crate) async fn change<T>(
         &self,
         what: &str,
-        bound: Duration,
         call: impl Future<Output = Result<T>>,
     ) -> Result<T> {
-        bounded(what, bound, call).await
+        self.lock.ensure()?;
+        self.call(what, call).await
     }
 
     pub(crate) fn emit(&self, event: Event) {
-        self.engine.events.emit(event);
+        self.events.emit(event);
     }
 
+    /// Reads the app's groups and routes.
     pub(crate) async fn observe(&self) -> Result<Observed> {
         self.step(Step::Observe, async {
             let groups = self
@@ -90,85 +94,75 @@ impl Run<'_> {
             let routes = self
                 .call("read routes", self.engine.router.routes(self.app))
                 .await?;
-            Ok(Observed { groups, routes })
+            Ok(Observed {
+                app: self.app.clone(),
+                deployment: self.deployment.clone(),
+                groups,
+                routes,
+                instances: Default::default(),
+            })
         })
         .await
     }
 
-    /// Polls the fleet until every wanted instance of `group` is healthy, an
-    /// instance stops, or the health timeout passes.
-    pub(crate) async fn wait_healthy(&self, group: &Group) -> Result<Vec<Instance>> {
-        let options = &self.engine.options;
-        let wanted = group.release.size as usize;
-        let deadline = Instant::now() + options.health_timeout;
-        let mut last_seen = usize::MAX;
-        // polls start every `poll_interval`, however long a poll takes
-        let mut ticks = tokio::time::interval(options.poll_interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticks.tick().await;
+    /// Lists the instances of every group without all the traffic: the candidates
+    /// of a rollback.
+    pub(crate) async fn observe_candidates(&self, observed: &mut Observed) -> Result<()> {
+        let live = observed.routes.primary().cloned();
+        let ids: Vec<GroupId> = observed
+            .groups
+            .iter()
+            .map(|g| g.id.clone())
+            .filter(|id| Some(id) != live.as_ref())
+            .collect();
+        for id in ids {
             let instances = self
-                .call(
-                    "list instances",
-                    self.engine.fleet.instances(self.app, &group.id),
-                )
-                .await?;
-            let healthy: Vec<Instance> = instances
-                .iter()
-                .filter(|i| i.health.is_healthy())
-                .cloned()
-                .collect();
-            if healthy.len() != last_seen {
-                last_seen = healthy.len();
-                self.emit(Event::Health {
-                    group: group.id.clone(),
-                    healthy: healthy.len(),
-                    wanted,
-                });
-            }
-            if healthy.len() >= wanted {
-                return Ok(healthy);
-            }
-            if let Some((id, reason)) = instances.iter().find_map(|i| match &i.health {
-                Health::Stopped { reason } => Some((&i.id, reason)),
-                _ => None,
-            }) {
-                return Err(Error::unhealthy(format!(
-                    "instance {id} of {} stopped: {reason}",
-                    group.id
-                )));
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                let why = instances
-                    .iter()
-                    .find_map(|i| match &i.health {
-                        Health::Unhealthy { reason } => Some(format!("; {}: {reason}", i.id)),
-                        _ => None,
-                    })
-                    .unwrap_or_default();
-                return Err(Error::Timeout {
-                    what: format!(
-                        "{wanted} healthy instances of {} ({} healthy, {} running{why})",
-                        group.id,
-                        healthy.len(),
-                        instances.len()
-                    ),
-                    after: options.health_timeout,
-                });
-            }
+                .call("list instances", self.engine.fleet.instances(self.app, &id))
+                .await
+                .map_err(|e| e.at(Step::Observe, true))?;
+            observed.instances.insert(id, instances);
         }
+        Ok(())
     }
 
     /// Detaches and destroys a group.
     pub(crate) async fn destroy_group(&self, group: &GroupId) -> Result<()> {
-        self.call("detach group", self.engine.router.detach(self.app, group))
+        self.change("detach group", self.engine.router.detach(self.app, group))
             .await?;
-        self.call("destroy group", self.engine.fleet.destroy(self.app, group))
+        self.change("destroy group", self.engine.fleet.destroy(self.app, group))
             .await?;
         self.emit(Event::GroupDestroyed {
             group: group.clone(),
         });
         Ok(())
+    }
+}
+
+impl Run<'_> {
+    /// Builds or resolves the request's image, within `prepare_timeout`. Nothing is
+    /// launched yet, so a failure here has nothing to revert.
+    pub(crate) async fn prepare_image(
+        &self,
+        request: &super::DeployRequest,
+    ) -> Result<crate::image::ImageRef> {
+        let engine = self.engine;
+        let image = self
+            .step(Step::PrepareImage, async {
+                self.lock.ensure()?;
+                bounded(
+                    "the image",
+                    engine.options.prepare_timeout,
+                    engine
+                        .image
+                        .prepare(self.app, &request.source, &self.events),
+                )
+                .await
+            })
+            .await
+            .map_err(|e| e.at(Step::PrepareImage, true))?;
+        self.emit(Event::ImageReady {
+            image: image.clone(),
+        });
+        Ok(image)
     }
 }
