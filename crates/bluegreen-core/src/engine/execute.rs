@@ -144,7 +144,9 @@ impl Run<'_> {
                             progress.watched = true;
                             Ok(())
                         }
-                        Err(e) => return Err(self.switch_back(&observed, &target, e).await),
+                        Err(e) => {
+                            return Err(self.switch_back(&observed, &target, &fallback, e).await)
+                        }
                     }
                 }
                 Plan::Retire => match self.retire(group, &before).await {
@@ -589,16 +591,23 @@ impl Run<'_> {
 
     /// A breach after the final switch: traffic back to `fallback` at once, in one
     /// confirmed change, then the new group removed as for any failure.
-    async fn switch_back(&self, observed: &Observed, target: &Target, error: Error) -> Error {
-        let fallback = Target {
-            baseline: target.baseline.clone(),
+    async fn switch_back(
+        &self,
+        observed: &Observed,
+        target: &Target,
+        fallback: &RouteTable,
+        error: Error,
+    ) -> Error {
+        let back = Target {
+            baseline: fallback.clone(),
+            already_live: false,
             ..target.clone()
         };
-        let error = self.revert(observed, &fallback, error).await;
+        let error = self.revert(observed, &back, error).await;
         if error.rolled_back() {
-            if let Some(primary) = target.baseline.primary() {
-                if let Some(g) = observed.group(primary) {
-                    let _ = self.confirm(g, &target.baseline).await;
+            if let Some(g) = fallback.primary().and_then(|id| observed.group(id)) {
+                if let Err(e) = self.confirm(g, fallback).await {
+                    tracing::error!(app = %self.app, error = %e, "the group switched back to does not confirm");
                 }
             }
         }

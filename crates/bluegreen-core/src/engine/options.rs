@@ -38,7 +38,9 @@ pub struct EngineOptions {
     /// Keep a new group that failed (for debugging) instead of destroying it.
     /// Default false.
     pub keep_failed: bool,
-    /// How many of the newest images are kept besides those in use. Default 3.
+    /// How many of the newest images are kept besides those in use (the live and
+    /// warm groups' images and every release of the live group's history, which a
+    /// rollback may relaunch). Default 3.
     pub retain_images: usize,
     /// The deployment lock's lease; it is renewed at a third of it. Default 60 s.
     pub lock_lease: Duration,

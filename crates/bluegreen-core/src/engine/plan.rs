@@ -436,6 +436,20 @@ fn next(
     let group = &target.group.id;
     let all = RouteTable::single(group.clone());
     if target.already_live && observed.routes == all {
+        // a rerun after the final switch: the earlier run's bake after the switch
+        // may not have ended, so a deployment watches again while the previous
+        // release is still warm
+        if matches!(intent, Intent::Deploy { .. })
+            && !progress.watched
+            && !policy.bake_after.is_zero()
+        {
+            if let Some(fallback) = watch_fallback(observed, target) {
+                return Plan::Watch {
+                    duration: policy.bake_after,
+                    fallback,
+                };
+            }
+        }
         return if progress.retired {
             Plan::Done
         } else {
@@ -512,11 +526,21 @@ fn next(
 }
 
 /// The table a breach after the final switch goes back to: the baseline, when
-/// one of its groups is still there.
+/// its groups are still there; on a rerun that found the switch done, the newest
+/// other group of the previous release.
 fn watch_fallback(observed: &Observed, target: &Target) -> Option<RouteTable> {
     let baseline = &target.baseline;
-    let present = baseline.groups().all(|g| observed.group(g).is_some());
-    (!baseline.is_empty() && present).then(|| baseline.clone())
+    if !baseline.is_empty() {
+        let present = baseline.groups().all(|g| observed.group(g).is_some());
+        return present.then(|| baseline.clone());
+    }
+    let previous = target.group.previous.as_ref()?;
+    observed
+        .groups
+        .iter()
+        .filter(|g| g.id != target.group.id && &g.release == previous)
+        .max_by_key(|g| g.generation)
+        .map(|g| RouteTable::single(g.id.clone()))
 }
 
 #[cfg(test)]

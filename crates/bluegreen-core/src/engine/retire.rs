@@ -54,9 +54,8 @@ impl Run<'_> {
             .chain(&keep)
             .map(|g| g.release.image.clone())
             .collect();
-        if let Some(previous) = &live.previous {
-            in_use.insert(previous.image.clone());
-        }
+        // every release a rollback can relaunch keeps its image
+        in_use.extend(live.history().map(|r| r.image.clone()));
         self.step(Step::Retire, async {
             let mut destroyed = Vec::new();
             for g in &destroy {
