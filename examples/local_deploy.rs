@@ -152,7 +152,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Event::TrafficShifted { routes } => println!("  routes {routes}"),
         Event::Baking { weight, duration } => println!("  watching {weight}% for {duration:?}"),
         Event::GroupDestroyed { group } => println!("  destroyed {group}"),
-        Event::Reverting { reason, .. } => println!("  rolling back: {reason}"),
+        Event::Reverting { reason, .. } => println!("  reverting: {reason}"),
         _ => {}
     });
     let mut engine = Engine::new(image.clone(), fleet.clone(), proxy.router())

@@ -13,7 +13,11 @@ use bluegreen_testkit::{Behaviour, MemoryPlatform};
 
 fn progress() -> EventSink {
     EventSink::new(|event: &Event| match event {
-        Event::Started { app, deployment } => println!("\n== {app}: {deployment}"),
+        Event::Started {
+            app,
+            deployment,
+            operation,
+        } => println!("\n== {operation} {app}: {deployment}"),
         Event::StepStarted { step } => println!("   - {step}"),
         Event::ImageReady { image } => println!("     image {} ({})", image.id, image.origin),
         Event::GroupLaunched { group, size } => {
@@ -29,9 +33,9 @@ fn progress() -> EventSink {
         Event::GroupKeptWarm { group } => println!("     {group} kept warm"),
         Event::GroupDestroyed { group } => println!("     {group} destroyed"),
         Event::Reverting { step, reason } => {
-            println!("   ! {step} failed, rolling back: {reason}")
+            println!("   ! {step} failed, reverting: {reason}")
         }
-        Event::Reverted { routes } => println!("   ! rolled back to {routes}"),
+        Event::Reverted { routes } => println!("   ! reverted to {routes}"),
         Event::Finished { group, elapsed } => println!("   = {group} live after {elapsed:?}"),
         _ => {}
     })

@@ -224,9 +224,9 @@ fn progress(started: Instant) -> EventSink {
             Event::GroupKeptWarm { group } => println!("            {group} kept warm"),
             Event::GroupDestroyed { group } => println!("            {group} destroyed"),
             Event::Reverting { step, reason } => {
-                println!("            {step} failed, rolling back: {reason}")
+                println!("            {step} failed, reverting: {reason}")
             }
-            Event::Reverted { routes } => println!("            rolled back to {routes}"),
+            Event::Reverted { routes } => println!("            reverted to {routes}"),
             _ => {}
         }
     })

@@ -126,7 +126,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             } => println!("  {group}: {healthy}/{wanted} passing status checks"),
             Event::TrafficShifted { routes } => println!("  listener {routes}"),
             Event::GroupDestroyed { group } => println!("  terminated {group}"),
-            Event::Reverting { reason, .. } => println!("  rolling back: {reason}"),
+            Event::Reverting { reason, .. } => println!("  reverting: {reason}"),
             _ => {}
         }));
     let mut request = DeployRequest::new(

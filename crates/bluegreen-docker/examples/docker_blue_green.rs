@@ -82,9 +82,9 @@ fn show(event: &Event) {
         Event::TrafficShifted { routes } => println!("    traffic: {routes:?}"),
         Event::GroupDestroyed { group } => println!("    destroyed {group}"),
         Event::GroupKeptWarm { group } => println!("    kept warm {group}"),
-        Event::Reverting { step, reason } => println!("!!  rolling back after {step}: {reason}"),
+        Event::Reverting { step, reason } => println!("!!  reverting after {step}: {reason}"),
         Event::Finished { group, elapsed } => println!("==> {group} is live ({elapsed:.2?})"),
-        Event::Failed { error } => println!("!!  failed: {error}"),
+        Event::Failed { error, .. } => println!("!!  failed: {error}"),
         _ => {}
     }
 }

@@ -108,7 +108,7 @@ async fn run(args: Args) -> Result<(), bluegreen_core::Error> {
         Event::StepStarted { step } => println!("-> {step}"),
         Event::TrafficShifted { routes } => println!("   traffic: {routes}"),
         Event::Finished { group, elapsed } => println!("done: {group} is live ({elapsed:?})"),
-        Event::Failed { error } => println!("failed: {error}"),
+        Event::Failed { error, .. } => println!("failed: {error}"),
         _ => {}
     });
     let engine = if args.mode == "app" {
