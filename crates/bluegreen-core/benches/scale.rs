@@ -1,4 +1,4 @@
-//! Scale: replace fleets of 10 to 10,000 instances on the in-memory platform under
+//! Scale: replace fleets of 10 to 100,000 instances on the in-memory platform under
 //! tokio's paused clock, with a per-call latency and an instance boot time.
 //!
 //! For each size it prints the simulated duration against the critical path (one
@@ -94,7 +94,7 @@ fn main() {
         "{:>7} {:>10} {:>10} {:>6} {:>6} {:>7} {:>6} {:>8} {:>9}",
         "size", "simulated", "critical", "ratio", "calls", "launch", "list", "destroy", "cpu"
     );
-    for size in [10, 100, 1_000, 10_000] {
+    for size in [10, 100, 1_000, 10_000, 100_000] {
         let f = runtime.block_on(replace(size));
         println!(
             "{:>7} {:>9.2}s {:>9.2}s {:>6.3} {:>6} {:>7} {:>6} {:>8} {:>7.1}ms",

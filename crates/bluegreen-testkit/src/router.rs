@@ -115,11 +115,12 @@ impl Router for MemoryRouter {
             .groups
             .iter()
             .find(|g| &g.id == group && bluegreen_core::labels::is_owned_by(&g.labels, app));
+        let by_id: std::collections::HashMap<&str, &crate::platform::StoredInstance> = stored
+            .map(|g| g.instances.iter().map(|i| (i.id.as_str(), i)).collect())
+            .unwrap_or_default();
         let mut healthy = 0;
         for member in members {
-            let instance =
-                stored.and_then(|g| g.instances.iter().find(|i| i.id == member.id.as_str()));
-            if let Some(i) = instance {
+            if let Some(i) = by_id.get(member.id.as_str()) {
                 if health_of(i, boot_time).is_healthy()
                     && i.behaviour != Behaviour::UnhealthyAtRouter
                 {
