@@ -1,35 +1,51 @@
 //! The blue/green engine: one algorithm for every platform.
 //!
+//! Every entry point is an intent to one pure planner (`plan.rs`): it reads what
+//! the platform showed and what the run learned, and names the next idempotent
+//! step; the executor takes it and asks again. See `docs/architecture.md` for the
+//! whole contract.
+//!
 //! # Expected flow
 //! A [`Engine::deploy`] runs these steps, each announced by an [`Event`] and a
 //! `tracing` span:
 //!
 //! 1. **validate** the request: bad input is [`Error::Invalid`] before any platform
 //!    call;
-//! 2. take the app's **lock** (a lease, renewed while the deployment runs);
+//! 2. take the app's **lock** (a lease, renewed while the deployment runs, checked
+//!    before every platform change);
 //! 3. **observe** the platform: groups from the fleet, routes from the router;
 //! 4. **prepare the image**: build or resolve it to an immutable id;
 //! 5. **launch** group `v(N+1)`, or adopt the newest group when it runs the same
 //!    release (an earlier run of this deployment was interrupted);
 //! 6. **wait healthy**: every instance healthy, within `health_timeout`;
 //! 7. **attach** it to the router without traffic, then **verify**: the user's
-//!    checks against the new group alone;
-//! 8. **promote**: one atomic switch (blue/green) or weighted steps, each confirmed,
-//!    baked and analysed (canary, where the router weighs);
+//!    checks against the new group alone, then the router's own report that every
+//!    attached member is healthy;
+//! 8. **promote**: one atomic switch (blue/green) or weighted steps, each gated on
+//!    the router's readiness, confirmed, baked and analysed (canary, where the
+//!    router weighs), against fixed limits and against the previous group;
 //! 9. **confirm** at the router that the new group serves all traffic;
-//! 10. **drain** the groups that lose traffic and **retire**: keep the last `keep`
+//! 10. **bake** after the switch when [`Strategy::bake_after`] is set: the previous
+//!     group stays warm, and a breach switches traffic back at once;
+//! 11. **drain** the groups that lose traffic and **retire**: keep the last `keep`
 //!     groups warm, destroy older ones, remove images beyond retention.
 //!
-//! [`Engine::prepare`] runs 1 to 7 and [`Engine::promote`] 2, 3 and 8 to 10, for a
-//! manual promotion.
+//! [`Engine::prepare`] runs 1 to 7 and [`Engine::promote`] 2, 3 and 7 (the router's
+//! readiness) to 11, for a manual promotion.
 //!
 //! # Guarantees
-//! - A failure before the promotion is confirmed rolls back on its own: traffic
-//!   returns to the table observed at the start, the new group is destroyed (kept
-//!   with [`EngineOptions::keep_failed`]), and the error is an [`Error::Step`] naming
-//!   the step and the cause, with `rolled_back` telling whether the restore worked.
-//! - Traffic only moves to a group whose instances the fleet reports healthy and
-//!   whose members the router reports healthy.
+//! - A failure before the bake after the switch ends is reverted on its own:
+//!   traffic returns to the table the operation started from (or to the previous
+//!   group, after the switch), the new group is destroyed (kept with
+//!   [`EngineOptions::keep_failed`]), and the error is an [`Error::Step`] naming the
+//!   step and the cause, with `rolled_back` telling whether the revert worked.
+//! - Traffic only moves to a group, and only grows on it, when the fleet reports
+//!   its instances healthy and the router reports every attached member healthy.
+//! - Only the holder of the app's lease changes the platform; an operation that
+//!   lost its lease makes no further change, its revert included, and ends with
+//!   [`Error::Locked`] and `rolled_back == false`.
+//! - [`Engine::rollback`] walks the release history strictly backwards, whatever
+//!   `keep` is.
 //! - Only resources carrying bluegreen's labels are changed or destroyed.
 //! - Running the same deployment again after an interruption converges: the same
 //!   release's group is adopted and finished, or found live and left as it is.
@@ -46,10 +62,10 @@
 //! # Caveats
 //! - A dropped deployment future behaves like a dead process: it stops renewing
 //!   the lock, whose lease then expires; run the deployment again to converge.
-//! - A failure after the switch (drain or retire) leaves the new group serving and
-//!   is reported with `rolled_back == false`; running again finishes the retirement.
-//! - [`Engine::rollback`] is relative: run again after an interruption, it goes one
-//!   more release back. [`Engine::rollback_to`] names the image and is safe to rerun.
+//! - A failure in the drain or the retirement leaves the new group serving and is
+//!   reported with `rolled_back == false`; running again finishes the retirement.
+//! - [`Engine::rollback`] is relative: run again after its switch, it goes one more
+//!   release back. [`Engine::rollback_to`] names the image and is safe to rerun.
 
 mod execute;
 mod held_lock;
