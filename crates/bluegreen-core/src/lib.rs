@@ -51,7 +51,7 @@ pub use capabilities::Capabilities;
 pub use check::{check_fn, Check, CheckTarget};
 pub use engine::{
     CanaryStep, DeployReport, DeployRequest, Engine, EngineOptions, GroupStatus, Prepared,
-    RollbackReport, Status, Strategy,
+    RollbackReport, RollbackRequest, Status, Strategy,
 };
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use event::{Event, EventContext, EventSink, Operation, Step};

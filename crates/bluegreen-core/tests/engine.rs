@@ -802,9 +802,16 @@ async fn a_failed_switch_is_undone() {
 
 #[tokio::test(start_paused = true)]
 async fn image_retention_keeps_the_newest_and_those_in_use() {
-    let rig = rig(options().with_retain_images(2).with_keep(1));
-    for n in 1..=5 {
-        rig.engine.deploy(&request(&n.to_string())).await.unwrap();
+    let rig = rig(options()
+        .with_retain_images(1)
+        .with_keep(1)
+        .with_health_timeout(Duration::from_secs(30)));
+    for tag in ["bad-a", "bad-b"] {
+        rig.platform
+            .set_behaviour(&format!("web:{tag}"), Behaviour::NeverHealthy);
+    }
+    for tag in ["1", "bad-a", "2", "bad-b", "3"] {
+        let _ = rig.engine.deploy(&request(tag)).await;
         tokio::time::sleep(Duration::from_secs(60)).await;
     }
     let images = bluegreen_core::Image::images(&rig.platform.image(), &app())
@@ -812,8 +819,12 @@ async fn image_retention_keeps_the_newest_and_those_in_use() {
         .unwrap();
     let mut origins: Vec<String> = images.iter().map(|i| i.origin.clone()).collect();
     origins.sort();
-    // v5 is live, v4 is warm and the live group's previous release: the two newest
-    assert_eq!(origins, ["reference web:4", "reference web:5"]);
+    // 3 is live and the newest; 2 is warm; 1 and 2 are the live group's history,
+    // which a rollback may relaunch; the failed releases' images go
+    assert_eq!(
+        origins,
+        ["reference web:1", "reference web:2", "reference web:3"]
+    );
 }
 
 #[tokio::test(start_paused = true)]

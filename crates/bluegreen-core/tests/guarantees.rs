@@ -379,3 +379,31 @@ async fn one_sink_follows_concurrent_deployments() {
         assert!(matches!(mine.last().unwrap().2, Event::Finished { .. }));
     }
 }
+
+/// A rollback can verify the group it goes to; a failed check reverts it.
+#[tokio::test(start_paused = true)]
+async fn a_rollback_runs_its_verify_checks() {
+    let rig = rig(options().with_keep(0));
+    rig.engine.deploy(&request("1")).await.unwrap();
+    rig.engine.deploy(&request("2")).await.unwrap();
+    let refuse = check_fn("smoke", |t| async move {
+        Err(format!("{} answers 500 on /", t.group))
+    });
+    let e = rig
+        .engine
+        .rollback_with(&bluegreen_core::RollbackRequest::new(app()).verify(refuse))
+        .await
+        .unwrap_err();
+    assert_eq!(e.step(), Some(Step::Verify), "{e}");
+    assert!(e.rolled_back(), "{e}");
+    assert!(
+        e.to_string().contains("web-production-v003 answers 500"),
+        "{e}"
+    );
+    assert_eq!(rig.routes().await, RouteTable::single(gid(2)));
+    assert_eq!(
+        rig.groups().await,
+        [gid(2)],
+        "the relaunched group is removed"
+    );
+}

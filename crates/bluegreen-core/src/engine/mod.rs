@@ -84,6 +84,7 @@ use tokio::time::Instant;
 pub use options::EngineOptions;
 pub use report::{DeployReport, GroupStatus, Prepared, RollbackReport, Status};
 pub use request::{CanaryStep, DeployRequest, Strategy};
+pub use rollback::RollbackRequest;
 
 use execute::Outcome;
 use held_lock::HeldLock;
