@@ -83,6 +83,14 @@ struct Release {
     /// How long to watch each canary step, in seconds.
     #[arg(long, default_value_t = 30)]
     bake_secs: u64,
+    /// How long to watch the new version after the final switch, with the previous
+    /// one kept warm, in seconds (0: no watch). A crash or a lost member switches
+    /// the traffic back at once.
+    #[arg(long, default_value_t = 0)]
+    bake_after_secs: u64,
+    /// Fail when the new version's share of 5xx responses passes this fraction.
+    #[arg(long)]
+    max_error_rate: Option<f64>,
     /// How long instances may take to become healthy, in seconds.
     #[arg(long, default_value_t = 60)]
     health_timeout_secs: u64,
@@ -150,7 +158,16 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             wanted,
         } => println!("  {group}: {healthy}/{wanted} healthy"),
         Event::TrafficShifted { routes } => println!("  routes {routes}"),
-        Event::Baking { weight, duration } => println!("  watching {weight}% for {duration:?}"),
+        Event::Baking { weight, duration } => println!("  baking at {weight}% for {duration:?}"),
+        Event::Ready {
+            group,
+            healthy,
+            total,
+            weight,
+        } => println!("  router: {healthy}/{total} of {group} healthy before {weight}%"),
+        Event::Watching { group, duration } => {
+            println!("  watching {group} for {duration:?} after the switch")
+        }
         Event::GroupDestroyed { group } => println!("  destroyed {group}"),
         Event::Reverting { reason, .. } => println!("  reverting: {reason}"),
         _ => {}
@@ -259,11 +276,14 @@ fn request(r: &Release) -> Result<DeployRequest, bluegreen::Error> {
     for (k, v) in &r.settings {
         request = request.setting(k, v);
     }
-    if !r.canary.is_empty() {
-        request = request.strategy(Strategy::canary(
-            r.canary.iter().copied(),
-            Duration::from_secs(r.bake_secs),
-        ));
+    let mut strategy = if r.canary.is_empty() {
+        Strategy::blue_green()
+    } else {
+        Strategy::canary(r.canary.iter().copied(), Duration::from_secs(r.bake_secs))
+    };
+    strategy = strategy.with_bake_after(Duration::from_secs(r.bake_after_secs));
+    if let Some(rate) = r.max_error_rate {
+        strategy = strategy.with_max_error_rate(rate);
     }
-    Ok(request)
+    Ok(request.strategy(strategy))
 }

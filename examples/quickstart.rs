@@ -2,7 +2,7 @@
 //!
 //! It deploys version 1 of the sample app (three processes) behind the bluegreen
 //! proxy, then version 2 while a bounded load runs against the proxy, then version
-//! 3, which never becomes healthy and is rolled back on its own, then rolls back by
+//! 3, which never becomes healthy and is reverted on its own, then rolls back by
 //! hand to version 1, and cleans everything up. Before any user reaches a new
 //! version, a verify check asks it for its version through the proxy's preview
 //! address, where the new group is served alone.
@@ -129,7 +129,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     println!("   failed requests:      {}", seen.failed.len());
     println!("   time to switch to v2: {:?}", v2.switch_time);
     println!(
-        "   version 3 rolled back on its own: {}",
+        "   version 3 reverted on its own:    {}",
         failed.rolled_back()
     );
     println!(
@@ -220,6 +220,12 @@ fn progress(started: Instant) -> EventSink {
                 healthy,
                 wanted,
             } => println!("            {group}: {healthy}/{wanted} healthy"),
+            Event::Ready {
+                group,
+                healthy,
+                total,
+                ..
+            } => println!("            router: {healthy}/{total} of {group} healthy"),
             Event::TrafficShifted { routes } => println!("            routes {routes}"),
             Event::GroupKeptWarm { group } => println!("            {group} kept warm"),
             Event::GroupDestroyed { group } => println!("            {group} destroyed"),
