@@ -274,6 +274,64 @@ impl Event {
     }
 }
 
+/// One line for people: what a progress log prints.
+///
+/// ```
+/// use bluegreen_core::{Event, GroupId};
+/// let e = Event::GroupLaunched { group: GroupId::new("web-production-v002"), size: 3 };
+/// assert_eq!(e.to_string(), "launched web-production-v002 (3 instances)");
+/// ```
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::Started {
+                app,
+                deployment,
+                operation,
+            } => write!(f, "{operation} {app} ({deployment})"),
+            Event::StepStarted { step } => write!(f, "{step}"),
+            Event::StepFinished { step, elapsed } => write!(f, "{step} done in {elapsed:?}"),
+            Event::BuildOutput { line } => write!(f, "| {line}"),
+            Event::ImageReady { image } => write!(f, "image {} ready ({})", image.id, image.origin),
+            Event::GroupLaunched { group, size } => {
+                write!(f, "launched {group} ({size} instances)")
+            }
+            Event::GroupAdopted { group } => {
+                write!(f, "adopted {group}, left by an interrupted run")
+            }
+            Event::Health {
+                group,
+                healthy,
+                wanted,
+            } => write!(f, "{group}: {healthy}/{wanted} healthy"),
+            Event::CheckPassed { check, group } => write!(f, "check {check} passed on {group}"),
+            Event::Ready {
+                group,
+                healthy,
+                total,
+                weight,
+            } => write!(
+                f,
+                "the router sees {healthy}/{total} of {group} healthy (before {weight}%)"
+            ),
+            Event::TrafficShifted { routes } => write!(f, "routes {routes}"),
+            Event::Baking { weight, duration } => write!(f, "baking at {weight}% for {duration:?}"),
+            Event::Watching { group, duration } => {
+                write!(f, "watching {group} for {duration:?} after the switch")
+            }
+            Event::StrategyAdapted { reason } => write!(f, "strategy adapted: {reason}"),
+            Event::Draining { duration } => write!(f, "draining for {duration:?}"),
+            Event::GroupKeptWarm { group } => write!(f, "{group} kept warm"),
+            Event::GroupDestroyed { group } => write!(f, "{group} destroyed"),
+            Event::ImageRemoved { image } => write!(f, "image {image} removed"),
+            Event::Reverting { step, reason } => write!(f, "{step} failed, reverting: {reason}"),
+            Event::Reverted { routes } => write!(f, "reverted to routes {routes}"),
+            Event::Finished { group, elapsed } => write!(f, "{group} live after {elapsed:?}"),
+            Event::Failed { error, .. } => write!(f, "failed: {error}"),
+        }
+    }
+}
+
 type Callback = Arc<dyn Fn(&Event, Option<&EventContext>) + Send + Sync>;
 
 /// Where events go: a callback shared by every step. Every event is also logged

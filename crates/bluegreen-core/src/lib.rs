@@ -46,6 +46,12 @@ mod retry;
 mod route;
 mod router;
 
+/// The attribute every implementation of [`Image`], [`Fleet`], [`Router`],
+/// [`Check`] and [`Lock`] needs: `#[bluegreen_core::async_trait]` on the `impl`
+/// block (without it, rustc reports E0195 about lifetime parameters on a line
+/// that looks identical to the trait's).
+pub use async_trait::async_trait;
+
 pub use app::{App, MAX_NAME_LEN};
 pub use capabilities::Capabilities;
 pub use check::{check_fn, Check, CheckTarget};
