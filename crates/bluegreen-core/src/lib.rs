@@ -59,7 +59,7 @@ pub use fleet::Fleet;
 pub use group::{DeploymentId, Generation, Group, GroupId};
 pub use image::{Image, ImageId, ImageRef, ImageSource};
 pub use instance::{Health, Instance, InstanceId};
-pub use lock::{Lock, LockHolder, MemoryLock};
+pub use lock::{FencingToken, Lock, LockHolder, MemoryLock};
 pub use release::{Release, ReleaseId, MAX_SIZE};
 pub use retry::{Retry, RetryOptions};
 pub use route::RouteTable;

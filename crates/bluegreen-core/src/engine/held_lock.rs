@@ -10,12 +10,13 @@ use tokio::time::Instant;
 
 use crate::app::App;
 use crate::error::{Error, ErrorKind, Result};
-use crate::lock::{Lock, LockHolder};
+use crate::lock::{FencingToken, Lock, LockHolder};
 
 pub(crate) struct HeldLock {
     lock: Arc<dyn Lock>,
     app: App,
     holder: LockHolder,
+    token: FencingToken,
     lost: Arc<AtomicBool>,
     renewer: JoinHandle<()>,
 }
@@ -31,9 +32,9 @@ impl HeldLock {
     ) -> Result<HeldLock> {
         let deadline = wait.map(|w| Instant::now() + w);
         let mut pause = Duration::from_millis(100);
-        loop {
+        let token = loop {
             match lock.acquire(app, &holder, lease).await {
-                Ok(()) => break,
+                Ok(token) => break token,
                 Err(e) if e.kind() == ErrorKind::Locked => match deadline {
                     Some(d) if Instant::now() < d => {
                         tokio::time::sleep(pause.min(d - Instant::now())).await;
@@ -49,7 +50,7 @@ impl HeldLock {
                 },
                 Err(e) => return Err(e),
             }
-        }
+        };
         let lost = Arc::new(AtomicBool::new(false));
         let renewer = tokio::spawn({
             let (lock, app, holder, lost) =
@@ -57,7 +58,7 @@ impl HeldLock {
             async move {
                 loop {
                     tokio::time::sleep(lease / 3).await;
-                    match lock.renew(&app, &holder, lease).await {
+                    match lock.renew(&app, &holder, token, lease).await {
                         Ok(()) => {}
                         Err(e) if e.kind() == ErrorKind::Locked => {
                             tracing::error!(%app, error = %e, "deployment lock lost");
@@ -73,9 +74,15 @@ impl HeldLock {
             lock,
             app: app.clone(),
             holder,
+            token,
             lost,
             renewer,
         })
+    }
+
+    /// The token the lock gave this holder.
+    pub(crate) fn token(&self) -> FencingToken {
+        self.token
     }
 
     /// [`Error::Locked`] once the lease was lost to another holder.
@@ -91,7 +98,7 @@ impl HeldLock {
 
     pub(crate) async fn release(self) {
         self.renewer.abort();
-        if let Err(e) = self.lock.release(&self.app, &self.holder).await {
+        if let Err(e) = self.lock.release(&self.app, &self.holder, self.token).await {
             tracing::warn!(app = %self.app, error = %e, "lock release failed; its lease will expire");
         }
     }

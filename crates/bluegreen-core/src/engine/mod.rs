@@ -402,6 +402,7 @@ impl Engine {
                 error: e.to_string(),
             })
         })?;
+        tracing::debug!(%app, token = %lock.token(), "deployment lock taken");
         self.events.emit(Event::StepFinished {
             step: Step::Lock,
             elapsed: started.elapsed(),
