@@ -42,6 +42,7 @@
 //!   conformance suite checks it.
 //! - All deployments of an app share one [`Lock`]; the default, [`MemoryLock`],
 //!   excludes deployments in one process only.
+//! - A lock's lease lasts at least as long as the engine counts it on its own clock.
 //!
 //! # Caveats
 //! - A dropped deployment future behaves like a dead process: it stops renewing
