@@ -1,5 +1,6 @@
 //! `Ec2Lock` against a real AWS API emulator (`moto` in server mode): exclusion,
-//! leases, takeover, release, fencing tokens, look-alikes, and the engine behind it.
+//! leases, takeover, release, fencing tokens, look-alikes, the lock contract, and the
+//! engine behind it.
 
 mod support;
 
@@ -10,6 +11,7 @@ use bluegreen_aws::{AwsClients, Ec2Lock, EXPIRES_TAG, HOLDER_TAG, TOKEN_TAG};
 use bluegreen_core::{
     App, DeployRequest, Engine, ErrorKind, FencingToken, ImageSource, Lock, LockHolder,
 };
+use bluegreen_testkit::conformance;
 use bluegreen_testkit::MemoryPlatform;
 use support::clients;
 
@@ -85,6 +87,20 @@ fn unix_millis() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ec2_lock_keeps_the_lock_contract_across_machines() {
+    let clients = clients().await;
+    let (vpc, app) = vpc_and_app(&clients, "contract").await;
+    let other = App::new("contract", "other").unwrap();
+    // two machines: two locks over the same account
+    let here = Ec2Lock::new(clients.clone()).in_vpc(&vpc);
+    let there = Ec2Lock::new(clients.clone()).in_vpc(&vpc);
+    // leases are whole seconds on the wall clock: 3 s leave room for the calls
+    conformance::lock_contract_across(&here, &there, &app, &other, Duration::from_secs(3)).await;
+    let shared: Arc<dyn Lock> = Arc::new(here);
+    conformance::lock_contract(&*shared, &app, &other, Duration::from_secs(3)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
