@@ -14,7 +14,8 @@
 //! milliseconds: when no previous token can be read (the first lock of the app, a
 //! group deleted by hand, or a taker that finds the name free while another one
 //! replaces the group), the clock keeps tokens growing, as long as the machines'
-//! clocks agree far better than a lease lasts.
+//! clocks agree better than the time between two acquisitions (synchronised, far
+//! closer than a lease lasts).
 //!
 //! Leases are on the machines' wall clocks: keep them minutes long (the engine's
 //! default is 60 s, renewed every 20 s), so that seconds of clock skew do not
