@@ -6,7 +6,8 @@
 //! - [`ElbRouter`]: a target group per group; the listener's default action is the
 //!   route table, weighted for canary steps.
 //! - [`Ec2Lock`]: the app's deployment lock, shared by every machine that deploys it
-//!   (a security group created atomically by name, with a lease in its tags).
+//!   (a security group created atomically by name, with a lease and a fencing token
+//!   in its tags).
 //!
 //! All three share one [`AwsClients`], loaded from the standard AWS configuration
 //! chain with an optional endpoint override (for emulators). The SDK's own retries are
@@ -28,5 +29,5 @@ mod tags;
 pub use config::{AwsClients, AwsOptions};
 pub use fleet::{Ec2Fleet, Ec2FleetOptions, BATCH, SETTINGS};
 pub use image::{AmiImage, AmiImageOptions};
-pub use lock::{Ec2Lock, EXPIRES_TAG, HOLDER_TAG};
+pub use lock::{Ec2Lock, EXPIRES_TAG, HOLDER_TAG, TOKEN_TAG};
 pub use router::{target_group_name, ElbRouter, ElbRouterOptions};

@@ -65,7 +65,7 @@ pub use fleet::Fleet;
 pub use group::{DeploymentId, Generation, Group, GroupId, HISTORY_LEN};
 pub use image::{Image, ImageId, ImageRef, ImageSource};
 pub use instance::{Health, Instance, InstanceId};
-pub use lock::{Lock, LockHolder, MemoryLock};
+pub use lock::{FencingToken, Lock, LockHolder, MemoryLock};
 pub use release::{Release, ReleaseId, MAX_SIZE};
 pub use retry::{Retry, RetryOptions};
 pub use route::RouteTable;

@@ -1,5 +1,6 @@
 //! The per-app deployment lock, held as a lease so that a lock left by a dead
-//! process expires instead of blocking forever.
+//! process expires instead of blocking forever, and numbered with a fencing token so
+//! that a holder that lost its lease can tell.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -7,6 +8,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::app::App;
@@ -43,41 +45,120 @@ impl fmt::Debug for LockHolder {
     }
 }
 
-/// A lease-based lock per app.
+/// The number of one acquisition of an app's lock (a Chubby sequencer, a ZooKeeper
+/// zxid).
+///
+/// Every time a new holder takes an app's lock, the lock gives a token greater than
+/// every token it gave before for that app; a holder taking it again while it holds
+/// it gets its own token back. Whoever acts for the holder can thus tell a stale
+/// holder (a smaller token) from the current one. Tokens of different apps, or of
+/// different [`Lock`] stores, are not comparable.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct FencingToken(pub u64);
+
+impl FencingToken {
+    /// The token after this one.
+    pub fn next(self) -> FencingToken {
+        FencingToken(self.0 + 1)
+    }
+}
+
+impl fmt::Display for FencingToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A lease-based lock per app, with fencing tokens.
 ///
 /// The engine acquires it before observing the platform, renews it while it works,
 /// and releases it when it ends. A holder that dies stops renewing; once its lease
-/// has passed, the next [`Lock::acquire`] takes the lock over.
+/// has passed, the next [`Lock::acquire`] takes the lock over with a greater
+/// [`FencingToken`], and the old holder's [`Lock::renew`] fails with
+/// [`Error::Locked`]: a holder that lost its lease learns it at its next renewal, even
+/// when the lock has been released since.
+///
+/// What a lock excludes is where its state lives:
+/// - [`MemoryLock`]: deployments in one process (engines sharing the value);
+/// - `FileLock` (`bluegreen-local`): every process on one machine that uses the same
+///   state directory;
+/// - `Ec2Lock` (`bluegreen-aws`): every machine that reaches the AWS account and
+///   region (and VPC).
+///
+/// An implementation keeps, per app, the current holder with its token and lease,
+/// and the last token it gave, also after a release. The testkit's
+/// `conformance::lock_contract` checks the rules below.
 #[async_trait]
 pub trait Lock: Send + Sync {
-    /// Takes the lock of `app` for `lease`.
+    /// Takes the lock of `app` for `lease`, and returns the holder's token.
     ///
     /// # Behavior
-    /// - Held by another holder whose lease has not passed:
-    ///   [`Error::Locked`] naming that holder.
-    /// - Held by `holder` itself, or by anyone with a passed lease: taken, with a new
-    ///   lease.
-    async fn acquire(&self, app: &App, holder: &LockHolder, lease: Duration) -> Result<()>;
+    /// - Held by another holder whose lease has not passed: [`Error::Locked`] naming
+    ///   that holder.
+    /// - Held by `holder` itself with a live lease: the same token as before, with a
+    ///   new lease (re-entry).
+    /// - Held by `holder` itself with a passed lease (nobody took it since): either
+    ///   the same token with a new lease, or taken anew as below; each implementation
+    ///   says which.
+    /// - Free, or held by another holder whose lease has passed: taken, with a new
+    ///   lease and a token greater than every token given before for `app`.
+    async fn acquire(
+        &self,
+        app: &App,
+        holder: &LockHolder,
+        lease: Duration,
+    ) -> Result<FencingToken>;
 
-    /// Extends `holder`'s lease.
+    /// Extends the lease of `holder`, which took the lock with `token`.
     ///
     /// # Behavior
-    /// The lock lost to another holder (after the lease passed) is [`Error::Locked`].
-    async fn renew(&self, app: &App, holder: &LockHolder, lease: Duration) -> Result<()>;
+    /// - Held by `holder` with `token` and a live lease: the lease is set to `lease`
+    ///   from now.
+    /// - Held by `holder` with `token`, but its lease has passed (nobody took the lock
+    ///   since): the renewal may succeed, or fail with [`Error::Locked`]; each
+    ///   implementation says which.
+    /// - Otherwise [`Error::Locked`]: held by another holder, held with another token
+    ///   (taken over and taken again), or free (taken over and released, or released
+    ///   by `holder`). A renewal never takes the lock.
+    async fn renew(
+        &self,
+        app: &App,
+        holder: &LockHolder,
+        token: FencingToken,
+        lease: Duration,
+    ) -> Result<()>;
 
-    /// Releases the lock.
+    /// Releases the lock that `holder` took with `token`.
     ///
     /// # Behavior
-    /// Idempotent: releasing a lock that `holder` does not hold succeeds and changes
-    /// nothing.
-    async fn release(&self, app: &App, holder: &LockHolder) -> Result<()>;
+    /// - Held by `holder` with `token`: the lock is free. The last token given is
+    ///   kept, so that the next holder's token is greater.
+    /// - Otherwise nothing changes, and the call succeeds: releasing is idempotent, and
+    ///   a stale holder cannot free the lock of the holder that replaced it.
+    async fn release(&self, app: &App, holder: &LockHolder, token: FencingToken) -> Result<()>;
+}
+
+/// One app's entry in a [`MemoryLock`].
+#[derive(Default)]
+struct Entry {
+    /// The last token given; the holder's, while there is one.
+    token: FencingToken,
+    /// The current holder and the end of its lease.
+    holder: Option<(LockHolder, Instant)>,
 }
 
 /// A lock in this process's memory, on tokio's clock (so that a paused clock
-/// expires leases too). Engines that share it exclude each other.
+/// expires leases too). Engines that share it exclude each other; nothing outside
+/// this process sees it.
+///
+/// Tokens count from 1 per app. A holder whose lease passed while nobody took the
+/// lock keeps it: its renewal succeeds, and taking it again gives the same token.
 #[derive(Default)]
 pub struct MemoryLock {
-    held: Mutex<HashMap<App, (LockHolder, Instant)>>,
+    held: Mutex<HashMap<App, Entry>>,
 }
 
 impl MemoryLock {
@@ -90,53 +171,83 @@ impl MemoryLock {
     pub fn holder(&self, app: &App) -> Option<LockHolder> {
         let held = self.held.lock().expect("lock table poisoned");
         held.get(app)
+            .and_then(|e| e.holder.as_ref())
             .filter(|(_, until)| *until > Instant::now())
             .map(|(h, _)| h.clone())
     }
 }
 
+fn locked(app: &App, holder: &LockHolder) -> Error {
+    Error::Locked {
+        app: app.to_string(),
+        holder: holder.to_string(),
+    }
+}
+
+/// [`Error::Locked`] for a holder whose token is stale and whose lock is free now.
+fn lost(app: &App, token: FencingToken) -> Error {
+    Error::Locked {
+        app: app.to_string(),
+        holder: format!("none now (the lock was lost: token {token} is stale)"),
+    }
+}
+
 #[async_trait]
 impl Lock for MemoryLock {
-    async fn acquire(&self, app: &App, holder: &LockHolder, lease: Duration) -> Result<()> {
+    async fn acquire(
+        &self,
+        app: &App,
+        holder: &LockHolder,
+        lease: Duration,
+    ) -> Result<FencingToken> {
         let mut held = self.held.lock().expect("lock table poisoned");
         let now = Instant::now();
-        if let Some((other, until)) = held.get(app) {
-            if other != holder && *until > now {
-                return Err(Error::Locked {
-                    app: app.to_string(),
-                    holder: other.to_string(),
-                });
+        let entry = held.entry(app.clone()).or_default();
+        match &entry.holder {
+            Some((h, _)) if h == holder => {
+                entry.holder = Some((holder.clone(), now + lease));
+                return Ok(entry.token);
             }
-            if other != holder {
+            Some((other, until)) if *until > now => return Err(locked(app, other)),
+            Some((other, _)) => {
                 tracing::warn!(%app, stale = %other, "taking over a lock whose lease passed");
             }
+            None => {}
         }
-        held.insert(app.clone(), (holder.clone(), now + lease));
-        Ok(())
+        entry.token = entry.token.next();
+        entry.holder = Some((holder.clone(), now + lease));
+        Ok(entry.token)
     }
 
-    async fn renew(&self, app: &App, holder: &LockHolder, lease: Duration) -> Result<()> {
+    async fn renew(
+        &self,
+        app: &App,
+        holder: &LockHolder,
+        token: FencingToken,
+        lease: Duration,
+    ) -> Result<()> {
         let mut held = self.held.lock().expect("lock table poisoned");
         match held.get_mut(app) {
-            Some((h, until)) if h == holder => {
+            Some(Entry {
+                token: current,
+                holder: Some((h, until)),
+            }) => {
+                if h != holder || *current != token {
+                    return Err(locked(app, h));
+                }
                 *until = Instant::now() + lease;
                 Ok(())
             }
-            Some((other, _)) => Err(Error::Locked {
-                app: app.to_string(),
-                holder: other.to_string(),
-            }),
-            None => {
-                held.insert(app.clone(), (holder.clone(), Instant::now() + lease));
-                Ok(())
-            }
+            _ => Err(lost(app, token)),
         }
     }
 
-    async fn release(&self, app: &App, holder: &LockHolder) -> Result<()> {
+    async fn release(&self, app: &App, holder: &LockHolder, token: FencingToken) -> Result<()> {
         let mut held = self.held.lock().expect("lock table poisoned");
-        if held.get(app).is_some_and(|(h, _)| h == holder) {
-            held.remove(app);
+        if let Some(entry) = held.get_mut(app) {
+            if entry.token == token && entry.holder.as_ref().is_some_and(|(h, _)| h == holder) {
+                entry.holder = None;
+            }
         }
         Ok(())
     }
@@ -145,29 +256,74 @@ impl Lock for MemoryLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
+
+    const LEASE: Duration = Duration::from_secs(30);
+
+    fn app() -> App {
+        App::new("web", "prod").unwrap()
+    }
 
     #[tokio::test(start_paused = true)]
     async fn lease_expires() {
         let lock = MemoryLock::new();
-        let app = App::new("web", "prod").unwrap();
+        let app = app();
         let a = LockHolder::new("d-a");
         let b = LockHolder::new("d-b");
-        lock.acquire(&app, &a, Duration::from_secs(30))
-            .await
-            .unwrap();
-        let e = lock
-            .acquire(&app, &b, Duration::from_secs(30))
-            .await
-            .unwrap_err();
+        let ta = lock.acquire(&app, &a, LEASE).await.unwrap();
+        let e = lock.acquire(&app, &b, LEASE).await.unwrap_err();
         assert!(e.to_string().contains("d-a"), "{e}");
-        tokio::time::advance(Duration::from_secs(31)).await;
-        lock.acquire(&app, &b, Duration::from_secs(30))
-            .await
-            .unwrap();
-        assert!(lock.renew(&app, &a, Duration::from_secs(30)).await.is_err());
-        lock.release(&app, &a).await.unwrap();
+        tokio::time::advance(LEASE + Duration::from_secs(1)).await;
+        let tb = lock.acquire(&app, &b, LEASE).await.unwrap();
+        assert!(tb > ta, "{tb} > {ta}");
+        assert!(lock.renew(&app, &a, ta, LEASE).await.is_err());
+        lock.release(&app, &a, ta).await.unwrap();
         assert_eq!(lock.holder(&app), Some(b.clone()));
-        lock.release(&app, &b).await.unwrap();
+        lock.release(&app, &b, tb).await.unwrap();
         assert_eq!(lock.holder(&app), None);
+    }
+
+    /// The defect found by trials: a holder whose lease passed, while another took the
+    /// lock and released it, got `Ok` from `renew` and held the lock again.
+    #[tokio::test(start_paused = true)]
+    async fn a_holder_that_lost_its_lease_cannot_renew_a_released_lock() {
+        let lock = MemoryLock::new();
+        let app = app();
+        let (a, b) = (LockHolder::new("d-a"), LockHolder::new("d-b"));
+        let ta = lock.acquire(&app, &a, LEASE).await.unwrap();
+        tokio::time::advance(LEASE + Duration::from_secs(1)).await;
+        let tb = lock.acquire(&app, &b, LEASE).await.unwrap();
+        lock.release(&app, &b, tb).await.unwrap();
+
+        let e = lock.renew(&app, &a, ta, LEASE).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Locked, "{e}");
+        assert_eq!(lock.holder(&app), None, "a failed renewal takes nothing");
+        lock.release(&app, &a, ta).await.unwrap();
+        let c = LockHolder::new("d-c");
+        let tc = lock.acquire(&app, &c, LEASE).await.unwrap();
+        assert!(tc > tb, "{tc} > {tb}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_holder_may_renew_its_passed_lease_while_nobody_took_it() {
+        let lock = MemoryLock::new();
+        let app = app();
+        let a = LockHolder::new("d-a");
+        let ta = lock.acquire(&app, &a, LEASE).await.unwrap();
+        tokio::time::advance(LEASE * 2).await;
+        lock.renew(&app, &a, ta, LEASE).await.unwrap();
+        assert_eq!(lock.holder(&app), Some(a.clone()));
+        assert_eq!(lock.acquire(&app, &a, LEASE).await.unwrap(), ta);
+    }
+
+    #[test]
+    fn tokens_print_and_serialize_as_numbers() {
+        let t = FencingToken(42);
+        assert_eq!(t.to_string(), "42");
+        assert_eq!(serde_json::to_string(&t).unwrap(), "42");
+        assert_eq!(
+            serde_json::from_str::<FencingToken>("43").unwrap(),
+            t.next()
+        );
     }
 }

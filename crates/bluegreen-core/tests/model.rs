@@ -24,9 +24,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bluegreen_core::{
     App, Attachment, Capabilities, DeployRequest, Engine, EngineOptions, ErrorKind, Event,
-    EventSink, Fleet, Group, GroupId, Image, ImageId, ImageRef, ImageSource, Instance, Lock,
-    LockHolder, MemoryLock, Release, Result, RetryOptions, RouteTable, Router, Serving, Strategy,
-    HISTORY_LEN,
+    EventSink, FencingToken, Fleet, Group, GroupId, Image, ImageId, ImageRef, ImageSource,
+    Instance, Lock, LockHolder, MemoryLock, Release, Result, RetryOptions, RouteTable, Router,
+    Serving, Strategy, HISTORY_LEN,
 };
 use bluegreen_testkit::{Behaviour, Fault, MemoryPlatform};
 use proptest::prelude::{any, prop_oneof, Just};
@@ -98,7 +98,7 @@ fn cmd() -> impl proptest::strategy::Strategy<Value = Cmd> {
         2 => Just(Cmd::Rollback),
         2 => (0usize..4, crash()).prop_map(|(back, crash_at)| Cmd::RollbackTo { back, crash_at }),
         1 => Just(Cmd::Concurrent),
-        //TMP 1 => Just(Cmd::LoseLease),
+        1 => Just(Cmd::LoseLease),
     ]
 }
 
@@ -227,10 +227,21 @@ struct FlakyLock {
 
 #[async_trait]
 impl Lock for FlakyLock {
-    async fn acquire(&self, app: &App, holder: &LockHolder, lease: Duration) -> Result<()> {
+    async fn acquire(
+        &self,
+        app: &App,
+        holder: &LockHolder,
+        lease: Duration,
+    ) -> Result<FencingToken> {
         self.inner.acquire(app, holder, lease).await
     }
-    async fn renew(&self, app: &App, holder: &LockHolder, lease: Duration) -> Result<()> {
+    async fn renew(
+        &self,
+        app: &App,
+        holder: &LockHolder,
+        token: FencingToken,
+        lease: Duration,
+    ) -> Result<()> {
         if self.fail_renewals {
             return Err(bluegreen_core::Error::provider(
                 "lock",
@@ -238,10 +249,10 @@ impl Lock for FlakyLock {
                 true,
             ));
         }
-        self.inner.renew(app, holder, lease).await
+        self.inner.renew(app, holder, token, lease).await
     }
-    async fn release(&self, app: &App, holder: &LockHolder) -> Result<()> {
-        self.inner.release(app, holder).await
+    async fn release(&self, app: &App, holder: &LockHolder, token: FencingToken) -> Result<()> {
+        self.inner.release(app, holder, token).await
     }
 }
 

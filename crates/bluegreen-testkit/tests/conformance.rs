@@ -100,3 +100,69 @@ async fn the_suite_catches_a_broken_router() {
     )
     .await;
 }
+
+/// `MemoryLock` keeps the lock contract on tokio's paused clock, directly and through
+/// `Arc<dyn Lock>`.
+#[tokio::test(start_paused = true)]
+async fn the_memory_lock_keeps_the_lock_contract() {
+    let lock = bluegreen_core::MemoryLock::new();
+    let (app, other) = (
+        App::new("conformance", "lock").unwrap(),
+        App::new("conformance", "other").unwrap(),
+    );
+    conformance::lock_contract(&lock, &app, &other, Duration::from_secs(30)).await;
+    // again on the same store: the tokens go on growing
+    let shared: Arc<dyn bluegreen_core::Lock> = Arc::new(lock);
+    conformance::lock_contract_across(&*shared, &*shared, &app, &other, Duration::from_secs(30))
+        .await;
+}
+
+/// The contract catches the defect it was written for: a lock whose `renew` takes a
+/// free lock back (as `MemoryLock` and `FileLock` once did).
+#[tokio::test(start_paused = true)]
+#[should_panic(expected = "renewing a released lock (a renewal never takes the lock) must fail")]
+async fn the_lock_contract_catches_a_renewal_that_takes_a_free_lock() {
+    use async_trait::async_trait;
+    use bluegreen_core::{FencingToken, Lock, LockHolder, MemoryLock, Result};
+
+    struct Grabby(MemoryLock);
+    #[async_trait]
+    impl Lock for Grabby {
+        async fn acquire(
+            &self,
+            app: &App,
+            h: &LockHolder,
+            lease: Duration,
+        ) -> Result<FencingToken> {
+            self.0.acquire(app, h, lease).await
+        }
+        async fn renew(
+            &self,
+            app: &App,
+            h: &LockHolder,
+            token: FencingToken,
+            lease: Duration,
+        ) -> Result<()> {
+            match self.0.renew(app, h, token, lease).await {
+                Err(_) if self.0.holder(app).is_none() => {
+                    self.0.acquire(app, h, lease).await.map(|_| ())
+                }
+                other => other,
+            }
+        }
+        async fn release(&self, app: &App, h: &LockHolder, token: FencingToken) -> Result<()> {
+            self.0.release(app, h, token).await
+        }
+    }
+    let (app, other) = (
+        App::new("conformance", "grabby").unwrap(),
+        App::new("conformance", "other").unwrap(),
+    );
+    conformance::lock_contract(
+        &Grabby(MemoryLock::new()),
+        &app,
+        &other,
+        Duration::from_secs(30),
+    )
+    .await;
+}

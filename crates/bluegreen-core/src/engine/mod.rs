@@ -58,6 +58,7 @@
 //!   conformance suite checks it.
 //! - All deployments of an app share one [`Lock`]; the default, [`MemoryLock`],
 //!   excludes deployments in one process only.
+//! - A lock's lease lasts at least as long as the engine counts it on its own clock.
 //!
 //! # Caveats
 //! - A dropped deployment future behaves like a dead process: it stops renewing
@@ -369,6 +370,7 @@ impl Engine {
         )
         .await
         .inspect_err(|e| events.emit(Event::failed(e)))?;
+        tracing::debug!(%app, token = %lock.token(), "deployment lock taken");
         events.emit(Event::StepFinished {
             step: Step::Lock,
             elapsed: started.elapsed(),

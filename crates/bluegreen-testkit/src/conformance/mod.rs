@@ -30,6 +30,7 @@
 mod deployment;
 mod fleet;
 mod image;
+mod lock;
 mod router;
 
 use std::collections::BTreeMap;
@@ -41,6 +42,7 @@ use bluegreen_core::{App, Fleet, Health, Image, ImageSource, Instance, Router};
 pub use deployment::deployment_with_rollback;
 pub use fleet::{fleet_launch_list_destroy, fleet_missing_resources};
 pub use image::image_prepare_list_remove;
+pub use lock::{lock_contract, lock_contract_across};
 pub use router::{router_contract, router_routes_and_attachments};
 
 /// The image sources a provider's suite deploys.
