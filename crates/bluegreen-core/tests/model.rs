@@ -674,7 +674,7 @@ fn random_operations_keep_the_invariants() {
     let seed: u64 = std::env::var("BLUEGREEN_MODEL_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0x5eed_b1_9e_e4);
+        .unwrap_or(0x005e_edb1_9ee4);
     let mut bytes = [0u8; 32];
     bytes[..8].copy_from_slice(&seed.to_le_bytes());
     let config = Config {

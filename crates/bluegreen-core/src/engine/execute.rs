@@ -53,7 +53,7 @@ impl Run<'_> {
                         });
                     }
                     policy = self.policy(strategy, &t.baseline);
-                    progress.target = Some(t.clone());
+                    progress.target = Some((**t).clone());
                     continue;
                 }
                 (Plan::Done, Some(t)) => {

@@ -137,7 +137,7 @@ pub(crate) enum Plan {
     /// Refuse, changing nothing.
     Refuse(Refusal),
     /// Go to this target (a decision; no platform call).
-    Choose(Target),
+    Choose(Box<Target>),
     /// Launch the target group (idempotent).
     Launch,
     /// Wait until every wanted instance is healthy.
@@ -206,7 +206,7 @@ pub(crate) fn plan(
 ) -> Plan {
     let Some(target) = &progress.target else {
         return match choose(observed, intent) {
-            Ok(target) => Plan::Choose(target),
+            Ok(target) => Plan::Choose(Box::new(target)),
             Err(e) => Plan::Refuse(e),
         };
     };
@@ -602,7 +602,7 @@ mod tests {
 
     fn chosen(o: &Observed, intent: &Intent) -> Target {
         match plan(o, &Progress::default(), intent, &Policy::default()) {
-            Plan::Choose(t) => t,
+            Plan::Choose(t) => *t,
             other => panic!("{other:?}"),
         }
     }
@@ -650,6 +650,16 @@ mod tests {
         assert_eq!(t.group.history().count(), crate::group::HISTORY_LEN);
     }
 
+    /// A situation, the groups and routes a crash left, the progress so far, and
+    /// the step expected.
+    type Case = (
+        &'static str,
+        Vec<Group>,
+        RouteTable,
+        fn(Target) -> Progress,
+        Plan,
+    );
+
     /// Every situation a crash can leave a deployment in, and the step it takes.
     #[test]
     fn a_rerun_deployment_resumes_where_the_platform_stands() {
@@ -657,7 +667,7 @@ mod tests {
         let v2 = group(2, "b", &["a"]);
         let b = deploy("b");
         // (situation, routes, progress so far, expected next step)
-        let cases: Vec<(&str, Vec<Group>, RouteTable, fn(Target) -> Progress, Plan)> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "crashed before the launch",
                 vec![v1.clone()],
@@ -832,7 +842,7 @@ mod tests {
             ..Progress::default()
         };
         assert_eq!(plan(&o, &p, &deploy("a"), &Policy::default()), Plan::Retire);
-        assert_eq!(undo(&o, &t, false).destroy, false);
+        assert!(!undo(&o, &t, false).destroy);
     }
 
     #[test]
