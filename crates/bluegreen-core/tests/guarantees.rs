@@ -281,13 +281,16 @@ async fn the_analysis_compares_with_the_baseline() {
     assert_eq!(rig.routes().await, RouteTable::single(gid(2)));
 }
 
+/// What an analysis check saw: the weight, the new group's and the baseline's window.
+type Window = (u8, Option<Serving>, Option<Serving>);
+
 /// Analysis checks see both groups' windows, and a manual promote runs them too.
 #[tokio::test(start_paused = true)]
 async fn promote_runs_the_strategys_analysis() {
     let rig = rig(options());
     rig.engine.deploy(&request("1")).await.unwrap();
     let prepared = rig.engine.prepare(&request("2")).await.unwrap();
-    let seen: Arc<Mutex<Vec<(u8, Option<Serving>, Option<Serving>)>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<Window>>> = Arc::default();
     let check = check_fn("compare", {
         let seen = seen.clone();
         move |t| {
