@@ -12,8 +12,8 @@ use crate::error::{Error, Result};
 pub const MAX_NAME_LEN: usize = 30;
 
 /// Checks what app names and environments share: 1 to [`MAX_NAME_LEN`] characters,
-/// starting with a lowercase letter, of lowercase letters, digits and `-` (which
-/// `environment` does not allow).
+/// starting with a lowercase letter, of lowercase letters, digits and `-`. An
+/// `environment` has no `-` and is not `v` followed by digits only.
 fn validate_name(field: &str, name: &str, environment: bool) -> Result<()> {
     if name.is_empty() {
         return Err(Error::invalid(field, "must not be empty"));
@@ -60,6 +60,19 @@ fn validate_name(field: &str, name: &str, environment: bool) -> Result<()> {
         return Err(Error::invalid(
             field,
             format!("`{name}` must not end with `-` or contain `--`"),
+        ));
+    }
+    let generation_like = name
+        .strip_prefix('v')
+        .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()));
+    if environment && generation_like {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "`{name}` is `v` and digits, the shape of a generation: an environment is not, \
+                 so that a group id (`name-environment-v007`) is never another app's \
+                 `name-environment`"
+            ),
         ));
     }
     Ok(())
@@ -109,13 +122,16 @@ impl App {
     /// - `name`: 1 to 30 lowercase letters, digits and single `-`, starting with a
     ///   letter and not ending with `-` (`web`, `billing-api`).
     /// - `environment`: 1 to 30 lowercase letters and digits, starting with a letter
-    ///   (`production`, `staging2`). No `-`.
+    ///   (`production`, `staging2`). No `-`, and not `v` followed by digits only
+    ///   (`v2`), the shape of a generation.
     ///
     /// The environment has no `-` so that every name derived from an app names that
     /// app alone: the [slug](App::slug) `name-environment` splits at its last `-`,
     /// and a group id `name-environment-v007` at its last `-v`. Otherwise
     /// `a-b`.`c` and `a`.`b-c` would share the slug `a-b-c`, and with it their
-    /// state, locks and resource names.
+    /// state, locks and resource names. It is not `v007` so that a group id
+    /// (`web-prod-v007`, group 7 of `web`.`prod`) is never the slug of another app
+    /// (`web-prod`.`v007`), for platforms that keep both in one namespace.
     ///
     /// ```
     /// use bluegreen_core::{App, Error};
@@ -197,6 +213,18 @@ mod tests {
             ),
             ("web", "2prod", "app.environment", "start with"),
             ("web--api", "prod", "app.name", "contain `--`"),
+            (
+                "web-prod",
+                "v007",
+                "app.environment",
+                "the shape of a generation",
+            ),
+            (
+                "web-prod",
+                "v1",
+                "app.environment",
+                "the shape of a generation",
+            ),
         ];
         for (name, env, field, reason) in cases {
             match App::new(name, env) {
@@ -237,6 +265,22 @@ mod tests {
         }
         let e = serde_json::from_str::<App>(r#"{"name":"a","environment":"b-c"}"#).unwrap_err();
         assert!(e.to_string().contains("invalid app.environment"), "{e}");
+    }
+
+    #[test]
+    fn group_ids_are_never_the_slug_of_another_app() {
+        let web = App::new("web", "prod").unwrap();
+        let id = crate::Group::id_for(&web, crate::Generation(7));
+        assert_eq!(id.as_str(), "web-prod-v007");
+        assert!(App::new("web-prod", "v007").is_err());
+        // `v` and letters, or a `v` inside, is an environment like any other
+        for env in ["v", "vx", "v1a", "dev", "v2v"] {
+            assert!(App::new("web-prod", env).is_ok(), "{env}");
+        }
+        assert!(
+            App::new("v007", "prod").is_ok(),
+            "an app name may look like anything"
+        );
     }
 
     #[test]
