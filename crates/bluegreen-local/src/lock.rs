@@ -35,6 +35,15 @@ impl FileLock {
         FileLock { dir: state.locks() }
     }
 
+    /// The app's `flock` guard and lease file: `<slug>.flock` and `<slug>.json`. The
+    /// slug names one app, so two apps never share a lock.
+    fn paths(&self, app: &App) -> (PathBuf, PathBuf) {
+        (
+            self.dir.join(format!("{}.flock", app.slug())),
+            self.dir.join(format!("{}.json", app.slug())),
+        )
+    }
+
     /// Runs `f` on the app's lease file while holding an exclusive `flock`.
     fn with_file<T>(
         &self,
@@ -42,13 +51,12 @@ impl FileLock {
         f: impl FnOnce(&PathBuf, Option<Lease>) -> Result<T>,
     ) -> Result<T> {
         std::fs::create_dir_all(&self.dir).map_err(|e| io_error(&self.dir, e))?;
-        let guard_path = self.dir.join(format!("{}.flock", app.slug()));
+        let (guard_path, path) = self.paths(app);
         let guard = File::create(&guard_path).map_err(|e| io_error(&guard_path, e))?;
         // SAFETY: flock(2) on a descriptor this function owns for the whole call.
         if unsafe { libc::flock(guard.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(io_error(&guard_path, std::io::Error::last_os_error()));
         }
-        let path = self.dir.join(format!("{}.json", app.slug()));
         let current = read_json::<Lease>(&path)?;
         let out = f(&path, current);
         drop(guard); // closing the descriptor releases the flock
@@ -114,5 +122,29 @@ impl Lock for FileLock {
             }
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bluegreen_testkit::names::{assert_distinct, near_collisions};
+
+    #[test]
+    fn every_app_has_a_lock_of_its_own() {
+        let lock = FileLock {
+            dir: PathBuf::from("/state/locks"),
+        };
+        let apps = near_collisions();
+        assert_distinct("lock guard", &apps, |a| lock.paths(a).0);
+        assert_distinct("lease", &apps, |a| lock.paths(a).1);
+        let web = App::new("web", "production").unwrap();
+        assert_eq!(
+            lock.paths(&web),
+            (
+                PathBuf::from("/state/locks/web-production.flock"),
+                PathBuf::from("/state/locks/web-production.json")
+            )
+        );
     }
 }
