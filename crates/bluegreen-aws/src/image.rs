@@ -351,13 +351,12 @@ impl AmiImage {
             }
             tokio::time::sleep(self.options.poll_interval).await;
         }
-        let name = format!(
-            "{}-{}",
-            app.slug(),
+        let name = ami_name(
+            app,
             SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .unwrap_or_default()
-                .as_millis()
+                .as_millis(),
         );
         let mut tags: Labels = labels::app_labels(app);
         tags.insert("Name".into(), name.clone());
@@ -522,5 +521,28 @@ impl Image for AmiImage {
                 .map_err(|e| map(&format!("DeleteSnapshot {snapshot}"), e))?;
         }
         Ok(())
+    }
+}
+
+/// The name of an AMI baked for `app` at `millis` since the epoch:
+/// `web-production-1712345678901`. AMI names are unique in a region; the slug names
+/// one app and the time follows its last `-`.
+fn ami_name(app: &App, millis: u128) -> String {
+    format!("{}-{millis}", app.slug())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bluegreen_testkit::names::{assert_distinct, near_collisions};
+
+    #[test]
+    fn every_app_has_ami_names_of_its_own() {
+        let apps = near_collisions();
+        for millis in [0, 1, 1_712_345_678_901] {
+            assert_distinct("AMI name", &apps, |a| ami_name(a, millis));
+        }
+        let web = App::new("web", "production").unwrap();
+        assert_eq!(ami_name(&web, 17), "web-production-17");
     }
 }

@@ -114,9 +114,10 @@ impl Ec2Lock {
         self
     }
 
-    /// The lock group's name for `app`.
+    /// The lock group's name for `app`: `bluegreen-lock-<name>-<environment>`, which
+    /// names one app (an environment has no `-`).
     pub fn group_name(app: &App) -> String {
-        format!("bluegreen-lock-{}-{}", app.name(), app.environment())
+        format!("bluegreen-lock-{}", app.slug())
     }
 
     async fn find(&self, app: &App) -> Result<Option<Found>> {
@@ -373,5 +374,18 @@ impl Lock for Ec2Lock {
             }
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bluegreen_testkit::names::{assert_distinct, near_collisions};
+
+    #[test]
+    fn every_app_has_a_lock_group_of_its_own() {
+        assert_distinct("lock group", &near_collisions(), Ec2Lock::group_name);
+        let web = App::new("web", "production").unwrap();
+        assert_eq!(Ec2Lock::group_name(&web), "bluegreen-lock-web-production");
     }
 }

@@ -75,8 +75,10 @@ pub struct ElbRouter {
     options: ElbRouterOptions,
 }
 
-/// The target group name of a group: its id when it fits in 32 characters, else a
-/// prefix and a hash.
+/// The target group name of a group: its id when it fits in 32 characters, else its
+/// first 23 characters, `-` and 8 hex digits of the SHA-256 of the whole id. Group
+/// ids name one group of one app; a cut name never ends like an id (`-v007`: `v` is
+/// no hex digit), so it is never a whole id.
 pub fn target_group_name(group: &GroupId) -> String {
     let id = group.as_str();
     if id.len() <= 32 {
@@ -450,5 +452,60 @@ impl Router for ElbRouter {
             })
             .count();
         Ok(Serving::new(healthy, all.len()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bluegreen_core::{Generation, Group};
+    use bluegreen_testkit::names::near_collisions;
+
+    fn check(name: &str) {
+        assert!(name.len() <= 32, "{name} is longer than 32");
+        assert!(
+            name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !name.starts_with('-')
+                && !name.ends_with('-'),
+            "{name} is no target group name"
+        );
+    }
+
+    #[test]
+    fn every_group_has_a_target_group_of_its_own() {
+        let mut seen = BTreeMap::new();
+        for app in near_collisions() {
+            for g in [0, 1, 7, 999, 1000, 99_999, u32::MAX] {
+                let id = Group::id_for(&app, Generation(g));
+                let name = target_group_name(&id);
+                check(&name);
+                if let Some(first) = seen.insert(name.clone(), id.clone()) {
+                    panic!("{first} and {id} are both {name}");
+                }
+            }
+        }
+        let web = App::new("web", "production").unwrap();
+        let id = Group::id_for(&web, Generation(7));
+        assert_eq!(target_group_name(&id), "web-production-v007");
+    }
+
+    /// Many ids past 32 characters with the same first 23: distinct hashes, and a
+    /// cut name never takes the shape of an id.
+    #[test]
+    fn a_cut_name_is_never_a_whole_id() {
+        let mut seen = BTreeMap::new();
+        for i in 0..3000 {
+            let app = App::new("inventory-service", format!("stagingeurope{i}")).unwrap();
+            let id = Group::id_for(&app, Generation(1));
+            let name = target_group_name(&id);
+            check(&name);
+            let (head, hash) = name.rsplit_once('-').unwrap();
+            assert_eq!(head, "inventory-service-stagi", "{name}");
+            assert_eq!(hash.len(), 8);
+            assert!(!hash.starts_with('v'), "{name} ends like a group id");
+            if let Some(first) = seen.insert(name.clone(), id.clone()) {
+                panic!("{first} and {id} are both {name}");
+            }
+        }
     }
 }

@@ -249,7 +249,7 @@ impl DockerFleet {
 
     /// Creates and starts instance `index` of `group`.
     async fn start_instance(&self, group: &Group, index: u32, s: &Settings) -> Result<()> {
-        let mut name = format!("{}-{index}", group.id);
+        let mut name = instance_name(&group.id, index);
         let id = loop {
             let body = self.create_body(group, &name, index, s);
             match self
@@ -289,7 +289,11 @@ impl DockerFleet {
                         container = %name,
                         "a container without bluegreen's labels has this name; using another"
                     );
-                    name = format!("{}-{index}-{:04x}", group.id, fastrand::u16(..));
+                    name = format!(
+                        "{}-{:04x}",
+                        instance_name(&group.id, index),
+                        fastrand::u16(..)
+                    );
                 }
                 Err(e) => return Err(docker_error(format!("container {name}"), e)),
             }
@@ -406,6 +410,12 @@ impl DockerFleet {
             (Some(_), None) => Health::Starting,
         }
     }
+}
+
+/// The container name of instance `index` of `group`: `web-production-v007-0`. Group
+/// ids name one group of one app, and the index follows the last `-`.
+fn instance_name(group: &GroupId, index: u32) -> String {
+    format!("{group}-{index}")
 }
 
 fn container_name(c: &ContainerSummary) -> String {
@@ -563,5 +573,34 @@ impl Fleet for DockerFleet {
         .await;
         results.into_iter().collect::<Result<Vec<()>>>()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bluegreen_core::Generation;
+    use bluegreen_testkit::names::{assert_distinct, near_collisions};
+
+    #[test]
+    fn every_instance_has_a_container_name_of_its_own() {
+        let apps = near_collisions();
+        let mut names = std::collections::BTreeMap::new();
+        for app in &apps {
+            for g in [1, 7, 10, 999, 1000, 1001] {
+                for index in [0, 1, 10, 11] {
+                    let name = instance_name(&Group::id_for(app, Generation(g)), index);
+                    if let Some(first) = names.insert(name.clone(), (app.clone(), g, index)) {
+                        panic!("{name}: {first:?} and {:?}", (app, g, index));
+                    }
+                }
+            }
+        }
+        let web = App::new("web", "production").unwrap();
+        assert_eq!(
+            instance_name(&Group::id_for(&web, Generation(7)), 0),
+            "web-production-v007-0"
+        );
+        assert_distinct("repository", &apps, crate::image::repository);
     }
 }

@@ -77,6 +77,15 @@ impl FileLock {
         FileLock { dir: state.locks() }
     }
 
+    /// The app's `flock` guard and lease file: `<slug>.flock` and `<slug>.json`. The
+    /// slug names one app, so two apps never share a lock.
+    fn paths(&self, app: &App) -> (PathBuf, PathBuf) {
+        (
+            self.dir.join(format!("{}.flock", app.slug())),
+            self.dir.join(format!("{}.json", app.slug())),
+        )
+    }
+
     /// Runs `f` on the app's lock file while holding an exclusive `flock`; `f` returns
     /// the file to write, if any, and the result.
     fn with_file<T>(
@@ -85,13 +94,12 @@ impl FileLock {
         f: impl FnOnce(&LockFile) -> Result<(Option<LockFile>, T)>,
     ) -> Result<T> {
         std::fs::create_dir_all(&self.dir).map_err(|e| io_error(&self.dir, e))?;
-        let guard_path = self.dir.join(format!("{}.flock", app.slug()));
+        let (guard_path, path) = self.paths(app);
         let guard = File::create(&guard_path).map_err(|e| io_error(&guard_path, e))?;
         // SAFETY: flock(2) on a descriptor this function owns for the whole call.
         if unsafe { libc::flock(guard.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(io_error(&guard_path, std::io::Error::last_os_error()));
         }
-        let path = self.dir.join(format!("{}.json", app.slug()));
         let current = LockFile::read(&path)?;
         let out = f(&current).and_then(|(next, out)| match next {
             Some(next) => write_json(&path, &next).map(|()| out),
@@ -201,6 +209,7 @@ impl Lock for FileLock {
 mod tests {
     use super::*;
     use bluegreen_core::ErrorKind;
+    use bluegreen_testkit::names::{assert_distinct, near_collisions};
 
     /// A fresh state directory under the system's temporary directory.
     fn state() -> (StateDir, PathBuf) {
@@ -267,5 +276,23 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
         std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn every_app_has_a_lock_of_its_own() {
+        let lock = FileLock {
+            dir: PathBuf::from("/state/locks"),
+        };
+        let apps = near_collisions();
+        assert_distinct("lock guard", &apps, |a| lock.paths(a).0);
+        assert_distinct("lease", &apps, |a| lock.paths(a).1);
+        let web = App::new("web", "production").unwrap();
+        assert_eq!(
+            lock.paths(&web),
+            (
+                PathBuf::from("/state/locks/web-production.flock"),
+                PathBuf::from("/state/locks/web-production.json")
+            )
+        );
     }
 }

@@ -9,6 +9,9 @@
 //! <root>/groups/<app>/<group>/logs/<n>.log            stdout and stderr
 //! <root>/locks/<app>.json                             the deployment lock
 //! ```
+//!
+//! `<app>` is the app's slug, `name-environment`, which names one app (an
+//! environment has no `-`), and `<group>` its group id, `name-environment-v007`.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -118,4 +121,28 @@ pub(crate) fn entries(dir: &Path) -> Result<Vec<PathBuf>> {
     listing
         .map(|e| e.map(|e| e.path()).map_err(|e| io_error(dir, e)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bluegreen_core::{Generation, Group};
+    use bluegreen_testkit::names::{assert_distinct, near_collisions};
+
+    #[test]
+    fn every_app_has_paths_of_its_own() {
+        let state = StateDir {
+            root: PathBuf::from("/state"),
+        };
+        let apps = near_collisions();
+        assert_distinct("images", &apps, |a| state.images(a));
+        assert_distinct("groups", &apps, |a| state.groups(a));
+        for g in [0, 1, 7, 999, 1000] {
+            assert_distinct("group", &apps, |a| {
+                state.group(a, &Group::id_for(a, Generation(g)))
+            });
+        }
+        let app = App::new("a-b", "c").unwrap();
+        assert_eq!(state.groups(&app), PathBuf::from("/state/groups/a-b-c"));
+    }
 }

@@ -158,6 +158,63 @@ async fn bad_settings_are_refused_before_any_process_starts() {
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
 }
 
+/// The reported collision: `a-b`.`c` and `a`.`b-c` shared the slug `a-b-c`, so the
+/// second app's first deployment failed with `Conflict` and its host was answered by
+/// the first app. `a`.`b-c` is now refused before anything happens; apps whose names
+/// still come close share one state directory and one proxy, each deployment
+/// succeeds, and each host reaches its own app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_with_close_names_each_deploy_and_serve_on_their_own() {
+    let (tmp, state, image, fleet, proxy) = rig("names").await;
+    let engine = Engine::new(image, fleet.clone(), proxy.router())
+        .with_lock(Arc::new(FileLock::new(&state)))
+        .with_options(EngineOptions::default().with_poll_interval(Duration::from_millis(100)));
+    let e = App::new("a", "b-c").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Invalid, "{e}");
+    assert!(e.to_string().contains("invalid app.environment"), "{e}");
+    let apps = [("a-b", "c"), ("a", "bc"), ("ab", "c")].map(|(n, e)| App::new(n, e).unwrap());
+    for (i, app) in apps.iter().enumerate() {
+        let version = format!("{}", i + 1);
+        let artifact = image_dir(&tmp.0, &version, "");
+        let report = engine
+            .deploy(
+                &DeployRequest::new(app.clone(), ImageSource::Artifact(artifact))
+                    .setting("command", "run")
+                    .setting("stop_timeout_ms", "3000"),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("deploying {app}: {e}"));
+        assert_eq!(report.live.as_str(), format!("{}-v001", app.slug()));
+    }
+    for (i, app) in apps.iter().enumerate() {
+        let host = bluegreen_proxy::default_host(app);
+        let body = get(proxy.address(), &host).await;
+        let expected = format!("version {} from {}-v001-0", i + 1, app.slug());
+        assert_eq!(body.trim(), expected, "Host: {host}");
+        assert_eq!(fleet.groups(app).await.unwrap().len(), 1, "{app}");
+    }
+    for app in &apps {
+        clean(&fleet, &proxy, app).await;
+    }
+}
+
+/// The body of `GET /` with `Host: host` on the proxy at `address`.
+async fn get(address: std::net::SocketAddr, host: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(
+            format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "Host: {host}: {head}");
+    body.to_owned()
+}
+
 /// A temporary state directory, the local image store and fleet on it, and an
 /// embedded proxy with fast health checks.
 async fn rig(tag: &str) -> (TempDir, StateDir, LocalImage, LocalFleet, LocalProxy) {

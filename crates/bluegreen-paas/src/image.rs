@@ -33,7 +33,7 @@ struct Entry {
 /// Slugs as images: the slug id is the immutable image id.
 ///
 /// Slugs belong to an app on Heroku. The slugs of app `web` in `production` belong to
-/// its control app, `web-production-slugs` (see [`Naming::control_app`]), created on
+/// its control app, `web-production--slugs` (see [`Naming::control_app`]), created on
 /// first use with bluegreen's marks (`BLUEGREEN_OWNER`, `BLUEGREEN_APP`,
 /// `BLUEGREEN_ENVIRONMENT`) and never scaled up. Each image is listed in a config var
 /// of the control app, `BLUEGREEN_SLUG_<id>`, with its time and origin.

@@ -101,13 +101,25 @@ pub(crate) fn var_key(text: &str) -> String {
 
 /// How app names are made: Heroku app names are 3 to 30 lowercase letters, digits and
 /// `-`, unique across the platform, so a prefix (a team's name) can be set.
+///
+/// Every name of an app starts with its [base](Naming::base): the release-mode app
+/// is the base itself (`web-production`), a group app adds `-v` and the generation
+/// (`web-production-v007`), the control app adds `--slugs`
+/// (`web-production--slugs`). With one prefix, no two apps share a name: a whole
+/// base ends with the environment (no `-`, starts with a letter, never `v` and
+/// digits), a cut base with a hash that starts with a digit, and after the prefix
+/// only a control app's name has `--`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Naming {
     prefix: String,
 }
 
-/// The longest base of a name; `-v007` or `-slugs` follow it.
-const BASE_MAX: usize = 24;
+/// The longest base of a name; `-v007` or `--slugs` follow it.
+const BASE_MAX: usize = 23;
+/// The hash part of a cut base: a digit, then letters and digits.
+const HASH_LEN: usize = 6;
+/// What follows the base in the control app's name.
+const CONTROL_SUFFIX: &str = "--slugs";
 
 impl Naming {
     /// Names without a prefix: `web-production-v007`.
@@ -134,17 +146,20 @@ impl Naming {
     }
 
     /// The base of every name of `app`: `prefix` + `name-environment`, or when that
-    /// is longer than 24 characters, its first 17 and 6 hex digits of its hash, so
-    /// that names stay distinct and the same from run to run.
+    /// is longer than 23 characters, its first 16, `-`, and 6 characters of its
+    /// SHA-256: a digit, then letters and digits. Names stay the same from run to
+    /// run, and a cut base is never a whole one, whose last part, the environment,
+    /// starts with a letter.
     ///
     /// ```
     /// use bluegreen_core::App;
     /// use bluegreen_paas::Naming;
     /// let n = Naming::new();
     /// assert_eq!(n.base(&App::new("web", "production").unwrap()), "web-production");
-    /// let long = App::new("inventory-service", "staging-europe").unwrap();
+    /// let long = App::new("inventory-service", "stagingeurope").unwrap();
     /// let base = n.base(&long);
-    /// assert!(base.len() <= 24 && base.starts_with("inventory-service-"), "{base}");
+    /// assert!(base.len() <= 23 && base.starts_with("inventory-servic-"), "{base}");
+    /// assert!(base.rsplit('-').next().unwrap().starts_with(|c: char| c.is_ascii_digit()));
     /// assert_eq!(base, n.base(&long));
     /// ```
     pub fn base(&self, app: &App) -> String {
@@ -153,8 +168,15 @@ impl Naming {
             return full;
         }
         let digest = Sha256::digest(full.as_bytes());
-        let hash: String = digest[..3].iter().map(|b| format!("{b:02x}")).collect();
-        let head = full[..17].trim_end_matches('-');
+        let mut n = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"));
+        let mut hash = String::with_capacity(HASH_LEN);
+        hash.push(char::from(b'0' + (n % 10) as u8));
+        n /= 10;
+        for _ in 1..HASH_LEN {
+            hash.push(char::from_digit((n % 36) as u32, 36).expect("a base-36 digit"));
+            n /= 36;
+        }
+        let head = full[..BASE_MAX - 1 - HASH_LEN].trim_end_matches('-');
         format!("{head}-{hash}")
     }
 
@@ -175,10 +197,12 @@ impl Naming {
         format!("{}-v", self.base(app))
     }
 
-    /// The control app of `app` (`web-production-slugs`): it holds the slugs and the
-    /// list of images, and in release mode the attachments.
+    /// The control app of `app` (`web-production--slugs`): it holds the slugs and
+    /// the list of images, and in release mode the attachments. The `--` keeps it
+    /// apart from the release-mode app of an app whose environment is `slugs`
+    /// (`web-production`.`slugs` is `web-production-slugs`).
     pub fn control_app(&self, app: &App) -> String {
-        format!("{}-slugs", self.base(app))
+        format!("{}{CONTROL_SUFFIX}", self.base(app))
     }
 }
 
@@ -315,8 +339,71 @@ mod tests {
         assert!(Naming::with_prefix("Acme").is_err());
         assert_eq!(
             Naming::with_prefix("acme-").unwrap().control_app(&app),
-            "acme-web-production-slugs"
+            "acme-web-production--slugs"
         );
+    }
+
+    /// Every name a naming gives: the release-mode app, the control app and group
+    /// apps.
+    fn all_names(n: &Naming, app: &App) -> Vec<String> {
+        let mut names = vec![n.base(app), n.control_app(app)];
+        for g in [1, 7, 10, 999, 1000, 9999, 99999] {
+            names.extend(n.group_app(app, &Group::id_for(app, Generation(g))));
+        }
+        names
+    }
+
+    #[test]
+    fn names_of_close_apps_never_meet() {
+        let heroku = regex::Regex::new("^[a-z][a-z0-9-]{1,28}[a-z0-9]$").unwrap();
+        let apps = bluegreen_testkit::names::near_collisions();
+        for prefix in ["", "acme-", "a"] {
+            let n = Naming::with_prefix(prefix).unwrap();
+            let mut seen: BTreeMap<String, &App> = BTreeMap::new();
+            for app in &apps {
+                let names = all_names(&n, app);
+                assert!(names.len() >= 6, "{app}: {names:?}");
+                for name in names {
+                    assert!(heroku.is_match(&name), "{name} is no Heroku app name");
+                    if let Some(first) = seen.insert(name.clone(), app) {
+                        panic!("prefix {prefix:?}: {first} and {app} both name {name}");
+                    }
+                }
+                for other in &apps {
+                    let id = Group::id_for(other, Generation(7));
+                    assert_eq!(n.group_app(app, &id).is_some(), app == other, "{app} {id}");
+                }
+            }
+        }
+    }
+
+    /// A base cut to 16 characters and a hash is never the whole base of another
+    /// app: the hash starts with a digit, an environment with a letter. (Cut to hex
+    /// digits, `inventory-servic-e1f2a3` could be `inventory-servic`.`e1f2a3`.)
+    #[test]
+    fn a_cut_base_is_never_a_whole_one() {
+        let n = Naming::new();
+        let mut bases: BTreeMap<String, App> = BTreeMap::new();
+        for i in 0..3000 {
+            let app = App::new("inventory-service", format!("stagingeurope{i}")).unwrap();
+            let base = n.base(&app);
+            assert_eq!(base.len(), BASE_MAX, "{base}");
+            let (head, hash) = base.rsplit_once('-').unwrap();
+            assert_eq!(head, "inventory-servic");
+            assert!(hash.starts_with(|c: char| c.is_ascii_digit()), "{base}");
+            assert!(
+                App::new(head, hash).is_err(),
+                "{base} is the base of {head}.{hash}"
+            );
+            if let Some(first) = bases.insert(base.clone(), app.clone()) {
+                panic!("{first} and {app} are both {base}");
+            }
+        }
+        // a cut just after a `-` drops it: no `--`
+        let app = App::new("abcdefghijklmno-p", "staging").unwrap();
+        let base = n.base(&app);
+        let (head, hash) = base.rsplit_once('-').unwrap();
+        assert_eq!((head, hash.len()), ("abcdefghijklmno", HASH_LEN), "{base}");
     }
 
     #[test]

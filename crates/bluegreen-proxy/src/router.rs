@@ -470,3 +470,25 @@ impl Router for ProxyRouter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bluegreen_testkit::names::{assert_distinct, near_collisions};
+
+    #[test]
+    fn every_app_has_a_host_of_its_own() {
+        let apps = near_collisions();
+        assert_distinct("host", &apps, default_host);
+        for app in &apps {
+            let host = default_host(app);
+            assert_eq!(normalize(&host), host);
+            // `name.environment` names one app: it parses back to it
+            assert_eq!(host.parse::<App>().unwrap(), *app);
+        }
+    }
+
+    fn normalize(host: &str) -> String {
+        crate::state::normalize_host(host).unwrap()
+    }
+}

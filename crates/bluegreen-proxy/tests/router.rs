@@ -140,6 +140,55 @@ async fn a_custom_host_function_picks_the_host() {
     );
 }
 
+/// Apps whose slugs or hosts come close (`a-b`.`c`, `a`.`bc`, `ab`.`c`, `a`.`b`), on
+/// one proxy: each host reaches its own app's group. `a`.`b-c`, which shared the
+/// slug `a-b-c` with `a-b`.`c`, is no app at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_with_close_names_are_each_served_on_their_own_host() {
+    use bluegreen_core::{Generation, Group};
+    let proxy = RunningProxy::start(test_options()).await;
+    let router = ProxyRouter::embedded(proxy.proxy.clone());
+    let e = App::new("a", "b-c").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Invalid, "{e}");
+    assert!(e.to_string().contains("app.environment"), "{e}");
+    let apps = [
+        ("a-b", "c"),
+        ("a", "bc"),
+        ("ab", "c"),
+        ("a", "b"),
+        ("a-b-c", "d"),
+    ]
+    .map(|(n, e)| App::new(n, e).unwrap());
+    let mut backends = Vec::new();
+    for app in &apps {
+        let id = Group::id_for(app, Generation(1));
+        let ((g, instances), b) = group(id.as_str(), 1).await;
+        backends.push(b);
+        router.attach(app, &g, &instances).await.unwrap();
+        router
+            .set_routes(app, &RouteTable::single(g.clone()))
+            .await
+            .unwrap();
+    }
+    let client = http1_client();
+    for app in &apps {
+        let host = router.host_of(app);
+        let id = Group::id_for(app, Generation(1));
+        assert_eq!(
+            router.routes(app).await.unwrap(),
+            RouteTable::single(id.clone())
+        );
+        for _ in 0..3 {
+            let (status, _, body) = get(&client, &proxy.url("/"), &host, &[]).await.unwrap();
+            assert_eq!(
+                (status.as_u16(), body.as_str()),
+                (200, format!("{id} i0").as_str()),
+                "Host: {host}"
+            );
+        }
+    }
+}
+
 /// Every attached group gets a preview address that serves it alone; it closes
 /// when the group is detached.
 async fn preview_checks(router: &ProxyRouter, proxy: &RunningProxy) {

@@ -32,6 +32,7 @@ mod fleet;
 #[cfg(feature = "http")]
 pub mod http_load;
 mod image;
+pub mod names;
 mod platform;
 mod router;
 

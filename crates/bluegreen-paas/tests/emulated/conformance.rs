@@ -21,7 +21,7 @@ async fn app_mode_conforms() {
     let left: Vec<String> = emu
         .app_names()
         .into_iter()
-        .filter(|n| !n.ends_with("-slugs"))
+        .filter(|n| !n.ends_with("--slugs"))
         .collect();
     assert!(
         left.is_empty(),

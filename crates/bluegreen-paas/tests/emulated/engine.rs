@@ -112,7 +112,7 @@ async fn app_mode_deploy_rollback_and_retention() {
     names.sort();
     assert_eq!(
         names,
-        vec!["web-test-slugs", "web-test-v001", "web-test-v003"]
+        vec!["web-test--slugs", "web-test-v001", "web-test-v003"]
     );
 }
 
@@ -186,7 +186,7 @@ async fn release_mode_deploy_rollback_and_retention() {
     assert!(image.images(&app).await.unwrap().len() <= 3);
     let mut names = emu.app_names();
     names.sort();
-    assert_eq!(names, vec!["api-test", "api-test-slugs"]);
+    assert_eq!(names, vec!["api-test", "api-test--slugs"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,7 +223,7 @@ async fn source_url_builds_stream_their_output() {
     assert!(
         emu.log()
             .iter()
-            .any(|l| l == "PATCH /apps/built-test-slugs/formation/web"),
+            .any(|l| l == "PATCH /apps/built-test--slugs/formation/web"),
         "the control app is scaled back to zero after a build"
     );
     let e = image

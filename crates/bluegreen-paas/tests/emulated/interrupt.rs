@@ -92,7 +92,7 @@ async fn app_mode_converges_after_a_drop_anywhere() {
             let (i, f, r) = support::app_mode(emu, app);
             (Arc::new(i), Arc::new(f), Arc::new(r))
         },
-        &["web-test-slugs", "web-test-v001", "web-test-v002"],
+        &["web-test--slugs", "web-test-v001", "web-test-v002"],
         1,
     )
     .await;
@@ -105,7 +105,7 @@ async fn release_mode_converges_after_a_drop_anywhere() {
             let (i, f, r) = support::release_mode(emu);
             (Arc::new(i), Arc::new(f), Arc::new(r))
         },
-        &["web-test", "web-test-slugs"],
+        &["web-test", "web-test--slugs"],
         1,
     )
     .await;
