@@ -12,7 +12,7 @@ use aws_sdk_ec2::types::{
 use base64::Engine as _;
 use bluegreen_core::labels::{self, Labels};
 use bluegreen_core::{
-    App, Capabilities, Error, Fleet, Group, GroupId, Health, Instance, Release, Result,
+    App, Error, Fleet, FleetCapabilities, Group, GroupId, Health, Instance, Release, Result,
 };
 use sha2::{Digest, Sha256};
 
@@ -257,8 +257,8 @@ impl Fleet for Ec2Fleet {
         self.settings(release).map(|_| ())
     }
 
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::default().with_batch_size(BATCH)
+    fn capabilities(&self) -> FleetCapabilities {
+        FleetCapabilities::default().with_batch_size(BATCH)
     }
 
     async fn launch(&self, group: &Group) -> Result<()> {

@@ -12,7 +12,7 @@ use aws_sdk_elasticloadbalancingv2::types::{
 };
 use bluegreen_core::labels;
 use bluegreen_core::{
-    App, Attachment, Capabilities, Error, GroupId, Instance, Result, RouteTable, Router, Serving,
+    App, Attachment, Error, RouterCapabilities, GroupId, Instance, Result, RouteTable, Router, Serving,
 };
 use sha2::{Digest, Sha256};
 
@@ -206,8 +206,8 @@ impl ElbRouter {
 
 #[async_trait]
 impl Router for ElbRouter {
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::default().with_weighted_routing(true)
+    fn capabilities(&self) -> RouterCapabilities {
+        RouterCapabilities::default().with_weighted_routing(true)
     }
 
     async fn attach(

@@ -1,51 +1,101 @@
-//! What a fleet or a router can do. The engine and the conformance suite adapt to
-//! these declarations instead of special-casing providers.
+//! What a fleet and a router can do. The engine and the conformance suite adapt to
+//! these declarations instead of special-casing providers, and the engine says so
+//! with an [`Event::StrategyAdapted`](crate::Event::StrategyAdapted).
 
-/// What a provider declares it can do.
+/// What a [`Fleet`](crate::Fleet) declares.
 ///
 /// ```
-/// use bluegreen_core::Capabilities;
-/// let caps = Capabilities::default().with_weighted_routing(true).with_batch_size(50);
-/// assert!(caps.weighted_routing);
+/// use bluegreen_core::FleetCapabilities;
+/// let caps = FleetCapabilities::default().with_batch_size(50);
 /// assert_eq!(caps.batch_size, Some(50));
+/// assert!(caps.warm_groups && !caps.launch_is_switch);
 /// ```
 #[non_exhaustive]
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Capabilities {
-    /// The router can split an app's traffic between groups by weight (canary steps).
-    /// Without it, the engine switches in one step.
-    pub weighted_routing: bool,
-    /// The router holds requests during a switch instead of failing them.
-    pub holds_requests: bool,
-    /// The router can give a group that has no traffic yet a preview address.
-    pub preview: bool,
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FleetCapabilities {
     /// The fleet launches, lists and destroys instances in batches of at most this many
     /// per platform call (`None`: one call for a whole group).
     pub batch_size: Option<usize>,
+    /// An older group can stay warm (running, without traffic) beside the live one.
+    /// Default true. Without it, the groups `keep` keeps are records only, a
+    /// rollback relaunches the previous release, and there is no bake after the
+    /// switch (nothing warm to switch back to).
+    pub warm_groups: bool,
+    /// Launching a group is what moves the traffic to it (a platform that runs one
+    /// release of an app at a time, such as a Heroku release). Default false. The
+    /// engine then cannot keep traffic off a new group until it is verified: it
+    /// says so, switches in one step, and reverts by launching the previous release.
+    pub launch_is_switch: bool,
 }
 
-impl Capabilities {
-    /// Sets [`Capabilities::weighted_routing`].
+impl Default for FleetCapabilities {
+    fn default() -> Self {
+        FleetCapabilities {
+            batch_size: None,
+            warm_groups: true,
+            launch_is_switch: false,
+        }
+    }
+}
+
+impl FleetCapabilities {
+    /// Sets [`FleetCapabilities::batch_size`].
+    pub fn with_batch_size(mut self, size: usize) -> Self {
+        self.batch_size = Some(size);
+        self
+    }
+
+    /// Sets [`FleetCapabilities::warm_groups`].
+    pub fn with_warm_groups(mut self, yes: bool) -> Self {
+        self.warm_groups = yes;
+        self
+    }
+
+    /// Sets [`FleetCapabilities::launch_is_switch`].
+    pub fn with_launch_is_switch(mut self, yes: bool) -> Self {
+        self.launch_is_switch = yes;
+        self
+    }
+}
+
+/// What a [`Router`](crate::Router) declares.
+///
+/// ```
+/// use bluegreen_core::RouterCapabilities;
+/// let caps = RouterCapabilities::default().with_weighted_routing(true);
+/// assert!(caps.weighted_routing && !caps.preview);
+/// ```
+#[non_exhaustive]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RouterCapabilities {
+    /// The router can split an app's traffic between groups by weight (canary steps).
+    /// Without it, the engine switches in one step, and a table with more than one
+    /// group is refused before it reaches the router.
+    pub weighted_routing: bool,
+    /// The router holds requests during a switch, and while a group has no healthy
+    /// member, instead of failing them.
+    pub holds_requests: bool,
+    /// The router can give a group that has no traffic yet a preview address
+    /// ([`Attachment::preview`](crate::Attachment::preview)), which verify checks get.
+    pub preview: bool,
+}
+
+impl RouterCapabilities {
+    /// Sets [`RouterCapabilities::weighted_routing`].
     pub fn with_weighted_routing(mut self, yes: bool) -> Self {
         self.weighted_routing = yes;
         self
     }
 
-    /// Sets [`Capabilities::holds_requests`].
+    /// Sets [`RouterCapabilities::holds_requests`].
     pub fn with_holds_requests(mut self, yes: bool) -> Self {
         self.holds_requests = yes;
         self
     }
 
-    /// Sets [`Capabilities::preview`].
+    /// Sets [`RouterCapabilities::preview`].
     pub fn with_preview(mut self, yes: bool) -> Self {
         self.preview = yes;
-        self
-    }
-
-    /// Sets [`Capabilities::batch_size`].
-    pub fn with_batch_size(mut self, size: usize) -> Self {
-        self.batch_size = Some(size);
         self
     }
 }

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 
 use crate::app::App;
-use crate::capabilities::Capabilities;
+use crate::capabilities::FleetCapabilities;
 use crate::error::Result;
 use crate::group::{Group, GroupId};
 use crate::instance::Instance;
@@ -15,9 +15,10 @@ use crate::release::Release;
 /// live in the engine and in wrappers.
 #[async_trait]
 pub trait Fleet: Send + Sync {
-    /// What the fleet can do (its batch size).
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::default()
+    /// What the fleet can do: its batch size, whether older groups stay warm,
+    /// whether launching is the switch.
+    fn capabilities(&self) -> FleetCapabilities {
+        FleetCapabilities::default()
     }
 
     /// Checks what the fleet reads of a release (its settings, environment names,
@@ -70,7 +71,7 @@ pub trait Fleet: Send + Sync {
 
 #[async_trait]
 impl<T: Fleet + ?Sized> Fleet for std::sync::Arc<T> {
-    fn capabilities(&self) -> Capabilities {
+    fn capabilities(&self) -> FleetCapabilities {
         (**self).capabilities()
     }
     fn check_release(&self, release: &Release) -> Result<()> {

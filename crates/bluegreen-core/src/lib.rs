@@ -31,6 +31,7 @@
 mod app;
 mod capabilities;
 mod check;
+mod checked_router;
 mod engine;
 mod error;
 mod event;
@@ -53,8 +54,9 @@ mod router;
 pub use async_trait::async_trait;
 
 pub use app::{App, MAX_NAME_LEN};
-pub use capabilities::Capabilities;
+pub use capabilities::{FleetCapabilities, RouterCapabilities};
 pub use check::{check_fn, Check, CheckTarget};
+pub use checked_router::CheckedRouter;
 pub use engine::{
     CanaryStep, DeployReport, DeployRequest, Engine, EngineOptions, GroupStatus, Prepared,
     RollbackReport, RollbackRequest, Status, Strategy,

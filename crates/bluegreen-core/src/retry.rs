@@ -28,7 +28,7 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use crate::app::App;
-use crate::capabilities::Capabilities;
+use crate::capabilities::{FleetCapabilities, RouterCapabilities};
 use crate::error::Result;
 use crate::event::EventSink;
 use crate::fleet::Fleet;
@@ -192,7 +192,7 @@ impl<T: Image> Image for Retry<T> {
 
 #[async_trait]
 impl<T: Fleet> Fleet for Retry<T> {
-    fn capabilities(&self) -> Capabilities {
+    fn capabilities(&self) -> FleetCapabilities {
         self.inner.capabilities()
     }
     fn check_release(&self, release: &crate::release::Release) -> Result<()> {
@@ -220,7 +220,7 @@ impl<T: Fleet> Fleet for Retry<T> {
 
 #[async_trait]
 impl<T: Router> Router for Retry<T> {
-    fn capabilities(&self) -> Capabilities {
+    fn capabilities(&self) -> RouterCapabilities {
         self.inner.capabilities()
     }
     async fn attach(

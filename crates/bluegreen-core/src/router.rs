@@ -5,7 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::app::App;
-use crate::capabilities::Capabilities;
+use crate::capabilities::RouterCapabilities;
 use crate::error::Result;
 use crate::group::GroupId;
 use crate::instance::Instance;
@@ -16,7 +16,7 @@ use crate::route::RouteTable;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Attachment {
     /// An address that reaches the group alone, before it has traffic, where the
-    /// router offers one ([`Capabilities::preview`]).
+    /// router offers one ([`RouterCapabilities::preview`]).
     pub preview: Option<String>,
 }
 
@@ -74,8 +74,8 @@ impl Serving {
 #[async_trait]
 pub trait Router: Send + Sync {
     /// What the router can do (weights, holding requests, previews).
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::default()
+    fn capabilities(&self) -> RouterCapabilities {
+        RouterCapabilities::default()
     }
 
     /// Makes a group's instances known to the router, without giving it traffic.
@@ -112,7 +112,7 @@ pub trait Router: Send + Sync {
     /// - Every group in `table` must be attached, or the call is
     ///   [`Error::NotFound`](crate::Error::NotFound) and nothing changes.
     /// - A table with more than one group on a router without
-    ///   [`Capabilities::weighted_routing`] is
+    ///   [`RouterCapabilities::weighted_routing`] is
     ///   [`Error::NotSupported`](crate::Error::NotSupported).
     async fn set_routes(&self, app: &App, table: &RouteTable) -> Result<()>;
 
@@ -125,7 +125,7 @@ pub trait Router: Send + Sync {
 
 #[async_trait]
 impl<T: Router + ?Sized> Router for std::sync::Arc<T> {
-    fn capabilities(&self) -> Capabilities {
+    fn capabilities(&self) -> RouterCapabilities {
         (**self).capabilities()
     }
     async fn attach(

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bluegreen_core::{
-    App, Attachment, Capabilities, DeployRequest, Engine, EngineOptions, ErrorKind, Event,
+    App, Attachment, DeployRequest, FleetCapabilities, RouterCapabilities, Engine, EngineOptions, ErrorKind, Event,
     EventSink, FencingToken, Fleet, Group, GroupId, Image, ImageId, ImageRef, ImageSource,
     Instance, Lock, LockHolder, MemoryLock, Release, Result, RetryOptions, RouteTable, Router,
     Serving, Strategy, HISTORY_LEN,
@@ -155,7 +155,7 @@ impl<T: Image> Image for Guarded<T> {
 
 #[async_trait]
 impl<T: Fleet> Fleet for Guarded<T> {
-    fn capabilities(&self) -> Capabilities {
+    fn capabilities(&self) -> FleetCapabilities {
         self.inner.capabilities()
     }
     fn check_release(&self, release: &Release) -> Result<()> {
@@ -179,7 +179,7 @@ impl<T: Fleet> Fleet for Guarded<T> {
 
 #[async_trait]
 impl<T: Router> Router for Guarded<T> {
-    fn capabilities(&self) -> Capabilities {
+    fn capabilities(&self) -> RouterCapabilities {
         self.inner.capabilities()
     }
     async fn attach(&self, app: &App, g: &GroupId, i: &[Instance]) -> Result<Attachment> {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bluegreen_core::{
-    App, Attachment, Capabilities, Error, ErrorKind, Fleet, GroupId, Instance, Result, RouteTable,
+    App, Attachment, Error, RouterCapabilities, ErrorKind, Fleet, GroupId, Instance, Result, RouteTable,
     Router, Serving,
 };
 use serde_json::json;
@@ -56,7 +56,7 @@ impl DnsHook for NoDns {
 /// `GET /apps/{app}/domains`; the first domain decides when a move was
 /// interrupted). A switch deletes each domain from the app that holds it and adds
 /// it to the new group's app, then calls the [`DnsHook`] with the new DNS target.
-/// There are no weights ([`Capabilities::weighted_routing`] is false): the engine
+/// There are no weights ([`RouterCapabilities::weighted_routing`] is false): the engine
 /// switches in one step. A domain is without an app between its delete and its add,
 /// so a switch is not free of errors for requests in that instant.
 ///
@@ -164,8 +164,8 @@ impl DomainRouter {
 
 #[async_trait]
 impl Router for DomainRouter {
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::default().with_preview(true)
+    fn capabilities(&self) -> RouterCapabilities {
+        RouterCapabilities::default().with_preview(true)
     }
 
     async fn attach(

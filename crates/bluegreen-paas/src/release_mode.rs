@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use bluegreen_core::labels;
 use bluegreen_core::{
-    App, Attachment, Capabilities, Error, Fleet, Group, GroupId, Instance, Result, RouteTable,
+    App, Attachment, Error, Fleet, FleetCapabilities, RouterCapabilities, Group, GroupId, Instance, Result, RouteTable,
     Router, Serving,
 };
 use serde_json::{json, Value};
@@ -256,6 +256,14 @@ impl ReleaseFleet {
 
 #[async_trait]
 impl Fleet for ReleaseFleet {
+    /// One release of the app runs at a time: launching is the switch, and no
+    /// older group stays warm.
+    fn capabilities(&self) -> FleetCapabilities {
+        FleetCapabilities::default()
+            .with_warm_groups(false)
+            .with_launch_is_switch(true)
+    }
+
     fn check_release(&self, release: &bluegreen_core::Release) -> Result<()> {
         marks::check_release(release).map(|_| ())
     }
@@ -391,8 +399,8 @@ impl ReleaseRouter {
 
 #[async_trait]
 impl Router for ReleaseRouter {
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::default()
+    fn capabilities(&self) -> RouterCapabilities {
+        RouterCapabilities::default()
     }
 
     async fn attach(

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bluegreen_core::{
-    App, Attachment, Capabilities, Error, GroupId, Instance, Result, RouteTable, Router, Serving,
+    App, Attachment, Error, RouterCapabilities, GroupId, Instance, Result, RouteTable, Router, Serving,
 };
 use bytes::Bytes;
 use http::{header, Method, Request, StatusCode, Uri};
@@ -34,7 +34,7 @@ type HostFn = Arc<dyn Fn(&App) -> String + Send + Sync>;
 /// default ([`ProxyOptions::default_host`](crate::ProxyOptions::default_host),
 /// `--default-app`).
 ///
-/// Capabilities: weighted routing, holding requests and previews. Each attached
+/// [`RouterCapabilities`]: weighted routing, holding requests and previews. Each attached
 /// group gets a preview address (`http://127.0.0.1:<port>/`, see
 /// [`Proxy::preview_address`]) that serves it alone before it has traffic; the
 /// `X-Bluegreen-Preview: <group>` request header does the same on the proxy's own
@@ -343,12 +343,12 @@ impl RemoteAdmin {
 
 #[async_trait]
 impl Router for ProxyRouter {
-    fn capabilities(&self) -> Capabilities {
+    fn capabilities(&self) -> RouterCapabilities {
         let preview = match &self.mode {
             Mode::Embedded(proxy) => proxy.options().preview_bind.is_some(),
             Mode::Remote(_) => true,
         };
-        Capabilities::default()
+        RouterCapabilities::default()
             .with_weighted_routing(true)
             .with_holds_requests(true)
             .with_preview(preview)

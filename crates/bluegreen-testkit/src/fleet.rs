@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use bluegreen_core::labels;
-use bluegreen_core::{App, Capabilities, Error, Fleet, Group, GroupId, Health, Instance, Result};
+use bluegreen_core::{App, Error, FleetCapabilities, Fleet, Group, GroupId, Health, Instance, Result};
 use tokio::time::Instant;
 
 use crate::fault::{Behaviour, Op};
@@ -39,10 +39,10 @@ pub(crate) fn health_of(instance: &StoredInstance, boot_time: std::time::Duratio
 
 #[async_trait]
 impl Fleet for MemoryFleet {
-    fn capabilities(&self) -> Capabilities {
+    fn capabilities(&self) -> FleetCapabilities {
         match self.platform.state().batch_size {
-            Some(b) => Capabilities::default().with_batch_size(b),
-            None => Capabilities::default(),
+            Some(b) => FleetCapabilities::default().with_batch_size(b),
+            None => FleetCapabilities::default(),
         }
     }
 

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use bluegreen_core::{
-    App, Attachment, Capabilities, Error, GroupId, Instance, Result, RouteTable, Router, Serving,
+    App, Attachment, Error, RouterCapabilities, GroupId, Instance, Result, RouteTable, Router, Serving,
 };
 
 use crate::fault::{Behaviour, Op};
@@ -19,8 +19,8 @@ pub struct MemoryRouter {
 
 #[async_trait]
 impl Router for MemoryRouter {
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::default()
+    fn capabilities(&self) -> RouterCapabilities {
+        RouterCapabilities::default()
             .with_weighted_routing(!self.platform.state().unweighted)
             .with_holds_requests(true)
             .with_preview(true)

@@ -70,7 +70,10 @@ impl Run<'_> {
             let group = &target.group;
             let done: Result<()> = match next {
                 Plan::Launch => self.step(Step::Launch, self.launch(group)).await.map(|()| {
-                    observed.groups.push(group.clone());
+                    progress.launched = true;
+                    if observed.group(&group.id).is_none() {
+                        observed.groups.push(group.clone());
+                    }
                 }),
                 Plan::WaitHealthy => self
                     .step(Step::WaitHealthy, self.wait_healthy(group))
@@ -182,10 +185,23 @@ impl Run<'_> {
             });
             steps.clear();
         }
-        Policy {
-            steps,
-            bake_after: strategy.bake_after,
+        let fleet = self.engine.fleet.capabilities();
+        if !steps.is_empty() && fleet.launch_is_switch {
+            self.emit(Event::StrategyAdapted {
+                reason: "launching is the switch on this platform: switching in one step"
+                    .into(),
+            });
+            steps.clear();
         }
+        let mut bake_after = strategy.bake_after;
+        if !bake_after.is_zero() && (!fleet.warm_groups || fleet.launch_is_switch) {
+            self.emit(Event::StrategyAdapted {
+                reason: "the fleet keeps no warm group to switch back to: no bake after the switch"
+                    .into(),
+            });
+            bake_after = Duration::ZERO;
+        }
+        Policy { steps, bake_after }
     }
 
     async fn launch(&self, group: &Group) -> Result<()> {

@@ -93,6 +93,7 @@ use plan::Intent;
 use run::Run;
 
 use crate::app::App;
+use crate::checked_router::CheckedRouter;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventContext, EventSink, Operation, Step};
 use crate::fleet::Fleet;
@@ -164,12 +165,14 @@ impl Engine {
     }
 
     /// Wraps the providers in the [`Retry`] layer with `options`
-    /// ([`RetryOptions::none`] turns retries off).
+    /// ([`RetryOptions::none`] turns retries off). The router is also wrapped in
+    /// [`CheckedRouter`], which refuses a call that breaks the trait's rules before
+    /// it reaches the platform.
     pub fn with_retry(mut self, options: RetryOptions) -> Self {
         let (image, fleet, router) = self.unwrapped.clone();
         self.image = Arc::new(Retry::new(image, options.clone()));
         self.fleet = Arc::new(Retry::new(fleet, options.clone()));
-        self.router = Arc::new(Retry::new(router, options));
+        self.router = Arc::new(CheckedRouter::new(Retry::new(router, options)));
         self
     }
 

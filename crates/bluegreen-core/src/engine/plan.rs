@@ -115,6 +115,8 @@ pub(crate) struct Target {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Progress {
     pub(crate) target: Option<Target>,
+    /// The target was launched (or launched again: launch is idempotent) by this run.
+    pub(crate) launched: bool,
     /// Every wanted instance was healthy, as the fleet reported them.
     pub(crate) healthy: Option<Vec<Instance>>,
     pub(crate) attachment: Option<Attachment>,
@@ -456,7 +458,9 @@ fn next(
             Plan::Retire
         };
     }
-    if observed.group(group).is_none() {
+    // launch is idempotent: a group this operation owns is launched again to
+    // finish a launch an interrupted run left half done
+    if observed.group(group).is_none() || (target.disposable && !progress.launched) {
         return Plan::Launch;
     }
     if progress.healthy.is_none() {
@@ -611,6 +615,7 @@ mod tests {
     fn verified(target: Target) -> Progress {
         Progress {
             target: Some(target),
+            launched: true,
             healthy: Some(healthy(2)),
             attachment: Some(Attachment::default()),
             verified: true,
@@ -679,11 +684,22 @@ mod tests {
                 Plan::Launch,
             ),
             (
-                "crashed while booting: adopted, waited for",
+                "crashed while launching: adopted, launched again (launch is idempotent)",
                 vec![v1.clone(), v2.clone()],
                 RouteTable::single(gid(1)),
                 |t| Progress {
                     target: Some(t),
+                    ..Progress::default()
+                },
+                Plan::Launch,
+            ),
+            (
+                "adopted and launched again: waited for",
+                vec![v1.clone(), v2.clone()],
+                RouteTable::single(gid(1)),
+                |t| Progress {
+                    target: Some(t),
+                    launched: true,
                     ..Progress::default()
                 },
                 Plan::WaitHealthy,

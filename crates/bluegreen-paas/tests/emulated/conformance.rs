@@ -57,7 +57,7 @@ async fn release_mode_conforms() {
         std::sync::Arc::new(router),
         &app,
         &healthy_only,
-        &settings.without_warm_groups(),
+        &settings,
     )
     .await;
     emu.assert_schema_clean();

@@ -3,7 +3,7 @@
 //!
 //! Each function cleans its fixtures first, panics with a message that names the
 //! broken rule, and cleans up after itself. Which checks apply is decided by the
-//! provider's declared [`Capabilities`](bluegreen_core::Capabilities), never by its
+//! provider's declared [`FleetCapabilities`](bluegreen_core::FleetCapabilities) and [`RouterCapabilities`](bluegreen_core::RouterCapabilities), never by its
 //! name.
 //!
 //! ```
@@ -73,10 +73,6 @@ pub struct Settings {
     pub release_env: BTreeMap<String, String>,
     /// How long requests drain after a switch (short in tests).
     pub drain: Duration,
-    /// Whether an older group can stay warm beside the live one. A fleet where one
-    /// app runs one release at a time (a release per group) cannot: its rollback
-    /// relaunches the previous release.
-    pub warm_groups: bool,
 }
 
 impl Default for Settings {
@@ -88,7 +84,6 @@ impl Default for Settings {
             release_settings: BTreeMap::new(),
             release_env: BTreeMap::new(),
             drain: Duration::from_millis(100),
-            warm_groups: true,
         }
     }
 }
@@ -103,12 +98,6 @@ impl Settings {
     /// Sets the group size.
     pub fn with_size(mut self, size: u32) -> Self {
         self.size = size;
-        self
-    }
-
-    /// Declares that older groups cannot stay warm (see [`Settings::warm_groups`]).
-    pub fn without_warm_groups(mut self) -> Self {
-        self.warm_groups = false;
         self
     }
 
