@@ -12,7 +12,8 @@ use aws_sdk_elasticloadbalancingv2::types::{
 };
 use bluegreen_core::labels;
 use bluegreen_core::{
-    App, Attachment, Error, RouterCapabilities, GroupId, Instance, Result, RouteTable, Router, Serving,
+    App, Attachment, Error, GroupId, Instance, Result, RouteTable, Router, RouterCapabilities,
+    Serving,
 };
 use sha2::{Digest, Sha256};
 

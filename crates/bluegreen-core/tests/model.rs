@@ -23,10 +23,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bluegreen_core::{
-    App, Attachment, DeployRequest, FleetCapabilities, RouterCapabilities, Engine, EngineOptions, ErrorKind, Event,
-    EventSink, FencingToken, Fleet, Group, GroupId, Image, ImageId, ImageRef, ImageSource,
+    App, Attachment, DeployRequest, Engine, EngineOptions, ErrorKind, Event, EventSink,
+    FencingToken, Fleet, FleetCapabilities, Group, GroupId, Image, ImageId, ImageRef, ImageSource,
     Instance, Lock, LockHolder, MemoryLock, Release, Result, RetryOptions, RouteTable, Router,
-    Serving, Strategy, HISTORY_LEN,
+    RouterCapabilities, Serving, Strategy, HISTORY_LEN,
 };
 use bluegreen_testkit::{Behaviour, Fault, MemoryPlatform};
 use proptest::prelude::{any, prop_oneof, Just};

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bluegreen_core::{
-    App, Attachment, Error, RouterCapabilities, ErrorKind, Fleet, GroupId, Instance, Result, RouteTable,
-    Router, Serving,
+    App, Attachment, Error, ErrorKind, Fleet, GroupId, Instance, Result, RouteTable, Router,
+    RouterCapabilities, Serving,
 };
 use serde_json::json;
 

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use bluegreen_core::labels;
 use bluegreen_core::{
-    App, Attachment, Error, Fleet, FleetCapabilities, RouterCapabilities, Group, GroupId, Instance, Result, RouteTable,
-    Router, Serving,
+    App, Attachment, Error, Fleet, FleetCapabilities, Group, GroupId, Instance, Result, RouteTable,
+    Router, RouterCapabilities, Serving,
 };
 use serde_json::{json, Value};
 

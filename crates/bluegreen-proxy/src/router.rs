@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bluegreen_core::{
-    App, Attachment, Error, RouterCapabilities, GroupId, Instance, Result, RouteTable, Router, Serving,
+    App, Attachment, Error, GroupId, Instance, Result, RouteTable, Router, RouterCapabilities,
+    Serving,
 };
 use bytes::Bytes;
 use http::{header, Method, Request, StatusCode, Uri};

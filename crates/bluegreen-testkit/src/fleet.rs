@@ -2,7 +2,9 @@
 
 use async_trait::async_trait;
 use bluegreen_core::labels;
-use bluegreen_core::{App, Error, FleetCapabilities, Fleet, Group, GroupId, Health, Instance, Result};
+use bluegreen_core::{
+    App, Error, Fleet, FleetCapabilities, Group, GroupId, Health, Instance, Result,
+};
 use tokio::time::Instant;
 
 use crate::fault::{Behaviour, Op};

@@ -2,7 +2,8 @@
 
 use async_trait::async_trait;
 use bluegreen_core::{
-    App, Attachment, Error, RouterCapabilities, GroupId, Instance, Result, RouteTable, Router, Serving,
+    App, Attachment, Error, GroupId, Instance, Result, RouteTable, Router, RouterCapabilities,
+    Serving,
 };
 
 use crate::fault::{Behaviour, Op};

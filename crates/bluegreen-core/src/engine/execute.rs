@@ -42,8 +42,10 @@ impl Run<'_> {
         let mut first_change: Option<Instant> = None;
         let mut switch_time = Duration::ZERO;
         let mut retired = None;
+        let mut last = Step::Observe;
         loop {
             let next = plan(&observed, &progress, intent, &policy);
+            last = step_of(&next).unwrap_or(last);
             let target = match (&next, &progress.target) {
                 (Plan::Refuse(r), _) => return Err(r.error()),
                 (Plan::Choose(t), _) => {
@@ -57,12 +59,17 @@ impl Run<'_> {
                     continue;
                 }
                 (Plan::Done, Some(t)) => {
+                    // the last step may have been a long wait that changed nothing:
+                    // success is only reported by the holder of the lease
+                    if let Err(e) = self.lock.ensure() {
+                        return Err(mark(e.at(last, false), false));
+                    }
                     return Ok(Outcome {
                         target: t.clone(),
                         progress,
                         switch_time,
                         retired,
-                    })
+                    });
                 }
                 (_, Some(t)) => t.clone(),
                 (_, None) => unreachable!("the planner chooses a target before any step"),
@@ -188,8 +195,7 @@ impl Run<'_> {
         let fleet = self.engine.fleet.capabilities();
         if !steps.is_empty() && fleet.launch_is_switch {
             self.emit(Event::StrategyAdapted {
-                reason: "launching is the switch on this platform: switching in one step"
-                    .into(),
+                reason: "launching is the switch on this platform: switching in one step".into(),
             });
             steps.clear();
         }
@@ -722,7 +728,23 @@ fn crash_loop(start: &[Instance], now: &[Instance], wanted: usize) -> Option<Str
     (healthy < wanted).then(|| format!("{healthy} of {wanted} instances healthy"))
 }
 
-fn mark(error: Error, rolled_back: bool) -> Error {
+/// The step a plan runs as.
+fn step_of(plan: &Plan) -> Option<Step> {
+    Some(match plan {
+        Plan::Launch => Step::Launch,
+        Plan::WaitHealthy => Step::WaitHealthy,
+        Plan::Attach => Step::Attach,
+        Plan::Verify => Step::Verify,
+        Plan::Ready { step, .. } => *step,
+        Plan::Shift { .. } => Step::Confirm,
+        Plan::Bake { .. } => Step::Promote,
+        Plan::Watch { .. } => Step::Bake,
+        Plan::Retire => Step::Retire,
+        Plan::Refuse(_) | Plan::Choose(_) | Plan::Done => return None,
+    })
+}
+
+pub(crate) fn mark(error: Error, rolled_back: bool) -> Error {
     match error {
         Error::Step { step, source, .. } => Error::Step {
             step,

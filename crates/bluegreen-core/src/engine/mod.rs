@@ -262,7 +262,8 @@ impl Engine {
         self.finish(run, out).await
     }
 
-    /// Promotes a prepared group (steps 8 to 10): checks that the router reports
+    /// Promotes a prepared group (steps 2, 3, the router's readiness of 7, and 8 to
+    /// 11 of the module docs): checks that the router reports
     /// every member healthy, shifts traffic by `strategy` (with its analysis and
     /// its bake after the switch, as [`Engine::deploy`] does), confirms, drains and
     /// retires. A failure before the bake ends returns traffic to where it was and

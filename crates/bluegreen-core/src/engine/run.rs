@@ -40,12 +40,15 @@ pub(crate) struct Run<'a> {
 }
 
 impl Run<'_> {
-    /// Runs one step: events, a tracing span, and the step's name on any error.
+    /// Runs one step: a check that the lease is still held (a step that changes
+    /// nothing, after a long wait, must not pass as done by a deployment that lost
+    /// its lock), events, a tracing span, and the step's name on any error.
     pub(crate) async fn step<T>(
         &self,
         step: Step,
         work: impl Future<Output = Result<T>>,
     ) -> Result<T> {
+        self.lock.ensure().map_err(|e| e.at(step, false))?;
         self.emit(Event::StepStarted { step });
         let started = Instant::now();
         let span =
@@ -159,7 +162,8 @@ impl Run<'_> {
                 .await
             })
             .await
-            .map_err(|e| e.at(Step::PrepareImage, true))?;
+            // nothing was launched yet: the platform is as it was
+            .map_err(|e| super::execute::mark(e, true))?;
         self.emit(Event::ImageReady {
             image: image.clone(),
         });
