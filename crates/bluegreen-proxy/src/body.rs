@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -12,24 +13,46 @@ use crate::backend::Epoch;
 use crate::drain::DrainTimeout;
 use crate::state::GroupState;
 
+/// The client's request body, shared between the attempts of one request: left
+/// here until its first read (so that a request whose body was never sent can go
+/// to another backend), and noting whether reading it failed, which is the
+/// client's fault and never the backend's.
+pub(crate) struct BodySlot {
+    body: Mutex<Option<Incoming>>,
+    client_failed: AtomicBool,
+}
+
+impl BodySlot {
+    /// The body back, if nothing has read from it.
+    pub(crate) fn take_back(&self) -> Option<Incoming> {
+        self.body.lock().ok()?.take()
+    }
+
+    /// Whether reading the client's body failed (malformed, cut short, reset).
+    pub(crate) fn client_failed(&self) -> bool {
+        self.client_failed.load(Ordering::Acquire)
+    }
+}
+
 /// A request body on its way to a backend. A body not yet read can be taken back
 /// after a failed connection, so that the request goes to another backend.
 pub(crate) enum UpstreamBody {
     /// No body.
     Empty,
-    /// The client's body, read as it streams.
-    Streaming(Incoming),
     /// The client's body, left in a shared slot until its first read.
     Recoverable {
-        slot: Arc<Mutex<Option<Incoming>>>,
+        slot: Arc<BodySlot>,
         taken: Option<Incoming>,
     },
 }
 
 impl UpstreamBody {
-    /// A body that [`take_back`] gives back while nothing read it.
-    pub(crate) fn recoverable(body: Incoming) -> (UpstreamBody, Arc<Mutex<Option<Incoming>>>) {
-        let slot = Arc::new(Mutex::new(Some(body)));
+    /// A body that [`BodySlot::take_back`] gives back while nothing read it.
+    pub(crate) fn recoverable(body: Incoming) -> (UpstreamBody, Arc<BodySlot>) {
+        let slot = Arc::new(BodySlot {
+            body: Mutex::new(Some(body)),
+            client_failed: AtomicBool::new(false),
+        });
         (
             UpstreamBody::Recoverable {
                 slot: slot.clone(),
@@ -38,11 +61,14 @@ impl UpstreamBody {
             slot,
         )
     }
-}
 
-/// The body in `slot`, if nothing has read from it.
-pub(crate) fn take_back(slot: &Arc<Mutex<Option<Incoming>>>) -> Option<Incoming> {
-    slot.lock().ok()?.take()
+    /// `body`, taken back from `slot`, for another attempt.
+    pub(crate) fn again(slot: &Arc<BodySlot>, body: Incoming) -> UpstreamBody {
+        UpstreamBody::Recoverable {
+            slot: slot.clone(),
+            taken: Some(body),
+        }
+    }
 }
 
 impl Body for UpstreamBody {
@@ -55,13 +81,18 @@ impl Body for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             UpstreamBody::Empty => Poll::Ready(None),
-            UpstreamBody::Streaming(b) => Pin::new(b).poll_frame(cx),
             UpstreamBody::Recoverable { slot, taken } => {
                 if taken.is_none() {
-                    *taken = slot.lock().ok().and_then(|mut s| s.take());
+                    *taken = slot.body.lock().ok().and_then(|mut s| s.take());
                 }
                 match taken {
-                    Some(b) => Pin::new(b).poll_frame(cx),
+                    Some(b) => {
+                        let polled = Pin::new(b).poll_frame(cx);
+                        if let Poll::Ready(Some(Err(_))) = &polled {
+                            slot.client_failed.store(true, Ordering::Release);
+                        }
+                        polled
+                    }
                     None => Poll::Ready(None),
                 }
             }
@@ -71,10 +102,10 @@ impl Body for UpstreamBody {
     fn is_end_stream(&self) -> bool {
         match self {
             UpstreamBody::Empty => true,
-            UpstreamBody::Streaming(b) => b.is_end_stream(),
             UpstreamBody::Recoverable { slot, taken } => match taken {
                 Some(b) => b.is_end_stream(),
                 None => slot
+                    .body
                     .lock()
                     .map(|s| s.as_ref().is_none_or(|b| b.is_end_stream()))
                     .unwrap_or(true),
@@ -85,10 +116,10 @@ impl Body for UpstreamBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             UpstreamBody::Empty => SizeHint::with_exact(0),
-            UpstreamBody::Streaming(b) => b.size_hint(),
             UpstreamBody::Recoverable { slot, taken } => match taken {
                 Some(b) => b.size_hint(),
                 None => slot
+                    .body
                     .lock()
                     .ok()
                     .and_then(|s| s.as_ref().map(|b| b.size_hint()))

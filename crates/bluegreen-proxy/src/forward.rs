@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
 use crate::backend::Backend;
-use crate::body::{take_back, BackendBody, ProxyBody, UpstreamBody};
+use crate::body::{BackendBody, ProxyBody, UpstreamBody};
 use crate::preview::PreviewPin;
 use crate::state::{AppState, GroupState, Proxy, Snapshot};
 use crate::upstream::{Affinity, UpstreamError};
@@ -76,19 +76,33 @@ struct Choice {
 enum Wait {
     Paused,
     NoRoutes,
-    NoHealthy(Vec<String>),
+    /// The groups that have no healthy backend: a 503 that ends the wait counts
+    /// against them.
+    NoHealthy(Vec<Arc<GroupState>>),
     UnknownPreview(String),
 }
 
 impl Wait {
+    /// Counts the 503 that ends this wait against the groups it waited for: the
+    /// proxy's own answer for a group with no healthy backend is the group's
+    /// error; a paused app or one without routes is nobody's.
+    fn count(&self, waited: Duration) {
+        if let Wait::NoHealthy(groups) = self {
+            for group in groups {
+                group.stats.record(503, waited);
+            }
+        }
+    }
+
     fn describe(&self, host: &str) -> String {
         match self {
             Wait::Paused => format!("app {host} is paused"),
             Wait::NoRoutes => format!("app {host} has no route table"),
             Wait::NoHealthy(groups) => {
+                let names: Vec<&str> = groups.iter().map(|g| g.id.as_str()).collect();
                 format!(
                     "no healthy backend in group {} of app {host}",
-                    groups.join(", ")
+                    names.join(", ")
                 )
             }
             Wait::UnknownPreview(g) => format!("group {g} is not attached to app {host}"),
@@ -126,7 +140,7 @@ fn try_pick(
         let backend = group
             .pick(exclude)
             .or_else(|| group.pick(None))
-            .ok_or_else(|| Wait::NoHealthy(vec![p.to_owned()]))?;
+            .ok_or_else(|| Wait::NoHealthy(vec![group.clone()]))?;
         return Ok(Choice {
             group: group.clone(),
             backend,
@@ -184,7 +198,7 @@ fn try_pick(
         }
     }
     Err(Wait::NoHealthy(
-        snap.routed.iter().map(|(g, _)| g.id.to_string()).collect(),
+        snap.routed.iter().map(|(g, _)| g.clone()).collect(),
     ))
 }
 
@@ -216,6 +230,7 @@ async fn choose(
     if inner.held.fetch_add(1, Ordering::AcqRel) >= max {
         inner.held.fetch_sub(1, Ordering::AcqRel);
         tracing::warn!(host = %app.host, max, "hold queue full");
+        wait.count(Duration::ZERO);
         return Err(plain(
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
@@ -241,6 +256,7 @@ async fn choose(
         match tokio::time::timeout_at(deadline, changes.changed()).await {
             Ok(Ok(())) => continue,
             _ => {
+                last.count(timeout);
                 return Err(plain(
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!(
@@ -248,7 +264,7 @@ async fn choose(
                         human(timeout),
                         last.describe(&app.host)
                     ),
-                ))
+                ));
             }
         }
     }
@@ -520,6 +536,19 @@ async fn forward(
                 let body = BackendBody::new(rbody, choice.group, epoch);
                 return Response::from_parts(rparts, ProxyBody::Backend(body));
             }
+            // the client's body could not be read (malformed, cut short, reset):
+            // the client's fault, never counted against the group
+            Err(error) if slot.as_ref().is_some_and(|s| s.client_failed()) => {
+                tracing::debug!(
+                    host = %app.host,
+                    error = %error_chain(&error),
+                    "request body from the client failed"
+                );
+                return plain(
+                    StatusCode::BAD_REQUEST,
+                    "the request body could not be read".into(),
+                );
+            }
             Err(_) if choice.group.is_cut() => {
                 choice.group.stats.record(504, started.elapsed());
                 return plain(
@@ -541,8 +570,7 @@ async fn forward(
                     Some(UpstreamBody::Empty)
                 } else {
                     slot.as_ref()
-                        .and_then(take_back)
-                        .map(UpstreamBody::Streaming)
+                        .and_then(|s| Some(UpstreamBody::again(s, s.take_back()?)))
                 };
                 let retry = !last_try && (connect || idempotent) && again.is_some();
                 tracing::warn!(
