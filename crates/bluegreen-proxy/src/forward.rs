@@ -278,17 +278,42 @@ fn human(d: Duration) -> String {
     }
 }
 
-/// The request's host, without port.
-fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    let raw = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))?;
-    if let Some(rest) = raw.strip_prefix('[') {
-        return rest.split(']').next();
+/// The request's host, without port, or why the request is malformed.
+///
+/// The request target's authority (an absolute-form target in HTTP/1.1, the
+/// `:authority` of HTTP/2) wins over the `Host` field (RFC 9112 §3.2.2); the
+/// request is forwarded with that authority as its `Host`. More than one `Host`
+/// field, a `Host` that is not text, or an HTTP/1.1 request with neither a `Host`
+/// nor an absolute-form target, is a 400 (RFC 9112 §3.2).
+fn request_host<B>(req: &Request<B>) -> Result<Option<&str>, &'static str> {
+    let mut fields = req.headers().get_all(header::HOST).iter();
+    let field = fields.next();
+    if fields.next().is_some() {
+        return Err("more than one Host header field");
     }
-    raw.split(':').next()
+    let raw = match req.uri().authority() {
+        Some(authority) => authority.host(),
+        None => match field {
+            Some(v) => v
+                .to_str()
+                .map_err(|_| "the Host header field is not text")?,
+            None if req.version() == Version::HTTP_11 => return Err("no Host header field"),
+            None => return Ok(None),
+        },
+    };
+    if let Some(rest) = raw.strip_prefix('[') {
+        return Ok(rest.split(']').next());
+    }
+    Ok(raw.split(':').next())
+}
+
+/// The `Host` to forward for a request whose target names `authority`.
+fn host_value(authority: &http::uri::Authority) -> Option<HeaderValue> {
+    let text = authority.as_str();
+    match text.rsplit_once('@') {
+        None => HeaderValue::from_str(text).ok(),
+        Some((_, host)) => HeaderValue::from_str(host).ok(),
+    }
 }
 
 fn cookie_group(headers: &HeaderMap) -> Option<String> {
@@ -393,7 +418,10 @@ async fn forward(
     affinity: &Affinity,
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    let host = request_host(&req).map(str::to_owned);
+    let host = match request_host(&req) {
+        Ok(host) => host.map(str::to_owned),
+        Err(why) => return plain(StatusCode::BAD_REQUEST, why.into()),
+    };
     let (app, preview) = match &conn.pin {
         Some(pin) => (proxy.app_exact(&pin.host), Some(pin.group.to_string())),
         None => (
@@ -429,14 +457,11 @@ async fn forward(
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, value);
     }
+    // the target's authority wins over a Host field
+    if let Some(v) = parts.uri.authority().and_then(host_value) {
+        headers.insert(header::HOST, v);
+    }
     if parts.version == Version::HTTP_2 {
-        if !headers.contains_key(header::HOST) {
-            if let Some(authority) = parts.uri.authority() {
-                if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
-                    headers.insert(header::HOST, v);
-                }
-            }
-        }
         // HTTP/2 may split cookies over several fields; HTTP/1.1 wants one
         if headers.get_all(header::COOKIE).iter().count() > 1 {
             let joined: Vec<&[u8]> = headers
