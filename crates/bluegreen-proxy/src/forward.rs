@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use crate::backend::Backend;
 use crate::body::{BackendBody, ProxyBody, UpstreamBody};
+use crate::options::{IpNetwork, ProxyOptions};
 use crate::preview::PreviewPin;
 use crate::state::{AppState, GroupState, Proxy, Snapshot};
 use crate::upstream::{Affinity, UpstreamError};
@@ -23,7 +24,9 @@ pub const GROUP_COOKIE: &str = "bluegreen-group";
 /// A request header that asks for a group (honoured while the group has traffic).
 pub const GROUP_HEADER: &str = "x-bluegreen-group";
 /// A request header that sends the request to an attached group even without
-/// traffic, to try it before a switch.
+/// traffic, to try it before a switch; honoured only from the networks of
+/// [`ProxyOptions::preview_header_from`](crate::ProxyOptions::preview_header_from)
+/// (none by default) and removed from every request.
 pub const PREVIEW_HEADER: &str = "x-bluegreen-preview";
 
 /// Where a connection comes from.
@@ -32,15 +35,25 @@ pub(crate) struct ConnInfo {
     /// The client's address, as `X-Forwarded-For` gives it.
     ip: HeaderValue,
     tls: bool,
+    /// Whether the client may ask for a preview by header.
+    preview_header: bool,
+    /// Whether the client's forwarded headers are kept.
+    trusted_proxy: bool,
     /// The group of a preview listener's connection.
     pin: Option<Arc<PreviewPin>>,
 }
 
 impl ConnInfo {
-    pub(crate) fn new(remote: SocketAddr, tls: bool) -> Self {
+    pub(crate) fn new(remote: SocketAddr, tls: bool, options: &ProxyOptions) -> Self {
         let ip = HeaderValue::from_str(&remote.ip().to_string())
             .expect("an IP address is a header value");
-        ConnInfo { ip, tls, pin: None }
+        ConnInfo {
+            ip,
+            tls,
+            preview_header: IpNetwork::any_contains(&options.preview_header_from, remote.ip()),
+            trusted_proxy: IpNetwork::any_contains(&options.trusted_proxies, remote.ip()),
+            pin: None,
+        }
     }
 
     /// A connection of `pin`'s preview listener: every request goes to its group.
@@ -83,6 +96,16 @@ enum Wait {
 }
 
 impl Wait {
+    /// What the client is told: no group or backend is named.
+    fn describe(&self, host: &str) -> String {
+        match self {
+            Wait::Paused => format!("app {host} is paused"),
+            Wait::NoRoutes => format!("app {host} has no route"),
+            Wait::NoHealthy(_) => format!("app {host} has no healthy backend"),
+            Wait::UnknownPreview(_) => "no such preview".into(),
+        }
+    }
+
     /// Counts the 503 that ends this wait against the groups it waited for: the
     /// proxy's own answer for a group with no healthy backend is the group's
     /// error; a paused app or one without routes is nobody's.
@@ -94,7 +117,8 @@ impl Wait {
         }
     }
 
-    fn describe(&self, host: &str) -> String {
+    /// What the log is told.
+    fn detail(&self, host: &str) -> String {
         match self {
             Wait::Paused => format!("app {host} is paused"),
             Wait::NoRoutes => format!("app {host} has no route table"),
@@ -229,7 +253,7 @@ async fn choose(
     let max = inner.options.max_held;
     if inner.held.fetch_add(1, Ordering::AcqRel) >= max {
         inner.held.fetch_sub(1, Ordering::AcqRel);
-        tracing::warn!(host = %app.host, max, "hold queue full");
+        tracing::warn!(host = %app.host, max, reason = %wait.detail(&app.host), "hold queue full");
         wait.count(Duration::ZERO);
         return Err(plain(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -242,7 +266,7 @@ async fn choose(
     let _held = HeldGuard(&inner.held);
     let timeout = inner.options.hold_timeout;
     let deadline = Instant::now() + timeout;
-    tracing::debug!(host = %app.host, reason = %wait.describe(&app.host), "holding a request");
+    tracing::debug!(host = %app.host, reason = %wait.detail(&app.host), "holding a request");
     let mut last;
     loop {
         let mut changes = inner.epoch.subscribe();
@@ -257,6 +281,7 @@ async fn choose(
             Ok(Ok(())) => continue,
             _ => {
                 last.count(timeout);
+                tracing::info!(host = %app.host, reason = %last.detail(&app.host), ?timeout, "held past the hold timeout");
                 return Err(plain(
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!(
@@ -424,13 +449,14 @@ async fn forward(
     };
     let (app, preview) = match &conn.pin {
         Some(pin) => (proxy.app_exact(&pin.host), Some(pin.group.to_string())),
-        None => (
+        None if conn.preview_header => (
             proxy.app_for(host.as_deref()),
             req.headers()
                 .get(PREVIEW_HEADER)
                 .and_then(|v| v.to_str().ok())
                 .map(|v| v.trim().to_owned()),
         ),
+        None => (proxy.app_for(host.as_deref()), None),
     };
     let Some(app) = app else {
         return plain(
@@ -453,6 +479,7 @@ async fn forward(
     let mut headers = parts.headers;
     let upgrade_value = headers.get(header::UPGRADE).cloned();
     strip_hop_by_hop(&mut headers);
+    headers.remove(PREVIEW_HEADER);
     if let (true, Some(value)) = (upgrade, upgrade_value) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, value);
@@ -575,13 +602,17 @@ async fn forward(
                 );
             }
             Err(_) if choice.group.is_cut() => {
+                tracing::info!(
+                    host = %app.host,
+                    group = %choice.group.id,
+                    backend = %choice.backend.authority,
+                    "request cut by the drain timeout"
+                );
                 choice.group.stats.record(504, started.elapsed());
                 return plain(
                     StatusCode::GATEWAY_TIMEOUT,
                     format!(
-                        "group {} lost its traffic and its backend {} did not answer within the drain timeout ({})",
-                        choice.group.id,
-                        choice.backend.authority,
+                        "the traffic moved and no response came within the drain timeout ({})",
                         human(proxy.inner.options.drain_timeout)
                     ),
                 );
@@ -614,15 +645,7 @@ async fn forward(
                     continue;
                 }
                 choice.group.stats.record(502, started.elapsed());
-                return plain(
-                    StatusCode::BAD_GATEWAY,
-                    format!(
-                        "backend {} of group {} failed: {}",
-                        choice.backend.authority,
-                        choice.group.id,
-                        error_chain(&error)
-                    ),
-                );
+                return plain(StatusCode::BAD_GATEWAY, "the backend failed".into());
             }
         }
     }
@@ -639,26 +662,38 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// Sets the forwarded headers: the proxy's own for a client, kept (and
+/// `X-Forwarded-For` appended to) for a trusted proxy in front.
 fn add_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&str>) {
     let xff = HeaderName::from_static("x-forwarded-for");
-    let value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
+    let xfp = HeaderName::from_static("x-forwarded-proto");
+    let xfh = HeaderName::from_static("x-forwarded-host");
+    let proto = HeaderValue::from_static(if conn.tls { "https" } else { "http" });
+    let host = host.and_then(|h| HeaderValue::from_str(h).ok());
+    if !conn.trusted_proxy {
+        headers.remove(header::FORWARDED);
+        headers.insert(xff, conn.ip.clone());
+        headers.insert(xfp, proto);
+        match host {
+            Some(v) => headers.insert(xfh, v),
+            None => headers.remove(xfh),
+        };
+        return;
+    }
+    let appended = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
         Some(prev) => {
             HeaderValue::from_str(&format!("{prev}, {}", conn.ip.to_str().unwrap_or(""))).ok()
         }
         None => Some(conn.ip.clone()),
     };
-    if let Some(v) = value {
+    if let Some(v) = appended {
         headers.insert(xff, v);
     }
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
-    );
-    let xfh = HeaderName::from_static("x-forwarded-host");
-    if !headers.contains_key(&xfh) {
-        if let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
-            headers.insert(xfh, v);
-        }
+    if !headers.contains_key(&xfp) {
+        headers.insert(xfp, proto);
+    }
+    if let (false, Some(v)) = (headers.contains_key(&xfh), host) {
+        headers.insert(xfh, v);
     }
 }
 

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bluegreen_proxy::{
-    admin, AdminAddr, AdminListener, AdminToken, HealthCheckOptions, Proxy, ProxyOptions, TlsConfig,
+    admin, AdminAddr, AdminListener, AdminToken, HealthCheckOptions, IpNetwork, Proxy,
+    ProxyOptions, TlsConfig,
 };
 use clap::Parser;
 use tokio::net::TcpListener;
@@ -70,6 +71,20 @@ struct Args {
     /// serving that group alone), or `off` for no previews.
     #[arg(long, env = "BLUEGREEN_PROXY_PREVIEW_BIND", default_value = "127.0.0.1", value_parser = parse_preview_bind)]
     preview_bind: PreviewBind,
+    /// Networks (`10.0.0.0/8`, `127.0.0.1`, comma-separated) whose clients may
+    /// ask for a group by the `X-Bluegreen-Preview` header on --listen (default:
+    /// none; previews are on the preview listeners).
+    #[arg(
+        long,
+        env = "BLUEGREEN_PROXY_PREVIEW_HEADER_FROM",
+        value_delimiter = ','
+    )]
+    preview_header_from: Vec<IpNetwork>,
+    /// Load balancers in front of the proxy (networks, comma-separated) whose
+    /// X-Forwarded-For/-Proto/-Host and Forwarded headers are kept (default: none;
+    /// the proxy sets them for every client).
+    #[arg(long, env = "BLUEGREEN_PROXY_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<IpNetwork>,
     /// Threads that serve client connections, each with its own event loop
     /// (default: one per core).
     #[arg(long, env = "BLUEGREEN_PROXY_THREADS")]
@@ -188,6 +203,8 @@ async fn run(args: Args) -> Result<(), String> {
         .with_shutdown_timeout(args.shutdown_timeout)
         .with_drain_timeout(args.drain_timeout)
         .with_preview_bind(args.preview_bind.0)
+        .with_preview_header_from(args.preview_header_from.clone())
+        .with_trusted_proxies(args.trusted_proxies.clone())
         .with_health(
             HealthCheckOptions::default()
                 .with_path(args.health_path.clone())

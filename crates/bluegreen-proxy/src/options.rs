@@ -3,6 +3,86 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+/// An IP network: an address and a prefix length (`10.0.0.0/8`, `::1/128`); a
+/// bare address is a network of one.
+///
+/// ```
+/// use bluegreen_proxy::IpNetwork;
+/// let lb: IpNetwork = "10.1.0.0/16".parse().unwrap();
+/// assert!(lb.contains("10.1.2.3".parse().unwrap()));
+/// assert!(!lb.contains("10.2.0.1".parse().unwrap()));
+/// assert!("127.0.0.1".parse::<IpNetwork>().unwrap().contains("127.0.0.1".parse().unwrap()));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct IpNetwork {
+    address: IpAddr,
+    prefix: u8,
+}
+
+impl IpNetwork {
+    /// The network of `address` with its first `prefix` bits, or `None` when
+    /// `prefix` is longer than the address.
+    pub fn new(address: IpAddr, prefix: u8) -> Option<Self> {
+        let max = if address.is_ipv4() { 32 } else { 128 };
+        (prefix <= max).then_some(IpNetwork { address, prefix })
+    }
+
+    /// Whether `ip` is in the network (an IPv4-mapped IPv6 address counts as
+    /// its IPv4 address).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.address, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether `ip` is in any of `networks`.
+    pub(crate) fn any_contains(networks: &[IpNetwork], ip: IpAddr) -> bool {
+        networks.iter().any(|n| n.contains(ip))
+    }
+}
+
+impl std::str::FromStr for IpNetwork {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let bad = || format!("`{s}` is neither an IP address nor an address/prefix");
+        let (address, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let address: IpAddr = address.parse().map_err(|_| bad())?;
+        let prefix = match prefix {
+            Some(p) => p.parse().map_err(|_| bad())?,
+            None if address.is_ipv4() => 32,
+            None => 128,
+        };
+        IpNetwork::new(address, prefix).ok_or_else(bad)
+    }
+}
+
+impl std::fmt::Display for IpNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix)
+    }
+}
+
 /// How the proxy checks its backends' health.
 ///
 /// A backend starts *unknown* and gets no request until a check passes; the first
@@ -94,6 +174,18 @@ pub struct ProxyOptions {
     /// one port per attached group; `None` gives no previews. Default `127.0.0.1`:
     /// a group without traffic is reachable from this machine only.
     pub preview_bind: Option<IpAddr>,
+    /// Clients that may ask for a group by the [`X-Bluegreen-Preview`](crate::PREVIEW_HEADER)
+    /// header on the proxy's own listener. Default none: previews are served on
+    /// the preview listeners only, and the header is removed from every request
+    /// before it is forwarded.
+    pub preview_header_from: Vec<IpNetwork>,
+    /// Load balancers or proxies in front of this one, whose `X-Forwarded-For`
+    /// (appended to), `X-Forwarded-Proto`, `X-Forwarded-Host` and `Forwarded`
+    /// headers are kept. Default none: for every client these headers are set by
+    /// the proxy (`X-Forwarded-For` to the client's address, `X-Forwarded-Proto`
+    /// to `http` or `https`, `X-Forwarded-Host` to the request's host) and a
+    /// client's `Forwarded` is removed.
+    pub trusted_proxies: Vec<IpNetwork>,
 }
 
 impl Default for ProxyOptions {
@@ -107,6 +199,8 @@ impl Default for ProxyOptions {
             drain_timeout: Duration::from_secs(30),
             pool_idle_timeout: Duration::from_secs(60),
             preview_bind: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            preview_header_from: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -151,6 +245,18 @@ impl ProxyOptions {
     /// Sets [`ProxyOptions::shutdown_timeout`].
     pub fn with_shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ProxyOptions::preview_header_from`].
+    pub fn with_preview_header_from(mut self, networks: Vec<IpNetwork>) -> Self {
+        self.preview_header_from = networks;
+        self
+    }
+
+    /// Sets [`ProxyOptions::trusted_proxies`].
+    pub fn with_trusted_proxies(mut self, networks: Vec<IpNetwork>) -> Self {
+        self.trusted_proxies = networks;
         self
     }
 }

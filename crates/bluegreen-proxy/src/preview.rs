@@ -148,9 +148,10 @@ async fn accept(proxy: Weak<Inner>, listener: TcpListener, pin: Arc<PreviewPin>)
         };
         let Some(inner) = proxy.upgrade() else { return };
         let _ = stream.set_nodelay(true);
+        let info = ConnInfo::new(remote, false, &inner.options).pinned(pin.clone());
         let client = Client {
             proxy: Proxy { inner },
-            info: ConnInfo::new(remote, false).pinned(pin.clone()),
+            info,
             builder: builder.clone(),
             watcher: graceful.watcher(),
             tls: None,

@@ -126,7 +126,7 @@ impl Proxy {
             let _ = stream.set_nodelay(true);
             let client = Client {
                 proxy: self.clone(),
-                info: ConnInfo::new(remote, tls.is_some()),
+                info: ConnInfo::new(remote, tls.is_some(), &self.inner.options),
                 builder: builder.clone(),
                 watcher: graceful.watcher(),
                 tls: tls.as_ref().map(|t| t.acceptor.clone()),

@@ -101,3 +101,127 @@ async fn the_targets_authority_wins_over_host() {
         }
     }
 }
+
+/// Blue routed, green attached without traffic, on `web.production`.
+async fn blue_and_green(
+    options: bluegreen_proxy::ProxyOptions,
+) -> (RunningProxy, Vec<TestBackend>) {
+    let proxy = RunningProxy::start(options).await;
+    let (blue, green) = blue_routed_green_ready(&proxy.proxy, "web.production").await;
+    (proxy, vec![blue, green])
+}
+
+#[tokio::test]
+async fn previews_by_header_only_from_trusted_networks() {
+    let options = test_options().with_hold_timeout(Duration::from_millis(100));
+    let (proxy, _b) = blue_and_green(options).await;
+    let client = http1_client();
+    let url = proxy.url("/");
+    let host = "web.production";
+    // the public listener ignores the header: live traffic goes to the routed group
+    let (_, _, body) = get(&client, &url, host, &[("x-bluegreen-preview", "green")])
+        .await
+        .unwrap();
+    assert_eq!(body, "blue i0");
+    let (status, _, body) = get(&client, &url, host, &[("x-bluegreen-preview", "red")])
+        .await
+        .unwrap();
+    assert_eq!((status.as_u16(), body.as_str()), (200, "blue i0"));
+    // and it does not serve a paused app
+    proxy.proxy.pause(host).unwrap();
+    let (status, _, body) = get(&client, &url, host, &[("x-bluegreen-preview", "green")])
+        .await
+        .unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(!body.contains("blue") && !body.contains("green"), "{body}");
+    proxy.proxy.resume(host).unwrap();
+    // nor does it reach a backend
+    let (_, _, body) = get(
+        &client,
+        &proxy.url("/headers"),
+        host,
+        &[("x-bluegreen-preview", "blue")],
+    )
+    .await
+    .unwrap();
+    assert!(!body.contains("x-bluegreen-preview"), "{body}");
+
+    // from a trusted network it previews, and an unknown name is not echoed
+    let trusted = test_options().with_preview_header_from(vec!["127.0.0.1".parse().unwrap()]);
+    let (proxy, _b) = blue_and_green(trusted).await;
+    let (_, _, body) = get(
+        &client,
+        &proxy.url("/"),
+        host,
+        &[("x-bluegreen-preview", "green")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(body, "green i0");
+    let (status, _, body) = get(
+        &client,
+        &proxy.url("/"),
+        host,
+        &[("x-bluegreen-preview", "red")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 404);
+    assert!(!body.contains("red"), "{body}");
+}
+
+fn header<'a>(dump: &'a str, name: &str) -> Vec<&'a str> {
+    dump.lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+        .collect()
+}
+
+#[tokio::test]
+async fn forwarded_headers_are_the_proxys_unless_from_a_trusted_proxy() {
+    let spoofed = [
+        ("x-forwarded-host", "evil.example"),
+        ("x-forwarded-for", "6.6.6.6"),
+        ("x-forwarded-proto", "https"),
+        ("forwarded", "for=6.6.6.6;host=evil.example"),
+    ];
+    let (proxy, _b) = blue_and_green(test_options()).await;
+    let (_, _, dump) = get(
+        &http1_client(),
+        &proxy.url("/headers"),
+        "web.production",
+        &spoofed,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        header(&dump, "x-forwarded-host"),
+        ["web.production"],
+        "{dump}"
+    );
+    assert_eq!(header(&dump, "x-forwarded-for"), ["127.0.0.1"], "{dump}");
+    assert_eq!(header(&dump, "x-forwarded-proto"), ["http"], "{dump}");
+    assert!(header(&dump, "forwarded").is_empty(), "{dump}");
+
+    let behind_lb = test_options().with_trusted_proxies(vec!["127.0.0.0/8".parse().unwrap()]);
+    let (proxy, _b) = blue_and_green(behind_lb).await;
+    let (_, _, dump) = get(
+        &http1_client(),
+        &proxy.url("/headers"),
+        "web.production",
+        &spoofed,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        header(&dump, "x-forwarded-host"),
+        ["evil.example"],
+        "{dump}"
+    );
+    assert_eq!(
+        header(&dump, "x-forwarded-for"),
+        ["6.6.6.6, 127.0.0.1"],
+        "{dump}"
+    );
+    assert_eq!(header(&dump, "x-forwarded-proto"), ["https"], "{dump}");
+    assert_eq!(header(&dump, "forwarded").len(), 1, "{dump}");
+}
