@@ -186,6 +186,40 @@ pub(crate) fn normalize_host(host: &str) -> Result<String> {
     Ok(host)
 }
 
+/// The most characters of a group id (and of an instance id).
+const MAX_ID: usize = 128;
+
+/// Checks a group id wherever one comes in (attach, apply, routes, detach), or
+/// [`Error::Invalid`] naming `field`: 1 to 128 ASCII letters, digits and
+/// `-._~:+`, so that it is safe in a cookie, a header and a URL path.
+pub(crate) fn check_group_id(group: &GroupId, field: &str) -> Result<()> {
+    let id = group.as_str();
+    if id.is_empty() || id.len() > MAX_ID {
+        return Err(Error::invalid(
+            field,
+            format!("{id:?} is not a group id: it must have 1 to {MAX_ID} characters"),
+        ));
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~' | ':' | '+')))
+    {
+        return Err(Error::invalid(
+            field,
+            format!("{id:?} is not a group id: it contains {c:?}; use letters, digits and -._~:+"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the group ids of a route table.
+fn check_table(table: &RouteTable) -> Result<()> {
+    for group in table.groups() {
+        check_group_id(group, "routes")?;
+    }
+    Ok(())
+}
+
 /// A draft of an app's next snapshot.
 pub(crate) struct Draft {
     pub(crate) table: RouteTable,
@@ -476,6 +510,7 @@ impl Proxy {
         backends: &[BackendSpec],
     ) -> Result<()> {
         let host = normalize_host(host)?;
+        check_group_id(group, "group")?;
         let fresh = self.change(&host, |proxy, app, draft| {
             let (state, fresh) =
                 proxy.build_group(app, group, backends, draft.groups.get(group))?;
@@ -491,11 +526,17 @@ impl Proxy {
     /// Forgets `group` and closes its preview listener. Idempotent; a group that
     /// has traffic is [`Error::Conflict`].
     pub fn detach(&self, host: &str, group: &GroupId) -> Result<()> {
+        self.detach_group(host, group).map(|_| ())
+    }
+
+    /// Like [`Proxy::detach`]; whether the group was attached.
+    pub(crate) fn detach_group(&self, host: &str, group: &GroupId) -> Result<bool> {
         let host = normalize_host(host)?;
+        check_group_id(group, "group")?;
         if self.app_exact(&host).is_none() {
-            return Ok(());
+            return Ok(false);
         }
-        self.change(&host, |_, app, draft| {
+        let detached = self.change(&host, |_, app, draft| {
             if draft.table.weight(group) > 0 {
                 return Err(Error::conflict(format!(
                     "group {group} still has {}% of {}'s traffic",
@@ -503,20 +544,22 @@ impl Proxy {
                     app.host
                 )));
             }
-            if draft.groups.remove(group).is_some() {
+            let found = draft.groups.remove(group).is_some();
+            if found {
                 app.stats.lock().expect("stats lock").remove(group);
                 tracing::info!(host = %app.host, %group, "group detached");
             }
-            Ok(())
+            Ok(found)
         })?;
         self.close_preview(&host, group);
-        Ok(())
+        Ok(detached)
     }
 
     /// Replaces the app's route table at once. Every group must be attached, or
     /// [`Error::NotFound`] and nothing changes.
     pub fn set_routes(&self, host: &str, table: &RouteTable) -> Result<()> {
         table.validate()?;
+        check_table(table)?;
         self.change(host, |_, _, draft| {
             draft.table = table.clone();
             Ok(())
@@ -532,6 +575,10 @@ impl Proxy {
         groups: &BTreeMap<GroupId, Vec<BackendSpec>>,
     ) -> Result<()> {
         table.validate()?;
+        check_table(table)?;
+        for group in groups.keys() {
+            check_group_id(group, "groups")?;
+        }
         let host = normalize_host(host)?;
         let fresh = self.change(&host, |proxy, app, draft| {
             let mut fresh = Vec::new();
