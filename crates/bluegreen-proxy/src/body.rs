@@ -2,14 +2,17 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::time::{Instant, Sleep};
 
 use crate::backend::Epoch;
+use crate::conn::ActiveGuard;
 use crate::drain::DrainTimeout;
 use crate::state::GroupState;
 
@@ -19,8 +22,37 @@ use crate::state::GroupState;
 /// client's fault and never the backend's.
 pub(crate) struct BodySlot {
     body: Mutex<Option<Incoming>>,
-    client_failed: AtomicBool,
+    /// 0, or why the client's body failed: [`FAILED`] or [`STALLED`].
+    client_failed: AtomicU8,
+    /// The longest wait for the next part of the body.
+    stall_limit: Duration,
 }
+
+/// The client's body failed to read.
+const FAILED: u8 = 1;
+/// The client's body stalled past the body timeout.
+const STALLED: u8 = 2;
+
+/// What went wrong with a client's request body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ClientFault {
+    /// Malformed, cut short or reset.
+    Failed,
+    /// Nothing more came within the body timeout.
+    Stalled,
+}
+
+/// The error a request body ends with when it stalls.
+#[derive(Debug)]
+struct BodyStalled(Duration);
+
+impl std::fmt::Display for BodyStalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the request body stalled for {:?}", self.0)
+    }
+}
+
+impl std::error::Error for BodyStalled {}
 
 impl BodySlot {
     /// The body back, if nothing has read from it.
@@ -28,9 +60,14 @@ impl BodySlot {
         self.body.lock().ok()?.take()
     }
 
-    /// Whether reading the client's body failed (malformed, cut short, reset).
-    pub(crate) fn client_failed(&self) -> bool {
-        self.client_failed.load(Ordering::Acquire)
+    /// Whether reading the client's body failed (malformed, cut short, reset,
+    /// stalled), and how.
+    pub(crate) fn client_fault(&self) -> Option<ClientFault> {
+        match self.client_failed.load(Ordering::Acquire) {
+            0 => None,
+            STALLED => Some(ClientFault::Stalled),
+            _ => Some(ClientFault::Failed),
+        }
     }
 }
 
@@ -43,57 +80,91 @@ pub(crate) enum UpstreamBody {
     Recoverable {
         slot: Arc<BodySlot>,
         taken: Option<Incoming>,
+        /// Armed while the body waits for the client.
+        stall: Option<Pin<Box<Sleep>>>,
+        waiting: bool,
     },
 }
 
 impl UpstreamBody {
-    /// A body that [`BodySlot::take_back`] gives back while nothing read it.
-    pub(crate) fn recoverable(body: Incoming) -> (UpstreamBody, Arc<BodySlot>) {
+    /// A body that [`BodySlot::take_back`] gives back while nothing read it, and
+    /// that fails once the client sends nothing for `stall_limit`.
+    pub(crate) fn recoverable(
+        body: Incoming,
+        stall_limit: Duration,
+    ) -> (UpstreamBody, Arc<BodySlot>) {
         let slot = Arc::new(BodySlot {
             body: Mutex::new(Some(body)),
-            client_failed: AtomicBool::new(false),
+            client_failed: AtomicU8::new(0),
+            stall_limit,
         });
-        (
-            UpstreamBody::Recoverable {
-                slot: slot.clone(),
-                taken: None,
-            },
-            slot,
-        )
+        (Self::again_inner(&slot, None), slot)
     }
 
     /// `body`, taken back from `slot`, for another attempt.
     pub(crate) fn again(slot: &Arc<BodySlot>, body: Incoming) -> UpstreamBody {
+        Self::again_inner(slot, Some(body))
+    }
+
+    fn again_inner(slot: &Arc<BodySlot>, taken: Option<Incoming>) -> UpstreamBody {
         UpstreamBody::Recoverable {
             slot: slot.clone(),
-            taken: Some(body),
+            taken,
+            stall: None,
+            waiting: false,
         }
     }
 }
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             UpstreamBody::Empty => Poll::Ready(None),
-            UpstreamBody::Recoverable { slot, taken } => {
+            UpstreamBody::Recoverable {
+                slot,
+                taken,
+                stall,
+                waiting,
+            } => {
                 if taken.is_none() {
                     *taken = slot.body.lock().ok().and_then(|mut s| s.take());
                 }
-                match taken {
-                    Some(b) => {
-                        let polled = Pin::new(b).poll_frame(cx);
-                        if let Poll::Ready(Some(Err(_))) = &polled {
-                            slot.client_failed.store(true, Ordering::Release);
-                        }
-                        polled
+                let Some(b) = taken else {
+                    return Poll::Ready(None);
+                };
+                match Pin::new(b).poll_frame(cx) {
+                    Poll::Ready(Some(Err(e))) => {
+                        slot.client_failed.store(FAILED, Ordering::Release);
+                        Poll::Ready(Some(Err(e.into())))
                     }
-                    None => Poll::Ready(None),
+                    Poll::Ready(other) => {
+                        *waiting = false;
+                        Poll::Ready(other.map(|f| f.map_err(Into::into)))
+                    }
+                    Poll::Pending => {
+                        let deadline = Instant::now() + slot.stall_limit;
+                        if !*waiting {
+                            *waiting = true;
+                            match stall {
+                                Some(t) => t.as_mut().reset(deadline),
+                                None => *stall = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                            }
+                        }
+                        if stall
+                            .as_mut()
+                            .is_some_and(|t| t.as_mut().poll(cx).is_ready())
+                        {
+                            slot.client_failed.store(STALLED, Ordering::Release);
+                            return Poll::Ready(Some(Err(Box::new(BodyStalled(slot.stall_limit)))));
+                        }
+                        Poll::Pending
+                    }
                 }
             }
         }
@@ -102,7 +173,7 @@ impl Body for UpstreamBody {
     fn is_end_stream(&self) -> bool {
         match self {
             UpstreamBody::Empty => true,
-            UpstreamBody::Recoverable { slot, taken } => match taken {
+            UpstreamBody::Recoverable { slot, taken, .. } => match taken {
                 Some(b) => b.is_end_stream(),
                 None => slot
                     .body
@@ -116,7 +187,7 @@ impl Body for UpstreamBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             UpstreamBody::Empty => SizeHint::with_exact(0),
-            UpstreamBody::Recoverable { slot, taken } => match taken {
+            UpstreamBody::Recoverable { slot, taken, .. } => match taken {
                 Some(b) => b.size_hint(),
                 None => slot
                     .body
@@ -264,5 +335,41 @@ impl Body for ProxyBody {
             ProxyBody::Backend(b) => b.size_hint(),
             ProxyBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
+    }
+}
+
+/// A response on its way to a client, with the request kept in progress on its
+/// connection until the body is sent or dropped.
+pub(crate) struct ClientBody {
+    body: ProxyBody,
+    _active: ActiveGuard,
+}
+
+impl ClientBody {
+    pub(crate) fn new(body: ProxyBody, active: ActiveGuard) -> Self {
+        ClientBody {
+            body,
+            _active: active,
+        }
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }

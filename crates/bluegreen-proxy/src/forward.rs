@@ -13,7 +13,8 @@ use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
 use crate::backend::Backend;
-use crate::body::{BackendBody, ProxyBody, UpstreamBody};
+use crate::body::{BackendBody, ClientBody, ClientFault, ProxyBody, UpstreamBody};
+use crate::conn::Activity;
 use crate::options::{IpNetwork, ProxyOptions};
 use crate::preview::PreviewPin;
 use crate::state::{AppState, GroupState, Proxy, Snapshot};
@@ -68,6 +69,7 @@ pub(crate) struct ClientConn {
     pub(crate) proxy: Proxy,
     pub(crate) info: ConnInfo,
     pub(crate) affinity: Affinity,
+    pub(crate) activity: Arc<Activity>,
 }
 
 const HOP_BY_HOP: [HeaderName; 7] = [
@@ -433,14 +435,17 @@ impl Outgoing {
 pub(crate) async fn handle(
     client: Arc<ClientConn>,
     req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, std::convert::Infallible> {
-    Ok(forward(&client.proxy, &client.info, &client.affinity, req).await)
+) -> Result<Response<ClientBody>, std::convert::Infallible> {
+    let active = client.activity.begin();
+    let response = forward(&client.proxy, &client.info, &client.affinity, &active, req).await;
+    Ok(response.map(|body| ClientBody::new(body, active)))
 }
 
 async fn forward(
     proxy: &Proxy,
     conn: &ConnInfo,
     affinity: &Affinity,
+    active: &crate::conn::ActiveGuard,
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let host = match request_host(&req) {
@@ -516,7 +521,7 @@ async fn forward(
     let (mut body, slot) = if empty_body {
         (UpstreamBody::Empty, None)
     } else {
-        let (b, slot) = UpstreamBody::recoverable(body);
+        let (b, slot) = UpstreamBody::recoverable(body, proxy.inner.options.body_timeout);
         (b, Some(slot))
     };
 
@@ -563,7 +568,10 @@ async fn forward(
                     if let Some(client_side) = client_upgrade {
                         let backend_side = hyper::upgrade::on(&mut response);
                         let (group, epoch) = (choice.group.clone(), proxy.inner.epoch.clone());
+                        // a tunnel is in progress while it lasts: no idle timeout
+                        let tunnel_active = active.activity().begin();
                         tokio::spawn(async move {
+                            let _active = tunnel_active;
                             tokio::select! {
                                 () = tunnel(client_side, backend_side) => {}
                                 () = group.until_cut(&epoch) => {
@@ -590,16 +598,25 @@ async fn forward(
             }
             // the client's body could not be read (malformed, cut short, reset):
             // the client's fault, never counted against the group
-            Err(error) if slot.as_ref().is_some_and(|s| s.client_failed()) => {
+            Err(error) if slot.as_ref().is_some_and(|s| s.client_fault().is_some()) => {
                 tracing::debug!(
                     host = %app.host,
                     error = %error_chain(&error),
                     "request body from the client failed"
                 );
-                return plain(
-                    StatusCode::BAD_REQUEST,
-                    "the request body could not be read".into(),
-                );
+                return match slot.as_ref().and_then(|s| s.client_fault()) {
+                    Some(ClientFault::Stalled) => plain(
+                        StatusCode::REQUEST_TIMEOUT,
+                        format!(
+                            "the request body stalled for the body timeout ({})",
+                            human(proxy.inner.options.body_timeout)
+                        ),
+                    ),
+                    _ => plain(
+                        StatusCode::BAD_REQUEST,
+                        "the request body could not be read".into(),
+                    ),
+                };
             }
             Err(_) if choice.group.is_cut() => {
                 tracing::info!(

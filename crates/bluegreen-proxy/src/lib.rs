@@ -4,6 +4,7 @@
 pub mod admin;
 mod backend;
 mod body;
+mod conn;
 mod drain;
 mod embedded;
 mod forward;

@@ -174,6 +174,34 @@ pub struct ProxyOptions {
     /// one port per attached group; `None` gives no previews. Default `127.0.0.1`:
     /// a group without traffic is reachable from this machine only.
     pub preview_bind: Option<IpAddr>,
+    /// How long a new connection may take to deliver its first request's head:
+    /// protocol detection (HTTP/1.1 or the HTTP/2 preface), the TLS handshake and
+    /// the request line and headers. Also bounds every HTTP/1.1 request head once
+    /// its first byte came. Past it the connection is closed without a response.
+    /// Default 30 s.
+    pub header_timeout: Duration,
+    /// How long a connection with no request in progress is kept open: between
+    /// two HTTP/1.1 requests (keep-alive), or an HTTP/2 connection with no stream
+    /// open. What the client sends meanwhile (HTTP/2 PING or SETTINGS) does not
+    /// extend it. Past it the connection is closed. Default 60 s.
+    pub idle_timeout: Duration,
+    /// How long a request body may stall: the longest wait for the next part of
+    /// a body the proxy is forwarding. Past it the request is answered 408 (the
+    /// backend's request is abandoned) and not counted against the group.
+    /// Default 60 s.
+    pub body_timeout: Duration,
+    /// How long sending to a client may stall: the longest wait for a client
+    /// that reads nothing (its socket full, or, in HTTP/2, response data waiting
+    /// for its flow-control window while no response data moves on the
+    /// connection). Past it the connection is closed, and its backend requests
+    /// and connections are dropped. Default 60 s.
+    pub send_timeout: Duration,
+    /// The interval of HTTP/2 PINGs to clients, which find a client that is gone
+    /// while requests are in progress; `None` sends none. Default 20 s.
+    pub http2_keep_alive_interval: Option<Duration>,
+    /// How long an HTTP/2 PING may wait for its answer before the connection is
+    /// closed. Default 20 s.
+    pub http2_keep_alive_timeout: Duration,
     /// Clients that may ask for a group by the [`X-Bluegreen-Preview`](crate::PREVIEW_HEADER)
     /// header on the proxy's own listener. Default none: previews are served on
     /// the preview listeners only, and the header is removed from every request
@@ -199,6 +227,12 @@ impl Default for ProxyOptions {
             drain_timeout: Duration::from_secs(30),
             pool_idle_timeout: Duration::from_secs(60),
             preview_bind: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            http2_keep_alive_interval: Some(Duration::from_secs(20)),
+            http2_keep_alive_timeout: Duration::from_secs(20),
             preview_header_from: Vec::new(),
             trusted_proxies: Vec::new(),
         }
@@ -257,6 +291,38 @@ impl ProxyOptions {
     /// Sets [`ProxyOptions::trusted_proxies`].
     pub fn with_trusted_proxies(mut self, networks: Vec<IpNetwork>) -> Self {
         self.trusted_proxies = networks;
+        self
+    }
+
+    /// Sets [`ProxyOptions::header_timeout`].
+    pub fn with_header_timeout(mut self, timeout: Duration) -> Self {
+        self.header_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ProxyOptions::idle_timeout`].
+    pub fn with_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ProxyOptions::body_timeout`].
+    pub fn with_body_timeout(mut self, timeout: Duration) -> Self {
+        self.body_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ProxyOptions::send_timeout`].
+    pub fn with_send_timeout(mut self, timeout: Duration) -> Self {
+        self.send_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ProxyOptions::http2_keep_alive_interval`] and
+    /// [`ProxyOptions::http2_keep_alive_timeout`].
+    pub fn with_http2_keep_alive(mut self, interval: Option<Duration>, timeout: Duration) -> Self {
+        self.http2_keep_alive_interval = interval;
+        self.http2_keep_alive_timeout = timeout;
         self
     }
 }

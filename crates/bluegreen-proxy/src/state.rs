@@ -129,6 +129,7 @@ pub(crate) struct Inner {
     check_client: CheckClient,
     generation: AtomicU64,
     pub(crate) previews: Previews,
+    pub(crate) connections: crate::conn::Connections,
 }
 
 /// The proxy: apps by host, their groups, route tables and health. A cheap handle
@@ -242,6 +243,7 @@ impl Proxy {
                 check_client: backend::check_client(),
                 generation: AtomicU64::new(0),
                 previews: Previews::default(),
+                connections: Default::default(),
             }),
         }
     }
