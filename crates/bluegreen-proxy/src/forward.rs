@@ -549,14 +549,18 @@ async fn forward(
         };
         let request = outgoing.request(&choice.backend, headers, body, pooled);
         let started = Instant::now();
+        let deadline = started + proxy.inner.options.upstream_timeout;
+        let watch = watch_backend(&choice.group, &choice.backend, &proxy.inner.epoch, deadline);
         let result = if pooled {
-            // no client-connection driver drops pooled connections on a cut
             tokio::select! {
                 r = choice.group.client.request(request) => r.map_err(UpstreamError::Pool),
-                () = choice.group.until_cut(&proxy.inner.epoch) => Err(UpstreamError::Cut),
+                e = watch => Err(e),
             }
         } else {
-            affinity.send(&choice.group, &choice.backend, request).await
+            tokio::select! {
+                r = affinity.send(&choice.group, &choice.backend, request) => r,
+                e = watch => Err(e),
+            }
         };
         match result {
             Ok(mut response) => {
@@ -645,7 +649,10 @@ async fn forward(
                     slot.as_ref()
                         .and_then(|s| Some(UpstreamBody::again(s, s.take_back()?)))
                 };
-                let retry = !last_try && (connect || idempotent) && again.is_some();
+                let retry = !last_try
+                    && (connect || idempotent)
+                    && again.is_some()
+                    && !matches!(error, UpstreamError::Timeout);
                 tracing::warn!(
                     host = %app.host,
                     group = %choice.group.id,
@@ -661,9 +668,59 @@ async fn forward(
                     attempt += 1;
                     continue;
                 }
-                choice.group.stats.record(502, started.elapsed());
-                return plain(StatusCode::BAD_GATEWAY, "the backend failed".into());
+                return match error {
+                    UpstreamError::Timeout => {
+                        choice.group.stats.record(504, started.elapsed());
+                        plain(
+                            StatusCode::GATEWAY_TIMEOUT,
+                            format!(
+                                "no response within the upstream timeout ({})",
+                                human(proxy.inner.options.upstream_timeout)
+                            ),
+                        )
+                    }
+                    UpstreamError::Unhealthy => {
+                        choice.group.stats.record(504, started.elapsed());
+                        plain(
+                            StatusCode::GATEWAY_TIMEOUT,
+                            "the backend became unhealthy before it answered".into(),
+                        )
+                    }
+                    _ => {
+                        choice.group.stats.record(502, started.elapsed());
+                        plain(StatusCode::BAD_GATEWAY, "the backend failed".into())
+                    }
+                };
             }
+        }
+    }
+}
+
+/// Completes with the reason a request to `backend` of `group` stops waiting for
+/// its response: the upstream timeout passed, the backend turned unhealthy, or
+/// the drain timeout cut the group (the pool's connections have no
+/// client-connection driver to drop them).
+async fn watch_backend(
+    group: &GroupState,
+    backend: &Backend,
+    epoch: &crate::backend::Epoch,
+    deadline: Instant,
+) -> UpstreamError {
+    let mut changes = epoch.subscribe();
+    loop {
+        if group.is_cut() {
+            return UpstreamError::Cut;
+        }
+        if backend.health() == crate::BackendHealth::Unhealthy {
+            return UpstreamError::Unhealthy;
+        }
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                tokio::time::sleep_until(deadline).await;
+                return UpstreamError::Timeout;
+            }
+            Err(_) => return UpstreamError::Timeout,
         }
     }
 }

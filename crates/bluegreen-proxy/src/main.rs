@@ -80,6 +80,9 @@ struct Args {
     /// the connection closes).
     #[arg(long, env = "BLUEGREEN_PROXY_SEND_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     send_timeout: Duration,
+    /// How long to wait for a backend's response headers (then 504).
+    #[arg(long, env = "BLUEGREEN_PROXY_UPSTREAM_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    upstream_timeout: Duration,
     /// The interval of HTTP/2 PINGs to clients (`off` for none).
     #[arg(long, env = "BLUEGREEN_PROXY_HTTP2_KEEP_ALIVE", default_value = "20s", value_parser = parse_optional_duration)]
     http2_keep_alive: OptionalDuration,
@@ -240,6 +243,7 @@ async fn run(args: Args) -> Result<(), String> {
         .with_idle_timeout(args.idle_timeout)
         .with_body_timeout(args.body_timeout)
         .with_send_timeout(args.send_timeout)
+        .with_upstream_timeout(args.upstream_timeout)
         .with_http2_keep_alive(args.http2_keep_alive.0, args.http2_keep_alive_timeout)
         .with_preview_header_from(args.preview_header_from.clone())
         .with_trusted_proxies(args.trusted_proxies.clone())

@@ -196,6 +196,13 @@ pub struct ProxyOptions {
     /// connection). Past it the connection is closed, and its backend requests
     /// and connections are dropped. Default 60 s.
     pub send_timeout: Duration,
+    /// How long the proxy waits for a backend's response headers once the
+    /// request is sent. Past it the client gets a 504, counted against the group,
+    /// and the backend connection is closed. A request waiting on a backend that
+    /// turns unhealthy stops waiting at once: an idempotent one (`GET`, `HEAD`,
+    /// `OPTIONS`) goes to another healthy backend, any other gets a 504.
+    /// Default 60 s.
+    pub upstream_timeout: Duration,
     /// The interval of HTTP/2 PINGs to clients, which find a client that is gone
     /// while requests are in progress; `None` sends none. Default 20 s.
     pub http2_keep_alive_interval: Option<Duration>,
@@ -231,6 +238,7 @@ impl Default for ProxyOptions {
             idle_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(60),
             send_timeout: Duration::from_secs(60),
+            upstream_timeout: Duration::from_secs(60),
             http2_keep_alive_interval: Some(Duration::from_secs(20)),
             http2_keep_alive_timeout: Duration::from_secs(20),
             preview_header_from: Vec::new(),
@@ -323,6 +331,12 @@ impl ProxyOptions {
     pub fn with_http2_keep_alive(mut self, interval: Option<Duration>, timeout: Duration) -> Self {
         self.http2_keep_alive_interval = interval;
         self.http2_keep_alive_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ProxyOptions::upstream_timeout`].
+    pub fn with_upstream_timeout(mut self, timeout: Duration) -> Self {
+        self.upstream_timeout = timeout;
         self
     }
 }

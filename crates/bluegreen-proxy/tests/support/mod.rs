@@ -460,55 +460,73 @@ impl RawReply {
     }
 }
 
-/// A backend that accepts connections and reads requests but never answers;
-/// counts the connections still open.
+/// A backend whose health checks pass (until `set_healthy(false)`) but that
+/// never answers any other request; counts the connections that carry such a
+/// request and are still open.
 pub struct SilentBackend {
     pub addr: SocketAddr,
-    open: Arc<AtomicUsize>,
-    accepted: Arc<AtomicUsize>,
+    hung: Arc<AtomicUsize>,
+    healthy: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl SilentBackend {
     pub async fn start() -> SilentBackend {
-        use tokio::io::AsyncReadExt;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let open = Arc::new(AtomicUsize::new(0));
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let (o, a) = (open.clone(), accepted.clone());
+        let hung = Arc::new(AtomicUsize::new(0));
+        let healthy = Arc::new(AtomicBool::new(true));
+        let (h, ok) = (hung.clone(), healthy.clone());
         let task = tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
-                o.fetch_add(1, Ordering::SeqCst);
-                a.fetch_add(1, Ordering::SeqCst);
-                let o = o.clone();
+                let (h, ok) = (h.clone(), ok.clone());
                 tokio::spawn(async move {
                     let mut buf = [0u8; 4096];
+                    let mut counted = false;
                     while let Ok(n) = stream.read(&mut buf).await {
                         if n == 0 {
                             break;
                         }
+                        let text = String::from_utf8_lossy(&buf[..n]);
+                        if text.starts_with("GET /health ") {
+                            let status = if ok.load(Ordering::SeqCst) {
+                                "200 OK"
+                            } else {
+                                "503 No"
+                            };
+                            let reply = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
+                            let _ = stream.write_all(reply.as_bytes()).await;
+                        } else if !counted {
+                            counted = true;
+                            h.fetch_add(1, Ordering::SeqCst);
+                        }
                     }
-                    o.fetch_sub(1, Ordering::SeqCst);
+                    if counted {
+                        h.fetch_sub(1, Ordering::SeqCst);
+                    }
                 });
             }
         });
         SilentBackend {
             addr,
-            open,
-            accepted,
+            hung,
+            healthy,
             task,
         }
     }
 
-    /// Connections open now.
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::SeqCst)
+    pub fn address(&self) -> String {
+        self.addr.to_string()
     }
 
-    /// Connections accepted so far.
-    pub fn accepted(&self) -> usize {
-        self.accepted.load(Ordering::SeqCst)
+    /// Connections open now that carry a request it will never answer.
+    pub fn hung(&self) -> usize {
+        self.hung.load(Ordering::SeqCst)
+    }
+
+    pub fn set_healthy(&self, yes: bool) {
+        self.healthy.store(yes, Ordering::SeqCst);
     }
 }
 
