@@ -12,7 +12,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use crate::backend::Epoch;
-use crate::conn::ActiveGuard;
+use crate::conn::{ActiveGuard, Activity};
 use crate::drain::DrainTimeout;
 use crate::state::GroupState;
 
@@ -215,6 +215,11 @@ pub(crate) struct BackendBody {
     /// driver drops on a cut: what to wait on, and the wait once armed.
     epoch: Option<Arc<Epoch>>,
     waiting: Option<CutWait>,
+    /// For an HTTP/2 response: the client connection's activity, told when a
+    /// frame is handed on and when more is asked for, so that a stream stuck on
+    /// the client's flow-control window is seen (see [`crate::conn`]).
+    sending: Option<Arc<Activity>>,
+    handed: bool,
 }
 
 impl BackendBody {
@@ -225,13 +230,38 @@ impl BackendBody {
             group,
             epoch,
             waiting: None,
+            sending: None,
+            handed: false,
         }
     }
 
+    /// Reports the frames it hands on to `activity` (HTTP/2 responses).
+    pub(crate) fn reporting_to(mut self, activity: Arc<Activity>) -> Self {
+        self.sending = Some(activity);
+        self
+    }
+
+    fn taken(&mut self) {
+        if self.handed {
+            self.handed = false;
+            if let Some(a) = &self.sending {
+                a.frame_taken();
+            }
+        }
+    }
+}
+
+impl BackendBody {
     fn cut(&self) -> BoxError {
         Box::new(DrainTimeout {
             group: self.group.id.to_string(),
         })
+    }
+}
+
+impl Drop for BackendBody {
+    fn drop(&mut self) {
+        self.taken();
     }
 }
 
@@ -277,11 +307,18 @@ impl Body for BackendBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
+        this.taken();
         if this.group.is_cut() {
             return Poll::Ready(Some(Err(this.cut())));
         }
         match Pin::new(&mut this.body).poll_frame(cx) {
-            Poll::Ready(Some(frame)) => Poll::Ready(Some(frame.map_err(Into::into))),
+            Poll::Ready(Some(frame)) => {
+                if let (Some(a), Ok(_)) = (&this.sending, &frame) {
+                    a.frame_sent();
+                    this.handed = true;
+                }
+                Poll::Ready(Some(frame.map_err(Into::into)))
+            }
             // a connection dropped by the cut ends its body as if whole
             Poll::Ready(None) if this.group.is_cut() => Poll::Ready(Some(Err(this.cut()))),
             Poll::Ready(None) => Poll::Ready(None),

@@ -597,7 +597,10 @@ async fn forward(
                     }
                 }
                 let epoch = pooled.then(|| proxy.inner.epoch.clone());
-                let body = BackendBody::new(rbody, choice.group, epoch);
+                let mut body = BackendBody::new(rbody, choice.group, epoch);
+                if parts.version == Version::HTTP_2 {
+                    body = body.reporting_to(active.activity().clone());
+                }
                 return Response::from_parts(rparts, ProxyBody::Backend(body));
             }
             // the client's body could not be read (malformed, cut short, reset):

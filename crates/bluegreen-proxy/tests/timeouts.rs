@@ -211,3 +211,55 @@ async fn requests_and_tunnels_in_progress_outlive_the_idle_timeout() {
         .unwrap();
     assert_eq!(&echoed, b"ping");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_cut_with_its_backend_connection() {
+    let (proxy, backend) = proxy_with_blue(short()).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET /big?kb=16384 HTTP/1.1\r\nHost: web.production\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(
+        eventually(BOUND, || backend.proxied_connections() == 1).await,
+        "the request reached the backend"
+    );
+    assert!(
+        eventually(BOUND, || backend.proxied_connections() == 0).await,
+        "the backend connection is still open"
+    );
+    // the client connection ends short of the whole body
+    let (closed, seen) = closed_by_proxy(&mut stream).await;
+    assert!(closed, "the client connection is still open");
+    assert!(seen.len() < 16 << 20, "the whole body came");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_stream_stuck_on_a_closed_window_is_cut_with_its_backend_connection() {
+    let (proxy, backend) = proxy_with_blue(short()).await;
+    let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let request = http::Request::get("http://web.production/big?kb=16384")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    // the response is never read: its window stays closed
+    let response = send.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        eventually(BOUND, || backend.proxied_connections() == 0).await,
+        "the backend connection is still open"
+    );
+    assert!(
+        tokio::time::timeout(BOUND, conn).await.is_ok(),
+        "the client connection is still open"
+    );
+    drop(response);
+}
