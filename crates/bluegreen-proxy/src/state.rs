@@ -407,15 +407,14 @@ impl Proxy {
         for (id, group) in &current.groups {
             if !next.groups.get(id).is_some_and(|g| Arc::ptr_eq(g, group)) {
                 group.retired.store(true, Ordering::Release);
-                // out of traffic (or detached): its requests in flight drain
-                if next.table.weight(id) == 0 {
-                    drain::cut_after(
-                        self.inner.options.drain_timeout,
-                        &app,
-                        group.clone(),
-                        self.inner.epoch.clone(),
-                    );
-                }
+                // its requests in flight drain once the group is out of traffic
+                // (now, or later for a state replaced by a new attachment)
+                drain::cut_after(
+                    self.inner.options.drain_timeout,
+                    &app,
+                    group.clone(),
+                    self.inner.epoch.clone(),
+                );
             }
         }
         backend::bump(&self.inner.epoch);
