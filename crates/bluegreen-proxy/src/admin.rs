@@ -10,10 +10,15 @@
 //! | `PUT /v1/apps/{host}/routes` | `{"routes": {"g": 90, "h": 10}}` | sets the route table |
 //! | `PUT /v1/apps/{host}/groups/{group}` | `{"backends": [{"address": "...", "instance": "..."}]}` | attaches a group and opens its preview listener |
 //! | `GET /v1/apps/{host}/groups/{group}` | | the group's health, counters and preview address ([`GroupReport`]) |
-//! | `DELETE /v1/apps/{host}/groups/{group}` | | detaches a group and closes its preview listener (409 while it has traffic) |
+//! | `DELETE /v1/apps/{host}/groups/{group}` | | detaches a group and closes its preview listener (409 while it has traffic); `{"detached": "g", "was_attached": true}` |
 //! | `POST /v1/apps/{host}/pause`, `POST /v1/apps/{host}/resume` | | holds or releases the app's requests |
 //! | `PUT /v1/default` | `{"host": "..."}` | sets the default app |
 //! | `GET /v1/health` | | `{"status": "ok", "held": n}` |
+//!
+//! Path segments are percent-decoded. Every input is checked the same way on
+//! every route: a host is a DNS name; a group id has 1 to 128 ASCII letters,
+//! digits and `-._~:+` (in a path, a route table or a `groups` map); a backend
+//! address is `host:port` with no user info; an instance id is printable ASCII.
 //!
 //! Every request needs `Authorization: Bearer <token>` (401 otherwise). Errors are
 //! `{"error": "...", "kind": "...", "field": "..."}` with 400 (bad input, naming the
@@ -307,23 +312,46 @@ fn group_report(proxy: &Proxy, host: &str, group: &str) -> Result<GroupReport, E
 }
 
 fn check_group_id(group: &str) -> Result<GroupId, Error> {
-    if group.is_empty() || group.len() > 128 || !group.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(Error::invalid(
-            "group",
-            format!("`{group}` is not a group id"),
-        ));
+    let group = GroupId::from(group);
+    crate::state::check_group_id(&group, "group")?;
+    Ok(group)
+}
+
+/// A path segment, percent-decoded, or [`Error::Invalid`] naming `field`.
+fn decode_segment(segment: &str) -> Result<String, Error> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| {
+                    Error::invalid("path", format!("`{segment}` has a bad percent escape"))
+                })?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
     }
-    Ok(GroupId::from(group))
+    String::from_utf8(out)
+        .map_err(|_| Error::invalid("path", format!("`{segment}` is not UTF-8 once decoded")))
 }
 
 async fn route(proxy: &Proxy, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Error> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
-    let segments: Vec<&str> = path
+    let decoded: Vec<String> = path
         .trim_matches('/')
         .split('/')
         .filter(|s| !s.is_empty())
-        .collect();
+        .map(decode_segment)
+        .collect::<Result<_, _>>()?;
+    let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let method = parts.method;
     let ok = StatusCode::OK;
     match (method.clone(), segments.as_slice()) {
@@ -365,6 +393,7 @@ async fn route(proxy: &Proxy, req: Request<Incoming>) -> Result<Response<Full<By
             Ok(json(ok, &app_report(proxy, host)?))
         }
         (Method::GET, ["v1", "apps", host, "groups", group]) => {
+            check_group_id(group)?;
             Ok(json(ok, &group_report(proxy, host, group)?))
         }
         (Method::PUT, ["v1", "apps", host, "groups", group]) => {
@@ -376,8 +405,11 @@ async fn route(proxy: &Proxy, req: Request<Incoming>) -> Result<Response<Full<By
         }
         (Method::DELETE, ["v1", "apps", host, "groups", group]) => {
             let group = check_group_id(group)?;
-            proxy.detach(host, &group)?;
-            Ok(json(ok, &serde_json::json!({"detached": group})))
+            let attached = proxy.detach_group(host, &group)?;
+            Ok(json(
+                ok,
+                &serde_json::json!({"detached": group, "was_attached": attached}),
+            ))
         }
         _ => Err(Error::not_found(format!("admin route {method} {path}"))),
     }

@@ -43,16 +43,62 @@ impl BackendSpec {
         self
     }
 
-    /// Parses the address, or [`Error::Invalid`] naming `field`.
+    /// Parses the address, or [`Error::Invalid`] naming `field`: `host:port`
+    /// (an `http://` prefix and a trailing `/` are allowed), with no user info,
+    /// whose host is an IP address or a DNS name. The instance id, when given, is
+    /// 1 to 128 printable ASCII characters.
     pub(crate) fn authority(&self, field: &str) -> Result<Authority> {
+        if let Some(instance) = &self.instance {
+            let instance_field = field
+                .strip_suffix(".address")
+                .map(|f| format!("{f}.instance"))
+                .unwrap_or_else(|| "instance".into());
+            if instance.is_empty()
+                || instance.len() > 128
+                || !instance.bytes().all(|b| b.is_ascii_graphic())
+            {
+                return Err(Error::invalid(
+                    instance_field,
+                    format!("{instance:?} is not 1 to 128 printable ASCII characters"),
+                ));
+            }
+        }
         let address = self
             .address
             .strip_prefix("http://")
             .unwrap_or(&self.address)
             .trim_end_matches('/');
+        if address.contains('@') {
+            // never echoed: it holds credentials
+            return Err(Error::invalid(
+                field,
+                "has user info (`user:password@`); give host:port only",
+            ));
+        }
         let authority: Authority = address
             .parse()
             .map_err(|_| Error::invalid(field, format!("`{}` is not a host:port", self.address)))?;
+        let host = authority.host();
+        let ip = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host)
+            .parse::<std::net::IpAddr>()
+            .is_ok();
+        let name = !host.is_empty()
+            && host.len() <= 253
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+        if !(ip || name) {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "`{}` has no IP address or DNS name as its host",
+                    self.address
+                ),
+            ));
+        }
         if authority.port_u16().is_none() {
             return Err(Error::invalid(
                 field,

@@ -2,67 +2,169 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::time::{Instant, Sleep};
 
 use crate::backend::Epoch;
+use crate::conn::{ActiveGuard, Activity};
 use crate::drain::DrainTimeout;
 use crate::state::GroupState;
+
+/// The client's request body, shared between the attempts of one request: left
+/// here until its first read (so that a request whose body was never sent can go
+/// to another backend), and noting whether reading it failed, which is the
+/// client's fault and never the backend's.
+pub(crate) struct BodySlot {
+    body: Mutex<Option<Incoming>>,
+    /// 0, or why the client's body failed: [`FAILED`] or [`STALLED`].
+    client_failed: AtomicU8,
+    /// The longest wait for the next part of the body.
+    stall_limit: Duration,
+}
+
+/// The client's body failed to read.
+const FAILED: u8 = 1;
+/// The client's body stalled past the body timeout.
+const STALLED: u8 = 2;
+
+/// What went wrong with a client's request body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ClientFault {
+    /// Malformed, cut short or reset.
+    Failed,
+    /// Nothing more came within the body timeout.
+    Stalled,
+}
+
+/// The error a request body ends with when it stalls.
+#[derive(Debug)]
+struct BodyStalled(Duration);
+
+impl std::fmt::Display for BodyStalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the request body stalled for {:?}", self.0)
+    }
+}
+
+impl std::error::Error for BodyStalled {}
+
+impl BodySlot {
+    /// The body back, if nothing has read from it.
+    pub(crate) fn take_back(&self) -> Option<Incoming> {
+        self.body.lock().ok()?.take()
+    }
+
+    /// Whether reading the client's body failed (malformed, cut short, reset,
+    /// stalled), and how.
+    pub(crate) fn client_fault(&self) -> Option<ClientFault> {
+        match self.client_failed.load(Ordering::Acquire) {
+            0 => None,
+            STALLED => Some(ClientFault::Stalled),
+            _ => Some(ClientFault::Failed),
+        }
+    }
+}
 
 /// A request body on its way to a backend. A body not yet read can be taken back
 /// after a failed connection, so that the request goes to another backend.
 pub(crate) enum UpstreamBody {
     /// No body.
     Empty,
-    /// The client's body, read as it streams.
-    Streaming(Incoming),
     /// The client's body, left in a shared slot until its first read.
     Recoverable {
-        slot: Arc<Mutex<Option<Incoming>>>,
+        slot: Arc<BodySlot>,
         taken: Option<Incoming>,
+        /// Armed while the body waits for the client.
+        stall: Option<Pin<Box<Sleep>>>,
+        waiting: bool,
     },
 }
 
 impl UpstreamBody {
-    /// A body that [`take_back`] gives back while nothing read it.
-    pub(crate) fn recoverable(body: Incoming) -> (UpstreamBody, Arc<Mutex<Option<Incoming>>>) {
-        let slot = Arc::new(Mutex::new(Some(body)));
-        (
-            UpstreamBody::Recoverable {
-                slot: slot.clone(),
-                taken: None,
-            },
-            slot,
-        )
+    /// A body that [`BodySlot::take_back`] gives back while nothing read it, and
+    /// that fails once the client sends nothing for `stall_limit`.
+    pub(crate) fn recoverable(
+        body: Incoming,
+        stall_limit: Duration,
+    ) -> (UpstreamBody, Arc<BodySlot>) {
+        let slot = Arc::new(BodySlot {
+            body: Mutex::new(Some(body)),
+            client_failed: AtomicU8::new(0),
+            stall_limit,
+        });
+        (Self::again_inner(&slot, None), slot)
     }
-}
 
-/// The body in `slot`, if nothing has read from it.
-pub(crate) fn take_back(slot: &Arc<Mutex<Option<Incoming>>>) -> Option<Incoming> {
-    slot.lock().ok()?.take()
+    /// `body`, taken back from `slot`, for another attempt.
+    pub(crate) fn again(slot: &Arc<BodySlot>, body: Incoming) -> UpstreamBody {
+        Self::again_inner(slot, Some(body))
+    }
+
+    fn again_inner(slot: &Arc<BodySlot>, taken: Option<Incoming>) -> UpstreamBody {
+        UpstreamBody::Recoverable {
+            slot: slot.clone(),
+            taken,
+            stall: None,
+            waiting: false,
+        }
+    }
 }
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             UpstreamBody::Empty => Poll::Ready(None),
-            UpstreamBody::Streaming(b) => Pin::new(b).poll_frame(cx),
-            UpstreamBody::Recoverable { slot, taken } => {
+            UpstreamBody::Recoverable {
+                slot,
+                taken,
+                stall,
+                waiting,
+            } => {
                 if taken.is_none() {
-                    *taken = slot.lock().ok().and_then(|mut s| s.take());
+                    *taken = slot.body.lock().ok().and_then(|mut s| s.take());
                 }
-                match taken {
-                    Some(b) => Pin::new(b).poll_frame(cx),
-                    None => Poll::Ready(None),
+                let Some(b) = taken else {
+                    return Poll::Ready(None);
+                };
+                match Pin::new(b).poll_frame(cx) {
+                    Poll::Ready(Some(Err(e))) => {
+                        slot.client_failed.store(FAILED, Ordering::Release);
+                        Poll::Ready(Some(Err(e.into())))
+                    }
+                    Poll::Ready(other) => {
+                        *waiting = false;
+                        Poll::Ready(other.map(|f| f.map_err(Into::into)))
+                    }
+                    Poll::Pending => {
+                        let deadline = Instant::now() + slot.stall_limit;
+                        if !*waiting {
+                            *waiting = true;
+                            match stall {
+                                Some(t) => t.as_mut().reset(deadline),
+                                None => *stall = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                            }
+                        }
+                        if stall
+                            .as_mut()
+                            .is_some_and(|t| t.as_mut().poll(cx).is_ready())
+                        {
+                            slot.client_failed.store(STALLED, Ordering::Release);
+                            return Poll::Ready(Some(Err(Box::new(BodyStalled(slot.stall_limit)))));
+                        }
+                        Poll::Pending
+                    }
                 }
             }
         }
@@ -71,10 +173,10 @@ impl Body for UpstreamBody {
     fn is_end_stream(&self) -> bool {
         match self {
             UpstreamBody::Empty => true,
-            UpstreamBody::Streaming(b) => b.is_end_stream(),
-            UpstreamBody::Recoverable { slot, taken } => match taken {
+            UpstreamBody::Recoverable { slot, taken, .. } => match taken {
                 Some(b) => b.is_end_stream(),
                 None => slot
+                    .body
                     .lock()
                     .map(|s| s.as_ref().is_none_or(|b| b.is_end_stream()))
                     .unwrap_or(true),
@@ -85,10 +187,10 @@ impl Body for UpstreamBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             UpstreamBody::Empty => SizeHint::with_exact(0),
-            UpstreamBody::Streaming(b) => b.size_hint(),
-            UpstreamBody::Recoverable { slot, taken } => match taken {
+            UpstreamBody::Recoverable { slot, taken, .. } => match taken {
                 Some(b) => b.size_hint(),
                 None => slot
+                    .body
                     .lock()
                     .ok()
                     .and_then(|s| s.as_ref().map(|b| b.size_hint()))
@@ -113,6 +215,11 @@ pub(crate) struct BackendBody {
     /// driver drops on a cut: what to wait on, and the wait once armed.
     epoch: Option<Arc<Epoch>>,
     waiting: Option<CutWait>,
+    /// For an HTTP/2 response: the client connection's activity, told when a
+    /// frame is handed on and when more is asked for, so that a stream stuck on
+    /// the client's flow-control window is seen (see [`crate::conn`]).
+    sending: Option<Arc<Activity>>,
+    handed: bool,
 }
 
 impl BackendBody {
@@ -123,13 +230,38 @@ impl BackendBody {
             group,
             epoch,
             waiting: None,
+            sending: None,
+            handed: false,
         }
     }
 
+    /// Reports the frames it hands on to `activity` (HTTP/2 responses).
+    pub(crate) fn reporting_to(mut self, activity: Arc<Activity>) -> Self {
+        self.sending = Some(activity);
+        self
+    }
+
+    fn taken(&mut self) {
+        if self.handed {
+            self.handed = false;
+            if let Some(a) = &self.sending {
+                a.frame_taken();
+            }
+        }
+    }
+}
+
+impl BackendBody {
     fn cut(&self) -> BoxError {
         Box::new(DrainTimeout {
             group: self.group.id.to_string(),
         })
+    }
+}
+
+impl Drop for BackendBody {
+    fn drop(&mut self) {
+        self.taken();
     }
 }
 
@@ -175,11 +307,18 @@ impl Body for BackendBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
+        this.taken();
         if this.group.is_cut() {
             return Poll::Ready(Some(Err(this.cut())));
         }
         match Pin::new(&mut this.body).poll_frame(cx) {
-            Poll::Ready(Some(frame)) => Poll::Ready(Some(frame.map_err(Into::into))),
+            Poll::Ready(Some(frame)) => {
+                if let (Some(a), Ok(_)) = (&this.sending, &frame) {
+                    a.frame_sent();
+                    this.handed = true;
+                }
+                Poll::Ready(Some(frame.map_err(Into::into)))
+            }
             // a connection dropped by the cut ends its body as if whole
             Poll::Ready(None) if this.group.is_cut() => Poll::Ready(Some(Err(this.cut()))),
             Poll::Ready(None) => Poll::Ready(None),
@@ -233,5 +372,41 @@ impl Body for ProxyBody {
             ProxyBody::Backend(b) => b.size_hint(),
             ProxyBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
+    }
+}
+
+/// A response on its way to a client, with the request kept in progress on its
+/// connection until the body is sent or dropped.
+pub(crate) struct ClientBody {
+    body: ProxyBody,
+    _active: ActiveGuard,
+}
+
+impl ClientBody {
+    pub(crate) fn new(body: ProxyBody, active: ActiveGuard) -> Self {
+        ClientBody {
+            body,
+            _active: active,
+        }
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }

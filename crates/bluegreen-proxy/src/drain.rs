@@ -52,8 +52,10 @@ impl GroupState {
 }
 
 /// Cuts `old` (a retired state of a group of `app`) once `timeout` has passed
-/// with the group out of traffic; while the group has traffic again, the clock
-/// waits.
+/// with the group out of traffic. A state retired while its group still has
+/// traffic (the group was attached again) waits until the group loses it; the
+/// clock restarts whenever the group has traffic again when it runs out. The
+/// watch ends once every request of `old` is done.
 pub(crate) fn cut_after(
     timeout: std::time::Duration,
     app: &Arc<AppState>,
@@ -79,15 +81,11 @@ pub(crate) fn cut_after(
     runtime.spawn(async move {
         let mut changes = epoch.subscribe();
         loop {
-            tokio::time::sleep(timeout).await;
-            match routed() {
-                None => return,
-                Some(false) => break,
-                Some(true) => {}
-            }
-            // the group has traffic again: its old requests go on until it
-            // loses it once more
+            // while the group has traffic, its old requests go on
             loop {
+                if old.strong_count() == 0 {
+                    return;
+                }
                 match routed() {
                     None => return,
                     Some(false) => break,
@@ -96,6 +94,12 @@ pub(crate) fn cut_after(
                 if changes.changed().await.is_err() {
                     return;
                 }
+            }
+            tokio::time::sleep(timeout).await;
+            match routed() {
+                None => return,
+                Some(false) => break,
+                Some(true) => {}
             }
         }
         let Some(old) = old.upgrade() else { return };

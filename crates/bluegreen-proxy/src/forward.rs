@@ -13,7 +13,9 @@ use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
 use crate::backend::Backend;
-use crate::body::{take_back, BackendBody, ProxyBody, UpstreamBody};
+use crate::body::{BackendBody, ClientBody, ClientFault, ProxyBody, UpstreamBody};
+use crate::conn::Activity;
+use crate::options::{IpNetwork, ProxyOptions};
 use crate::preview::PreviewPin;
 use crate::state::{AppState, GroupState, Proxy, Snapshot};
 use crate::upstream::{Affinity, UpstreamError};
@@ -23,7 +25,9 @@ pub const GROUP_COOKIE: &str = "bluegreen-group";
 /// A request header that asks for a group (honoured while the group has traffic).
 pub const GROUP_HEADER: &str = "x-bluegreen-group";
 /// A request header that sends the request to an attached group even without
-/// traffic, to try it before a switch.
+/// traffic, to try it before a switch; honoured only from the networks of
+/// [`ProxyOptions::preview_header_from`](crate::ProxyOptions::preview_header_from)
+/// (none by default) and removed from every request.
 pub const PREVIEW_HEADER: &str = "x-bluegreen-preview";
 
 /// Where a connection comes from.
@@ -32,15 +36,25 @@ pub(crate) struct ConnInfo {
     /// The client's address, as `X-Forwarded-For` gives it.
     ip: HeaderValue,
     tls: bool,
+    /// Whether the client may ask for a preview by header.
+    preview_header: bool,
+    /// Whether the client's forwarded headers are kept.
+    trusted_proxy: bool,
     /// The group of a preview listener's connection.
     pin: Option<Arc<PreviewPin>>,
 }
 
 impl ConnInfo {
-    pub(crate) fn new(remote: SocketAddr, tls: bool) -> Self {
+    pub(crate) fn new(remote: SocketAddr, tls: bool, options: &ProxyOptions) -> Self {
         let ip = HeaderValue::from_str(&remote.ip().to_string())
             .expect("an IP address is a header value");
-        ConnInfo { ip, tls, pin: None }
+        ConnInfo {
+            ip,
+            tls,
+            preview_header: IpNetwork::any_contains(&options.preview_header_from, remote.ip()),
+            trusted_proxy: IpNetwork::any_contains(&options.trusted_proxies, remote.ip()),
+            pin: None,
+        }
     }
 
     /// A connection of `pin`'s preview listener: every request goes to its group.
@@ -55,6 +69,7 @@ pub(crate) struct ClientConn {
     pub(crate) proxy: Proxy,
     pub(crate) info: ConnInfo,
     pub(crate) affinity: Affinity,
+    pub(crate) activity: Arc<Activity>,
 }
 
 const HOP_BY_HOP: [HeaderName; 7] = [
@@ -76,19 +91,44 @@ struct Choice {
 enum Wait {
     Paused,
     NoRoutes,
-    NoHealthy(Vec<String>),
+    /// The groups that have no healthy backend: a 503 that ends the wait counts
+    /// against them.
+    NoHealthy(Vec<Arc<GroupState>>),
     UnknownPreview(String),
 }
 
 impl Wait {
+    /// What the client is told: no group or backend is named.
     fn describe(&self, host: &str) -> String {
+        match self {
+            Wait::Paused => format!("app {host} is paused"),
+            Wait::NoRoutes => format!("app {host} has no route"),
+            Wait::NoHealthy(_) => format!("app {host} has no healthy backend"),
+            Wait::UnknownPreview(_) => "no such preview".into(),
+        }
+    }
+
+    /// Counts the 503 that ends this wait against the groups it waited for: the
+    /// proxy's own answer for a group with no healthy backend is the group's
+    /// error; a paused app or one without routes is nobody's.
+    fn count(&self, waited: Duration) {
+        if let Wait::NoHealthy(groups) = self {
+            for group in groups {
+                group.stats.record(503, waited);
+            }
+        }
+    }
+
+    /// What the log is told.
+    fn detail(&self, host: &str) -> String {
         match self {
             Wait::Paused => format!("app {host} is paused"),
             Wait::NoRoutes => format!("app {host} has no route table"),
             Wait::NoHealthy(groups) => {
+                let names: Vec<&str> = groups.iter().map(|g| g.id.as_str()).collect();
                 format!(
                     "no healthy backend in group {} of app {host}",
-                    groups.join(", ")
+                    names.join(", ")
                 )
             }
             Wait::UnknownPreview(g) => format!("group {g} is not attached to app {host}"),
@@ -126,7 +166,7 @@ fn try_pick(
         let backend = group
             .pick(exclude)
             .or_else(|| group.pick(None))
-            .ok_or_else(|| Wait::NoHealthy(vec![p.to_owned()]))?;
+            .ok_or_else(|| Wait::NoHealthy(vec![group.clone()]))?;
         return Ok(Choice {
             group: group.clone(),
             backend,
@@ -184,7 +224,7 @@ fn try_pick(
         }
     }
     Err(Wait::NoHealthy(
-        snap.routed.iter().map(|(g, _)| g.id.to_string()).collect(),
+        snap.routed.iter().map(|(g, _)| g.clone()).collect(),
     ))
 }
 
@@ -215,7 +255,8 @@ async fn choose(
     let max = inner.options.max_held;
     if inner.held.fetch_add(1, Ordering::AcqRel) >= max {
         inner.held.fetch_sub(1, Ordering::AcqRel);
-        tracing::warn!(host = %app.host, max, "hold queue full");
+        tracing::warn!(host = %app.host, max, reason = %wait.detail(&app.host), "hold queue full");
+        wait.count(Duration::ZERO);
         return Err(plain(
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
@@ -227,7 +268,7 @@ async fn choose(
     let _held = HeldGuard(&inner.held);
     let timeout = inner.options.hold_timeout;
     let deadline = Instant::now() + timeout;
-    tracing::debug!(host = %app.host, reason = %wait.describe(&app.host), "holding a request");
+    tracing::debug!(host = %app.host, reason = %wait.detail(&app.host), "holding a request");
     let mut last;
     loop {
         let mut changes = inner.epoch.subscribe();
@@ -241,6 +282,8 @@ async fn choose(
         match tokio::time::timeout_at(deadline, changes.changed()).await {
             Ok(Ok(())) => continue,
             _ => {
+                last.count(timeout);
+                tracing::info!(host = %app.host, reason = %last.detail(&app.host), ?timeout, "held past the hold timeout");
                 return Err(plain(
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!(
@@ -248,7 +291,7 @@ async fn choose(
                         human(timeout),
                         last.describe(&app.host)
                     ),
-                ))
+                ));
             }
         }
     }
@@ -262,17 +305,42 @@ fn human(d: Duration) -> String {
     }
 }
 
-/// The request's host, without port.
-fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    let raw = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))?;
-    if let Some(rest) = raw.strip_prefix('[') {
-        return rest.split(']').next();
+/// The request's host, without port, or why the request is malformed.
+///
+/// The request target's authority (an absolute-form target in HTTP/1.1, the
+/// `:authority` of HTTP/2) wins over the `Host` field (RFC 9112 §3.2.2); the
+/// request is forwarded with that authority as its `Host`. More than one `Host`
+/// field, a `Host` that is not text, or an HTTP/1.1 request with neither a `Host`
+/// nor an absolute-form target, is a 400 (RFC 9112 §3.2).
+fn request_host<B>(req: &Request<B>) -> Result<Option<&str>, &'static str> {
+    let mut fields = req.headers().get_all(header::HOST).iter();
+    let field = fields.next();
+    if fields.next().is_some() {
+        return Err("more than one Host header field");
     }
-    raw.split(':').next()
+    let raw = match req.uri().authority() {
+        Some(authority) => authority.host(),
+        None => match field {
+            Some(v) => v
+                .to_str()
+                .map_err(|_| "the Host header field is not text")?,
+            None if req.version() == Version::HTTP_11 => return Err("no Host header field"),
+            None => return Ok(None),
+        },
+    };
+    if let Some(rest) = raw.strip_prefix('[') {
+        return Ok(rest.split(']').next());
+    }
+    Ok(raw.split(':').next())
+}
+
+/// The `Host` to forward for a request whose target names `authority`.
+fn host_value(authority: &http::uri::Authority) -> Option<HeaderValue> {
+    let text = authority.as_str();
+    match text.rsplit_once('@') {
+        None => HeaderValue::from_str(text).ok(),
+        Some((_, host)) => HeaderValue::from_str(host).ok(),
+    }
 }
 
 fn cookie_group(headers: &HeaderMap) -> Option<String> {
@@ -367,26 +435,33 @@ impl Outgoing {
 pub(crate) async fn handle(
     client: Arc<ClientConn>,
     req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, std::convert::Infallible> {
-    Ok(forward(&client.proxy, &client.info, &client.affinity, req).await)
+) -> Result<Response<ClientBody>, std::convert::Infallible> {
+    let active = client.activity.begin();
+    let response = forward(&client.proxy, &client.info, &client.affinity, &active, req).await;
+    Ok(response.map(|body| ClientBody::new(body, active)))
 }
 
 async fn forward(
     proxy: &Proxy,
     conn: &ConnInfo,
     affinity: &Affinity,
+    active: &crate::conn::ActiveGuard,
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    let host = request_host(&req).map(str::to_owned);
+    let host = match request_host(&req) {
+        Ok(host) => host.map(str::to_owned),
+        Err(why) => return plain(StatusCode::BAD_REQUEST, why.into()),
+    };
     let (app, preview) = match &conn.pin {
         Some(pin) => (proxy.app_exact(&pin.host), Some(pin.group.to_string())),
-        None => (
+        None if conn.preview_header => (
             proxy.app_for(host.as_deref()),
             req.headers()
                 .get(PREVIEW_HEADER)
                 .and_then(|v| v.to_str().ok())
                 .map(|v| v.trim().to_owned()),
         ),
+        None => (proxy.app_for(host.as_deref()), None),
     };
     let Some(app) = app else {
         return plain(
@@ -409,18 +484,16 @@ async fn forward(
     let mut headers = parts.headers;
     let upgrade_value = headers.get(header::UPGRADE).cloned();
     strip_hop_by_hop(&mut headers);
+    headers.remove(PREVIEW_HEADER);
     if let (true, Some(value)) = (upgrade, upgrade_value) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, value);
     }
+    // the target's authority wins over a Host field
+    if let Some(v) = parts.uri.authority().and_then(host_value) {
+        headers.insert(header::HOST, v);
+    }
     if parts.version == Version::HTTP_2 {
-        if !headers.contains_key(header::HOST) {
-            if let Some(authority) = parts.uri.authority() {
-                if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
-                    headers.insert(header::HOST, v);
-                }
-            }
-        }
         // HTTP/2 may split cookies over several fields; HTTP/1.1 wants one
         if headers.get_all(header::COOKIE).iter().count() > 1 {
             let joined: Vec<&[u8]> = headers
@@ -448,7 +521,7 @@ async fn forward(
     let (mut body, slot) = if empty_body {
         (UpstreamBody::Empty, None)
     } else {
-        let (b, slot) = UpstreamBody::recoverable(body);
+        let (b, slot) = UpstreamBody::recoverable(body, proxy.inner.options.body_timeout);
         (b, Some(slot))
     };
 
@@ -476,14 +549,18 @@ async fn forward(
         };
         let request = outgoing.request(&choice.backend, headers, body, pooled);
         let started = Instant::now();
+        let deadline = started + proxy.inner.options.upstream_timeout;
+        let watch = watch_backend(&choice.group, &choice.backend, &proxy.inner.epoch, deadline);
         let result = if pooled {
-            // no client-connection driver drops pooled connections on a cut
             tokio::select! {
                 r = choice.group.client.request(request) => r.map_err(UpstreamError::Pool),
-                () = choice.group.until_cut(&proxy.inner.epoch) => Err(UpstreamError::Cut),
+                e = watch => Err(e),
             }
         } else {
-            affinity.send(&choice.group, &choice.backend, request).await
+            tokio::select! {
+                r = affinity.send(&choice.group, &choice.backend, request) => r,
+                e = watch => Err(e),
+            }
         };
         match result {
             Ok(mut response) => {
@@ -495,7 +572,10 @@ async fn forward(
                     if let Some(client_side) = client_upgrade {
                         let backend_side = hyper::upgrade::on(&mut response);
                         let (group, epoch) = (choice.group.clone(), proxy.inner.epoch.clone());
+                        // a tunnel is in progress while it lasts: no idle timeout
+                        let tunnel_active = active.activity().begin();
                         tokio::spawn(async move {
+                            let _active = tunnel_active;
                             tokio::select! {
                                 () = tunnel(client_side, backend_side) => {}
                                 () = group.until_cut(&epoch) => {
@@ -517,17 +597,46 @@ async fn forward(
                     }
                 }
                 let epoch = pooled.then(|| proxy.inner.epoch.clone());
-                let body = BackendBody::new(rbody, choice.group, epoch);
+                let mut body = BackendBody::new(rbody, choice.group, epoch);
+                if parts.version == Version::HTTP_2 {
+                    body = body.reporting_to(active.activity().clone());
+                }
                 return Response::from_parts(rparts, ProxyBody::Backend(body));
             }
+            // the client's body could not be read (malformed, cut short, reset):
+            // the client's fault, never counted against the group
+            Err(error) if slot.as_ref().is_some_and(|s| s.client_fault().is_some()) => {
+                tracing::debug!(
+                    host = %app.host,
+                    error = %error_chain(&error),
+                    "request body from the client failed"
+                );
+                return match slot.as_ref().and_then(|s| s.client_fault()) {
+                    Some(ClientFault::Stalled) => plain(
+                        StatusCode::REQUEST_TIMEOUT,
+                        format!(
+                            "the request body stalled for the body timeout ({})",
+                            human(proxy.inner.options.body_timeout)
+                        ),
+                    ),
+                    _ => plain(
+                        StatusCode::BAD_REQUEST,
+                        "the request body could not be read".into(),
+                    ),
+                };
+            }
             Err(_) if choice.group.is_cut() => {
+                tracing::info!(
+                    host = %app.host,
+                    group = %choice.group.id,
+                    backend = %choice.backend.authority,
+                    "request cut by the drain timeout"
+                );
                 choice.group.stats.record(504, started.elapsed());
                 return plain(
                     StatusCode::GATEWAY_TIMEOUT,
                     format!(
-                        "group {} lost its traffic and its backend {} did not answer within the drain timeout ({})",
-                        choice.group.id,
-                        choice.backend.authority,
+                        "the traffic moved and no response came within the drain timeout ({})",
                         human(proxy.inner.options.drain_timeout)
                     ),
                 );
@@ -541,10 +650,12 @@ async fn forward(
                     Some(UpstreamBody::Empty)
                 } else {
                     slot.as_ref()
-                        .and_then(take_back)
-                        .map(UpstreamBody::Streaming)
+                        .and_then(|s| Some(UpstreamBody::again(s, s.take_back()?)))
                 };
-                let retry = !last_try && (connect || idempotent) && again.is_some();
+                let retry = !last_try
+                    && (connect || idempotent)
+                    && again.is_some()
+                    && !matches!(error, UpstreamError::Timeout);
                 tracing::warn!(
                     host = %app.host,
                     group = %choice.group.id,
@@ -560,17 +671,59 @@ async fn forward(
                     attempt += 1;
                     continue;
                 }
-                choice.group.stats.record(502, started.elapsed());
-                return plain(
-                    StatusCode::BAD_GATEWAY,
-                    format!(
-                        "backend {} of group {} failed: {}",
-                        choice.backend.authority,
-                        choice.group.id,
-                        error_chain(&error)
-                    ),
-                );
+                return match error {
+                    UpstreamError::Timeout => {
+                        choice.group.stats.record(504, started.elapsed());
+                        plain(
+                            StatusCode::GATEWAY_TIMEOUT,
+                            format!(
+                                "no response within the upstream timeout ({})",
+                                human(proxy.inner.options.upstream_timeout)
+                            ),
+                        )
+                    }
+                    UpstreamError::Unhealthy => {
+                        choice.group.stats.record(504, started.elapsed());
+                        plain(
+                            StatusCode::GATEWAY_TIMEOUT,
+                            "the backend became unhealthy before it answered".into(),
+                        )
+                    }
+                    _ => {
+                        choice.group.stats.record(502, started.elapsed());
+                        plain(StatusCode::BAD_GATEWAY, "the backend failed".into())
+                    }
+                };
             }
+        }
+    }
+}
+
+/// Completes with the reason a request to `backend` of `group` stops waiting for
+/// its response: the upstream timeout passed, the backend turned unhealthy, or
+/// the drain timeout cut the group (the pool's connections have no
+/// client-connection driver to drop them).
+async fn watch_backend(
+    group: &GroupState,
+    backend: &Backend,
+    epoch: &crate::backend::Epoch,
+    deadline: Instant,
+) -> UpstreamError {
+    let mut changes = epoch.subscribe();
+    loop {
+        if group.is_cut() {
+            return UpstreamError::Cut;
+        }
+        if backend.health() == crate::BackendHealth::Unhealthy {
+            return UpstreamError::Unhealthy;
+        }
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                tokio::time::sleep_until(deadline).await;
+                return UpstreamError::Timeout;
+            }
+            Err(_) => return UpstreamError::Timeout,
         }
     }
 }
@@ -586,26 +739,38 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// Sets the forwarded headers: the proxy's own for a client, kept (and
+/// `X-Forwarded-For` appended to) for a trusted proxy in front.
 fn add_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&str>) {
     let xff = HeaderName::from_static("x-forwarded-for");
-    let value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
+    let xfp = HeaderName::from_static("x-forwarded-proto");
+    let xfh = HeaderName::from_static("x-forwarded-host");
+    let proto = HeaderValue::from_static(if conn.tls { "https" } else { "http" });
+    let host = host.and_then(|h| HeaderValue::from_str(h).ok());
+    if !conn.trusted_proxy {
+        headers.remove(header::FORWARDED);
+        headers.insert(xff, conn.ip.clone());
+        headers.insert(xfp, proto);
+        match host {
+            Some(v) => headers.insert(xfh, v),
+            None => headers.remove(xfh),
+        };
+        return;
+    }
+    let appended = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
         Some(prev) => {
             HeaderValue::from_str(&format!("{prev}, {}", conn.ip.to_str().unwrap_or(""))).ok()
         }
         None => Some(conn.ip.clone()),
     };
-    if let Some(v) = value {
+    if let Some(v) = appended {
         headers.insert(xff, v);
     }
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
-    );
-    let xfh = HeaderName::from_static("x-forwarded-host");
-    if !headers.contains_key(&xfh) {
-        if let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
-            headers.insert(xfh, v);
-        }
+    if !headers.contains_key(&xfp) {
+        headers.insert(xfp, proto);
+    }
+    if let (false, Some(v)) = (headers.contains_key(&xfh), host) {
+        headers.insert(xfh, v);
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod admin;
 mod backend;
 mod body;
+mod conn;
 mod drain;
 mod embedded;
 mod forward;
@@ -19,7 +20,7 @@ pub use admin::{AdminAddr, AdminListener, AdminToken};
 pub use backend::{BackendHealth, BackendSpec};
 pub use embedded::EmbeddedProxy;
 pub use forward::{GROUP_COOKIE, GROUP_HEADER, PREVIEW_HEADER};
-pub use options::{HealthCheckOptions, ProxyOptions};
+pub use options::{HealthCheckOptions, IpNetwork, ProxyOptions};
 pub use router::{default_host, ProxyRouter};
 pub use server::TlsConfig;
 pub use state::{AppReport, BackendReport, GroupReport, Proxy};

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bluegreen_proxy::{
-    admin, AdminAddr, AdminListener, AdminToken, HealthCheckOptions, Proxy, ProxyOptions, TlsConfig,
+    admin, AdminAddr, AdminListener, AdminToken, HealthCheckOptions, IpNetwork, Proxy,
+    ProxyOptions, TlsConfig,
 };
 use clap::Parser;
 use tokio::net::TcpListener;
@@ -63,6 +64,31 @@ struct Args {
     /// before they are cut.
     #[arg(long, env = "BLUEGREEN_PROXY_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     drain_timeout: Duration,
+    /// How long a new connection may take to deliver its first request's head
+    /// (protocol detection, TLS handshake, request line and headers); also bounds
+    /// every HTTP/1.1 request head.
+    #[arg(long, env = "BLUEGREEN_PROXY_HEADER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    header_timeout: Duration,
+    /// How long a client connection with no request in progress stays open
+    /// (HTTP/1.1 keep-alive, HTTP/2 with no stream).
+    #[arg(long, env = "BLUEGREEN_PROXY_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// The longest wait for the next part of a request body (then 408).
+    #[arg(long, env = "BLUEGREEN_PROXY_BODY_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    body_timeout: Duration,
+    /// The longest wait for a client that reads nothing of its response (then
+    /// the connection closes).
+    #[arg(long, env = "BLUEGREEN_PROXY_SEND_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    send_timeout: Duration,
+    /// How long to wait for a backend's response headers (then 504).
+    #[arg(long, env = "BLUEGREEN_PROXY_UPSTREAM_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    upstream_timeout: Duration,
+    /// The interval of HTTP/2 PINGs to clients (`off` for none).
+    #[arg(long, env = "BLUEGREEN_PROXY_HTTP2_KEEP_ALIVE", default_value = "20s", value_parser = parse_optional_duration)]
+    http2_keep_alive: OptionalDuration,
+    /// How long an HTTP/2 PING may wait for its answer.
+    #[arg(long, env = "BLUEGREEN_PROXY_HTTP2_KEEP_ALIVE_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    http2_keep_alive_timeout: Duration,
     /// How long shutdown waits for requests in flight.
     #[arg(long, env = "BLUEGREEN_PROXY_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     shutdown_timeout: Duration,
@@ -70,6 +96,20 @@ struct Args {
     /// serving that group alone), or `off` for no previews.
     #[arg(long, env = "BLUEGREEN_PROXY_PREVIEW_BIND", default_value = "127.0.0.1", value_parser = parse_preview_bind)]
     preview_bind: PreviewBind,
+    /// Networks (`10.0.0.0/8`, `127.0.0.1`, comma-separated) whose clients may
+    /// ask for a group by the `X-Bluegreen-Preview` header on --listen (default:
+    /// none; previews are on the preview listeners).
+    #[arg(
+        long,
+        env = "BLUEGREEN_PROXY_PREVIEW_HEADER_FROM",
+        value_delimiter = ','
+    )]
+    preview_header_from: Vec<IpNetwork>,
+    /// Load balancers in front of the proxy (networks, comma-separated) whose
+    /// X-Forwarded-For/-Proto/-Host and Forwarded headers are kept (default: none;
+    /// the proxy sets them for every client).
+    #[arg(long, env = "BLUEGREEN_PROXY_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<IpNetwork>,
     /// Threads that serve client connections, each with its own event loop
     /// (default: one per core).
     #[arg(long, env = "BLUEGREEN_PROXY_THREADS")]
@@ -92,6 +132,17 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => return Err(format!("`{s}`: use ms, s or m")),
     };
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{s}`: {e}"))
+}
+
+/// A duration or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct OptionalDuration(Option<Duration>);
+
+fn parse_optional_duration(s: &str) -> Result<OptionalDuration, String> {
+    match s.trim() {
+        "off" | "none" => Ok(OptionalDuration(None)),
+        d => parse_duration(d).map(|d| OptionalDuration(Some(d))),
+    }
 }
 
 /// `--preview-bind`: an IP address or `off`.
@@ -188,6 +239,14 @@ async fn run(args: Args) -> Result<(), String> {
         .with_shutdown_timeout(args.shutdown_timeout)
         .with_drain_timeout(args.drain_timeout)
         .with_preview_bind(args.preview_bind.0)
+        .with_header_timeout(args.header_timeout)
+        .with_idle_timeout(args.idle_timeout)
+        .with_body_timeout(args.body_timeout)
+        .with_send_timeout(args.send_timeout)
+        .with_upstream_timeout(args.upstream_timeout)
+        .with_http2_keep_alive(args.http2_keep_alive.0, args.http2_keep_alive_timeout)
+        .with_preview_header_from(args.preview_header_from.clone())
+        .with_trusted_proxies(args.trusted_proxies.clone())
         .with_health(
             HealthCheckOptions::default()
                 .with_path(args.health_path.clone())
@@ -255,6 +314,23 @@ mod tests {
         assert_eq!(parse_duration("300ms").unwrap(), Duration::from_millis(300));
         assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
         assert!(parse_duration("3h").is_err());
+    }
+
+    #[test]
+    fn connection_bounds_have_flags() {
+        let args = Args::parse_from([
+            "bluegreen-proxy",
+            "--header-timeout",
+            "5s",
+            "--idle-timeout",
+            "500ms",
+            "--http2-keep-alive",
+            "off",
+        ]);
+        assert_eq!(args.header_timeout, Duration::from_secs(5));
+        assert_eq!(args.idle_timeout, Duration::from_millis(500));
+        assert_eq!(args.send_timeout, Duration::from_secs(60));
+        assert_eq!(args.http2_keep_alive, OptionalDuration(None));
     }
 
     #[test]

@@ -3,6 +3,86 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+/// An IP network: an address and a prefix length (`10.0.0.0/8`, `::1/128`); a
+/// bare address is a network of one.
+///
+/// ```
+/// use bluegreen_proxy::IpNetwork;
+/// let lb: IpNetwork = "10.1.0.0/16".parse().unwrap();
+/// assert!(lb.contains("10.1.2.3".parse().unwrap()));
+/// assert!(!lb.contains("10.2.0.1".parse().unwrap()));
+/// assert!("127.0.0.1".parse::<IpNetwork>().unwrap().contains("127.0.0.1".parse().unwrap()));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct IpNetwork {
+    address: IpAddr,
+    prefix: u8,
+}
+
+impl IpNetwork {
+    /// The network of `address` with its first `prefix` bits, or `None` when
+    /// `prefix` is longer than the address.
+    pub fn new(address: IpAddr, prefix: u8) -> Option<Self> {
+        let max = if address.is_ipv4() { 32 } else { 128 };
+        (prefix <= max).then_some(IpNetwork { address, prefix })
+    }
+
+    /// Whether `ip` is in the network (an IPv4-mapped IPv6 address counts as
+    /// its IPv4 address).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.address, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether `ip` is in any of `networks`.
+    pub(crate) fn any_contains(networks: &[IpNetwork], ip: IpAddr) -> bool {
+        networks.iter().any(|n| n.contains(ip))
+    }
+}
+
+impl std::str::FromStr for IpNetwork {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let bad = || format!("`{s}` is neither an IP address nor an address/prefix");
+        let (address, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let address: IpAddr = address.parse().map_err(|_| bad())?;
+        let prefix = match prefix {
+            Some(p) => p.parse().map_err(|_| bad())?,
+            None if address.is_ipv4() => 32,
+            None => 128,
+        };
+        IpNetwork::new(address, prefix).ok_or_else(bad)
+    }
+}
+
+impl std::fmt::Display for IpNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix)
+    }
+}
+
 /// How the proxy checks its backends' health.
 ///
 /// A backend starts *unknown* and gets no request until a check passes; the first
@@ -94,6 +174,53 @@ pub struct ProxyOptions {
     /// one port per attached group; `None` gives no previews. Default `127.0.0.1`:
     /// a group without traffic is reachable from this machine only.
     pub preview_bind: Option<IpAddr>,
+    /// How long a new connection may take to deliver its first request's head:
+    /// protocol detection (HTTP/1.1 or the HTTP/2 preface), the TLS handshake and
+    /// the request line and headers. Also bounds every HTTP/1.1 request head once
+    /// its first byte came. Past it the connection is closed without a response.
+    /// Default 30 s.
+    pub header_timeout: Duration,
+    /// How long a connection with no request in progress is kept open: between
+    /// two HTTP/1.1 requests (keep-alive), or an HTTP/2 connection with no stream
+    /// open. What the client sends meanwhile (HTTP/2 PING or SETTINGS) does not
+    /// extend it. Past it the connection is closed. Default 60 s.
+    pub idle_timeout: Duration,
+    /// How long a request body may stall: the longest wait for the next part of
+    /// a body the proxy is forwarding. Past it the request is answered 408 (the
+    /// backend's request is abandoned) and not counted against the group.
+    /// Default 60 s.
+    pub body_timeout: Duration,
+    /// How long sending to a client may stall: the longest wait for a client
+    /// that reads nothing (its socket full, or, in HTTP/2, response data waiting
+    /// for its flow-control window while no response data moves on the
+    /// connection). Past it the connection is closed, and its backend requests
+    /// and connections are dropped. Default 60 s.
+    pub send_timeout: Duration,
+    /// How long the proxy waits for a backend's response headers once the
+    /// request is sent. Past it the client gets a 504, counted against the group,
+    /// and the backend connection is closed. A request waiting on a backend that
+    /// turns unhealthy stops waiting at once: an idempotent one (`GET`, `HEAD`,
+    /// `OPTIONS`) goes to another healthy backend, any other gets a 504.
+    /// Default 60 s.
+    pub upstream_timeout: Duration,
+    /// The interval of HTTP/2 PINGs to clients, which find a client that is gone
+    /// while requests are in progress; `None` sends none. Default 20 s.
+    pub http2_keep_alive_interval: Option<Duration>,
+    /// How long an HTTP/2 PING may wait for its answer before the connection is
+    /// closed. Default 20 s.
+    pub http2_keep_alive_timeout: Duration,
+    /// Clients that may ask for a group by the [`X-Bluegreen-Preview`](crate::PREVIEW_HEADER)
+    /// header on the proxy's own listener. Default none: previews are served on
+    /// the preview listeners only, and the header is removed from every request
+    /// before it is forwarded.
+    pub preview_header_from: Vec<IpNetwork>,
+    /// Load balancers or proxies in front of this one, whose `X-Forwarded-For`
+    /// (appended to), `X-Forwarded-Proto`, `X-Forwarded-Host` and `Forwarded`
+    /// headers are kept. Default none: for every client these headers are set by
+    /// the proxy (`X-Forwarded-For` to the client's address, `X-Forwarded-Proto`
+    /// to `http` or `https`, `X-Forwarded-Host` to the request's host) and a
+    /// client's `Forwarded` is removed.
+    pub trusted_proxies: Vec<IpNetwork>,
 }
 
 impl Default for ProxyOptions {
@@ -107,6 +234,15 @@ impl Default for ProxyOptions {
             drain_timeout: Duration::from_secs(30),
             pool_idle_timeout: Duration::from_secs(60),
             preview_bind: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            upstream_timeout: Duration::from_secs(60),
+            http2_keep_alive_interval: Some(Duration::from_secs(20)),
+            http2_keep_alive_timeout: Duration::from_secs(20),
+            preview_header_from: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -151,6 +287,56 @@ impl ProxyOptions {
     /// Sets [`ProxyOptions::shutdown_timeout`].
     pub fn with_shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ProxyOptions::preview_header_from`].
+    pub fn with_preview_header_from(mut self, networks: Vec<IpNetwork>) -> Self {
+        self.preview_header_from = networks;
+        self
+    }
+
+    /// Sets [`ProxyOptions::trusted_proxies`].
+    pub fn with_trusted_proxies(mut self, networks: Vec<IpNetwork>) -> Self {
+        self.trusted_proxies = networks;
+        self
+    }
+
+    /// Sets [`ProxyOptions::header_timeout`].
+    pub fn with_header_timeout(mut self, timeout: Duration) -> Self {
+        self.header_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ProxyOptions::idle_timeout`].
+    pub fn with_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ProxyOptions::body_timeout`].
+    pub fn with_body_timeout(mut self, timeout: Duration) -> Self {
+        self.body_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ProxyOptions::send_timeout`].
+    pub fn with_send_timeout(mut self, timeout: Duration) -> Self {
+        self.send_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ProxyOptions::http2_keep_alive_interval`] and
+    /// [`ProxyOptions::http2_keep_alive_timeout`].
+    pub fn with_http2_keep_alive(mut self, interval: Option<Duration>, timeout: Duration) -> Self {
+        self.http2_keep_alive_interval = interval;
+        self.http2_keep_alive_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ProxyOptions::upstream_timeout`].
+    pub fn with_upstream_timeout(mut self, timeout: Duration) -> Self {
+        self.upstream_timeout = timeout;
         self
     }
 }

@@ -8,13 +8,13 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
 
 use bluegreen_core::{Error, GroupId, Result};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::conn::AcceptErrors;
 use crate::forward::ConnInfo;
 use crate::server::{connection_builder, Client};
 use crate::state::{Inner, Proxy};
@@ -135,22 +135,34 @@ impl Proxy {
 /// Accepts preview connections until aborted. It holds the proxy weakly, so that
 /// a dropped proxy closes its preview listeners.
 async fn accept(proxy: Weak<Inner>, listener: TcpListener, pin: Arc<PreviewPin>) {
-    let builder = Arc::new(connection_builder());
+    let Some(builder) = proxy
+        .upgrade()
+        .map(|inner| Arc::new(connection_builder(&inner.options)))
+    else {
+        return;
+    };
     let graceful = GracefulShutdown::new();
+    let mut errors = AcceptErrors::default();
     loop {
-        let (stream, remote) = match listener.accept().await {
-            Ok(a) => a,
+        let accepted = listener.accept().await;
+        let Some(inner) = proxy.upgrade() else { return };
+        let (stream, remote) = match accepted {
+            Ok(a) => {
+                errors.succeeded("preview");
+                a
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "preview accept failed");
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                let pause = errors.failed(&e, &inner.connections, "preview");
+                drop(inner);
+                tokio::time::sleep(pause).await;
                 continue;
             }
         };
-        let Some(inner) = proxy.upgrade() else { return };
         let _ = stream.set_nodelay(true);
+        let info = ConnInfo::new(remote, false, &inner.options).pinned(pin.clone());
         let client = Client {
             proxy: Proxy { inner },
-            info: ConnInfo::new(remote, false).pinned(pin.clone()),
+            info,
             builder: builder.clone(),
             watcher: graceful.watcher(),
             tls: None,

@@ -39,7 +39,9 @@ type HostFn = Arc<dyn Fn(&App) -> String + Send + Sync>;
 /// group gets a preview address (`http://127.0.0.1:<port>/`, see
 /// [`Proxy::preview_address`]) that serves it alone before it has traffic; the
 /// `X-Bluegreen-Preview: <group>` request header does the same on the proxy's own
-/// address. A remote proxy started with `--preview-bind off` gives no preview
+/// address for clients of
+/// [`ProxyOptions::preview_header_from`](crate::ProxyOptions::preview_header_from).
+/// A remote proxy started with `--preview-bind off` gives no preview
 /// address.
 ///
 /// ```

@@ -4,7 +4,6 @@ use std::future::Future;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -15,7 +14,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
+use crate::conn::{AcceptErrors, Guarded, Limits};
 use crate::forward::{self, ClientConn, ConnInfo};
+use crate::options::ProxyOptions;
 use crate::state::Proxy;
 use crate::upstream::{self, Affinity};
 
@@ -72,13 +73,17 @@ fn with_path(e: io::Error, path: &Path) -> io::Error {
     io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
-pub(crate) fn connection_builder() -> auto::Builder<TokioExecutor> {
+pub(crate) fn connection_builder(options: &ProxyOptions) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
-    builder.http2().timer(TokioTimer::new());
+        .header_read_timeout(options.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(options.http2_keep_alive_interval)
+        .keep_alive_timeout(options.http2_keep_alive_timeout);
     builder
 }
 
@@ -107,18 +112,24 @@ impl Proxy {
         shutdown: impl Future<Output = ()>,
         runtimes: &[tokio::runtime::Handle],
     ) -> io::Result<()> {
-        let builder = Arc::new(connection_builder());
+        let builder = Arc::new(connection_builder(&self.inner.options));
         let graceful = GracefulShutdown::new();
         tokio::pin!(shutdown);
         let mut turn = 0usize;
+        let mut errors = AcceptErrors::default();
         loop {
             let (stream, remote) = tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
+                    Ok(a) => {
+                        errors.succeeded("clients");
+                        a
+                    }
                     Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
+                        let pause = errors.failed(&e, &self.inner.connections, "clients");
+                        tokio::select! {
+                            () = tokio::time::sleep(pause) => continue,
+                            () = &mut shutdown => break,
+                        }
                     }
                 },
                 () = &mut shutdown => break,
@@ -126,7 +137,7 @@ impl Proxy {
             let _ = stream.set_nodelay(true);
             let client = Client {
                 proxy: self.clone(),
-                info: ConnInfo::new(remote, tls.is_some()),
+                info: ConnInfo::new(remote, tls.is_some(), &self.inner.options),
                 builder: builder.clone(),
                 watcher: graceful.watcher(),
                 tls: tls.as_ref().map(|t| t.acceptor.clone()),
@@ -184,25 +195,27 @@ impl Client {
             tls,
         } = self;
         let epoch = proxy.inner.epoch.subscribe();
+        let activity = proxy.inner.connections.register();
+        let limits = Limits::new(&proxy.inner.options);
+        let handshake = proxy.inner.options.header_timeout;
+        let stream = Guarded::new(stream, activity.clone(), limits);
         let client = Arc::new(ClientConn {
             proxy,
             info,
             affinity: Affinity::default(),
+            activity,
         });
         let result = match tls {
             None => serve_io(TokioIo::new(stream), &builder, watcher, &client, epoch).await,
             Some(acceptor) => {
-                let stream =
-                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
-                        .await
-                    {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => return,
-                    };
+                let stream = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
                 serve_io(TokioIo::new(stream), &builder, watcher, &client, epoch).await
             }
         };

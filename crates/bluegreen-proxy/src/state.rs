@@ -129,6 +129,7 @@ pub(crate) struct Inner {
     check_client: CheckClient,
     generation: AtomicU64,
     pub(crate) previews: Previews,
+    pub(crate) connections: crate::conn::Connections,
 }
 
 /// The proxy: apps by host, their groups, route tables and health. A cheap handle
@@ -186,6 +187,40 @@ pub(crate) fn normalize_host(host: &str) -> Result<String> {
     Ok(host)
 }
 
+/// The most characters of a group id (and of an instance id).
+const MAX_ID: usize = 128;
+
+/// Checks a group id wherever one comes in (attach, apply, routes, detach), or
+/// [`Error::Invalid`] naming `field`: 1 to 128 ASCII letters, digits and
+/// `-._~:+`, so that it is safe in a cookie, a header and a URL path.
+pub(crate) fn check_group_id(group: &GroupId, field: &str) -> Result<()> {
+    let id = group.as_str();
+    if id.is_empty() || id.len() > MAX_ID {
+        return Err(Error::invalid(
+            field,
+            format!("{id:?} is not a group id: it must have 1 to {MAX_ID} characters"),
+        ));
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~' | ':' | '+')))
+    {
+        return Err(Error::invalid(
+            field,
+            format!("{id:?} is not a group id: it contains {c:?}; use letters, digits and -._~:+"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the group ids of a route table.
+fn check_table(table: &RouteTable) -> Result<()> {
+    for group in table.groups() {
+        check_group_id(group, "routes")?;
+    }
+    Ok(())
+}
+
 /// A draft of an app's next snapshot.
 pub(crate) struct Draft {
     pub(crate) table: RouteTable,
@@ -208,6 +243,7 @@ impl Proxy {
                 check_client: backend::check_client(),
                 generation: AtomicU64::new(0),
                 previews: Previews::default(),
+                connections: Default::default(),
             }),
         }
     }
@@ -371,15 +407,14 @@ impl Proxy {
         for (id, group) in &current.groups {
             if !next.groups.get(id).is_some_and(|g| Arc::ptr_eq(g, group)) {
                 group.retired.store(true, Ordering::Release);
-                // out of traffic (or detached): its requests in flight drain
-                if next.table.weight(id) == 0 {
-                    drain::cut_after(
-                        self.inner.options.drain_timeout,
-                        &app,
-                        group.clone(),
-                        self.inner.epoch.clone(),
-                    );
-                }
+                // its requests in flight drain once the group is out of traffic
+                // (now, or later for a state replaced by a new attachment)
+                drain::cut_after(
+                    self.inner.options.drain_timeout,
+                    &app,
+                    group.clone(),
+                    self.inner.epoch.clone(),
+                );
             }
         }
         backend::bump(&self.inner.epoch);
@@ -476,6 +511,7 @@ impl Proxy {
         backends: &[BackendSpec],
     ) -> Result<()> {
         let host = normalize_host(host)?;
+        check_group_id(group, "group")?;
         let fresh = self.change(&host, |proxy, app, draft| {
             let (state, fresh) =
                 proxy.build_group(app, group, backends, draft.groups.get(group))?;
@@ -491,11 +527,17 @@ impl Proxy {
     /// Forgets `group` and closes its preview listener. Idempotent; a group that
     /// has traffic is [`Error::Conflict`].
     pub fn detach(&self, host: &str, group: &GroupId) -> Result<()> {
+        self.detach_group(host, group).map(|_| ())
+    }
+
+    /// Like [`Proxy::detach`]; whether the group was attached.
+    pub(crate) fn detach_group(&self, host: &str, group: &GroupId) -> Result<bool> {
         let host = normalize_host(host)?;
+        check_group_id(group, "group")?;
         if self.app_exact(&host).is_none() {
-            return Ok(());
+            return Ok(false);
         }
-        self.change(&host, |_, app, draft| {
+        let detached = self.change(&host, |_, app, draft| {
             if draft.table.weight(group) > 0 {
                 return Err(Error::conflict(format!(
                     "group {group} still has {}% of {}'s traffic",
@@ -503,20 +545,22 @@ impl Proxy {
                     app.host
                 )));
             }
-            if draft.groups.remove(group).is_some() {
+            let found = draft.groups.remove(group).is_some();
+            if found {
                 app.stats.lock().expect("stats lock").remove(group);
                 tracing::info!(host = %app.host, %group, "group detached");
             }
-            Ok(())
+            Ok(found)
         })?;
         self.close_preview(&host, group);
-        Ok(())
+        Ok(detached)
     }
 
     /// Replaces the app's route table at once. Every group must be attached, or
     /// [`Error::NotFound`] and nothing changes.
     pub fn set_routes(&self, host: &str, table: &RouteTable) -> Result<()> {
         table.validate()?;
+        check_table(table)?;
         self.change(host, |_, _, draft| {
             draft.table = table.clone();
             Ok(())
@@ -532,6 +576,10 @@ impl Proxy {
         groups: &BTreeMap<GroupId, Vec<BackendSpec>>,
     ) -> Result<()> {
         table.validate()?;
+        check_table(table)?;
+        for group in groups.keys() {
+            check_group_id(group, "groups")?;
+        }
         let host = normalize_host(host)?;
         let fresh = self.change(&host, |proxy, app, draft| {
             let mut fresh = Vec::new();

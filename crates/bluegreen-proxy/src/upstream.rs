@@ -45,6 +45,10 @@ pub(crate) enum UpstreamError {
     Pool(hyper_util::client::legacy::Error),
     /// The drain timeout cut the request before its response came.
     Cut,
+    /// No response came within the upstream timeout.
+    Timeout,
+    /// The backend turned unhealthy before its response came.
+    Unhealthy,
 }
 
 impl UpstreamError {
@@ -54,7 +58,7 @@ impl UpstreamError {
             UpstreamError::Connect(_) => true,
             UpstreamError::Http(_) => false,
             UpstreamError::Pool(e) => e.is_connect(),
-            UpstreamError::Cut => false,
+            UpstreamError::Cut | UpstreamError::Timeout | UpstreamError::Unhealthy => false,
         }
     }
 }
@@ -66,6 +70,8 @@ impl std::fmt::Display for UpstreamError {
             UpstreamError::Http(e) => e.fmt(f),
             UpstreamError::Pool(e) => e.fmt(f),
             UpstreamError::Cut => f.write_str("cut by the drain timeout"),
+            UpstreamError::Timeout => f.write_str("no response within the upstream timeout"),
+            UpstreamError::Unhealthy => f.write_str("the backend turned unhealthy"),
         }
     }
 }
@@ -76,7 +82,7 @@ impl std::error::Error for UpstreamError {
             UpstreamError::Connect(e) => e.source(),
             UpstreamError::Http(e) => e.source(),
             UpstreamError::Pool(e) => e.source(),
-            UpstreamError::Cut => None,
+            UpstreamError::Cut | UpstreamError::Timeout | UpstreamError::Unhealthy => None,
         }
     }
 }

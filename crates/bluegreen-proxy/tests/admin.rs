@@ -299,3 +299,98 @@ fn tokens_never_show_in_debug() {
     assert!(!format!("{token:?}").contains("super-secret"));
     assert!(AdminToken::new("short").is_err());
 }
+
+#[tokio::test]
+async fn every_id_and_address_is_checked_on_every_route() {
+    let admin = Admin::start().await;
+    let port = admin.backend.addr.port();
+    let backend = format!(r#"[{{"address": "127.0.0.1:{port}"}}]"#);
+    let cases = [
+        (
+            Method::PUT,
+            "/v1/apps/web.production/groups/blue".to_owned(),
+            format!(r#"{{"backends": [{{"address": "user:secret@127.0.0.1:{port}"}}]}}"#),
+            "groups.blue.backends[0].address",
+        ),
+        (
+            Method::PUT,
+            "/v1/apps/web.production".to_owned(),
+            format!(
+                r#"{{"routes": {{}}, "groups": {{"g": [{{"address": "http://user:secret@127.0.0.1:{port}/"}}]}}}}"#
+            ),
+            "groups.g.backends[0].address",
+        ),
+        (
+            Method::PUT,
+            "/v1/apps/web.production".to_owned(),
+            format!(r#"{{"routes": {{"": 100}}, "groups": {{"": {backend}}}}}"#),
+            "routes",
+        ),
+        (
+            Method::PUT,
+            "/v1/apps/web.production".to_owned(),
+            format!(r#"{{"routes": {{}}, "groups": {{"": {backend}}}}}"#),
+            "groups",
+        ),
+        (
+            Method::PUT,
+            "/v1/apps/web.production".to_owned(),
+            format!(r#"{{"routes": {{}}, "groups": {{"g\r\nSet-Cookie: x=y": {backend}}}}}"#),
+            "groups",
+        ),
+        (
+            Method::PUT,
+            "/v1/apps/web.production".to_owned(),
+            format!(
+                r#"{{"routes": {{"g; Domain=x": 100}}, "groups": {{"g; Domain=x": {backend}}}}}"#
+            ),
+            "routes",
+        ),
+        (
+            Method::PUT,
+            "/v1/apps/web.production/routes".to_owned(),
+            r#"{"routes": {"g; Domain=x": 100}}"#.to_owned(),
+            "routes",
+        ),
+        (
+            Method::PUT,
+            "/v1/apps/web.production/groups/g%3B%20Domain%3Dx".to_owned(),
+            format!(r#"{{"backends": {backend}}}"#),
+            "group",
+        ),
+        (
+            Method::DELETE,
+            "/v1/apps/web.production/groups/%20".to_owned(),
+            String::new(),
+            "group",
+        ),
+        (
+            Method::GET,
+            "/v1/apps/web.production/groups/%0D%0A".to_owned(),
+            String::new(),
+            "group",
+        ),
+    ];
+    for (method, path, body, field) in cases {
+        let (status, reply) = admin.call(method.clone(), &path, Some(TOKEN), &body).await;
+        assert_eq!(status, 400, "{method} {path} {body}: {reply}");
+        assert_eq!(reply["field"], field, "{method} {path} {body}: {reply}");
+        assert!(!reply.to_string().contains("secret"), "{reply}");
+    }
+    // nothing was attached by any of them
+    let (status, _) = admin
+        .call(Method::GET, "/v1/apps/web.production", Some(TOKEN), "")
+        .await;
+    assert_eq!(status, 404);
+    // a well-formed id that is not attached: 200, and says so
+    let (status, reply) = admin
+        .call(
+            Method::DELETE,
+            "/v1/apps/web.production/groups/blue",
+            Some(TOKEN),
+            "",
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["was_attached"], false, "{reply}");
+}

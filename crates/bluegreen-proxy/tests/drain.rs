@@ -119,7 +119,7 @@ async fn requests_past_the_drain_timeout_are_cut() {
         let (status, _, body) = request.await.unwrap().unwrap();
         assert_eq!(status, 504, "{body}");
         assert!(
-            body.contains("group blue lost its traffic") && body.contains("drain timeout (300 ms)"),
+            body.contains("drain timeout (300 ms)") && !body.contains("blue"),
             "{body}"
         );
     }
@@ -206,6 +206,40 @@ async fn an_upgraded_connection_closes_at_the_drain_timeout() {
         .proxy
         .set_routes(HOST, &RouteTable::single(green))
         .unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest))
+        .await
+        .expect("the tunnel stayed open past the drain timeout");
+    assert!(read.is_ok_and(|n| n == 0) || rest.is_empty(), "{rest:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_attached_again_while_routed_still_drains_on_time() {
+    use tokio::io::AsyncReadExt;
+    let (proxy, blue_backend, _green_backend, blue, green) =
+        blue_then_green(Duration::from_millis(300)).await;
+    let (mut stream, head) = open_echo_tunnel(proxy.addr, HOST).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let url = proxy.url("/slow?ms=20000");
+    let slow = tokio::spawn(async move { get(&http1_client(), &url, HOST, &[]).await });
+    assert!(eventually(Duration::from_secs(5), || blue_backend.in_flight() == 1).await);
+    // attached again while it has all the traffic, then switched away and detached
+    proxy
+        .proxy
+        .attach(HOST, &blue, &[BackendSpec::new(blue_backend.address())])
+        .await
+        .unwrap();
+    proxy
+        .proxy
+        .set_routes(HOST, &RouteTable::single(green))
+        .unwrap();
+    proxy.proxy.detach(HOST, &blue).unwrap();
+    let (status, _, body) = tokio::time::timeout(Duration::from_secs(10), slow)
+        .await
+        .expect("the request on the old group outlived the drain timeout")
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, 504, "{body}");
     let mut rest = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest))
         .await

@@ -151,7 +151,9 @@ async fn weighted_splits_are_sticky() {
 
 #[tokio::test]
 async fn previews_reach_a_group_without_traffic() {
-    let proxy = RunningProxy::start(test_options()).await;
+    // the header is honoured from a trusted network only
+    let options = test_options().with_preview_header_from(vec!["127.0.0.0/8".parse().unwrap()]);
+    let proxy = RunningProxy::start(options).await;
     let _a = one_group(&proxy.proxy, HOST, "blue", 1).await;
     let _b = one_group(&proxy.proxy, HOST, "green", 1).await;
     proxy
@@ -167,7 +169,10 @@ async fn previews_reach_a_group_without_traffic() {
         .await
         .unwrap();
     assert_eq!(status, 404);
-    assert!(body.contains("red is not attached"), "{body}");
+    assert!(
+        body.contains("no such preview") && !body.contains("red"),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,8 +22,9 @@ use tokio::task::JoinSet;
 
 /// A backend: `/health` answers 200 (or 503 when made unhealthy), `/slow?ms=N`
 /// answers after N ms, `/drip?ms=N` sends its headers and `start` at once and
-/// `end` N ms later, `/echo` upgrades to a byte echo, anything else answers
-/// `<group> <instance>`.
+/// `end` N ms later, `/echo` upgrades to a byte echo, `/headers` answers the
+/// request's headers (`name: value` lines), `/big?kb=N` answers N KiB, anything
+/// else answers `<group> <instance>`.
 pub struct TestBackend {
     pub addr: SocketAddr,
     pub group: String,
@@ -185,6 +186,24 @@ async fn answer(
         r.headers_mut()
             .insert(http::header::UPGRADE, "echo".parse().unwrap());
         return Ok(r);
+    }
+    if req.uri().path() == "/headers" {
+        let mut text = String::new();
+        for (k, v) in req.headers() {
+            text.push_str(&format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes())));
+        }
+        return Ok(Response::new(Full::new(Bytes::from(text)).boxed()));
+    }
+    if req.uri().path() == "/big" {
+        let kb: usize = req
+            .uri()
+            .query()
+            .and_then(|q| q.strip_prefix("kb="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1024);
+        return Ok(Response::new(
+            Full::new(Bytes::from(vec![b'x'; kb * 1024])).boxed(),
+        ));
     }
     if req.uri().path() == "/body" {
         let body = req
@@ -402,4 +421,117 @@ pub fn test_options() -> ProxyOptions {
             .with_interval(Duration::from_millis(100))
             .with_timeout(Duration::from_secs(1)),
     )
+}
+
+/// Sends `bytes` on a new connection to `addr` and reads until the proxy closes
+/// it (or `bound` passes: then what came so far, and `timed_out`).
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], bound: Duration) -> RawReply {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(bound, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    RawReply {
+        text: String::from_utf8_lossy(&out).into_owned(),
+        timed_out: read.is_err(),
+    }
+}
+
+/// What [`raw_exchange`] read.
+#[derive(Debug)]
+pub struct RawReply {
+    pub text: String,
+    pub timed_out: bool,
+}
+
+impl RawReply {
+    /// The status code of the first response, if any.
+    pub fn status(&self) -> Option<u16> {
+        self.text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+    }
+}
+
+/// A backend whose health checks pass (until `set_healthy(false)`) but that
+/// never answers any other request; counts the connections that carry such a
+/// request and are still open.
+pub struct SilentBackend {
+    pub addr: SocketAddr,
+    hung: Arc<AtomicUsize>,
+    healthy: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SilentBackend {
+    pub async fn start() -> SilentBackend {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hung = Arc::new(AtomicUsize::new(0));
+        let healthy = Arc::new(AtomicBool::new(true));
+        let (h, ok) = (hung.clone(), healthy.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let (h, ok) = (h.clone(), ok.clone());
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let mut counted = false;
+                    while let Ok(n) = stream.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        let text = String::from_utf8_lossy(&buf[..n]);
+                        if text.starts_with("GET /health ") {
+                            let status = if ok.load(Ordering::SeqCst) {
+                                "200 OK"
+                            } else {
+                                "503 No"
+                            };
+                            let reply = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
+                            let _ = stream.write_all(reply.as_bytes()).await;
+                        } else if !counted {
+                            counted = true;
+                            h.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    if counted {
+                        h.fetch_sub(1, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        SilentBackend {
+            addr,
+            hung,
+            healthy,
+            task,
+        }
+    }
+
+    pub fn address(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Connections open now that carry a request it will never answer.
+    pub fn hung(&self) -> usize {
+        self.hung.load(Ordering::SeqCst)
+    }
+
+    pub fn set_healthy(&self, yes: bool) {
+        self.healthy.store(yes, Ordering::SeqCst);
+    }
+}
+
+impl Drop for SilentBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
