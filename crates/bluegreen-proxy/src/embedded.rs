@@ -11,7 +11,9 @@ use crate::{Proxy, ProxyOptions, ProxyRouter};
 
 /// A proxy serving on a loopback (or any) address inside this program. It stops at
 /// [`EmbeddedProxy::stop`], when dropped, or when the program ends; requests in
-/// flight finish.
+/// flight finish. Keep the value alive as long as its router is used: once it has
+/// stopped, every call of its [`ProxyRouter`] fails with an error that says so
+/// (never a deployment that succeeds while nothing serves).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -28,6 +30,33 @@ pub struct EmbeddedProxy {
     router: ProxyRouter,
     address: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
+    stopped: std::sync::Arc<StopFlag>,
+}
+
+/// Whether an embedded proxy has stopped, shared with its routers.
+#[derive(Debug)]
+pub(crate) struct StopFlag {
+    stopped: std::sync::atomic::AtomicBool,
+    address: SocketAddr,
+}
+
+impl StopFlag {
+    /// [`Error::NotSupported`]-free check: a provider error, not retryable, once the
+    /// proxy has stopped.
+    pub(crate) fn ensure(&self) -> Result<()> {
+        if self.stopped.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::provider(
+                "proxy",
+                format!(
+                    "the embedded proxy on {} has stopped (its EmbeddedProxy was stopped or \
+                     dropped): keep it alive while its router is used",
+                    self.address
+                ),
+                false,
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl EmbeddedProxy {
@@ -50,10 +79,15 @@ impl EmbeddedProxy {
                 tracing::error!(error = %e, "the embedded proxy stopped");
             }
         });
+        let stopped = std::sync::Arc::new(StopFlag {
+            stopped: std::sync::atomic::AtomicBool::new(false),
+            address,
+        });
         Ok(EmbeddedProxy {
-            router: ProxyRouter::embedded(proxy),
+            router: ProxyRouter::embedded(proxy).stopping_with(stopped.clone()),
             address,
             stop: Some(tx),
+            stopped,
         })
     }
 
@@ -69,6 +103,9 @@ impl EmbeddedProxy {
 
     /// Stops accepting connections; requests in flight finish.
     pub fn stop(&mut self) {
+        self.stopped
+            .stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }

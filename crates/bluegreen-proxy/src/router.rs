@@ -63,6 +63,9 @@ type HostFn = Arc<dyn Fn(&App) -> String + Send + Sync>;
 pub struct ProxyRouter {
     mode: Mode,
     host_of: HostFn,
+    /// Set for the router of an [`EmbeddedProxy`](crate::EmbeddedProxy): calls fail
+    /// once it has stopped.
+    stopped: Option<Arc<crate::embedded::StopFlag>>,
 }
 
 #[derive(Clone)]
@@ -118,6 +121,20 @@ impl ProxyRouter {
         ProxyRouter {
             mode: Mode::Embedded(proxy),
             host_of: Arc::new(default_host),
+            stopped: None,
+        }
+    }
+
+    /// This router, failing once `flag` says its embedded proxy stopped.
+    pub(crate) fn stopping_with(mut self, flag: Arc<crate::embedded::StopFlag>) -> Self {
+        self.stopped = Some(flag);
+        self
+    }
+
+    fn ensure_serving(&self) -> Result<()> {
+        match &self.stopped {
+            Some(flag) => flag.ensure(),
+            None => Ok(()),
         }
     }
 
@@ -158,6 +175,7 @@ impl ProxyRouter {
         Ok(ProxyRouter {
             mode: Mode::Remote(Arc::new(RemoteAdmin { endpoint, token })),
             host_of: Arc::new(default_host),
+            stopped: None,
         })
     }
 
@@ -363,6 +381,7 @@ impl Router for ProxyRouter {
         group: &GroupId,
         instances: &[Instance],
     ) -> Result<Attachment> {
+        self.ensure_serving()?;
         let specs = backends(instances)?;
         let host = self.host_of(app);
         let preview = match &self.mode {
@@ -392,6 +411,7 @@ impl Router for ProxyRouter {
     }
 
     async fn detach(&self, app: &App, group: &GroupId) -> Result<()> {
+        self.ensure_serving()?;
         let host = self.host_of(app);
         match &self.mode {
             Mode::Embedded(proxy) => proxy.detach(&host, group),
@@ -413,6 +433,7 @@ impl Router for ProxyRouter {
     }
 
     async fn routes(&self, app: &App) -> Result<RouteTable> {
+        self.ensure_serving()?;
         let host = self.host_of(app);
         match &self.mode {
             Mode::Embedded(proxy) => proxy.routes(&host),
@@ -430,6 +451,7 @@ impl Router for ProxyRouter {
     }
 
     async fn set_routes(&self, app: &App, table: &RouteTable) -> Result<()> {
+        self.ensure_serving()?;
         let host = self.host_of(app);
         match &self.mode {
             Mode::Embedded(proxy) => proxy.set_routes(&host, table),
@@ -449,6 +471,7 @@ impl Router for ProxyRouter {
     }
 
     async fn serving(&self, app: &App, group: &GroupId) -> Result<Serving> {
+        self.ensure_serving()?;
         let host = self.host_of(app);
         match &self.mode {
             Mode::Embedded(proxy) => proxy.serving(&host, group),

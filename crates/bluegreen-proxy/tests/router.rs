@@ -315,3 +315,23 @@ fn remote_admin_urls_are_checked() {
     assert!(ProxyRouter::remote("http://localhost:8081/", token()).is_ok());
     assert!(ProxyRouter::remote("unix:/run/bluegreen-proxy.sock", token()).is_ok());
 }
+
+/// A router whose embedded proxy was dropped fails at once, saying why, instead of
+/// letting a deployment succeed while nothing serves.
+#[tokio::test]
+async fn the_router_of_a_dropped_embedded_proxy_fails_and_says_why() {
+    let router = bluegreen_proxy::EmbeddedProxy::start(
+        "127.0.0.1:0".parse().unwrap(),
+        bluegreen_proxy::ProxyOptions::default(),
+    )
+    .await
+    .unwrap()
+    .router();
+    let app = bluegreen_core::App::new("web", "production").unwrap();
+    let e = bluegreen_core::Router::routes(&router, &app)
+        .await
+        .unwrap_err();
+    assert!(!e.is_retryable(), "{e}");
+    assert!(e.to_string().contains("has stopped"), "{e}");
+    assert!(e.to_string().contains("keep it alive"), "{e}");
+}
