@@ -69,13 +69,16 @@ impl AdminToken {
         Ok(AdminToken(token))
     }
 
-    /// A random token of 32 hex digits.
+    /// A random token of 32 hex digits (128 bits from the operating system's
+    /// CSPRNG).
+    ///
+    /// # Panics
+    /// When the operating system gives no random bytes (no usable entropy source),
+    /// rather than hand out a guessable token.
     pub fn random() -> Self {
-        AdminToken(format!(
-            "{:016x}{:016x}",
-            fastrand::u64(..),
-            fastrand::u64(..)
-        ))
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).expect("the operating system's random source");
+        AdminToken(bytes.iter().map(|b| format!("{b:02x}")).collect())
     }
 
     /// The token itself, to hand to a client.
@@ -92,15 +95,9 @@ impl AdminToken {
         let Some(given) = value.strip_prefix(b"Bearer ") else {
             return false;
         };
-        let expected = self.0.as_bytes();
-        if given.len() != expected.len() {
-            return false;
-        }
-        given
-            .iter()
-            .zip(expected)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+        use subtle::ConstantTimeEq;
+        // lengths are not secret (every random token has 32 digits); contents are
+        given.ct_eq(self.0.as_bytes()).into()
     }
 }
 
@@ -497,5 +494,40 @@ async fn accept(listener: &AdminListener) -> io::Result<Box<dyn IoStream>> {
             let (s, _) = l.accept().await?;
             Ok(Box::new(s))
         }
+    }
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::AdminToken;
+
+    #[test]
+    fn random_tokens_are_32_hex_digits_and_differ() {
+        let a = AdminToken::random();
+        let b = AdminToken::random();
+        assert_eq!(a.expose().len(), 32);
+        assert!(a.expose().bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a.expose(), b.expose());
+    }
+
+    #[test]
+    fn only_the_exact_bearer_token_is_accepted() {
+        let t = AdminToken::new("s3cret-token").unwrap();
+        assert!(t.accepts(Some(b"Bearer s3cret-token")));
+        for wrong in [
+            &b"Bearer s3cret-tokeN"[..],
+            b"Bearer s3cret-toke",
+            b"Bearer s3cret-token2",
+            b"bearer s3cret-token",
+            b"s3cret-token",
+            b"",
+        ] {
+            assert!(
+                !t.accepts(Some(wrong)),
+                "{}",
+                String::from_utf8_lossy(wrong)
+            );
+        }
+        assert!(!t.accepts(None));
     }
 }
