@@ -59,7 +59,15 @@ impl Release {
         self
     }
 
-    /// The content hash: 16 hex digits of a SHA-256 over the canonical JSON form.
+    /// The content hash: 16 hex digits of a SHA-256 over the canonical form.
+    ///
+    /// The canonical form (version 1) is the JSON object
+    /// `{"image":…,"env":{…},"size":…,"settings":{…}}`, in that order, maps sorted
+    /// by key, no spaces. It is pinned by golden tests: a release gives the same id
+    /// forever, so that groups already running keep being listed after an upgrade.
+    /// A field added to `Release` later must stay out of the canonical form while it
+    /// has its default value (`skip_serializing_if`), or bump the version and keep
+    /// reading the old ids.
     pub fn id(&self) -> ReleaseId {
         let json = serde_json::to_vec(self).expect("a release always serializes");
         let digest = Sha256::digest(json);
