@@ -4,83 +4,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bluegreen_core::{
-    check_fn, App, DeployRequest, Engine, EngineOptions, ErrorKind, Event, EventSink, Fleet,
-    GroupId, ImageSource, RouteTable, Router, Step, Strategy,
+    check_fn, App, DeployRequest, Engine, EngineOptions, ErrorKind, Event, Fleet, GroupId,
+    ImageSource, RouteTable, Step, Strategy,
 };
-use bluegreen_testkit::{Behaviour, Fault, MemoryPlatform, Op};
+use bluegreen_testkit::{Behaviour, Fault, Op};
 
-fn app() -> App {
-    App::new("web", "production").unwrap()
-}
+mod support;
 
-fn request(tag: &str) -> DeployRequest {
-    DeployRequest::new(app(), ImageSource::Reference(format!("web:{tag}"))).size(3)
-}
+use support::{app, gid, request, rig, Rig};
 
 fn options() -> EngineOptions {
     EngineOptions::default()
         .with_health_timeout(Duration::from_secs(120))
         .with_drain(Duration::from_secs(5))
-}
-
-struct Rig {
-    platform: MemoryPlatform,
-    engine: Engine,
-    events: Arc<Mutex<Vec<Event>>>,
-}
-
-fn rig(options: EngineOptions) -> Rig {
-    let platform = MemoryPlatform::new();
-    platform.set_boot_time(Duration::from_secs(10));
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let sink = EventSink::new({
-        let events = events.clone();
-        move |e: &Event| events.lock().unwrap().push(e.clone())
-    });
-    let engine = Engine::new(platform.image(), platform.fleet(), platform.router())
-        .with_options(options)
-        .with_events(sink);
-    Rig {
-        platform,
-        engine,
-        events,
-    }
-}
-
-impl Rig {
-    fn steps(&self) -> Vec<Step> {
-        let mut steps: Vec<Step> = Vec::new();
-        for e in self.events.lock().unwrap().iter() {
-            if let Event::StepStarted { step } = e {
-                if steps.last() != Some(step) {
-                    steps.push(*step);
-                }
-            }
-        }
-        steps
-    }
-
-    async fn routes(&self) -> RouteTable {
-        self.platform.router().routes(&app()).await.unwrap()
-    }
-
-    async fn group_ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self
-            .platform
-            .fleet()
-            .groups(&app())
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|g| g.id.to_string())
-            .collect();
-        ids.sort();
-        ids
-    }
-}
-
-fn gid(n: u32) -> GroupId {
-    GroupId::new(format!("web-production-v{n:03}"))
 }
 
 #[tokio::test(start_paused = true)]

@@ -7,82 +7,19 @@ use std::time::Duration;
 
 use bluegreen_core::{
     check_fn, App, DeployRequest, Engine, EngineOptions, ErrorKind, Event, EventContext, EventSink,
-    Fleet, GroupId, ImageSource, MemoryLock, Operation, RouteTable, Router, Serving, Step,
-    Strategy,
+    ImageSource, MemoryLock, Operation, RouteTable, Serving, Step, Strategy,
 };
 use bluegreen_testkit::{Behaviour, MemoryPlatform};
 
-fn app() -> App {
-    App::new("web", "production").unwrap()
-}
+mod support;
 
-fn gid(n: u32) -> GroupId {
-    GroupId::new(format!("web-production-v{n:03}"))
-}
-
-fn request(tag: &str) -> DeployRequest {
-    DeployRequest::new(app(), ImageSource::Reference(format!("web:{tag}"))).size(3)
-}
+use support::{app, gid, request, rig};
 
 fn options() -> EngineOptions {
     EngineOptions::default()
         .with_health_timeout(Duration::from_secs(120))
         .with_confirm_timeout(Duration::from_secs(20))
         .with_drain(Duration::from_secs(5))
-}
-
-struct Rig {
-    platform: MemoryPlatform,
-    engine: Engine,
-    events: Arc<Mutex<Vec<Event>>>,
-}
-
-fn rig(options: EngineOptions) -> Rig {
-    let platform = MemoryPlatform::new();
-    platform.set_boot_time(Duration::from_secs(10));
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let sink = EventSink::new({
-        let events = events.clone();
-        move |e: &Event| events.lock().unwrap().push(e.clone())
-    });
-    let engine = Engine::new(platform.image(), platform.fleet(), platform.router())
-        .with_options(options)
-        .with_events(sink);
-    Rig {
-        platform,
-        engine,
-        events,
-    }
-}
-
-impl Rig {
-    async fn routes(&self) -> RouteTable {
-        self.platform.router().routes(&app()).await.unwrap()
-    }
-
-    async fn groups(&self) -> Vec<GroupId> {
-        let mut ids: Vec<GroupId> = self
-            .platform
-            .fleet()
-            .groups(&app())
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|g| g.id)
-            .collect();
-        ids.sort();
-        ids
-    }
-
-    async fn image_of(&self, group: &GroupId) -> bluegreen_core::ImageId {
-        let groups = self.platform.fleet().groups(&app()).await.unwrap();
-        groups
-            .into_iter()
-            .find(|g| &g.id == group)
-            .unwrap()
-            .release
-            .image
-    }
 }
 
 /// Failure 1: the fleet's probe passes while the router's own check fails. No
