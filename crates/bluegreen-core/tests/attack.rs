@@ -23,6 +23,9 @@ use tokio::time::Instant;
 // rig
 // ---------------------------------------------------------------------------
 
+/// What a check or a wrapper saw, shared with the test.
+type Shared<T> = Arc<Mutex<Vec<T>>>;
+
 fn app() -> App {
     App::new("web", "production").unwrap()
 }
@@ -596,12 +599,12 @@ async fn a_rollback_cut_at_any_moment_converges_when_run_again() {
                 let history: Vec<ImageId> = l.history().map(|r| r.image.clone()).collect();
                 assert_eq!(
                     history,
-                    [one.clone()],
+                    std::slice::from_ref(&one),
                     "{what}: history of the rolled-back group"
                 );
                 assert_eq!(
                     group_ids(&c.platform, &app()).await,
-                    [l.id.clone()],
+                    std::slice::from_ref(&l.id),
                     "{what}: keep 0"
                 );
                 assert_tidy(&c.platform, &app(), &what).await;
@@ -1271,7 +1274,7 @@ async fn analysis_checks_run_at_each_step_and_every_poll_of_the_bake() {
     let engine = Engine::new(platform.image(), platform.fleet(), platform.router())
         .with_options(options().with_poll_interval(Duration::from_secs(5)));
     engine.deploy(&req("1")).await.unwrap();
-    let calls: Arc<Mutex<Vec<(u8, bool, bool, String)>>> = Arc::default();
+    let calls: Shared<(u8, bool, bool, String)> = Arc::default();
     let check = check_fn("record", {
         let calls = calls.clone();
         move |t| {
@@ -1392,7 +1395,7 @@ async fn rollback_with_verifies_and_bakes_its_target() {
     // image 1 now crashes 5 s after boot
     platform.set_behaviour("web:1", Behaviour::CrashAfter(Duration::from_secs(5)));
     let one = image_id(&platform, &app(), "1").await;
-    let seen: Arc<Mutex<Vec<(u8, Option<String>)>>> = Arc::default();
+    let seen: Shared<(u8, Option<String>)> = Arc::default();
     let check = check_fn("smoke", {
         let seen = seen.clone();
         move |t| {
