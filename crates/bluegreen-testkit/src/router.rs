@@ -13,6 +13,13 @@ use crate::platform::MemoryPlatform;
 /// The router of the [`MemoryPlatform`]: it sees its members' health as the
 /// platform has it (like a router's own health checks) and records every route
 /// table it is given ([`MemoryPlatform::route_history`]).
+///
+/// It works with the [`MemoryFleet`](crate::MemoryFleet) of the same platform only:
+/// it reads its members' health from that platform's instances, so members of
+/// another fleet's groups are never healthy to it, and a deployment of another
+/// fleet through it fails before the switch. To test your own fleet, pair it with a
+/// router that reaches its instances (the bluegreen proxy's `EmbeddedProxy`, as
+/// `examples/custom_provider.rs` does).
 #[derive(Clone)]
 pub struct MemoryRouter {
     pub(crate) platform: MemoryPlatform,
