@@ -12,6 +12,7 @@ use crate::app::App;
 use crate::error::Result;
 use crate::event::EventSink;
 use crate::id::string_id;
+use crate::release::Release;
 
 string_id!(
     /// An immutable image id: a Docker image id, an AMI id, a slug id, a content hash.
@@ -111,6 +112,22 @@ pub trait Image: Send + Sync {
         events: &EventSink,
     ) -> Result<ImageRef>;
 
+    /// Checks a source before anything happens: the engine calls it while it
+    /// validates a request, with the release the request gives (its image not
+    /// prepared yet), so that a source that cannot possibly run (an artifact that is
+    /// not a program, a build context without its recipe) is refused before any side
+    /// effect.
+    ///
+    /// # Behavior
+    /// Makes no platform call and changes nothing (it may read local files). A source
+    /// that cannot work is [`Error::Invalid`](crate::Error::Invalid) naming `source`
+    /// and why; a local path that does not exist is
+    /// [`Error::NotFound`](crate::Error::NotFound). The default accepts everything.
+    fn check_source(&self, source: &ImageSource, release: &Release) -> Result<()> {
+        let _ = (source, release);
+        Ok(())
+    }
+
     /// The images of `app` that carry bluegreen's labels, in any order.
     ///
     /// # Behavior
@@ -137,6 +154,9 @@ impl<T: Image + ?Sized> Image for std::sync::Arc<T> {
         events: &EventSink,
     ) -> Result<ImageRef> {
         (**self).prepare(app, source, events).await
+    }
+    fn check_source(&self, source: &ImageSource, release: &Release) -> Result<()> {
+        (**self).check_source(source, release)
     }
     async fn images(&self, app: &App) -> Result<Vec<ImageRef>> {
         (**self).images(app).await

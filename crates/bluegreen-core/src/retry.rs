@@ -180,6 +180,9 @@ impl<T: Image> Image for Retry<T> {
             .run("prepare", || self.inner.prepare(app, source, events))
             .await
     }
+    fn check_source(&self, source: &ImageSource, release: &crate::release::Release) -> Result<()> {
+        self.inner.check_source(source, release)
+    }
     async fn images(&self, app: &App) -> Result<Vec<ImageRef>> {
         self.options.run("images", || self.inner.images(app)).await
     }

@@ -6,7 +6,9 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bluegreen_core::labels::{self, Labels};
-use bluegreen_core::{App, Error, EventSink, Image, ImageId, ImageRef, ImageSource, Result};
+use bluegreen_core::{
+    App, Error, EventSink, Image, ImageId, ImageRef, ImageSource, Release, Result,
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -147,8 +149,72 @@ pub(crate) fn remove_tree(path: &Path) -> Result<()> {
     }
 }
 
+/// Whether `program` can run here: an executable file that is an ELF binary or a
+/// script with a `#!` line. `shown` is how the error names it.
+fn check_program(program: &Path, shown: &str) -> Result<()> {
+    let meta = std::fs::metadata(program).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::not_found(format!("artifact {shown}")),
+        _ => io_error(program, e),
+    })?;
+    if !meta.is_file() {
+        return Err(Error::invalid(
+            "source",
+            format!("{shown} cannot run: it is not a file"),
+        ));
+    }
+    if meta.permissions().mode() & 0o111 == 0 {
+        return Err(Error::invalid(
+            "source",
+            format!(
+                "{shown} cannot run: it is not executable (mode {:o})",
+                meta.permissions().mode() & 0o777
+            ),
+        ));
+    }
+    let mut head = [0u8; 4];
+    let read = {
+        use std::io::Read;
+        std::fs::File::open(program)
+            .and_then(|mut f| f.read(&mut head))
+            .map_err(|e| io_error(program, e))?
+    };
+    let elf = read == 4 && head == *b"\x7fELF";
+    let script = read >= 2 && head[..2] == *b"#!";
+    if !(elf || script) {
+        return Err(Error::invalid(
+            "source",
+            format!(
+                "{shown} cannot run: it is neither a program (ELF) nor a script with a `#!` line"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Image for LocalImage {
+    /// An artifact must be a program that can run: an executable ELF file or `#!`
+    /// script, or a directory whose `command` setting names one inside it.
+    fn check_source(&self, source: &ImageSource, release: &Release) -> Result<()> {
+        let ImageSource::Artifact(path) = source else {
+            return Ok(());
+        };
+        let shown = format!("`{}`", path.display());
+        if path.is_dir() {
+            let Some(command) = release.settings.get("command") else {
+                return Err(Error::invalid(
+                    "settings.command",
+                    format!(
+                        "{shown} is a directory: name its executable with the setting `command`"
+                    ),
+                ));
+            };
+            let program = path.join(command);
+            return check_program(&program, &format!("`{}`", program.display()));
+        }
+        check_program(path, &shown)
+    }
+
     async fn prepare(
         &self,
         app: &App,

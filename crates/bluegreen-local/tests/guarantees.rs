@@ -203,3 +203,59 @@ async fn a_group_that_dies_during_the_bake_after_the_switch_is_switched_back() {
     );
     rig.clean().await;
 }
+
+/// An artifact that cannot possibly run is refused while the request is validated,
+/// naming it and why: no image stored, no process started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_artifact_that_cannot_run_is_refused_before_anything_happens() {
+    use std::os::unix::fs::PermissionsExt;
+    let rig = rig("artifact", EngineOptions::default()).await;
+    let text = rig.tmp.0.join("hostname");
+    std::fs::write(&text, "a-host\n").unwrap();
+    let executable_text = rig.tmp.0.join("notes");
+    std::fs::write(&executable_text, "just words\n").unwrap();
+    std::fs::set_permissions(&executable_text, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = image_dir(&rig.tmp.0, "1", "");
+    let cases: Vec<(DeployRequest, &str, &str)> = vec![
+        (
+            DeployRequest::new(rig.app.clone(), ImageSource::Artifact(text.clone())),
+            "invalid source",
+            "is not executable",
+        ),
+        (
+            DeployRequest::new(rig.app.clone(), ImageSource::Artifact(executable_text)),
+            "invalid source",
+            "neither a program (ELF) nor a script",
+        ),
+        (
+            DeployRequest::new(rig.app.clone(), ImageSource::Artifact(dir.clone())),
+            "invalid settings.command",
+            "is a directory",
+        ),
+        (
+            DeployRequest::new(rig.app.clone(), ImageSource::Artifact(dir))
+                .setting("command", "missing"),
+            "not found",
+            "missing",
+        ),
+    ];
+    for (request, field, why) in cases {
+        let e = rig.engine.deploy(&request).await.unwrap_err();
+        assert!(e.to_string().contains(field), "{e}");
+        assert!(e.to_string().contains(why), "{e}");
+    }
+    assert!(
+        bluegreen_core::Image::images(&bluegreen_local::LocalImage::new(rig.tmp.state()), &rig.app)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing was stored"
+    );
+    assert!(rig.fleet.groups(&rig.app).await.unwrap().is_empty());
+    // a real program passes
+    rig.engine
+        .deploy(&rig.request("2", ""))
+        .await
+        .expect("the sample app deploys");
+    rig.clean().await;
+}

@@ -330,9 +330,11 @@ impl Engine {
     fn validate(&self, request: &DeployRequest) -> Result<()> {
         self.validate_options()?;
         request.validate()?;
-        // what the fleet reads of the release, before any image is prepared
-        self.fleet
-            .check_release(&request.release(ImageId::new("(not prepared yet)")))
+        // what the fleet reads of the release and whether the source can run, before
+        // any image is prepared
+        let release = request.release(ImageId::new("(not prepared yet)"));
+        self.fleet.check_release(&release)?;
+        self.image.check_source(&request.source, &release)
     }
 
     /// Announces the operation, validates its input (no platform call) and takes the
