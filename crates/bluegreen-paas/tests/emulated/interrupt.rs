@@ -24,7 +24,7 @@ async fn interrupted_everywhere(
     for at in [Hang::Before, Hang::After] {
         let mut n = 1;
         loop {
-            let emu = Emulator::start().await;
+            let emu = support::emulator().await;
             emu.set_boot_time(Duration::from_millis(30));
             let (image, fleet, router) = mode(&emu, &app);
             let engine = || {
