@@ -70,7 +70,10 @@ impl Run<'_> {
             let group = &target.group;
             let done: Result<()> = match next {
                 Plan::Launch => self.step(Step::Launch, self.launch(group)).await.map(|()| {
-                    observed.groups.push(group.clone());
+                    progress.launched = true;
+                    if observed.group(&group.id).is_none() {
+                        observed.groups.push(group.clone());
+                    }
                 }),
                 Plan::WaitHealthy => self
                     .step(Step::WaitHealthy, self.wait_healthy(group))

@@ -105,7 +105,9 @@ pub(crate) struct Target {
     /// Whether a failure destroys the group: it was launched for this release by
     /// this run or an interrupted one (not a warm group brought back).
     pub(crate) disposable: bool,
-    /// The group was left by an interrupted run and is finished, not relaunched.
+    /// The group was left by an interrupted run and is finished, not replaced by a
+    /// new group: its (idempotent) launch runs again first, since the run that left
+    /// it may have stopped in the middle of launching it.
     pub(crate) adopted: bool,
     /// The group already had all traffic when the operation began.
     pub(crate) already_live: bool,
@@ -115,6 +117,8 @@ pub(crate) struct Target {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Progress {
     pub(crate) target: Option<Target>,
+    /// This run launched the target (or launched an adopted one again).
+    pub(crate) launched: bool,
     /// Every wanted instance was healthy, as the fleet reported them.
     pub(crate) healthy: Option<Vec<Instance>>,
     pub(crate) attachment: Option<Attachment>,
@@ -456,7 +460,9 @@ fn next(
             Plan::Retire
         };
     }
-    if observed.group(group).is_none() {
+    // an adopted group is launched again: an interrupted launch may have left it
+    // without its release, its dynos or its size, which waiting cannot bring
+    if observed.group(group).is_none() || (target.adopted && !progress.launched) {
         return Plan::Launch;
     }
     if progress.healthy.is_none() {
@@ -611,6 +617,7 @@ mod tests {
     fn verified(target: Target) -> Progress {
         Progress {
             target: Some(target),
+            launched: true,
             healthy: Some(healthy(2)),
             attachment: Some(Attachment::default()),
             verified: true,
@@ -679,11 +686,22 @@ mod tests {
                 Plan::Launch,
             ),
             (
-                "crashed while booting: adopted, waited for",
+                "crashed while launching or booting: adopted, launched again",
                 vec![v1.clone(), v2.clone()],
                 RouteTable::single(gid(1)),
                 |t| Progress {
                     target: Some(t),
+                    ..Progress::default()
+                },
+                Plan::Launch,
+            ),
+            (
+                "adopted and launched again: waited for",
+                vec![v1.clone(), v2.clone()],
+                RouteTable::single(gid(1)),
+                |t| Progress {
+                    target: Some(t),
+                    launched: true,
                     ..Progress::default()
                 },
                 Plan::WaitHealthy,
@@ -905,7 +923,7 @@ mod tests {
     }
 
     #[test]
-    fn an_interrupted_rollback_is_finished_not_launched_again() {
+    fn an_interrupted_rollback_is_finished_not_replaced() {
         let v3 = group(3, "r2", &["r1"]);
         let v4 = group(4, "r1", &[]);
         let o = observed(vec![v3, v4], RouteTable::single(gid(3)));
