@@ -76,6 +76,9 @@ fn small_schema() -> Value {
     })
 }
 
+/// A change to an answer.
+type Change = dyn Fn(&mut Value);
+
 fn small() -> Schema {
     Schema::new(small_schema()).expect("the small schema compiles")
 }
@@ -173,7 +176,7 @@ fn an_answer_that_breaks_the_schema_is_caught() {
         schema.check_response("GET", "/apps/web", &v)
     };
     // a wrong type, a bad format, an unknown property at the top and deep in a $ref
-    let cases: [(&str, &dyn Fn(&mut Value)); 5] = [
+    let cases: [(&str, &Change); 5] = [
         ("/maintenance", &|v| v["maintenance"] = json!("no")),
         ("/id", &|v| v["id"] = json!("not-a-uuid")),
         ("/created_at", &|v| v["created_at"] = json!("yesterday")),
