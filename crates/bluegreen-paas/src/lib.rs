@@ -10,6 +10,8 @@ mod error;
 mod image;
 mod marks;
 mod release_mode;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use app_fleet::AppFleet;
 pub use client::{ClientOptions, PlatformClient, Token, ACCEPT_V3, DEFAULT_BASE_URL};

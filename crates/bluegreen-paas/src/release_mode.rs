@@ -19,6 +19,8 @@ use crate::marks::{self, Naming};
 use crate::api::RELEASE_DESCRIPTION as DESCRIPTION;
 const ATTACHED_PREFIX: &str = "BLUEGREEN_ATTACHED_";
 const FORGOTTEN_PREFIX: &str = "BLUEGREEN_FORGOTTEN_";
+/// The control app's mark of the group the router last switched to.
+const ROUTED_VAR: &str = "BLUEGREEN_ROUTED";
 
 /// Groups as releases of one long-lived app (`web-production`, or the name given with
 /// [`ReleaseFleet::with_app_name`]).
@@ -28,16 +30,22 @@ const FORGOTTEN_PREFIX: &str = "BLUEGREEN_FORGOTTEN_";
 /// removing the variables the previous group set that this one lacks, creates a
 /// release of the slug (described `bluegreen <group> release <hash>`) and scales the
 /// process type to the release's size. The platform makes a new release current at
-/// once: **launching is the switch**. The paired [`ReleaseRouter`] confirms it, and
-/// puts an older group back with the platform's rollback (a new release with that
+/// once: **launching is the switch** on the platform. The route table the paired
+/// [`ReleaseRouter`] reports still names the group it last switched to until the
+/// engine switches to the new one (after its dynos are healthy and the router's
+/// readiness check), so that a deployment interrupted in between and run again
+/// waits for the new release's dynos instead of finding it live. The router puts an
+/// older group back with the platform's rollback (a new release with that
 /// release's slug and config vars).
 ///
 /// A group's instances are the dynos running its release. Only the current release
 /// has dynos, so an older group kept by the engine is a rollback target, not a warm
 /// group: [`Engine::rollback`](bluegreen_core::Engine::rollback) launches the
-/// previous release again. Releases cannot be deleted: `destroy` scales the
-/// group's dynos to zero when it is current and forgets the group (a mark in the
-/// control app, see [`Naming::control_app`]).
+/// previous release again. Releases cannot be deleted: `destroy` forgets the group
+/// (a mark in the control app, see [`Naming::control_app`]); when its release is
+/// current, the release of the group the router last switched to is made current
+/// again (a launch that failed before its switch is undone), or, without one, the
+/// group's dynos are scaled to zero.
 ///
 /// The app must carry `BLUEGREEN_OWNER=bluegreen`, `BLUEGREEN_APP` and
 /// `BLUEGREEN_ENVIRONMENT`, or not exist (it is then created in maintenance mode,
@@ -87,6 +95,26 @@ impl State {
 
     fn attached(&self, group: &GroupId) -> bool {
         self.control.contains_key(&attach_key(group))
+    }
+
+    /// The group the router last switched to, while bluegreen still knows it.
+    fn routed(&self) -> Option<GroupId> {
+        let group = GroupId::new(self.control.get(ROUTED_VAR)?.clone());
+        self.groups.contains_key(&group).then_some(group)
+    }
+
+    /// The route table: empty in maintenance mode; else the group the router last
+    /// switched to, even while a newer release launched since is current (the
+    /// engine has not switched to it yet); else, on an app that has no such mark,
+    /// the group of the current release.
+    fn table(&self) -> RouteTable {
+        if self.info.maintenance {
+            return RouteTable::empty();
+        }
+        self.routed()
+            .or_else(|| self.current_group())
+            .map(RouteTable::single)
+            .unwrap_or_default()
     }
 }
 
@@ -233,6 +261,40 @@ impl ReleaseFleet {
         .await
     }
 
+    /// Marks the group that serves now as the routed one, when no group is marked:
+    /// the route table stays as it is while a launch makes another release current.
+    async fn freeze_routes(&self, state: &State, app: &App) -> Result<()> {
+        if state.info.maintenance || state.routed().is_some() {
+            return Ok(());
+        }
+        let Some(serving) = state.current_group() else {
+            return Ok(());
+        };
+        self.mark_routed(app, Some(&serving)).await
+    }
+
+    /// Sets (or, with `None`, removes) the routed group's mark in the control app.
+    async fn mark_routed(&self, app: &App, group: Option<&GroupId>) -> Result<()> {
+        let control = self.control(app).await?;
+        api::patch_config(
+            &self.client,
+            &control,
+            &BTreeMap::from([(ROUTED_VAR.to_owned(), group.map(|g| g.to_string()))]),
+        )
+        .await
+    }
+
+    /// Makes `release` current again: the platform's rollback.
+    async fn make_current(&self, state: &State, release: &ReleaseInfo) -> Result<()> {
+        self.client
+            .post::<Value>(
+                &format!("/apps/{}/releases", seg(&state.name)),
+                &json!({ "release": release.id }),
+            )
+            .await?;
+        Ok(())
+    }
+
     async fn dynos_of(&self, state: &State, group: &Group) -> Result<Vec<Instance>> {
         let settings = marks::check_release(&group.release)?;
         let mut releases: Vec<String> = state
@@ -282,10 +344,11 @@ impl Fleet for ReleaseFleet {
         if let Ok(release) = state.release_of(&group.id) {
             return match self.record(&state, app, release).await? {
                 Some(found) if &found == group => {
-                    if state.current_group().as_ref() == Some(&group.id) {
-                        self.scale_to(&state, group, group.release.size).await?;
+                    if state.current_group().as_ref() != Some(&group.id) {
+                        self.freeze_routes(&state, app).await?;
+                        self.make_current(&state, release).await?;
                     }
-                    Ok(())
+                    self.scale_to(&state, group, group.release.size).await
                 }
                 _ => Err(Error::conflict(format!(
                     "{} was released with another record",
@@ -306,6 +369,7 @@ impl Fleet for ReleaseFleet {
             .and_then(|r| serde_json::from_str::<Group>(r).ok())
             .map(|g| g.release.env.into_keys().collect())
             .unwrap_or_default();
+        self.freeze_routes(&state, app).await?;
         let changes = marks::config_changes(&vars, &marks::group_vars(group), stale);
         if !changes.is_empty() {
             api::patch_config(&self.client, &name, &changes).await?;
@@ -355,8 +419,22 @@ impl Fleet for ReleaseFleet {
             return Ok(());
         };
         if state.current_group().as_ref() == Some(group) {
-            if let Ok(g) = self.group(&state, app, group).await {
-                self.scale_to(&state, &g, 0).await?;
+            // launched, never switched to: the routed group's release serves again
+            let routed = state.routed().filter(|r| r != group);
+            let back = match &routed {
+                Some(r) => Some((state.release_of(r)?, self.group(&state, app, r).await?)),
+                None => None,
+            };
+            match back {
+                Some((release, g)) => {
+                    self.make_current(&state, release).await?;
+                    self.scale_to(&state, &g, g.release.size).await?;
+                }
+                None => {
+                    if let Ok(g) = self.group(&state, app, group).await {
+                        self.scale_to(&state, &g, 0).await?;
+                    }
+                }
             }
         }
         let mut changes: BTreeMap<String, Option<String>> = releases
@@ -366,18 +444,26 @@ impl Fleet for ReleaseFleet {
         if state.attached(group) {
             changes.insert(attach_key(group), None);
         }
+        if state.control.get(ROUTED_VAR) == Some(&group.to_string()) {
+            changes.insert(ROUTED_VAR.to_owned(), None);
+        }
         let control = self.control(app).await?;
         api::patch_config(&self.client, &control, &changes).await
     }
 }
 
-/// The router of a [`ReleaseFleet`]: the route table is the group whose release is
-/// current, or empty while the app is in maintenance mode.
+/// The router of a [`ReleaseFleet`]: the route table is the group it last switched
+/// to (`BLUEGREEN_ROUTED` in the control app), or empty while the app is in
+/// maintenance mode. A release launched since is current on the platform (and
+/// serves once its dynos boot) but is not in the table until the engine switches to
+/// it; an app without the mark has the group of its current release.
 ///
-/// [`Router::set_routes`] to a group makes its release current again when it is not
-/// (the platform's rollback: `POST /apps/{app}/releases` with the release id),
-/// scales the process type to the group's size and ends maintenance mode; the empty
-/// table turns maintenance mode on. Attachments are marks in the control app
+/// [`Router::set_routes`] to a group marks it routed, makes its release current
+/// again when it is not (the platform's rollback: `POST /apps/{app}/releases` with
+/// the release id), scales the process type to the group's size and ends
+/// maintenance mode; the empty table turns maintenance mode on.
+/// [`Router::serving`] counts the dynos of the group's release that the platform
+/// reports `up`, whichever release is current. Attachments are marks in the control app
 /// (`BLUEGREEN_ATTACHED_<group>`), which has no dynos, so that marking restarts
 /// nothing. No weights, no preview: one app serves one release.
 #[derive(Clone, Debug)]
@@ -431,9 +517,9 @@ impl Router for ReleaseRouter {
         let Some(state) = self.fleet.state(app).await? else {
             return Ok(());
         };
-        if !state.info.maintenance && state.current_group().as_ref() == Some(group) {
+        if state.table().weight(group) > 0 {
             return Err(Error::conflict(format!(
-                "{group} is the current release: move the traffic first"
+                "{group} has the traffic: move it first"
             )));
         }
         if state.attached(group) {
@@ -450,11 +536,8 @@ impl Router for ReleaseRouter {
 
     async fn routes(&self, app: &App) -> Result<RouteTable> {
         Ok(match self.fleet.state(app).await? {
-            Some(state) if !state.info.maintenance => state
-                .current_group()
-                .map(RouteTable::single)
-                .unwrap_or_default(),
-            _ => RouteTable::empty(),
+            Some(state) => state.table(),
+            None => RouteTable::empty(),
         })
     }
 
@@ -475,14 +558,14 @@ impl Router for ReleaseRouter {
             return Ok(());
         };
         let (state, g) = self.attached_state(app, group).await?;
+        // the mark first: a switch interrupted after it reads as this table, which
+        // a revert then sets back
+        if state.routed().as_ref() != Some(*group) {
+            self.fleet.mark_routed(app, Some(group)).await?;
+        }
         if state.current_group().as_ref() != Some(*group) {
-            let release = state.release_of(group)?;
             self.fleet
-                .client
-                .post::<Value>(
-                    &format!("/apps/{}/releases", seg(&state.name)),
-                    &json!({ "release": release.id }),
-                )
+                .make_current(&state, state.release_of(group)?)
                 .await?;
         }
         self.fleet.scale_to(&state, &g, g.release.size).await?;
@@ -494,9 +577,6 @@ impl Router for ReleaseRouter {
 
     async fn serving(&self, app: &App, group: &GroupId) -> Result<Serving> {
         let (state, g) = self.attached_state(app, group).await?;
-        if state.current_group().as_ref() != Some(group) {
-            return Ok(Serving::new(0, 0));
-        }
         let dynos = self.fleet.dynos_of(&state, &g).await?;
         let healthy = dynos.iter().filter(|i| i.health.is_healthy()).count();
         Ok(Serving::new(healthy, dynos.len()))

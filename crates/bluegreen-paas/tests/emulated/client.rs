@@ -4,11 +4,11 @@ use bluegreen_core::{ErrorKind, Fleet, Retry};
 use bluegreen_paas::AppFleet;
 use serde_json::{json, Value};
 
-use crate::support::{self, Emulator};
+use crate::support;
 
 #[tokio::test]
 async fn a_bad_token_is_permission_denied_and_never_shown() {
-    let emu = Emulator::start().await;
+    let emu = support::emulator().await;
     let client = emu.client_with_token("wrong-token-xyz");
     assert!(!format!("{client:?}").contains("wrong-token-xyz"));
     let fleet = AppFleet::new(client);
@@ -21,7 +21,7 @@ async fn a_bad_token_is_permission_denied_and_never_shown() {
 
 #[tokio::test]
 async fn a_429_burst_is_rate_limited_and_retried_by_the_layer() {
-    let emu = Emulator::start().await;
+    let emu = support::emulator().await;
     let app = support::app("web");
     let fleet = AppFleet::new(emu.client());
     emu.fail_next(1, 429, "rate_limit");
@@ -38,7 +38,7 @@ async fn a_429_burst_is_rate_limited_and_retried_by_the_layer() {
 
 #[tokio::test]
 async fn a_5xx_is_retryable_and_retried_by_the_layer() {
-    let emu = Emulator::start().await;
+    let emu = support::emulator().await;
     let app = support::app("web");
     let fleet = AppFleet::new(emu.client());
     emu.fail_next(1, 503, "unavailable");
@@ -58,7 +58,7 @@ async fn a_5xx_is_retryable_and_retried_by_the_layer() {
 
 #[tokio::test]
 async fn a_spent_budget_pauses_the_next_request() {
-    let emu = Emulator::start().await;
+    let emu = support::emulator().await;
     let client = emu.client();
     emu.spend_budget();
     client.list::<Value>("/apps").await.unwrap();
@@ -73,7 +73,7 @@ async fn a_spent_budget_pauses_the_next_request() {
 
 #[tokio::test]
 async fn lists_follow_next_range_across_pages() {
-    let emu = Emulator::start().await;
+    let emu = support::emulator().await;
     emu.set_page_size(2);
     for n in 0..5 {
         emu.add_foreign_app(&format!("other-{n}"), &[("A", "1")], None);
@@ -115,7 +115,7 @@ async fn lists_follow_next_range_across_pages() {
 
 #[tokio::test]
 async fn api_errors_keep_their_kind_and_id() {
-    let emu = Emulator::start().await;
+    let emu = support::emulator().await;
     let client = emu.client();
     let e = client.get::<Value>("/apps/missing-app").await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound);

@@ -2,11 +2,11 @@ use std::sync::Arc;
 
 use bluegreen_testkit::conformance;
 
-use crate::support::{self, Emulator};
+use crate::support;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_mode_conforms() {
-    let emu = Emulator::start().await;
+    let emu = support::emulator().await;
     let app = support::app("conformance");
     let (image, fleet, router) = support::app_mode(&emu, &app);
     conformance::run_all(
@@ -37,7 +37,7 @@ async fn app_mode_conforms() {
 /// automatic rollback of a crashing release in this mode.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_mode_conforms() {
-    let emu = Emulator::start().await;
+    let emu = support::emulator().await;
     let app = support::app("conformance");
     let (image, fleet, router) = support::release_mode(&emu);
     let sources = support::sources();

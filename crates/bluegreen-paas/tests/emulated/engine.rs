@@ -5,7 +5,7 @@ use bluegreen_core::{
     Router,
 };
 
-use crate::support::{self, Emulator};
+use crate::support;
 
 type Moves = Arc<Mutex<Vec<(String, Option<String>)>>>;
 
@@ -15,7 +15,7 @@ fn request(app: &bluegreen_core::App, source: &ImageSource) -> DeployRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_mode_deploy_rollback_and_retention() {
-    let emu = Emulator::start().await;
+    let emu = support::emulator().await;
     let app = support::app("web");
     let (image, fleet, router) = support::app_mode(&emu, &app);
     let moved: Moves = Arc::default();
@@ -118,7 +118,7 @@ async fn app_mode_deploy_rollback_and_retention() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_mode_deploy_rollback_and_retention() {
-    let emu = Emulator::start().await;
+    let emu = support::emulator().await;
     let app = support::app("api");
     let (image, fleet, router) = support::release_mode(&emu);
     let engine = Engine::new(image.clone(), fleet.clone(), router.clone())
@@ -191,7 +191,7 @@ async fn release_mode_deploy_rollback_and_retention() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn source_url_builds_stream_their_output() {
-    let emu = Emulator::start().await;
+    let emu = support::emulator().await;
     let app = support::app("built");
     let (image, fleet, router) = support::app_mode(&emu, &app);
     let lines: Arc<Mutex<Vec<String>>> = Arc::default();

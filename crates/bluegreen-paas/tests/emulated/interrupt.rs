@@ -24,7 +24,7 @@ async fn interrupted_everywhere(
     for at in [Hang::Before, Hang::After] {
         let mut n = 1;
         loop {
-            let emu = Emulator::start().await;
+            let emu = support::emulator().await;
             emu.set_boot_time(Duration::from_millis(30));
             let (image, fleet, router) = mode(&emu, &app);
             let engine = || {
@@ -109,4 +109,64 @@ async fn release_mode_converges_after_a_drop_anywhere() {
         1,
     )
     .await;
+}
+
+/// Release mode dropped between its launch and its switch (the launch's scaling
+/// lost before or after the platform acted, or the first look at the new dynos),
+/// at boot times from none to longer than a rerun's observation and with added
+/// per-request latency: the rerun returns only once the release's dynos are all
+/// healthy, with the route table on the new group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_mode_rerun_waits_for_the_dynos_whatever_the_timing() {
+    let app = support::app("web");
+    let sources = support::sources();
+    let v1 = DeployRequest::new(app.clone(), sources.good.clone()).size(2);
+    let v2 = DeployRequest::new(app.clone(), sources.other.clone()).size(2);
+    let points = [
+        ("PATCH /apps/web-test/formation/web", Hang::Before),
+        ("PATCH /apps/web-test/formation/web", Hang::After),
+        ("GET /apps/web-test/dynos", Hang::Before),
+    ];
+    for boot in [0, 40, 250] {
+        for latency in [0, 10] {
+            for (request, at) in points {
+                let case =
+                    format!("boot {boot} ms, latency {latency} ms, drop at {request} ({at:?})");
+                let emu = support::emulator_with(
+                    support::options()
+                        .with_boot_time(Duration::from_millis(boot))
+                        .with_latency(Duration::from_millis(latency)),
+                )
+                .await;
+                let (image, fleet, router) = support::release_mode(&emu);
+                let engine = || {
+                    Engine::new(image.clone(), fleet.clone(), router.clone())
+                        .with_options(support::engine_options())
+                        .with_retry(support::retry())
+                };
+                engine().deploy(&v1).await.unwrap();
+                emu.hang_on(request, at);
+                let first = engine();
+                tokio::select! {
+                    r = first.deploy(&v2) => panic!("{case}: never dropped: {r:?}"),
+                    _ = emu.hung() => {}
+                }
+                let report = engine()
+                    .deploy(&v2)
+                    .await
+                    .unwrap_or_else(|e| panic!("{case}: {e}"));
+                // at once: nothing may have booted since the rerun said Ok
+                let instances = fleet.instances(&app, &report.live).await.unwrap();
+                let healthy = instances.iter().filter(|i| i.health.is_healthy()).count();
+                assert_eq!(healthy, 2, "{case}: {instances:?}");
+                assert!(!report.unchanged, "{case}: the rerun found it live");
+                assert_eq!(
+                    router.routes(&app).await.unwrap(),
+                    RouteTable::single(report.live.clone()),
+                    "{case}"
+                );
+                emu.assert_schema_clean();
+            }
+        }
+    }
 }

@@ -8,3 +8,4 @@ mod conformance;
 mod engine;
 mod interrupt;
 mod ownership;
+mod schema;

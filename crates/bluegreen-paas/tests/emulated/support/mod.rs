@@ -1,16 +1,66 @@
-//! Test support: the emulator, the schema validator and fixtures.
-
-pub mod emulator;
-pub mod schema;
+//! Test support: the emulator as these tests start it, and fixtures.
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use bluegreen_core::{App, EngineOptions, ImageSource, RetryOptions};
 use bluegreen_paas::{AppFleet, DomainRouter, ReleaseFleet, ReleaseRouter, SlugImage};
 use bluegreen_testkit::conformance::{Settings, Sources};
 
-pub use emulator::{Emulator, Hang};
+pub use bluegreen_paas::testing::{Emulator, EmulatorOptions, Hang, Schema, SCHEMA_ENV};
+
+/// The schema file the tests check against: `HEROKU_PLATFORM_API_SCHEMA`, read once.
+/// Unset or unreadable, the checks do not run (said once, on stderr, past the
+/// harness's capture), and in CI (`CI=true`) the run fails instead.
+pub fn schema_path() -> Option<PathBuf> {
+    static PATH: OnceLock<Option<PathBuf>> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let path = std::env::var_os(SCHEMA_ENV).filter(|p| !p.is_empty());
+        let why = match &path {
+            None => format!("{SCHEMA_ENV} is not set"),
+            Some(p) if !std::path::Path::new(p).is_file() => {
+                format!("{SCHEMA_ENV}={} is not a file", p.to_string_lossy())
+            }
+            Some(p) => return Some(PathBuf::from(p)),
+        };
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("the Heroku Platform API schema is required in CI: {why}");
+        }
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "heroku schema checks NOT RUN: {why}; the rest of the tests run"
+        );
+        None
+    })
+    .clone()
+}
+
+/// The schema, compiled (once per process), when [`schema_path`] gives one.
+pub fn schema() -> Option<std::sync::Arc<Schema>> {
+    schema_path().map(|p| Schema::load(&p).expect("the schema file compiles"))
+}
+
+/// The tests' emulator options: the schema of [`schema_path`], when there is one.
+pub fn options() -> EmulatorOptions {
+    match schema_path() {
+        Some(p) => EmulatorOptions::new().with_schema(p),
+        None => EmulatorOptions::new().without_schema(),
+    }
+}
+
+/// An emulator with the tests' [`options`].
+pub async fn emulator() -> Emulator {
+    emulator_with(options()).await
+}
+
+/// An emulator with `options`.
+pub async fn emulator_with(options: EmulatorOptions) -> Emulator {
+    Emulator::start_with(options)
+        .await
+        .expect("the emulator starts")
+}
 
 /// A slug tarball with `content`, in a fresh temporary file.
 pub fn tarball(content: &str) -> PathBuf {
