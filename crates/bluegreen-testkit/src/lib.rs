@@ -26,8 +26,13 @@
 //! ```
 #![deny(missing_docs)]
 
+#[cfg(feature = "binaries")]
+pub mod binaries;
 pub mod conformance;
+#[cfg(feature = "crash")]
+pub mod crash;
 mod fault;
+mod faulty;
 mod fleet;
 #[cfg(feature = "http")]
 pub mod http_load;
@@ -35,8 +40,13 @@ mod image;
 pub mod names;
 mod platform;
 mod router;
+#[cfg(feature = "scratch")]
+pub mod scratch;
+#[cfg(feature = "http")]
+pub mod zero_downtime;
 
 pub use fault::{Behaviour, Fault, Op};
+pub use faulty::Faulty;
 pub use fleet::MemoryFleet;
 pub use image::MemoryImage;
 pub use platform::MemoryPlatform;
