@@ -328,6 +328,7 @@ impl<S: Subject> CrashHarness<S> {
             events: Vec::new(),
             live: None,
             adopted: false,
+            leftovers: Vec::new(),
             rerun: Duration::ZERO,
             checks: Vec::new(),
         };
@@ -432,6 +433,7 @@ impl<S: Subject> CrashHarness<S> {
             stray.is_empty() && !left.is_empty(),
             format!("{} left, stray {stray:?}", left.len()),
         );
+        report.leftovers = left;
         let holder = LockHolder::new(format!("crash-check-{}", case.tag));
         match rig.lock.acquire(app, &holder, Duration::from_secs(5)).await {
             Ok(token) => {
@@ -682,6 +684,8 @@ pub struct CaseReport {
     pub live: Option<GroupId>,
     /// Whether the rerun adopted a group the killed deployer launched.
     pub adopted: bool,
+    /// What [`Subject::leftovers`] listed after the rerun.
+    pub leftovers: Vec<String>,
     /// How long the rerun took.
     pub rerun: Duration,
     /// Every check, in order.
