@@ -213,6 +213,7 @@ pub struct CrashHarness<S> {
     subject: S,
     at: At,
     timeout: Duration,
+    leftovers: Option<usize>,
 }
 
 impl<S: Subject> CrashHarness<S> {
@@ -223,6 +224,7 @@ impl<S: Subject> CrashHarness<S> {
             subject,
             at: At::Every,
             timeout: Duration::from_secs(180),
+            leftovers: None,
         }
     }
 
@@ -242,6 +244,13 @@ impl<S: Subject> CrashHarness<S> {
         self
     }
 
+    /// After the rerun, [`Subject::leftovers`] must list exactly `n` resources (the
+    /// live group's instances, say).
+    pub fn expect_leftovers(mut self, n: usize) -> Self {
+        self.leftovers = Some(n);
+        self
+    }
+
     /// Bounds each stage of a case (the deployer reaching its event, the rerun) by
     /// `timeout`.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
@@ -251,7 +260,8 @@ impl<S: Subject> CrashHarness<S> {
 
     /// Runs the harness. In a child process (with [`ROLE_VAR`] set) it plays the
     /// child's part and exits the process. In the parent it runs every case, prints
-    /// each case's report as it ends, and returns them all.
+    /// each case's report as it ends, then `N passed, N failed`, and returns them
+    /// all.
     ///
     /// # Panics
     ///
@@ -276,6 +286,7 @@ impl<S: Subject> CrashHarness<S> {
         }
         let report = self.parent(&rt);
         println!("{report}");
+        println!("{} passed, {} failed", report.passed(), report.failed());
         let failed = report.failed();
         assert!(
             failed == 0,
@@ -433,6 +444,13 @@ impl<S: Subject> CrashHarness<S> {
             stray.is_empty() && !left.is_empty(),
             format!("{} left, stray {stray:?}", left.len()),
         );
+        if let Some(n) = self.leftovers {
+            report.check(
+                "as many are left as expected",
+                left.len() == n,
+                format!("{} left, {n} expected", left.len()),
+            );
+        }
         report.leftovers = left;
         let holder = LockHolder::new(format!("crash-check-{}", case.tag));
         match rig.lock.acquire(app, &holder, Duration::from_secs(5)).await {
