@@ -27,8 +27,11 @@ pub fn static_binary(package: &str, bin: &str) -> PathBuf {
     built(package, bin, Some(escargot::CURRENT_TARGET))
 }
 
+/// A package, a binary, and whether it is static.
+type Key = (String, String, bool);
+
 fn built(package: &str, bin: &str, static_target: Option<&str>) -> PathBuf {
-    static BUILT: Mutex<Option<HashMap<(String, String, bool), PathBuf>>> = Mutex::new(None);
+    static BUILT: Mutex<Option<HashMap<Key, PathBuf>>> = Mutex::new(None);
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     let key = (package.to_owned(), bin.to_owned(), static_target.is_some());
     if let Some(path) = built.get_or_insert_with(HashMap::new).get(&key) {

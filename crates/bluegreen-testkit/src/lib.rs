@@ -29,15 +29,15 @@
 //!
 //! # Features
 //!
-//! - `http`: [`http_load`](crate::http_load), a bounded HTTP load, and
-//!   [`zero_downtime`](crate::zero_downtime), the zero-failed-requests check under
+//! - `http`: `http_load`, a bounded HTTP load, and
+//!   `zero_downtime`, the zero-failed-requests check under
 //!   deployments, rollbacks and failures (hyper).
-//! - `scratch`: [`scratch`](crate::scratch), temporary directories removed even
+//! - `scratch`: `scratch`, temporary directories removed even
 //!   when they hold read-only files (tempfile).
-//! - `crash`: [`crash`](crate::crash), the killed-deployer harness (SIGKILL at
+//! - `crash`: `crash`, the killed-deployer harness (SIGKILL at
 //!   every event, a rerun from a fresh process, convergence, leftovers and the lock
 //!   checked); implies `scratch`.
-//! - `binaries`: [`binaries`](crate::binaries), binaries of the workspace built once
+//! - `binaries`: `binaries`, binaries of the workspace built once
 //!   per test program, static ones too (escargot).
 #![deny(missing_docs)]
 
