@@ -11,7 +11,8 @@ use bluegreen_core::{
 };
 use bluegreen_docker::{DockerFleet, DockerFleetOptions, DockerImage, EmbeddedProxy};
 use bluegreen_testkit::conformance::{self, Settings, Sources};
-use support::{context, docker, labelled_containers, Cleanup, Load, TempDir};
+use bluegreen_testkit::zero_downtime::ZeroDowntime;
+use support::{context, docker, labelled_containers, Cleanup, Scratch};
 
 fn fast_proxy() -> bluegreen_proxy::ProxyOptions {
     bluegreen_proxy::ProxyOptions::default().with_health(
@@ -53,15 +54,15 @@ async fn the_docker_provider_passes_the_conformance_suite() {
     let Some(docker) = docker("conformance").await else {
         return;
     };
-    let tmp = TempDir::new("conformance");
+    let tmp = Scratch::new("conformance");
     let app = support::app("conf", "docker");
     let _cleanup = Cleanup::new(&app);
     let s = setup(docker, EngineOptions::default()).await;
     let sources = Sources {
-        good: build(context(&tmp.0, "1", &[])),
-        other: build(context(&tmp.0, "2", &[])),
+        good: build(context(tmp.path(), "1", &[])),
+        other: build(context(tmp.path(), "2", &[])),
         never_healthy: Some(build(context(
-            &tmp.0,
+            tmp.path(),
             "3",
             &[("SAMPLE_NEVER_HEALTHY", "1")],
         ))),
@@ -129,46 +130,38 @@ async fn a_deployment_under_load_fails_no_request() {
     let Some(docker) = docker("load").await else {
         return;
     };
-    let tmp = TempDir::new("load");
+    let tmp = Scratch::new("load");
     let app = support::app("load", "docker");
     let _cleanup = Cleanup::new(&app);
     let s = setup(docker, deploy_options()).await;
     let first = s
         .engine
-        .deploy(&request(&app, context(&tmp.0, "1", &[])))
+        .deploy(&request(&app, context(tmp.path(), "1", &[])))
         .await
         .unwrap();
     let v1_containers = labelled_containers(&app);
     assert_eq!(v1_containers.len(), 3, "{v1_containers:?}");
-    let load = Load::start(
+    let mut load = ZeroDowntime::new(
         s.proxy.address(),
-        &format!("{}.{}", app.name(), app.environment()),
-        8,
-    );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let report = s
-        .engine
-        .deploy(&request(&app, context(&tmp.0, "2", &[])))
+        format!("{}.{}", app.name(), app.environment()),
+    )
+    .start()
+    .await;
+    let report = load
+        .phase(
+            "deploy",
+            s.engine
+                .deploy(&request(&app, context(tmp.path(), "2", &[]))),
+        )
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let seen = load.stop().await;
-    println!(
-        "{} requests during the deployment, {} failed, versions {:?}, switch {:?}",
-        seen.ok,
-        seen.failed.len(),
-        seen.versions,
-        report.switch_time
-    );
-    assert!(
-        seen.failed.is_empty(),
-        "failed requests: {:?}",
-        &seen.failed[..seen.failed.len().min(5)]
-    );
-    assert!(seen.ok > 50, "the load ran: {}", seen.ok);
+    let seen = load.finish().await;
+    println!("switch {:?}", report.switch_time);
+    let seen = seen.phase("deploy");
     assert_eq!(seen.versions.first().map(String::as_str), Some("1"));
-    assert!(
-        seen.versions.contains(&"2".to_owned()),
+    assert_eq!(
+        seen.last_version.as_deref(),
+        Some("2"),
         "{:?}",
         seen.versions
     );
@@ -192,7 +185,7 @@ async fn a_never_healthy_image_is_rolled_back_without_traffic() {
     let Some(docker) = docker("rollback").await else {
         return;
     };
-    let tmp = TempDir::new("rollback");
+    let tmp = Scratch::new("rollback");
     let app = support::app("rb", "docker");
     let _cleanup = Cleanup::new(&app);
     let s = setup(
@@ -202,38 +195,33 @@ async fn a_never_healthy_image_is_rolled_back_without_traffic() {
     .await;
     let good = s
         .engine
-        .deploy(&request(&app, context(&tmp.0, "1", &[])))
+        .deploy(&request(&app, context(tmp.path(), "1", &[])))
         .await
         .unwrap();
-    let load = Load::start(
+    let mut load = ZeroDowntime::new(
         s.proxy.address(),
-        &format!("{}.{}", app.name(), app.environment()),
-        4,
-    );
+        format!("{}.{}", app.name(), app.environment()),
+    )
+    .with_clients(4)
+    .start()
+    .await;
     let (events, mut rx) = EventSink::channel();
     let engine = Engine::new(s.image.clone(), s.fleet.clone(), s.proxy.router())
         .with_options(deploy_options().with_health_timeout(Duration::from_secs(8)))
         .with_events(events);
-    let e = engine
-        .deploy(&request(
-            &app,
-            context(&tmp.0, "3", &[("SAMPLE_NEVER_HEALTHY", "1")]),
-        ))
+    let never_healthy = request(
+        &app,
+        context(tmp.path(), "3", &[("SAMPLE_NEVER_HEALTHY", "1")]),
+    );
+    let e = load
+        .phase("never healthy", engine.deploy(&never_healthy))
         .await
         .expect_err("a never healthy image must fail");
-    let seen = load.stop().await;
-    println!(
-        "rolled back: {e}; {} requests, versions {:?}",
-        seen.ok, seen.versions
-    );
+    let seen = load.finish().await;
+    println!("rolled back: {e}");
     assert!(e.rolled_back(), "{e}");
-    assert!(
-        seen.failed.is_empty(),
-        "{:?}",
-        &seen.failed[..seen.failed.len().min(5)]
-    );
     assert_eq!(
-        seen.versions,
+        seen.total.versions,
         vec!["1".to_owned()],
         "traffic never reached it"
     );
@@ -279,7 +267,7 @@ async fn look_alike_containers_without_labels_survive_everything() {
     let Some(docker) = docker("look-alike").await else {
         return;
     };
-    let tmp = TempDir::new("look-alike");
+    let tmp = Scratch::new("look-alike");
     let app = support::app("alike", "docker");
     let _cleanup = Cleanup::new(&app);
     let s = setup(docker, deploy_options()).await;
@@ -290,7 +278,7 @@ async fn look_alike_containers_without_labels_survive_everything() {
         "-q",
         "-t",
         &plain,
-        context(&tmp.0, "0", &[]).to_str().unwrap(),
+        context(tmp.path(), "0", &[]).to_str().unwrap(),
     ]);
     let slug = app.slug();
     let names: Vec<String> = ["v001-0", "v002-0", "v002-1", "v003-2"]
@@ -308,12 +296,12 @@ async fn look_alike_containers_without_labels_survive_everything() {
     };
     let one = s
         .engine
-        .deploy(&request(&app, context(&tmp.0, "1", &[])))
+        .deploy(&request(&app, context(tmp.path(), "1", &[])))
         .await
         .unwrap();
     let two = s
         .engine
-        .deploy(&request(&app, context(&tmp.0, "2", &[])))
+        .deploy(&request(&app, context(tmp.path(), "2", &[])))
         .await
         .unwrap();
     assert_eq!(two.destroyed, vec![one.live.clone()]);
@@ -344,7 +332,7 @@ async fn bad_settings_are_refused_before_any_container_exists() {
     let Some(docker) = docker("settings").await else {
         return;
     };
-    let tmp = TempDir::new("settings");
+    let tmp = Scratch::new("settings");
     let app = support::app("set", "docker");
     let _cleanup = Cleanup::new(&app);
     let s = setup(docker, deploy_options()).await;
@@ -355,7 +343,7 @@ async fn bad_settings_are_refused_before_any_container_exists() {
     ] {
         let e = s
             .engine
-            .deploy(&request(&app, context(&tmp.0, "1", &[])).setting(key, value))
+            .deploy(&request(&app, context(tmp.path(), "1", &[])).setting(key, value))
             .await
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Invalid, "{e}");
@@ -373,10 +361,7 @@ async fn bad_settings_are_refused_before_any_container_exists() {
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
     let e = s
         .engine
-        .deploy(&DeployRequest::new(
-            app.clone(),
-            build(tmp.0.join("missing")),
-        ))
+        .deploy(&DeployRequest::new(app.clone(), build(tmp.join("missing"))))
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");

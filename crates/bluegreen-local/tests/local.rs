@@ -10,7 +10,8 @@ use bluegreen_core::{
 };
 use bluegreen_local::{FileLock, LocalFleet, LocalImage, LocalProxy, StateDir};
 use bluegreen_testkit::conformance::{self, Settings, Sources};
-use support::{image_dir, Load, TempDir};
+use bluegreen_testkit::zero_downtime::ZeroDowntime;
+use support::{image_dir, state, Scratch};
 
 fn fast_proxy() -> bluegreen_proxy::ProxyOptions {
     bluegreen_proxy::ProxyOptions::default().with_health(
@@ -22,10 +23,10 @@ fn fast_proxy() -> bluegreen_proxy::ProxyOptions {
 async fn the_local_provider_passes_the_conformance_suite() {
     let (tmp, _, image, fleet, proxy) = rig("conformance").await;
     let sources = Sources {
-        good: ImageSource::Artifact(image_dir(&tmp.0, "1", "")),
-        other: ImageSource::Artifact(image_dir(&tmp.0, "2", "")),
+        good: ImageSource::Artifact(image_dir(tmp.path(), "1", "")),
+        other: ImageSource::Artifact(image_dir(tmp.path(), "2", "")),
         never_healthy: Some(ImageSource::Artifact(image_dir(
-            &tmp.0,
+            tmp.path(),
             "3",
             "--never-healthy",
         ))),
@@ -46,8 +47,10 @@ async fn the_local_provider_passes_the_conformance_suite() {
     .await;
 }
 
+/// A deployment, a rollback and a failing deployment under constant load through
+/// the proxy: not one request fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deployment_under_load_fails_no_request() {
+async fn a_deployment_a_rollback_and_a_failure_under_load_fail_no_request() {
     let (tmp, state, image, fleet, proxy) = rig("load").await;
     let engine = Engine::new(image, fleet.clone(), proxy.router())
         .with_lock(Arc::new(FileLock::new(&state)))
@@ -55,43 +58,61 @@ async fn a_deployment_under_load_fails_no_request() {
             EngineOptions::default()
                 .with_poll_interval(Duration::from_millis(100))
                 .with_drain(Duration::from_secs(1))
+                .with_health_timeout(Duration::from_secs(5))
                 .with_keep(0),
         );
     let app = App::new("web", "load").unwrap();
-    let deploy = |v: &str| {
-        DeployRequest::new(app.clone(), ImageSource::Artifact(image_dir(&tmp.0, v, "")))
-            .size(3)
-            .setting("command", "run")
-            .setting("stop_timeout_ms", "3000")
+    let deploy = |v: &str, flags: &str| {
+        DeployRequest::new(
+            app.clone(),
+            ImageSource::Artifact(image_dir(tmp.path(), v, flags)),
+        )
+        .size(3)
+        .setting("command", "run")
+        .setting("stop_timeout_ms", "3000")
     };
-    engine.deploy(&deploy("1")).await.unwrap();
-    let load = Load::start(proxy.address(), "web.load", 8);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let report = engine.deploy(&deploy("2")).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let seen = load.stop().await;
-    println!(
-        "{} requests during the deployment, {} failed, versions {:?}, switch {:?}",
-        seen.ok,
-        seen.failed.len(),
-        seen.versions,
-        report.switch_time
+    engine.deploy(&deploy("1", "")).await.unwrap();
+    let mut load = ZeroDowntime::new(proxy.address(), "web.load")
+        .with_min_requests(100)
+        .start()
+        .await;
+    let report = load
+        .phase("deploy", engine.deploy(&deploy("2", "")))
+        .await
+        .unwrap();
+    assert_eq!(
+        report.destroyed.len(),
+        1,
+        "the old group's processes are gone"
     );
-    assert!(
-        seen.failed.is_empty(),
-        "failed requests: {:?}",
-        &seen.failed[..seen.failed.len().min(5)]
-    );
-    assert!(seen.ok > 100, "the load ran: {}", seen.ok);
-    assert_eq!(seen.versions.first().map(String::as_str), Some("1"));
-    assert!(
-        seen.versions.contains(&"2".to_owned()),
-        "{:?}",
-        seen.versions
-    );
-    // the old group's processes are gone
     assert_eq!(fleet.groups(&app).await.unwrap().len(), 1);
-    assert_eq!(report.destroyed.len(), 1);
+    let back = load.phase("rollback", engine.rollback(&app)).await.unwrap();
+    assert!(
+        back.relaunched,
+        "keep 0: the release before is launched again"
+    );
+    let failed = load
+        .phase(
+            "failing deployment",
+            engine.deploy(&deploy("3", "--never-healthy")),
+        )
+        .await
+        .unwrap_err();
+    assert!(failed.rolled_back(), "{failed}");
+    let seen = load.finish().await;
+    println!("switch {:?}", report.switch_time);
+    assert_eq!(
+        seen.phase("deploy").versions.first().map(String::as_str),
+        Some("1")
+    );
+    assert_eq!(seen.phase("deploy").last_version.as_deref(), Some("2"));
+    assert_eq!(seen.phase("rollback").last_version.as_deref(), Some("1"));
+    assert_eq!(
+        seen.phase("failing deployment").versions,
+        ["1"],
+        "v3 got no request"
+    );
+    assert_eq!(fleet.groups(&app).await.unwrap().len(), 1);
     clean(&fleet, &proxy, &app).await;
 }
 
@@ -101,7 +122,7 @@ async fn a_crashed_instance_is_reported_stopped() {
     let engine = Engine::new(image, fleet.clone(), proxy.router())
         .with_options(EngineOptions::default().with_poll_interval(Duration::from_millis(100)));
     let app = App::new("web", "crash").unwrap();
-    let crashing = image_dir(&tmp.0, "1", "--crash-after-ms 1500");
+    let crashing = image_dir(tmp.path(), "1", "--crash-after-ms 1500");
     let request = DeployRequest::new(app.clone(), ImageSource::Artifact(crashing))
         .size(2)
         .setting("command", "run");
@@ -133,7 +154,7 @@ async fn bad_settings_are_refused_before_any_process_starts() {
         .deploy(
             &DeployRequest::new(
                 app.clone(),
-                ImageSource::Artifact(image_dir(&tmp.0, "1", "")),
+                ImageSource::Artifact(image_dir(tmp.path(), "1", "")),
             )
             .setting("comand", "run"),
         )
@@ -151,7 +172,7 @@ async fn bad_settings_are_refused_before_any_process_starts() {
     let e = engine
         .deploy(&DeployRequest::new(
             app.clone(),
-            ImageSource::Artifact(tmp.0.join("missing")),
+            ImageSource::Artifact(tmp.join("missing")),
         ))
         .await
         .unwrap_err();
@@ -175,7 +196,7 @@ async fn apps_with_close_names_each_deploy_and_serve_on_their_own() {
     let apps = [("a-b", "c"), ("a", "bc"), ("ab", "c")].map(|(n, e)| App::new(n, e).unwrap());
     for (i, app) in apps.iter().enumerate() {
         let version = format!("{}", i + 1);
-        let artifact = image_dir(&tmp.0, &version, "");
+        let artifact = image_dir(tmp.path(), &version, "");
         let report = engine
             .deploy(
                 &DeployRequest::new(app.clone(), ImageSource::Artifact(artifact))
@@ -217,9 +238,9 @@ async fn get(address: std::net::SocketAddr, host: &str) -> String {
 
 /// A temporary state directory, the local image store and fleet on it, and an
 /// embedded proxy with fast health checks.
-async fn rig(tag: &str) -> (TempDir, StateDir, LocalImage, LocalFleet, LocalProxy) {
-    let tmp = TempDir::new(tag);
-    let state = tmp.state();
+async fn rig(tag: &str) -> (Scratch, StateDir, LocalImage, LocalFleet, LocalProxy) {
+    let tmp = Scratch::new(tag);
+    let state = state(tmp.path());
     let image = LocalImage::new(state.clone());
     let fleet = LocalFleet::new(state.clone(), image.clone());
     let proxy = LocalProxy::embedded("127.0.0.1:0".parse().unwrap(), fast_proxy())

@@ -8,12 +8,12 @@ use std::time::Duration;
 use bluegreen_core::{App, ErrorKind, Lock, LockHolder};
 use bluegreen_local::FileLock;
 use bluegreen_testkit::conformance;
-use support::TempDir;
+use support::{state, Scratch};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_file_lock_keeps_the_lock_contract() {
-    let tmp = TempDir::new("lock-contract");
-    let lock = FileLock::new(&tmp.state());
+    let tmp = Scratch::new("lock-contract");
+    let lock = FileLock::new(&state(tmp.path()));
     let (app, other) = (
         App::new("conformance", "lock").unwrap(),
         App::new("conformance", "other").unwrap(),
@@ -23,8 +23,11 @@ async fn the_file_lock_keeps_the_lock_contract() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_file_locks_on_one_state_directory_keep_the_contract() {
-    let tmp = TempDir::new("lock-across");
-    let (here, there) = (FileLock::new(&tmp.state()), FileLock::new(&tmp.state()));
+    let tmp = Scratch::new("lock-across");
+    let (here, there) = (
+        FileLock::new(&state(tmp.path())),
+        FileLock::new(&state(tmp.path())),
+    );
     let (app, other) = (
         App::new("conformance", "lock").unwrap(),
         App::new("conformance", "other").unwrap(),
@@ -36,8 +39,8 @@ async fn two_file_locks_on_one_state_directory_keep_the_contract() {
 /// and released it, got `Ok` from `renew` and held the lock again.
 #[tokio::test]
 async fn a_holder_that_lost_its_lease_cannot_renew_a_released_lock() {
-    let tmp = TempDir::new("lock-defect");
-    let lock = FileLock::new(&tmp.state());
+    let tmp = Scratch::new("lock-defect");
+    let lock = FileLock::new(&state(tmp.path()));
     let app = App::new("web", "prod").unwrap();
     let (a, b, c) = (
         LockHolder::new("d-a"),

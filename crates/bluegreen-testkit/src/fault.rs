@@ -1,10 +1,13 @@
-//! Faults a test injects into the in-memory platform.
+//! Faults a test injects into the in-memory platform or, through
+//! [`Faulty`](crate::Faulty), into any provider.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bluegreen_core::Error;
+use bluegreen_core::{Error, Result};
 
-/// A platform operation, as the in-memory platform counts its calls.
+/// A platform operation, as the in-memory platform and [`Faulty`](crate::Faulty)
+/// count its calls.
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Op {
@@ -82,20 +85,113 @@ pub enum Fault {
 }
 
 impl Fault {
-    pub(crate) fn error(&self, op: Op) -> Option<Error> {
+    /// The error this fault gives a call of `op`, in the name of `provider`; `None`
+    /// for [`Fault::Hang`].
+    fn error(&self, op: Op, provider: &'static str) -> Option<Error> {
         match self {
             Fault::Throttle => Some(Error::RateLimited {
                 message: format!("{op:?}: request rate exceeded"),
                 retry_after: Some(Duration::from_millis(200)),
             }),
             Fault::Transient => Some(Error::provider(
-                "memory",
+                provider,
                 format!("{op:?}: service unavailable"),
                 true,
             )),
-            Fault::Fatal(m) => Some(Error::provider("memory", format!("{op:?}: {m}"), false)),
+            Fault::Fatal(m) => Some(Error::provider(provider, format!("{op:?}: {m}"), false)),
             Fault::Hang => None,
         }
+    }
+}
+
+/// The faults planned for a provider and the calls it answered: what the in-memory
+/// platform and [`Faulty`](crate::Faulty) share.
+#[derive(Default)]
+pub(crate) struct FaultPlan {
+    calls: BTreeMap<Op, u64>,
+    log: Vec<Op>,
+    planned: Vec<(Op, u64, Fault)>,
+    random: Option<(f64, Fault, fastrand::Rng)>,
+    latency: Duration,
+    latency_of: BTreeMap<Op, Duration>,
+}
+
+impl FaultPlan {
+    /// The `nth` call of `op` from now on (1 is the next) meets `fault`.
+    pub(crate) fn fail_nth(&mut self, op: Op, nth: u64, fault: Fault) {
+        let done = self.calls(op);
+        self.planned.push((op, done + nth.max(1), fault));
+    }
+
+    /// Every call meets `fault` with probability `rate`, drawn from `seed`.
+    pub(crate) fn fail_randomly(&mut self, rate: f64, fault: Fault, seed: u64) {
+        self.random = (rate > 0.0).then(|| (rate, fault, fastrand::Rng::with_seed(seed)));
+    }
+
+    /// Removes every planned and random fault.
+    pub(crate) fn clear(&mut self) {
+        self.planned.clear();
+        self.random = None;
+    }
+
+    /// Every call takes this long.
+    pub(crate) fn set_latency(&mut self, latency: Duration) {
+        self.latency = latency;
+    }
+
+    /// Calls of `op` take this long (instead of the latency of every call).
+    pub(crate) fn set_latency_of(&mut self, op: Op, latency: Duration) {
+        self.latency_of.insert(op, latency);
+    }
+
+    pub(crate) fn calls(&self, op: Op) -> u64 {
+        self.calls.get(&op).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn call_counts(&self) -> &BTreeMap<Op, u64> {
+        &self.calls
+    }
+
+    pub(crate) fn call_log(&self) -> &[Op] {
+        &self.log
+    }
+
+    /// Counts a call of `op`: what it waits and the fault it meets, if any.
+    pub(crate) fn next(&mut self, op: Op) -> (Duration, Option<Fault>) {
+        let n = self.calls.entry(op).or_insert(0);
+        *n += 1;
+        let n = *n;
+        self.log.push(op);
+        let planned = self
+            .planned
+            .iter()
+            .position(|(o, nth, _)| *o == op && *nth == n)
+            .map(|i| self.planned.remove(i).2);
+        let random = match &mut self.random {
+            Some((rate, fault, rng)) => (rng.f64() < *rate).then(|| fault.clone()),
+            None => None,
+        };
+        let latency = self.latency_of.get(&op).copied().unwrap_or(self.latency);
+        (latency, planned.or(random))
+    }
+}
+
+/// Waits a call's latency and applies its fault (from [`FaultPlan::next`]), in the
+/// name of `provider`.
+pub(crate) async fn meet(
+    (latency, fault): (Duration, Option<Fault>),
+    op: Op,
+    provider: &'static str,
+) -> Result<()> {
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    match fault {
+        None => Ok(()),
+        Some(Fault::Hang) => std::future::pending().await,
+        Some(f) => Err(f
+            .error(op, provider)
+            .expect("every fault but Hang is an error")),
     }
 }
 

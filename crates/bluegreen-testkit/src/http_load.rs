@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -28,6 +28,41 @@ pub struct LoadReport {
     pub last_version: Option<String>,
 }
 
+impl LoadReport {
+    fn answered(&mut self, version: String) {
+        self.ok += 1;
+        if !self.versions.contains(&version) {
+            self.versions.push(version.clone());
+        }
+        *self.by_version.entry(version.clone()).or_default() += 1;
+        self.last_version = Some(version);
+    }
+
+    /// The first few failures, for a message.
+    pub fn first_failures(&self) -> &[String] {
+        &self.failed[..self.failed.len().min(5)]
+    }
+}
+
+/// What the clients saw: since the start, and since the last [`HttpLoad::take`].
+#[derive(Default)]
+struct Tally {
+    total: LoadReport,
+    since: LoadReport,
+}
+
+impl Tally {
+    fn answered(&mut self, version: String) {
+        self.total.answered(version.clone());
+        self.since.answered(version);
+    }
+
+    fn failed(&mut self, failure: String) {
+        self.total.failed.push(failure.clone());
+        self.since.failed.push(failure);
+    }
+}
+
 /// `clients` loops of `GET /` with `Host: host` against `address`, until
 /// [`HttpLoad::stop`] or two minutes, whichever comes first.
 ///
@@ -42,48 +77,55 @@ pub struct LoadReport {
 /// ```
 pub struct HttpLoad {
     stop: Arc<AtomicBool>,
-    clients: Vec<tokio::task::JoinHandle<(LoadReport, Option<Instant>)>>,
+    tally: Arc<Mutex<Tally>>,
+    clients: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl HttpLoad {
     /// Starts the clients.
     pub fn start(address: SocketAddr, host: &str, clients: usize) -> HttpLoad {
         let stop = Arc::new(AtomicBool::new(false));
+        let tally = Arc::new(Mutex::new(Tally::default()));
         let clients = (0..clients)
-            .map(|_| tokio::spawn(client(address, host.to_owned(), stop.clone())))
+            .map(|_| {
+                tokio::spawn(client(
+                    address,
+                    host.to_owned(),
+                    stop.clone(),
+                    tally.clone(),
+                ))
+            })
             .collect();
-        HttpLoad { stop, clients }
+        HttpLoad {
+            stop,
+            tally,
+            clients,
+        }
     }
 
-    /// Stops the clients and adds up what they saw.
-    pub async fn stop(self) -> LoadReport {
+    /// What the clients saw since the last `take` (or the start); the load goes on.
+    pub fn take(&self) -> LoadReport {
+        std::mem::take(&mut self.tally().since)
+    }
+
+    /// Stops the clients and adds up what they saw since the start.
+    pub async fn stop(mut self) -> LoadReport {
         self.stop.store(true, Ordering::SeqCst);
-        let mut total = LoadReport::default();
-        let mut latest: Option<Instant> = None;
-        for c in self.clients {
-            let (seen, last) = match c.await {
-                Ok(out) => out,
-                Err(e) => {
-                    total.failed.push(format!("a client task failed: {e}"));
-                    continue;
-                }
-            };
-            total.ok += seen.ok;
-            total.failed.extend(seen.failed);
-            for v in seen.versions {
-                if !total.versions.contains(&v) {
-                    total.versions.push(v);
-                }
-            }
-            for (v, n) in seen.by_version {
-                *total.by_version.entry(v).or_default() += n;
-            }
-            if last.is_some() && (latest.is_none() || last > latest) {
-                latest = last;
-                total.last_version = seen.last_version;
+        let mut failures = Vec::new();
+        for c in std::mem::take(&mut self.clients) {
+            if let Err(e) = c.await {
+                failures.push(format!("a client task failed: {e}"));
             }
         }
-        total
+        let mut tally = self.tally();
+        for f in failures {
+            tally.failed(f);
+        }
+        tally.total.clone()
+    }
+
+    fn tally(&self) -> std::sync::MutexGuard<'_, Tally> {
+        self.tally.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -91,19 +133,24 @@ async fn client(
     address: SocketAddr,
     host: String,
     stop: Arc<AtomicBool>,
-) -> (LoadReport, Option<Instant>) {
+    tally: Arc<Mutex<Tally>>,
+) {
     let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Empty<bytes::Bytes>>();
-    let mut seen = LoadReport::default();
-    let mut last = None;
     let deadline = Instant::now() + Duration::from_secs(120);
+    let record = |outcome: Result<String, String>| {
+        let mut tally = tally.lock().unwrap_or_else(|e| e.into_inner());
+        match outcome {
+            Ok(version) => tally.answered(version),
+            Err(failure) => tally.failed(failure),
+        }
+    };
     while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
-        let failures_before = seen.failed.len();
         let request = hyper::Request::get(format!("http://{address}/"))
             .header("host", &host)
             .body(http_body_util::Empty::new())
             .expect("a valid request");
-        match http.request(request).await {
+        let outcome = match http.request(request).await {
             Ok(response) => {
                 let status = response.status();
                 let version = response
@@ -116,27 +163,18 @@ async fn client(
                     .await
                     .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned());
                 match body {
-                    Ok(_) if status.is_success() => {
-                        seen.ok += 1;
-                        if !seen.versions.contains(&version) {
-                            seen.versions.push(version.clone());
-                        }
-                        *seen.by_version.entry(version.clone()).or_default() += 1;
-                        seen.last_version = Some(version);
-                        last = Some(Instant::now());
-                    }
-                    Ok(body) => seen
-                        .failed
-                        .push(format!("status {status}: {}", body.trim())),
-                    Err(e) => seen.failed.push(format!("status {status}, body cut: {e}")),
+                    Ok(_) if status.is_success() => Ok(version),
+                    Ok(body) => Err(format!("status {status}: {}", body.trim())),
+                    Err(e) => Err(format!("status {status}, body cut: {e}")),
                 }
             }
-            Err(e) => seen.failed.push(format!("{e:?}")),
-        }
-        if seen.failed.len() > failures_before {
+            Err(e) => Err(format!("{e:?}")),
+        };
+        let failed = outcome.is_err();
+        record(outcome);
+        if failed {
             // after a failure, a short pause: a refused connection must not spin
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
-    (seen, last)
 }

@@ -24,10 +24,30 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! [`Faulty`] puts the same faults in front of any real provider.
+//!
+//! # Features
+//!
+//! - `http`: `http_load`, a bounded HTTP load, and
+//!   `zero_downtime`, the zero-failed-requests check under
+//!   deployments, rollbacks and failures (hyper).
+//! - `scratch`: `scratch`, temporary directories removed even
+//!   when they hold read-only files (tempfile).
+//! - `crash`: `crash`, the killed-deployer harness (SIGKILL at
+//!   every event, a rerun from a fresh process, convergence, leftovers and the lock
+//!   checked); implies `scratch`.
+//! - `binaries`: `binaries`, binaries of the workspace built once
+//!   per test program, static ones too (escargot).
 #![deny(missing_docs)]
 
+#[cfg(feature = "binaries")]
+pub mod binaries;
 pub mod conformance;
+#[cfg(feature = "crash")]
+pub mod crash;
 mod fault;
+mod faulty;
 mod fleet;
 #[cfg(feature = "http")]
 pub mod http_load;
@@ -35,8 +55,13 @@ mod image;
 pub mod names;
 mod platform;
 mod router;
+#[cfg(feature = "scratch")]
+pub mod scratch;
+#[cfg(feature = "http")]
+pub mod zero_downtime;
 
 pub use fault::{Behaviour, Fault, Op};
+pub use faulty::Faulty;
 pub use fleet::MemoryFleet;
 pub use image::MemoryImage;
 pub use platform::MemoryPlatform;

@@ -9,7 +9,7 @@ use bluegreen_core::labels::Labels;
 use bluegreen_core::{App, Error, GroupId, ImageId, Instance, Result, RouteTable};
 use tokio::time::Instant;
 
-use crate::fault::{Behaviour, Fault, Op};
+use crate::fault::{meet, Behaviour, Fault, FaultPlan, Op};
 use crate::{MemoryFleet, MemoryImage, MemoryRouter};
 
 /// An in-memory platform that behaves like a real one: it keeps labels, boots
@@ -39,21 +39,11 @@ pub(crate) struct State {
     pub(crate) groups: Vec<StoredGroup>,
     pub(crate) routers: BTreeMap<App, AppRoutes>,
     pub(crate) history: Vec<(App, RouteTable)>,
-    pub(crate) calls: BTreeMap<Op, u64>,
-    pub(crate) log: Vec<Op>,
-    pub(crate) faults: Vec<PlannedFault>,
-    pub(crate) random_faults: Option<(f64, Fault, fastrand::Rng)>,
-    pub(crate) latency: Duration,
+    pub(crate) plan: FaultPlan,
     pub(crate) boot_time: Duration,
     pub(crate) batch_size: Option<usize>,
     pub(crate) unweighted: bool,
     pub(crate) next_instance: u64,
-}
-
-pub(crate) struct PlannedFault {
-    pub(crate) op: Op,
-    pub(crate) nth: u64,
-    pub(crate) fault: Fault,
 }
 
 pub(crate) struct StoredImage {
@@ -118,7 +108,7 @@ impl MemoryPlatform {
 
     /// Every platform call takes this long.
     pub fn set_latency(&self, latency: Duration) -> &Self {
-        self.state().latency = latency;
+        self.state().plan.set_latency(latency);
         self
     }
 
@@ -151,29 +141,20 @@ impl MemoryPlatform {
 
     /// The `nth` call of `op` from now on (1 is the next) meets `fault`.
     pub fn fail_nth(&self, op: Op, nth: u64, fault: Fault) -> &Self {
-        let mut state = self.state();
-        let done = state.calls.get(&op).copied().unwrap_or(0);
-        state.faults.push(PlannedFault {
-            op,
-            nth: done + nth.max(1),
-            fault,
-        });
+        self.state().plan.fail_nth(op, nth, fault);
         self
     }
 
     /// Every call meets `fault` with probability `rate`, from a generator seeded by
     /// `seed` (the same seed gives the same faults). A rate of 0 stops it.
     pub fn fail_randomly(&self, rate: f64, fault: Fault, seed: u64) -> &Self {
-        self.state().random_faults =
-            (rate > 0.0).then(|| (rate, fault, fastrand::Rng::with_seed(seed)));
+        self.state().plan.fail_randomly(rate, fault, seed);
         self
     }
 
     /// Removes every planned and random fault.
     pub fn clear_faults(&self) -> &Self {
-        let mut state = self.state();
-        state.faults.clear();
-        state.random_faults = None;
+        self.state().plan.clear();
         self
     }
 
@@ -247,18 +228,19 @@ impl MemoryPlatform {
 
     /// Calls of `op` so far.
     pub fn calls(&self, op: Op) -> u64 {
-        self.state().calls.get(&op).copied().unwrap_or(0)
+        self.state().plan.calls(op)
     }
 
     /// Calls of every operation so far.
     pub fn total_calls(&self) -> u64 {
-        self.state().calls.values().sum()
+        self.state().plan.call_counts().values().sum()
     }
 
     /// Calls that change the platform so far.
     pub fn mutating_calls(&self) -> u64 {
         self.state()
-            .calls
+            .plan
+            .call_counts()
             .iter()
             .filter(|(op, _)| op.mutates())
             .map(|(_, n)| n)
@@ -267,12 +249,12 @@ impl MemoryPlatform {
 
     /// Every call so far, in order.
     pub fn call_log(&self) -> Vec<Op> {
-        self.state().log.clone()
+        self.state().plan.call_log().to_vec()
     }
 
     /// Every call count so far.
     pub fn call_counts(&self) -> BTreeMap<Op, u64> {
-        self.state().calls.clone()
+        self.state().plan.call_counts().clone()
     }
 
     /// Every route table the router was given for `app`, in order.
@@ -300,31 +282,8 @@ impl MemoryPlatform {
 
     /// Counts a call, waits the latency, and applies any fault.
     pub(crate) async fn call(&self, op: Op) -> Result<()> {
-        let (latency, fault) = {
-            let mut state = self.state();
-            let n = state.calls.entry(op).or_insert(0);
-            *n += 1;
-            let n = *n;
-            state.log.push(op);
-            let planned = state
-                .faults
-                .iter()
-                .position(|f| f.op == op && f.nth == n)
-                .map(|i| state.faults.remove(i).fault);
-            let random = match &mut state.random_faults {
-                Some((rate, fault, rng)) => (rng.f64() < *rate).then(|| fault.clone()),
-                None => None,
-            };
-            (state.latency, planned.or(random))
-        };
-        if !latency.is_zero() {
-            tokio::time::sleep(latency).await;
-        }
-        match fault {
-            None => Ok(()),
-            Some(Fault::Hang) => std::future::pending().await,
-            Some(f) => Err(f.error(op).expect("every fault but Hang is an error")),
-        }
+        let next = self.state().plan.next(op);
+        meet(next, op, "memory").await
     }
 
     /// Counts `pages` calls of `op` (batches), each with the latency and faults.

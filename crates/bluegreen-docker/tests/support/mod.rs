@@ -1,12 +1,13 @@
 //! Shared fixtures: the daemon, `FROM scratch` images around a static build of the
-//! sample app, a cleanup guard and a bounded HTTP load on loopback.
+//! sample app, and a cleanup guard.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use bluegreen_core::App;
 use bluegreen_docker::Docker;
+#[allow(unused_imports)]
+pub use bluegreen_testkit::scratch::Scratch;
 
 /// The daemon, or `None` (after a `docker not available: skipped` line) when none
 /// answers. Under `CI=true` a missing daemon fails the test.
@@ -23,97 +24,9 @@ pub async fn docker(test: &str) -> Option<Docker> {
     }
 }
 
-/// The workspace's target directory (tests run from target/<profile>/deps/).
-fn target_root() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// The static sample app, built once per test program.
+/// The static sample app (runs `FROM scratch`), built once per test program.
 pub fn sample_app() -> PathBuf {
-    static BUILT: Mutex<Option<PathBuf>> = Mutex::new(None);
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(p) = &*built {
-        return p.clone();
-    }
-    let target = target_root();
-    let triple = host_triple();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = std::process::Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "sample-app",
-            "--target",
-            &triple,
-            "--target-dir",
-        ])
-        .arg(&target)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building the static sample-app failed");
-    let path = target.join(&triple).join("release/sample-app");
-    assert!(path.is_file(), "{} is missing", path.display());
-    *built = Some(path.clone());
-    path
-}
-
-/// The bluegreen proxy's binary (debug build), built when missing.
-pub fn proxy_bin() -> PathBuf {
-    static BUILD: Mutex<()> = Mutex::new(());
-    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-    let path = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("bluegreen-proxy");
-    if !path.is_file() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args(["build", "-p", "bluegreen-proxy", "--bin", "bluegreen-proxy"])
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "cargo build --bin bluegreen-proxy failed");
-    }
-    path
-}
-
-/// A unique temporary directory, removed when dropped.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!(
-            "bluegreen-docker-{tag}-{}-{:08x}",
-            std::process::id(),
-            random()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-pub fn random() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    h.finish() as u32
+    bluegreen_testkit::binaries::static_binary("sample-app", "sample-app")
 }
 
 /// A build context: the static sample app `FROM scratch`, reporting `version`,
@@ -135,7 +48,7 @@ pub fn context(root: &Path, version: &str, env: &[(&str, &str)]) -> PathBuf {
 
 /// A unique app name for this test (`prefix` and random hex).
 pub fn app(prefix: &str, env: &str) -> App {
-    App::new(format!("{prefix}-{:06x}", random() & 0xff_ffff), env).unwrap()
+    App::new(format!("{prefix}-{:06x}", fastrand::u32(..0x100_0000)), env).unwrap()
 }
 
 /// Removes, when dropped, every container and image with the app's labels (and
@@ -213,22 +126,4 @@ pub fn labelled_containers(app: &App) -> Vec<String> {
         .lines()
         .map(str::to_owned)
         .collect()
-}
-
-#[allow(unused_imports)]
-pub use bluegreen_testkit::http_load::HttpLoad as Load;
-
-/// This machine's target triple (`rustc -vV`): the static sample app is built for it,
-/// so that the image runs on this daemon.
-fn host_triple() -> String {
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let out = std::process::Command::new(rustc)
-        .arg("-vV")
-        .output()
-        .expect("rustc runs");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("host: "))
-        .expect("rustc -vV names the host")
-        .to_owned()
 }

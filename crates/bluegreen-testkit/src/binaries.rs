@@ -1,0 +1,78 @@
+//! Binaries of the workspace, built once per test program, for tests that run real
+//! programs (a sample app in an image, a proxy process).
+//!
+//! Built with `escargot` (`cargo build --message-format=json`), which names the
+//! artifact cargo produced instead of a guessed path under `target/`, in the target
+//! directory of the running test program, so that the build shares its cache.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// The binary `bin` of the workspace package `package`, built like the running test
+/// program (debug or release) when missing or out of date.
+///
+/// ```no_run
+/// let proxy = bluegreen_testkit::binaries::binary("bluegreen-proxy", "bluegreen-proxy");
+/// assert!(proxy.is_file());
+/// ```
+pub fn binary(package: &str, bin: &str) -> PathBuf {
+    built(package, bin, None)
+}
+
+/// The binary `bin` of `package`, built in release mode for this machine's target
+/// with the C runtime linked in (`-C target-feature=+crt-static`): it runs alone, in
+/// a `FROM scratch` container image.
+pub fn static_binary(package: &str, bin: &str) -> PathBuf {
+    built(package, bin, Some(escargot::CURRENT_TARGET))
+}
+
+/// A package, a binary, and whether it is static.
+type Key = (String, String, bool);
+
+fn built(package: &str, bin: &str, static_target: Option<&str>) -> PathBuf {
+    static BUILT: Mutex<Option<HashMap<Key, PathBuf>>> = Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let key = (package.to_owned(), bin.to_owned(), static_target.is_some());
+    if let Some(path) = built.get_or_insert_with(HashMap::new).get(&key) {
+        return path.clone();
+    }
+    let mut build = escargot::CargoBuild::new()
+        .package(package)
+        .bin(bin)
+        .target_dir(target_dir());
+    build = match static_target {
+        // with --target, RUSTFLAGS reach the target's code only, not build scripts
+        Some(triple) => build
+            .release()
+            .target(triple)
+            .env("RUSTFLAGS", "-C target-feature=+crt-static"),
+        None => build.current_release(),
+    };
+    let path = build
+        .run()
+        .unwrap_or_else(|e| panic!("building {bin} of {package}: {e}"))
+        .path()
+        .to_path_buf();
+    assert!(path.is_file(), "{} is missing", path.display());
+    built
+        .get_or_insert_with(HashMap::new)
+        .insert(key, path.clone());
+    path
+}
+
+/// The target directory of the running program (`<target>/<profile>/deps/<test>`
+/// for a test, `<target>/<profile>/<program>` otherwise), else cargo's default.
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the running program's path");
+    let profile_dir = exe.ancestors().skip(1).find(|d| {
+        d.file_name()
+            .is_some_and(|n| n != "deps" && n != "examples")
+    });
+    match profile_dir.and_then(Path::parent) {
+        Some(target) if target.join("CACHEDIR.TAG").is_file() => target.to_path_buf(),
+        _ => std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("target")),
+    }
+}
