@@ -26,6 +26,9 @@ pub struct FleetCapabilities {
     /// engine then cannot keep traffic off a new group until it is verified: it
     /// says so, switches in one step, and reverts by launching the previous release.
     pub launch_is_switch: bool,
+    /// The fleet runs release tasks ([`Fleet::start_task`](crate::Fleet::start_task)).
+    /// Default false: a release with a task is then refused before anything happens.
+    pub tasks: bool,
 }
 
 impl Default for FleetCapabilities {
@@ -34,6 +37,7 @@ impl Default for FleetCapabilities {
             batch_size: None,
             warm_groups: true,
             launch_is_switch: false,
+            tasks: false,
         }
     }
 }
@@ -54,6 +58,12 @@ impl FleetCapabilities {
     /// Sets [`FleetCapabilities::launch_is_switch`].
     pub fn with_launch_is_switch(mut self, yes: bool) -> Self {
         self.launch_is_switch = yes;
+        self
+    }
+
+    /// Sets [`FleetCapabilities::tasks`].
+    pub fn with_tasks(mut self, yes: bool) -> Self {
+        self.tasks = yes;
         self
     }
 }
@@ -78,6 +88,12 @@ pub struct RouterCapabilities {
     /// The router can give a group that has no traffic yet a preview address
     /// ([`Attachment::preview`](crate::Attachment::preview)), which verify checks get.
     pub preview: bool,
+    /// The router can replace several apps' tables in one atomic change
+    /// ([`Router::set_routes_many`](crate::Router::set_routes_many)): a request sees
+    /// every old table or every new one. Without it,
+    /// [`Engine::deploy_all`](crate::Engine::deploy_all) refuses or switches app by
+    /// app, as the caller chose.
+    pub multi_app_switch: bool,
 }
 
 impl RouterCapabilities {
@@ -96,6 +112,12 @@ impl RouterCapabilities {
     /// Sets [`RouterCapabilities::preview`].
     pub fn with_preview(mut self, yes: bool) -> Self {
         self.preview = yes;
+        self
+    }
+
+    /// Sets [`RouterCapabilities::multi_app_switch`].
+    pub fn with_multi_app_switch(mut self, yes: bool) -> Self {
+        self.multi_app_switch = yes;
         self
     }
 }

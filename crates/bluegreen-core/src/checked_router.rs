@@ -55,6 +55,17 @@ impl<R: Router> CheckedRouter<R> {
     pub fn inner(&self) -> &R {
         &self.inner
     }
+
+    fn check_table(&self, table: &RouteTable) -> Result<()> {
+        table.validate()?;
+        if table.groups().count() > 1 && !self.inner.capabilities().weighted_routing {
+            return Err(Error::not_supported(format!(
+                "a table with {} groups ({table}) on a router without weighted routing",
+                table.groups().count()
+            )));
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -87,14 +98,26 @@ impl<R: Router> Router for CheckedRouter<R> {
     }
 
     async fn set_routes(&self, app: &App, table: &RouteTable) -> Result<()> {
-        table.validate()?;
-        if table.groups().count() > 1 && !self.inner.capabilities().weighted_routing {
-            return Err(Error::not_supported(format!(
-                "a table with {} groups ({table}) on a router without weighted routing",
-                table.groups().count()
-            )));
-        }
+        self.check_table(table)?;
         self.inner.set_routes(app, table).await
+    }
+
+    async fn set_routes_many(&self, tables: &[(App, RouteTable)]) -> Result<()> {
+        if !self.inner.capabilities().multi_app_switch {
+            return Err(Error::not_supported(
+                "switching several apps at once on a router without multi_app_switch",
+            ));
+        }
+        for (i, (app, table)) in tables.iter().enumerate() {
+            if tables[..i].iter().any(|(a, _)| a == app) {
+                return Err(Error::invalid(
+                    format!("tables[{i}]"),
+                    format!("{app} is named twice"),
+                ));
+            }
+            self.check_table(table)?;
+        }
+        self.inner.set_routes_many(tables).await
     }
 
     async fn serving(&self, app: &App, group: &GroupId) -> Result<Serving> {

@@ -8,6 +8,7 @@ use crate::error::Result;
 use crate::group::{Group, GroupId};
 use crate::instance::Instance;
 use crate::release::Release;
+use crate::task::TaskStatus;
 
 /// Runs groups of instances on a platform.
 ///
@@ -66,7 +67,39 @@ pub trait Fleet: Send + Sync {
     /// # Behavior
     /// - Idempotent: destroying a missing group succeeds.
     /// - Touches only resources with bluegreen's labels for this group.
+    /// - Removes the group's task ([`Fleet::start_task`]) too, stopping it when it
+    ///   still runs, even when the group has no instance.
     async fn destroy(&self, app: &App, group: &GroupId) -> Result<()>;
+
+    /// Starts the release task of `group` (`group.release.task`): its command, run
+    /// once from the group's image with the release's environment and settings,
+    /// labelled with [`Group::labels`]. Returns without waiting for it to finish.
+    ///
+    /// # Behavior
+    /// - Idempotent by group id: when a task of the group exists, running or
+    ///   finished, it is left as it is and the call succeeds (a deployment run
+    ///   again after a crash never runs a finished task twice).
+    /// - A group whose release has no task is [`Error::Invalid`](crate::Error::Invalid)
+    ///   naming `task`.
+    /// - A fleet that cannot run tasks (the default) is
+    ///   [`Error::NotSupported`](crate::Error::NotSupported); it declares
+    ///   [`FleetCapabilities::tasks`] when it can.
+    async fn start_task(&self, group: &Group) -> Result<()> {
+        let _ = group;
+        Err(crate::Error::NotSupported {
+            what: "release tasks on this fleet".into(),
+        })
+    }
+
+    /// The task of a group, as the platform keeps it.
+    ///
+    /// # Behavior
+    /// `None` when no task was started for the group id (or it was removed with the
+    /// group by [`Fleet::destroy`]). The default (a fleet without tasks) is `None`.
+    async fn task(&self, app: &App, group: &GroupId) -> Result<Option<TaskStatus>> {
+        let _ = (app, group);
+        Ok(None)
+    }
 }
 
 #[async_trait]
@@ -88,5 +121,11 @@ impl<T: Fleet + ?Sized> Fleet for std::sync::Arc<T> {
     }
     async fn destroy(&self, app: &App, group: &GroupId) -> Result<()> {
         (**self).destroy(app, group).await
+    }
+    async fn start_task(&self, group: &Group) -> Result<()> {
+        (**self).start_task(group).await
+    }
+    async fn task(&self, app: &App, group: &GroupId) -> Result<Option<TaskStatus>> {
+        (**self).task(app, group).await
     }
 }

@@ -37,6 +37,7 @@ mod error;
 mod event;
 mod fleet;
 mod group;
+mod hook;
 mod id;
 mod image;
 mod instance;
@@ -46,6 +47,7 @@ mod release;
 mod retry;
 mod route;
 mod router;
+mod task;
 
 /// The attribute every implementation of [`Image`], [`Fleet`], [`Router`],
 /// [`Check`] and [`Lock`] needs: `#[bluegreen_core::async_trait]` on the `impl`
@@ -65,6 +67,7 @@ pub use error::{BoxError, Error, ErrorKind, Result};
 pub use event::{Event, EventContext, EventSink, Operation, Step};
 pub use fleet::Fleet;
 pub use group::{DeploymentId, Generation, Group, GroupId, HISTORY_LEN};
+pub use hook::{hook_fn, Decision, Hook, HookContext, Stage};
 pub use image::{Image, ImageId, ImageRef, ImageSource};
 pub use instance::{Health, Instance, InstanceId};
 pub use lock::{FencingToken, Lock, LockHolder, MemoryLock};
@@ -72,3 +75,4 @@ pub use release::{Release, ReleaseId, MAX_SIZE};
 pub use retry::{Retry, RetryOptions};
 pub use route::RouteTable;
 pub use router::{Attachment, Router, Serving};
+pub use task::{ReleaseTask, TaskPhase, TaskState, TaskStatus, MAX_TASK_TIMEOUT};

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::id::string_id;
 use crate::image::ImageId;
+use crate::task::ReleaseTask;
 
 string_id!(
     /// A release's content hash: the same image, configuration and size always give
@@ -31,6 +32,11 @@ pub struct Release {
     /// Provider-specific instance settings (`instance_type`, `memory`, `command`, ...).
     /// Each provider documents the keys it reads and rejects the ones it does not know.
     pub settings: BTreeMap<String, String>,
+    /// A one-off command run from this release before it gets traffic
+    /// ([`ReleaseTask`]). Kept out of the canonical form while unset, so that
+    /// releases without a task keep their ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<ReleaseTask>,
 }
 
 /// The largest group a release may ask for.
@@ -44,7 +50,14 @@ impl Release {
             env: BTreeMap::new(),
             size,
             settings: BTreeMap::new(),
+            task: None,
         }
+    }
+
+    /// Names the release's task.
+    pub fn with_task(mut self, task: ReleaseTask) -> Self {
+        self.task = Some(task);
+        self
     }
 
     /// Adds an environment variable.
@@ -63,7 +76,7 @@ impl Release {
     ///
     /// The canonical form (version 1) is the JSON object
     /// `{"image":…,"env":{…},"size":…,"settings":{…}}`, in that order, maps sorted
-    /// by key, no spaces. It is pinned by golden tests: a release gives the same id
+    /// by key, no spaces, then `"task":{…}` when the release has a task. It is pinned by golden tests: a release gives the same id
     /// forever, so that groups already running keep being listed after an upgrade.
     /// A field added to `Release` later must stay out of the canonical form while it
     /// has its default value (`skip_serializing_if`), or bump the version and keep
@@ -108,6 +121,9 @@ impl Release {
                 format!("{} is more than the most, {MAX_SIZE}", self.size),
             ));
         }
+        if let Some(task) = &self.task {
+            task.validate()?;
+        }
         validate_env(&self.env)
     }
 }
@@ -143,6 +159,7 @@ impl fmt::Debug for Release {
             .field("env", &self.env.keys().collect::<Vec<_>>())
             .field("size", &self.size)
             .field("settings", &self.settings)
+            .field("task", &self.task)
             .finish()
     }
 }

@@ -219,6 +219,16 @@ impl<T: Fleet> Fleet for Retry<T> {
             .run("destroy", || self.inner.destroy(app, group))
             .await
     }
+    async fn start_task(&self, group: &Group) -> Result<()> {
+        self.options
+            .run("start_task", || self.inner.start_task(group))
+            .await
+    }
+    async fn task(&self, app: &App, group: &GroupId) -> Result<Option<crate::task::TaskStatus>> {
+        self.options
+            .run("task", || self.inner.task(app, group))
+            .await
+    }
 }
 
 #[async_trait]
@@ -247,6 +257,11 @@ impl<T: Router> Router for Retry<T> {
     async fn set_routes(&self, app: &App, table: &RouteTable) -> Result<()> {
         self.options
             .run("set_routes", || self.inner.set_routes(app, table))
+            .await
+    }
+    async fn set_routes_many(&self, tables: &[(App, RouteTable)]) -> Result<()> {
+        self.options
+            .run("set_routes_many", || self.inner.set_routes_many(tables))
             .await
     }
     async fn serving(&self, app: &App, group: &GroupId) -> Result<Serving> {

@@ -116,6 +116,23 @@ pub trait Router: Send + Sync {
     ///   [`Error::NotSupported`](crate::Error::NotSupported).
     async fn set_routes(&self, app: &App, table: &RouteTable) -> Result<()>;
 
+    /// Replaces several apps' route tables in one atomic change: no request sees a
+    /// new table of one app with an old table of another.
+    ///
+    /// # Behavior
+    /// - The rules of [`Router::set_routes`] hold for every table; when any table
+    ///   breaks them, nothing changes.
+    /// - An app named twice is [`Error::Invalid`](crate::Error::Invalid).
+    /// - A router that cannot (the default) is
+    ///   [`Error::NotSupported`](crate::Error::NotSupported); it declares
+    ///   [`RouterCapabilities::multi_app_switch`] when it can.
+    async fn set_routes_many(&self, tables: &[(App, RouteTable)]) -> Result<()> {
+        let _ = tables;
+        Err(crate::Error::NotSupported {
+            what: "switching several apps at once on this router".into(),
+        })
+    }
+
     /// How an attached group is serving, as the router sees it.
     ///
     /// # Behavior
@@ -144,6 +161,9 @@ impl<T: Router + ?Sized> Router for std::sync::Arc<T> {
     }
     async fn set_routes(&self, app: &App, table: &RouteTable) -> Result<()> {
         (**self).set_routes(app, table).await
+    }
+    async fn set_routes_many(&self, tables: &[(App, RouteTable)]) -> Result<()> {
+        (**self).set_routes_many(tables).await
     }
     async fn serving(&self, app: &App, group: &GroupId) -> Result<Serving> {
         (**self).serving(app, group).await

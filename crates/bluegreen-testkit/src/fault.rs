@@ -35,11 +35,17 @@ pub enum Op {
     SetRoutes,
     /// [`Router::serving`](bluegreen_core::Router::serving).
     Serving,
+    /// [`Fleet::start_task`](bluegreen_core::Fleet::start_task).
+    StartTask,
+    /// [`Fleet::task`](bluegreen_core::Fleet::task).
+    Task,
+    /// [`Router::set_routes_many`](bluegreen_core::Router::set_routes_many).
+    SetRoutesMany,
 }
 
 impl Op {
     /// Every operation.
-    pub const ALL: [Op; 12] = [
+    pub const ALL: [Op; 15] = [
         Op::Prepare,
         Op::Images,
         Op::RemoveImage,
@@ -52,6 +58,9 @@ impl Op {
         Op::Routes,
         Op::SetRoutes,
         Op::Serving,
+        Op::StartTask,
+        Op::Task,
+        Op::SetRoutesMany,
     ];
 
     /// Whether the operation changes the platform.
@@ -65,6 +74,8 @@ impl Op {
                 | Op::Attach
                 | Op::Detach
                 | Op::SetRoutes
+                | Op::StartTask
+                | Op::SetRoutesMany
         )
     }
 }
@@ -213,4 +224,23 @@ pub enum Behaviour {
     /// release whose fleet probe path differs from what the router checks): the
     /// fleet reports it healthy, the router counts it unhealthy.
     UnhealthyAtRouter,
+}
+
+/// How a release task behaves on the in-memory platform
+/// ([`MemoryPlatform::set_task_behaviour`](crate::MemoryPlatform::set_task_behaviour)).
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TaskBehaviour {
+    /// Exits 0 after this long.
+    Succeed(Duration),
+    /// Exits with this status after this long.
+    Fail(Duration, i32),
+    /// Never finishes.
+    Hang,
+}
+
+impl Default for TaskBehaviour {
+    fn default() -> Self {
+        TaskBehaviour::Succeed(Duration::from_secs(1))
+    }
 }

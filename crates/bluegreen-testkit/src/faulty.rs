@@ -7,7 +7,7 @@ use std::time::Duration;
 use bluegreen_core::{
     async_trait, App, Attachment, EventSink, Fleet, FleetCapabilities, Group, GroupId, Image,
     ImageId, ImageRef, ImageSource, Instance, Release, Result, RouteTable, Router,
-    RouterCapabilities, Serving,
+    RouterCapabilities, Serving, TaskStatus,
 };
 
 use crate::fault::{meet, Fault, FaultPlan, Op};
@@ -185,6 +185,16 @@ impl<T: Fleet> Fleet for Faulty<T> {
         self.call(Op::Destroy).await?;
         self.inner.destroy(app, group).await
     }
+
+    async fn start_task(&self, group: &Group) -> Result<()> {
+        self.call(Op::StartTask).await?;
+        self.inner.start_task(group).await
+    }
+
+    async fn task(&self, app: &App, group: &GroupId) -> Result<Option<TaskStatus>> {
+        self.call(Op::Task).await?;
+        self.inner.task(app, group).await
+    }
 }
 
 #[async_trait]
@@ -216,6 +226,11 @@ impl<T: Router> Router for Faulty<T> {
     async fn set_routes(&self, app: &App, table: &RouteTable) -> Result<()> {
         self.call(Op::SetRoutes).await?;
         self.inner.set_routes(app, table).await
+    }
+
+    async fn set_routes_many(&self, tables: &[(App, RouteTable)]) -> Result<()> {
+        self.call(Op::SetRoutesMany).await?;
+        self.inner.set_routes_many(tables).await
     }
 
     async fn serving(&self, app: &App, group: &GroupId) -> Result<Serving> {

@@ -3,12 +3,13 @@
 use async_trait::async_trait;
 use bluegreen_core::labels;
 use bluegreen_core::{
-    App, Error, Fleet, FleetCapabilities, Group, GroupId, Health, Instance, Result,
+    App, Error, Fleet, FleetCapabilities, Group, GroupId, Health, Instance, Result, TaskState,
+    TaskStatus,
 };
 use tokio::time::Instant;
 
-use crate::fault::{Behaviour, Op};
-use crate::platform::{MemoryPlatform, StoredGroup, StoredInstance};
+use crate::fault::{Behaviour, Op, TaskBehaviour};
+use crate::platform::{MemoryPlatform, StoredGroup, StoredInstance, StoredTask};
 use futures_util::future::join_all;
 
 /// Groups of the [`MemoryPlatform`]: instances boot over the platform's boot time
@@ -42,9 +43,10 @@ pub(crate) fn health_of(instance: &StoredInstance, boot_time: std::time::Duratio
 #[async_trait]
 impl Fleet for MemoryFleet {
     fn capabilities(&self) -> FleetCapabilities {
+        let caps = FleetCapabilities::default().with_tasks(true);
         match self.platform.state().batch_size {
-            Some(b) => FleetCapabilities::default().with_batch_size(b),
-            None => FleetCapabilities::default(),
+            Some(b) => caps.with_batch_size(b),
+            None => caps,
         }
     }
 
@@ -167,6 +169,7 @@ impl Fleet for MemoryFleet {
         };
         let Some(count) = count else {
             self.platform.call(Op::Destroy).await?;
+            remove_task(&self.platform, app, group);
             return Ok(());
         };
         let batch = self.platform.state().batch_size.unwrap_or(usize::MAX);
@@ -186,6 +189,86 @@ impl Fleet for MemoryFleet {
                 state.groups.remove(pos);
             }
         }
-        outcomes.into_iter().find(|o| o.is_err()).unwrap_or(Ok(()))
+        let out = outcomes.into_iter().find(|o| o.is_err()).unwrap_or(Ok(()));
+        if out.is_ok() {
+            drop(state);
+            remove_task(&self.platform, app, group);
+        }
+        out
     }
+
+    async fn start_task(&self, group: &Group) -> Result<()> {
+        let task = group.release.task.as_ref().ok_or_else(|| {
+            Error::invalid("task", format!("the release of {} has none", group.id))
+        })?;
+        self.platform.call(Op::StartTask).await?;
+        let mut state = self.platform.state();
+        let exists = state
+            .tasks
+            .iter()
+            .any(|t| t.group == group.id && labels::is_owned_by(&t.labels, &group.app));
+        if exists {
+            return Ok(());
+        }
+        let image = state
+            .images
+            .get(&group.release.image)
+            .ok_or_else(|| Error::not_found(format!("image {}", group.release.image)))?;
+        let behaviour = state
+            .task_behaviours
+            .get(&image.reference)
+            .cloned()
+            .unwrap_or_default();
+        state.tasks.push(StoredTask {
+            group: group.id.clone(),
+            labels: group.labels(),
+            release: group.release.id(),
+            command: task.command.clone(),
+            started: Instant::now(),
+            behaviour,
+        });
+        state
+            .task_starts
+            .push((group.app.clone(), group.id.clone(), task.command.clone()));
+        Ok(())
+    }
+
+    async fn task(&self, app: &App, group: &GroupId) -> Result<Option<TaskStatus>> {
+        self.platform.call(Op::Task).await?;
+        let state = self.platform.state();
+        let Some(t) = state
+            .tasks
+            .iter()
+            .find(|t| &t.group == group && labels::is_owned_by(&t.labels, app))
+        else {
+            return Ok(None);
+        };
+        let age = Instant::now().saturating_duration_since(t.started);
+        let mut output = vec![format!("$ {}", t.command.join(" "))];
+        let state = match &t.behaviour {
+            TaskBehaviour::Succeed(after) if age >= *after => {
+                output.push("done".into());
+                TaskState::Succeeded
+            }
+            TaskBehaviour::Fail(after, code) if age >= *after => {
+                output.push(format!("error: exit {code}"));
+                TaskState::Failed {
+                    exit_code: Some(*code),
+                    reason: format!("exited with status {code}"),
+                }
+            }
+            _ => TaskState::Running,
+        };
+        Ok(Some(
+            TaskStatus::new(t.release.clone(), state).with_output(output, 0),
+        ))
+    }
+}
+
+/// Removes a group's task record (stopping it): part of destroying the group.
+fn remove_task(platform: &MemoryPlatform, app: &App, group: &GroupId) {
+    platform
+        .state()
+        .tasks
+        .retain(|t| !(&t.group == group && labels::is_owned_by(&t.labels, app)));
 }

@@ -88,6 +88,7 @@ impl Image for MemoryImage {
                 app: app.clone(),
                 created_at,
                 origin: source.to_string(),
+                reference: reference.clone(),
                 behaviour,
             },
         );

@@ -60,7 +60,7 @@ pub mod scratch;
 #[cfg(feature = "http")]
 pub mod zero_downtime;
 
-pub use fault::{Behaviour, Fault, Op};
+pub use fault::{Behaviour, Fault, Op, TaskBehaviour};
 pub use faulty::Faulty;
 pub use fleet::MemoryFleet;
 pub use image::MemoryImage;

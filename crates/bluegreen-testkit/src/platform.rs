@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use bluegreen_core::labels::Labels;
-use bluegreen_core::{App, Error, GroupId, ImageId, Instance, Result, RouteTable};
+use bluegreen_core::{App, Error, GroupId, ImageId, Instance, ReleaseId, Result, RouteTable};
 use tokio::time::Instant;
 
-use crate::fault::{meet, Behaviour, Fault, FaultPlan, Op};
+use crate::fault::{meet, Behaviour, Fault, FaultPlan, Op, TaskBehaviour};
 use crate::{MemoryFleet, MemoryImage, MemoryRouter};
 
 /// An in-memory platform that behaves like a real one: it keeps labels, boots
@@ -43,7 +43,22 @@ pub(crate) struct State {
     pub(crate) boot_time: Duration,
     pub(crate) batch_size: Option<usize>,
     pub(crate) unweighted: bool,
+    pub(crate) single_app_switch: bool,
     pub(crate) next_instance: u64,
+    pub(crate) tasks: Vec<StoredTask>,
+    pub(crate) task_behaviours: HashMap<String, TaskBehaviour>,
+    /// Every task started: app, group, command.
+    pub(crate) task_starts: Vec<(App, GroupId, Vec<String>)>,
+}
+
+/// A release task as the platform holds it, labelled like a group.
+pub(crate) struct StoredTask {
+    pub(crate) group: GroupId,
+    pub(crate) labels: Labels,
+    pub(crate) release: ReleaseId,
+    pub(crate) command: Vec<String>,
+    pub(crate) started: Instant,
+    pub(crate) behaviour: TaskBehaviour,
 }
 
 pub(crate) struct StoredImage {
@@ -51,6 +66,8 @@ pub(crate) struct StoredImage {
     pub(crate) app: App,
     pub(crate) created_at: SystemTime,
     pub(crate) origin: String,
+    /// What a test names the image by (`web:1`): the key of behaviours.
+    pub(crate) reference: String,
     pub(crate) behaviour: Behaviour,
 }
 
@@ -131,6 +148,38 @@ impl MemoryPlatform {
         self
     }
 
+    /// The router cannot replace several apps' tables at once
+    /// ([`RouterCapabilities::multi_app_switch`](bluegreen_core::RouterCapabilities)).
+    pub fn without_multi_app_switch(&self) -> &Self {
+        self.state().single_app_switch = true;
+        self
+    }
+
+    /// Release tasks run from images prepared from `reference` behave like this
+    /// (by default they succeed after the boot time).
+    pub fn set_task_behaviour(&self, reference: &str, behaviour: TaskBehaviour) -> &Self {
+        self.state()
+            .task_behaviours
+            .insert(reference.to_owned(), behaviour);
+        self
+    }
+
+    /// Every release task started so far for `app`, in order: its group and command.
+    /// A task started twice for a group shows twice.
+    pub fn task_starts(&self, app: &App) -> Vec<(GroupId, Vec<String>)> {
+        self.state()
+            .task_starts
+            .iter()
+            .filter(|(a, _, _)| a == app)
+            .map(|(_, g, c)| (g.clone(), c.clone()))
+            .collect()
+    }
+
+    /// Whether a task record of `group` exists.
+    pub fn has_task(&self, group: &str) -> bool {
+        self.state().tasks.iter().any(|t| t.group.as_str() == group)
+    }
+
     /// Instances of images prepared from `reference` behave like this.
     pub fn set_behaviour(&self, reference: &str, behaviour: Behaviour) -> &Self {
         self.state()
@@ -206,6 +255,7 @@ impl MemoryPlatform {
                 app: app.clone(),
                 created_at,
                 origin: "foreign".into(),
+                reference: id.to_owned(),
                 behaviour: Behaviour::Healthy,
             },
         );

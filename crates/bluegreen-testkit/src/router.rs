@@ -32,6 +32,7 @@ impl Router for MemoryRouter {
             .with_weighted_routing(!self.platform.state().unweighted)
             .with_holds_requests(true)
             .with_preview(true)
+            .with_multi_app_switch(!self.platform.state().single_app_switch)
     }
 
     async fn attach(
@@ -101,6 +102,48 @@ impl Router for MemoryRouter {
             account(routes, &state.groups, app, state.boot_time);
             routes.table = table.clone();
             state.history.push((app.clone(), table.clone()));
+        }
+        Ok(())
+    }
+
+    async fn set_routes_many(&self, tables: &[(App, RouteTable)]) -> Result<()> {
+        self.platform.call(Op::SetRoutesMany).await?;
+        let mut guard = self.platform.state();
+        let state = &mut *guard;
+        if state.single_app_switch {
+            return Err(Error::not_supported(
+                "switching several apps at once on this router",
+            ));
+        }
+        // every table is checked before any changes: all or nothing
+        for (i, (app, table)) in tables.iter().enumerate() {
+            table.validate()?;
+            if tables[..i].iter().any(|(a, _)| a == app) {
+                return Err(Error::invalid(
+                    format!("tables[{i}]"),
+                    format!("{app} is named twice"),
+                ));
+            }
+            if state.unweighted && table.groups().count() > 1 {
+                return Err(Error::not_supported("weighted routing on this router"));
+            }
+            let attached = state.routers.get(app).map(|r| &r.attached);
+            if let Some(g) = table
+                .groups()
+                .find(|g| !attached.is_some_and(|a| a.contains_key(*g)))
+            {
+                return Err(Error::not_found(format!(
+                    "group {g} at the router of {app}"
+                )));
+            }
+        }
+        for (app, table) in tables {
+            let routes = state.routers.entry(app.clone()).or_default();
+            if routes.table != *table {
+                account(routes, &state.groups, app, state.boot_time);
+                routes.table = table.clone();
+                state.history.push((app.clone(), table.clone()));
+            }
         }
         Ok(())
     }

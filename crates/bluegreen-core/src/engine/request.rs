@@ -9,8 +9,10 @@ use std::time::Duration;
 use crate::app::App;
 use crate::check::Check;
 use crate::error::{Error, Result};
+use crate::hook::{Hook, Stage};
 use crate::image::{ImageId, ImageSource};
 use crate::release::{validate_env, Release, MAX_SIZE};
+use crate::task::ReleaseTask;
 
 /// One weighted step of a canary: give the new group `weight` percent, then wait
 /// `bake` and run the analysis checks.
@@ -240,6 +242,10 @@ pub struct DeployRequest {
     pub strategy: Strategy,
     /// Checks run against the new group alone, before it gets traffic.
     pub verify: Vec<Arc<dyn Check>>,
+    /// The release's one-off task ([`ReleaseTask`]), run before it gets traffic.
+    pub task: Option<ReleaseTask>,
+    /// Lifecycle hooks by stage, called in the order added ([`Hook`]).
+    pub hooks: Vec<(Stage, Arc<dyn Hook>)>,
 }
 
 impl DeployRequest {
@@ -253,7 +259,22 @@ impl DeployRequest {
             settings: BTreeMap::new(),
             strategy: Strategy::default(),
             verify: Vec::new(),
+            task: None,
+            hooks: Vec::new(),
         }
+    }
+
+    /// Sets the release's task. The fleet must declare
+    /// [`FleetCapabilities::tasks`](crate::FleetCapabilities::tasks).
+    pub fn task(mut self, task: ReleaseTask) -> Self {
+        self.task = Some(task);
+        self
+    }
+
+    /// Adds a hook at `stage`.
+    pub fn hook(mut self, stage: Stage, hook: Arc<dyn Hook>) -> Self {
+        self.hooks.push((stage, hook));
+        self
     }
 
     /// Sets the size.
@@ -302,6 +323,7 @@ impl DeployRequest {
             env: self.env.clone(),
             size: self.size,
             settings: self.settings.clone(),
+            task: self.task.clone(),
         }
     }
 
@@ -334,6 +356,23 @@ impl DeployRequest {
                 return Err(Error::invalid(
                     format!("verify.{}", check.name()),
                     "two checks have this name",
+                ));
+            }
+        }
+        if let Some(task) = &self.task {
+            task.validate()?;
+        }
+        for (stage, hook) in &self.hooks {
+            if hook.name().trim().is_empty() {
+                return Err(Error::invalid(
+                    format!("hooks.{stage}"),
+                    "a hook has an empty name",
+                ));
+            }
+            if hook.timeout().is_zero() {
+                return Err(Error::invalid(
+                    format!("hooks.{stage}.{}", hook.name()),
+                    "the timeout must be more than zero",
                 ));
             }
         }
@@ -376,6 +415,15 @@ impl fmt::Debug for DeployRequest {
             .field(
                 "verify",
                 &self.verify.iter().map(|c| c.name()).collect::<Vec<_>>(),
+            )
+            .field("task", &self.task)
+            .field(
+                "hooks",
+                &self
+                    .hooks
+                    .iter()
+                    .map(|(s, h)| format!("{s}: {}", h.name()))
+                    .collect::<Vec<_>>(),
             )
             .finish()
     }
