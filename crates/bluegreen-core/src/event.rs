@@ -21,6 +21,11 @@ pub enum Step {
     Observe,
     /// Build or resolve the image.
     PrepareImage,
+    /// Run the release's task ([`ReleaseTask`](crate::ReleaseTask)), before launch or
+    /// once the new group is healthy.
+    Task,
+    /// Call a lifecycle hook ([`Hook`](crate::Hook)).
+    Hook,
     /// Launch the new group.
     Launch,
     /// Wait until every instance of the new group is healthy.
@@ -55,6 +60,8 @@ impl fmt::Display for Step {
             Step::Lock => "lock",
             Step::Observe => "observe",
             Step::PrepareImage => "prepare image",
+            Step::Task => "task",
+            Step::Hook => "hook",
             Step::Launch => "launch",
             Step::WaitHealthy => "wait healthy",
             Step::Attach => "attach",
@@ -83,6 +90,10 @@ pub enum Operation {
     Rollback,
     /// [`Engine::rollback_to`](crate::Engine::rollback_to).
     RollbackTo,
+    /// [`Engine::resume`](crate::Engine::resume).
+    Resume,
+    /// [`Engine::deploy_all`](crate::Engine::deploy_all).
+    DeployAll,
 }
 
 impl fmt::Display for Operation {
@@ -93,6 +104,8 @@ impl fmt::Display for Operation {
             Operation::Promote => "promote",
             Operation::Rollback => "rollback",
             Operation::RollbackTo => "rollback to",
+            Operation::Resume => "resume",
+            Operation::DeployAll => "deploy all",
         })
     }
 }
@@ -242,7 +255,46 @@ pub enum Event {
         /// The restored table.
         routes: RouteTable,
     },
-    /// The deployment ended with this group serving all traffic.
+    /// The release task was started (or found started by an earlier run).
+    TaskStarted {
+        /// The group the task belongs to.
+        group: GroupId,
+        /// Its command.
+        command: Vec<String>,
+    },
+    /// A line the release task printed.
+    TaskOutput {
+        /// The group the task belongs to.
+        group: GroupId,
+        /// The line.
+        line: String,
+    },
+    /// The release task exited 0.
+    TaskSucceeded {
+        /// The group the task belongs to.
+        group: GroupId,
+    },
+    /// A hook answered.
+    HookCalled {
+        /// The stage.
+        stage: crate::Stage,
+        /// The hook's name.
+        hook: String,
+        /// What it decided, as text (`continue`, `pause: …`, `fail: …`).
+        decision: String,
+    },
+    /// A hook paused the deployment: it stops here until
+    /// [`Engine::resume`](crate::Engine::resume).
+    Paused {
+        /// The stage.
+        stage: crate::Stage,
+        /// The hook's name.
+        hook: String,
+        /// Why.
+        reason: String,
+    },
+    /// The deployment ended with this group serving all traffic (or, when it
+    /// paused, the group it goes to).
     Finished {
         /// The live group.
         group: GroupId,
@@ -326,6 +378,21 @@ impl fmt::Display for Event {
             Event::ImageRemoved { image } => write!(f, "image {image} removed"),
             Event::Reverting { step, reason } => write!(f, "{step} failed, reverting: {reason}"),
             Event::Reverted { routes } => write!(f, "reverted to routes {routes}"),
+            Event::TaskStarted { group, command } => {
+                write!(f, "task of {group}: {}", command.join(" "))
+            }
+            Event::TaskOutput { group, line } => write!(f, "{group} task | {line}"),
+            Event::TaskSucceeded { group } => write!(f, "task of {group} succeeded"),
+            Event::HookCalled {
+                stage,
+                hook,
+                decision,
+            } => write!(f, "hook {hook} at {stage}: {decision}"),
+            Event::Paused {
+                stage,
+                hook,
+                reason,
+            } => write!(f, "paused at {stage} by {hook}: {reason}"),
             Event::Finished { group, elapsed } => write!(f, "{group} live after {elapsed:?}"),
             Event::Failed { error, .. } => write!(f, "failed: {error}"),
         }

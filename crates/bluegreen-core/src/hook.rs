@@ -107,9 +107,11 @@ pub struct HookContext {
     pub weight: u8,
     /// Where the new group can be reached alone, where the router gives one.
     pub preview: Option<String>,
-    /// This call is the stage a paused deployment stopped at, reached again by
-    /// [`Engine::resume`](crate::Engine::resume): a [`Decision::Pause`] now counts as
-    /// [`Decision::Continue`].
+    /// The call is made by [`Engine::resume`](crate::Engine::resume) before it has
+    /// passed the pause it resumes: a [`Decision::Pause`] now counts as
+    /// [`Decision::Continue`] (once). A resumed run goes through the stages the
+    /// platform's state does not tell apart from the one it stopped at, so hooks of
+    /// such stages before it may be called again with this set.
     pub resumed: bool,
 }
 

@@ -60,8 +60,8 @@ pub use capabilities::{FleetCapabilities, RouterCapabilities};
 pub use check::{check_fn, Check, CheckTarget};
 pub use checked_router::CheckedRouter;
 pub use engine::{
-    CanaryStep, DeployReport, DeployRequest, Engine, EngineOptions, GroupStatus, Prepared,
-    RollbackReport, RollbackRequest, Status, Strategy,
+    CanaryStep, DeployReport, DeployRequest, Engine, EngineOptions, GroupStatus, Paused, Prepared,
+    RollbackReport, RollbackRequest, Status, Strategy, SwitchAll, MAX_APPS_TOGETHER,
 };
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use event::{Event, EventContext, EventSink, Operation, Step};

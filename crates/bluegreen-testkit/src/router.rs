@@ -28,11 +28,15 @@ pub struct MemoryRouter {
 #[async_trait]
 impl Router for MemoryRouter {
     fn capabilities(&self) -> RouterCapabilities {
+        let (unweighted, single_app_switch) = {
+            let state = self.platform.state();
+            (state.unweighted, state.single_app_switch)
+        };
         RouterCapabilities::default()
-            .with_weighted_routing(!self.platform.state().unweighted)
+            .with_weighted_routing(!unweighted)
             .with_holds_requests(true)
             .with_preview(true)
-            .with_multi_app_switch(!self.platform.state().single_app_switch)
+            .with_multi_app_switch(!single_app_switch)
     }
 
     async fn attach(

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::plan::{plan, undo, Intent, Observed, Plan, Policy, Progress, Target};
+use super::report::Paused;
 use super::request::Strategy;
 use super::retire::Retired;
 use super::run::Run;
@@ -14,9 +15,11 @@ use crate::check::{Check, CheckTarget};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Event, Step};
 use crate::group::{Group, GroupId};
+use crate::hook::{Decision, Hook, HookContext, Stage};
 use crate::instance::{Health, Instance};
 use crate::route::RouteTable;
 use crate::router::Serving;
+use crate::task::TaskState;
 
 /// What an operation ended with.
 pub(crate) struct Outcome {
@@ -25,6 +28,15 @@ pub(crate) struct Outcome {
     /// From the first route change to the confirmed switch.
     pub(crate) switch_time: Duration,
     pub(crate) retired: Option<Retired>,
+    /// Set when a hook paused the operation.
+    pub(crate) paused: Option<Paused>,
+}
+
+/// A deployment's hooks, and whether this run resumes a paused deployment.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Lifecycle<'a> {
+    pub(crate) hooks: &'a [(Stage, Arc<dyn Hook>)],
+    pub(crate) resume: bool,
 }
 
 impl Run<'_> {
@@ -34,9 +46,24 @@ impl Run<'_> {
         intent: &Intent,
         strategy: &Strategy,
         verify: &[Arc<dyn Check>],
+        observed: Observed,
+    ) -> Result<Outcome> {
+        self.drive_with(intent, strategy, verify, Lifecycle::default(), observed)
+            .await
+    }
+
+    /// [`Run::drive`] with hooks; `lifecycle.resume` takes the first pause met as
+    /// answered.
+    pub(crate) async fn drive_with(
+        &self,
+        intent: &Intent,
+        strategy: &Strategy,
+        verify: &[Arc<dyn Check>],
+        lifecycle: Lifecycle<'_>,
         mut observed: Observed,
     ) -> Result<Outcome> {
         let before = observed.routes.clone();
+        let mut resume_pending = lifecycle.resume;
         let mut progress = Progress::default();
         let mut policy = Policy::default();
         let mut first_change: Option<Instant> = None;
@@ -55,6 +82,26 @@ impl Run<'_> {
                         });
                     }
                     policy = self.policy(strategy, &t.baseline);
+                    policy.hooks = lifecycle.hooks.iter().map(|(s, _)| *s).collect();
+                    if policy.hooks.contains(&Stage::AfterHealthy)
+                        && observed.group(&t.group.id).is_some()
+                    {
+                        // whether the group was attached already: its hook after
+                        // healthy then ran before
+                        match self
+                            .call(
+                                "read serving",
+                                self.engine.router.serving(self.app, &t.group.id),
+                            )
+                            .await
+                        {
+                            Ok(_) => {
+                                observed.attached.insert(t.group.id.clone());
+                            }
+                            Err(e) if e.kind() == ErrorKind::NotFound => {}
+                            Err(e) => return Err(e.at(Step::Observe, true)),
+                        }
+                    }
                     progress.target = Some((**t).clone());
                     continue;
                 }
@@ -69,6 +116,7 @@ impl Run<'_> {
                         progress,
                         switch_time,
                         retired,
+                        paused: None,
                     });
                 }
                 (_, Some(t)) => t.clone(),
@@ -76,6 +124,53 @@ impl Run<'_> {
             };
             let group = &target.group;
             let done: Result<()> = match next {
+                Plan::RunTask => self
+                    .step(Step::Task, self.run_task(group))
+                    .await
+                    .map(|()| progress.task_done = true),
+                Plan::Hook { stage, weight } => {
+                    let context = HookContext {
+                        app: self.app.clone(),
+                        deployment: self.deployment.clone(),
+                        stage,
+                        group: group.id.clone(),
+                        release: group.release.clone(),
+                        previous: target.baseline.primary().cloned(),
+                        weight,
+                        preview: progress.attachment.as_ref().and_then(|a| a.preview.clone()),
+                        resumed: false,
+                    };
+                    match self
+                        .step(
+                            Step::Hook,
+                            self.call_hooks(lifecycle.hooks, context, &mut resume_pending),
+                        )
+                        .await
+                    {
+                        Ok(None) => {
+                            progress.hooks_done.insert((stage, weight));
+                            Ok(())
+                        }
+                        Ok(Some(paused)) => {
+                            if let Err(e) = self.lock.ensure() {
+                                return Err(mark(e.at(Step::Hook, false), false));
+                            }
+                            self.emit(Event::Paused {
+                                stage: paused.stage,
+                                hook: paused.hook.clone(),
+                                reason: paused.reason.clone(),
+                            });
+                            return Ok(Outcome {
+                                target: target.clone(),
+                                progress,
+                                switch_time,
+                                retired,
+                                paused: Some(paused),
+                            });
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
                 Plan::Launch => self.step(Step::Launch, self.launch(group)).await.map(|()| {
                     progress.launched = true;
                     if observed.group(&group.id).is_none() {
@@ -177,7 +272,7 @@ impl Run<'_> {
     }
 
     /// The strategy as the router and the platform allow it.
-    fn policy(&self, strategy: &Strategy, baseline: &RouteTable) -> Policy {
+    pub(crate) fn policy(&self, strategy: &Strategy, baseline: &RouteTable) -> Policy {
         let mut steps: Vec<(u8, Duration)> =
             strategy.steps.iter().map(|s| (s.weight, s.bake)).collect();
         if !steps.is_empty() && baseline.is_empty() {
@@ -207,7 +302,146 @@ impl Run<'_> {
             });
             bake_after = Duration::ZERO;
         }
-        Policy { steps, bake_after }
+        Policy {
+            steps,
+            bake_after,
+            hooks: Default::default(),
+        }
+    }
+
+    /// Calls the hooks of `context.stage` in order. `Ok(Some)` when one paused; a
+    /// pause is taken as answered while `resume_pending` (then cleared).
+    async fn call_hooks(
+        &self,
+        hooks: &[(Stage, Arc<dyn Hook>)],
+        mut context: HookContext,
+        resume_pending: &mut bool,
+    ) -> Result<Option<Paused>> {
+        for (_, hook) in hooks.iter().filter(|(s, _)| *s == context.stage) {
+            let name = hook.name().to_owned();
+            context.resumed = *resume_pending;
+            let stage = context.stage;
+            let decision = match tokio::time::timeout(hook.timeout(), hook.call(&context)).await {
+                Ok(d) => d,
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        what: format!("hook {name} at {stage}"),
+                        after: hook.timeout(),
+                    })
+                }
+            };
+            let said = match &decision {
+                Decision::Continue => "continue".to_owned(),
+                Decision::Fail(r) => format!("fail: {r}"),
+                Decision::Pause(r) if *resume_pending => format!("pause, passed on resume: {r}"),
+                Decision::Pause(r) => format!("pause: {r}"),
+            };
+            self.emit(Event::HookCalled {
+                stage,
+                hook: name.clone(),
+                decision: said,
+            });
+            match decision {
+                Decision::Continue => {}
+                Decision::Fail(reason) => {
+                    return Err(Error::unhealthy(format!(
+                        "hook {name} at {stage} failed the deployment: {reason}"
+                    )))
+                }
+                Decision::Pause(_) if *resume_pending => *resume_pending = false,
+                Decision::Pause(reason) => {
+                    return Ok(Some(Paused {
+                        stage,
+                        hook: name,
+                        reason,
+                        weight: context.weight,
+                    }))
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Runs the release's task of `group` and waits for it: starts it unless this
+    /// release's task already runs or succeeded under the group's id (a leftover of
+    /// another release, or a failed earlier attempt, is removed first), streams
+    /// its output, and fails on a failed task or at the task's timeout.
+    async fn run_task(&self, group: &Group) -> Result<()> {
+        let Some(task) = group.release.task.as_ref() else {
+            return Ok(());
+        };
+        let fleet = &self.engine.fleet;
+        let release = group.release.id();
+        let found = self
+            .call("read task", fleet.task(self.app, &group.id))
+            .await?;
+        match found {
+            Some(s) if s.release == release && !matches!(s.state, TaskState::Failed { .. }) => {}
+            Some(_) => {
+                self.change("remove task", fleet.destroy(self.app, &group.id))
+                    .await?;
+                self.change("start task", fleet.start_task(group)).await?;
+            }
+            None => self.change("start task", fleet.start_task(group)).await?,
+        }
+        self.emit(Event::TaskStarted {
+            group: group.id.clone(),
+            command: task.command.clone(),
+        });
+        let options = &self.engine.options;
+        let deadline = Instant::now() + task.timeout;
+        let mut printed: u64 = 0;
+        let mut ticks = tokio::time::interval(options.poll_interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let Some(status) = self
+                .call("read task", fleet.task(self.app, &group.id))
+                .await?
+            else {
+                return Err(Error::unhealthy(format!(
+                    "the task of {} is gone from the platform",
+                    group.id
+                )));
+            };
+            for (i, line) in status.output.iter().enumerate() {
+                let n = status.dropped + i as u64;
+                if n >= printed {
+                    printed = n + 1;
+                    self.emit(Event::TaskOutput {
+                        group: group.id.clone(),
+                        line: line.clone(),
+                    });
+                }
+            }
+            match status.state {
+                TaskState::Succeeded => {
+                    self.emit(Event::TaskSucceeded {
+                        group: group.id.clone(),
+                    });
+                    return Ok(());
+                }
+                TaskState::Failed { exit_code, reason } => {
+                    let last = status.output.last().map(|l| format!("; last line: {l}"));
+                    return Err(Error::unhealthy(format!(
+                        "the task `{}` of {} failed ({reason}{}){}",
+                        task.command.join(" "),
+                        group.id,
+                        exit_code
+                            .map(|c| format!(", exit status {c}"))
+                            .unwrap_or_default(),
+                        last.unwrap_or_default()
+                    )));
+                }
+                TaskState::Running => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    what: format!("the task `{}` of {}", task.command.join(" "), group.id),
+                    after: task.timeout,
+                });
+            }
+        }
     }
 
     async fn launch(&self, group: &Group) -> Result<()> {
@@ -319,7 +553,7 @@ impl Run<'_> {
     /// Polls the router until it reports every attached member of `group` healthy
     /// (and at least as many as the group launched), within the confirm timeout:
     /// no weight increase without it.
-    async fn ready(&self, group: &Group, weight: u8) -> Result<()> {
+    pub(crate) async fn ready(&self, group: &Group, weight: u8) -> Result<()> {
         let options = &self.engine.options;
         let deadline = Instant::now() + options.confirm_timeout;
         let wanted = group.release.size as usize;
@@ -366,7 +600,7 @@ impl Run<'_> {
 
     /// Polls the router until it reports `table` and every member of `group`
     /// healthy, within the confirm timeout.
-    async fn confirm(&self, group: &Group, table: &RouteTable) -> Result<Serving> {
+    pub(crate) async fn confirm(&self, group: &Group, table: &RouteTable) -> Result<Serving> {
         let options = &self.engine.options;
         let deadline = Instant::now() + options.confirm_timeout;
         loop {
@@ -432,7 +666,7 @@ impl Run<'_> {
 
     /// The bake after the final switch: polls the new group every `poll_interval`
     /// for `duration`; any breach is an error (the caller switches back).
-    async fn watch(
+    pub(crate) async fn watch(
         &self,
         group: &Group,
         fallback: &RouteTable,
@@ -567,7 +801,7 @@ impl Run<'_> {
 
     /// Undoes a failed operation: traffic back to the baseline, the new group
     /// removed when it was launched for it. Makes no change once the lease is lost.
-    async fn revert(&self, observed: &Observed, target: &Target, error: Error) -> Error {
+    pub(crate) async fn revert(&self, observed: &Observed, target: &Target, error: Error) -> Error {
         if error.kind() == ErrorKind::Locked {
             return mark(error, false);
         }
@@ -731,6 +965,8 @@ fn crash_loop(start: &[Instance], now: &[Instance], wanted: usize) -> Option<Str
 /// The step a plan runs as.
 fn step_of(plan: &Plan) -> Option<Step> {
     Some(match plan {
+        Plan::RunTask => Step::Task,
+        Plan::Hook { .. } => Step::Hook,
         Plan::Launch => Step::Launch,
         Plan::WaitHealthy => Step::WaitHealthy,
         Plan::Attach => Step::Attach,

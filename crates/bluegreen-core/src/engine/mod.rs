@@ -77,17 +77,19 @@ mod request;
 mod retire;
 mod rollback;
 mod run;
+mod together;
 
 use std::sync::Arc;
 
 use tokio::time::Instant;
 
 pub use options::EngineOptions;
-pub use report::{DeployReport, GroupStatus, Prepared, RollbackReport, Status};
+pub use report::{DeployReport, GroupStatus, Paused, Prepared, RollbackReport, Status};
 pub use request::{CanaryStep, DeployRequest, Strategy};
 pub use rollback::RollbackRequest;
+pub use together::{SwitchAll, MAX_APPS_TOGETHER};
 
-use execute::Outcome;
+use execute::{Lifecycle, Outcome};
 use held_lock::HeldLock;
 use plan::Intent;
 use run::Run;
@@ -200,11 +202,38 @@ impl Engine {
     }
 
     /// Deploys: prepares a new group and promotes it (see the module docs for the
-    /// steps and guarantees).
+    /// steps and guarantees). Runs the release's task and calls the request's
+    /// hooks at their stages; a hook that pauses ends the call with
+    /// [`DeployReport::paused`] set (see [`Engine::resume`]).
     pub async fn deploy(&self, request: &DeployRequest) -> Result<DeployReport> {
+        self.deploy_or_resume(request, Operation::Deploy, false)
+            .await
+    }
+
+    /// Goes on with a deployment a hook paused ([`Decision::Pause`](crate::Decision::Pause)),
+    /// from this program or another one: the same request as the deployment's,
+    /// planned again from the platform's state like any rerun, with the first
+    /// pause it meets (the stage it stopped at, reached again) taken as answered.
+    /// The hooks of that stage are called again with
+    /// [`HookContext::resumed`](crate::HookContext::resumed) set and may still fail
+    /// the deployment; later stages pause as usual.
+    ///
+    /// A deployment that did not pause just runs (as [`Engine::deploy`] would, but
+    /// passing one pause): resuming a finished deployment changes nothing.
+    pub async fn resume(&self, request: &DeployRequest) -> Result<DeployReport> {
+        self.deploy_or_resume(request, Operation::Resume, true)
+            .await
+    }
+
+    async fn deploy_or_resume(
+        &self,
+        request: &DeployRequest,
+        operation: Operation,
+        resume: bool,
+    ) -> Result<DeployReport> {
         let started = Instant::now();
         let run = self
-            .start(&request.app, Operation::Deploy, || self.validate(request))
+            .start(&request.app, operation, || self.validate(request))
             .await?;
         let out = async {
             let observed = run.observe().await?;
@@ -213,8 +242,18 @@ impl Engine {
                 release: request.release(image.id.clone()),
                 stop_before_traffic: false,
             };
+            let lifecycle = Lifecycle {
+                hooks: &request.hooks,
+                resume,
+            };
             let outcome = run
-                .drive(&intent, &request.strategy, &request.verify, observed)
+                .drive_with(
+                    &intent,
+                    &request.strategy,
+                    &request.verify,
+                    lifecycle,
+                    observed,
+                )
                 .await?;
             Ok(report(&request.app, outcome, started))
         }
@@ -246,9 +285,26 @@ impl Engine {
                 release,
                 stop_before_traffic: true,
             };
+            let lifecycle = Lifecycle {
+                hooks: &request.hooks,
+                resume: false,
+            };
             let outcome = run
-                .drive(&intent, &request.strategy, &request.verify, observed)
+                .drive_with(
+                    &intent,
+                    &request.strategy,
+                    &request.verify,
+                    lifecycle,
+                    observed,
+                )
                 .await?;
+            if let Some(p) = &outcome.paused {
+                return Err(Error::conflict(format!(
+                    "hook {} paused the preparation at {}: {} (prepare does not pause; use deploy and resume)",
+                    p.hook, p.stage, p.reason
+                ))
+                .at(Step::Hook, false));
+            }
             let progress = outcome.progress;
             Ok(Prepared {
                 group: outcome.target.group,
@@ -330,6 +386,12 @@ impl Engine {
     fn validate(&self, request: &DeployRequest) -> Result<()> {
         self.validate_options()?;
         request.validate()?;
+        if request.task.is_some() && !self.fleet.capabilities().tasks {
+            return Err(Error::invalid(
+                "task",
+                "this fleet cannot run release tasks (it does not declare FleetCapabilities::tasks)",
+            ));
+        }
         // what the fleet reads of the release and whether the source can run, before
         // any image is prepared
         let release = request.release(ImageId::new("(not prepared yet)"));
@@ -439,10 +501,11 @@ impl Finished for Prepared {
 
 fn report(app: &App, outcome: Outcome, started: Instant) -> DeployReport {
     let retired = outcome.retired.unwrap_or_default();
-    let unchanged = outcome.target.already_live;
+    let unchanged = outcome.target.already_live && outcome.paused.is_none();
     DeployReport {
         app: app.clone(),
         live: outcome.target.group.id,
+        paused: outcome.paused,
         previous: if unchanged {
             None
         } else {

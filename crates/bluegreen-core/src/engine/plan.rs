@@ -6,18 +6,20 @@
 //! checks its lease, acts, records the outcome, and asks again. What a crash leaves
 //! behind is decided here and only here, and tested as a table.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::app::App;
 use crate::error::{Error, ErrorKind};
 use crate::event::Step;
 use crate::group::{DeploymentId, Generation, Group, GroupId};
+use crate::hook::Stage;
 use crate::image::ImageId;
 use crate::instance::Instance;
 use crate::release::{Release, ReleaseId};
 use crate::route::RouteTable;
 use crate::router::Attachment;
+use crate::task::TaskPhase;
 
 /// What the caller wants. The image of a deployment is prepared before planning:
 /// the planner needs the release's id.
@@ -31,10 +33,11 @@ pub(crate) enum Intent {
     },
     /// Move all traffic to an existing group.
     Promote { group: GroupId },
-    /// One release back through the live group's history.
-    Rollback,
+    /// One release back through the live group's history; `force` goes behind a
+    /// release whose task is irreversible.
+    Rollback { force: bool },
     /// Back (or forward) to the release of an image.
-    RollbackTo { image: ImageId },
+    RollbackTo { image: ImageId, force: bool },
 }
 
 /// How traffic moves, already adapted to what the router can do.
@@ -45,6 +48,8 @@ pub(crate) struct Policy {
     /// How long the new group is watched after the final switch, with the
     /// previous group kept attached.
     pub(crate) bake_after: Duration,
+    /// The stages with hooks.
+    pub(crate) hooks: BTreeSet<Stage>,
 }
 
 /// What the platform showed.
@@ -57,6 +62,9 @@ pub(crate) struct Observed {
     /// Instances of the groups the executor listed before planning (the candidates
     /// of a rollback), by group.
     pub(crate) instances: BTreeMap<GroupId, Vec<Instance>>,
+    /// Groups the router had attached when the operation chose its target (the
+    /// target only, where the executor asked).
+    pub(crate) attached: BTreeSet<GroupId>,
 }
 
 impl Observed {
@@ -131,6 +139,10 @@ pub(crate) struct Progress {
     /// The bake after the final switch passed.
     pub(crate) watched: bool,
     pub(crate) retired: bool,
+    /// The release task succeeded (this run started it or found it finished).
+    pub(crate) task_done: bool,
+    /// Hook stages answered in this run, with the weight they were at.
+    pub(crate) hooks_done: BTreeSet<(Stage, u8)>,
 }
 
 /// The next step.
@@ -140,6 +152,11 @@ pub(crate) enum Plan {
     Refuse(Refusal),
     /// Go to this target (a decision; no platform call).
     Choose(Box<Target>),
+    /// Run the release's task and wait for it (idempotent: a finished task is
+    /// not run again).
+    RunTask,
+    /// Call the hooks of `stage`, the group at `weight`.
+    Hook { stage: Stage, weight: u8 },
     /// Launch the target group (idempotent).
     Launch,
     /// Wait until every wanted instance is healthy.
@@ -249,8 +266,11 @@ fn choose(observed: &Observed, intent: &Intent) -> Result<Target, Refusal> {
                 already_live: observed.routes == RouteTable::single(group.clone()),
             })
         }
-        Intent::Rollback => {
+        Intent::Rollback { force } => {
             let live = live_group(observed)?;
+            if !force {
+                irreversible(std::iter::once(&live.release))?;
+            }
             let Some(previous) = live.previous.clone() else {
                 return Err(Refusal::conflict(format!(
                     "{} has no older release to roll back to (a group remembers {} releases)",
@@ -261,7 +281,7 @@ fn choose(observed: &Observed, intent: &Intent) -> Result<Target, Refusal> {
             let history: Vec<Release> = live.older.clone();
             Ok(choose_release(observed, live, previous, history, true))
         }
-        Intent::RollbackTo { image } => {
+        Intent::RollbackTo { image, force } => {
             let live = live_group(observed)?;
             let Some(release) = release_of(observed, image).cloned() else {
                 return Err(Refusal::not_found(format!(
@@ -269,6 +289,13 @@ fn choose(observed: &Observed, intent: &Intent) -> Result<Target, Refusal> {
                     observed.app
                 )));
             };
+            // the releases gone behind: the live one and those between it and the
+            // target in the live history (none when the target is newer)
+            if let (false, Some(i)) = (force, live.history().position(|r| r == &release)) {
+                if live.release != release {
+                    irreversible(std::iter::once(&live.release).chain(live.history().take(i)))?;
+                }
+            }
             // the history the group of `release` gets: what came before it in the
             // live group's history, or the live history when it is newer
             let history: Vec<Release> = match live.history().position(|r| r == &release) {
@@ -402,6 +429,21 @@ fn choose_release(
     }
 }
 
+/// Refuses going behind a release whose task is marked irreversible.
+fn irreversible<'a>(passed: impl Iterator<Item = &'a Release>) -> Result<(), Refusal> {
+    for release in passed {
+        if let Some(task) = release.task.as_ref().filter(|t| t.irreversible) {
+            return Err(Refusal::conflict(format!(
+                "going back behind the release of image {} is refused: its task `{}` is \
+                 irreversible (force the rollback to go anyway)",
+                release.image,
+                task.command.join(" ")
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn live_group(observed: &Observed) -> Result<&Group, Refusal> {
     observed.live().ok_or_else(|| {
         Refusal::conflict(format!(
@@ -437,34 +479,50 @@ fn next(
 ) -> Plan {
     let group = &target.group.id;
     let all = RouteTable::single(group.clone());
+    let hook = |stage: Stage, weight: u8| -> Option<Plan> {
+        (policy.hooks.contains(&stage) && !progress.hooks_done.contains(&(stage, weight)))
+            .then_some(Plan::Hook { stage, weight })
+    };
     if target.already_live && observed.routes == all {
         // a rerun after the final switch: the earlier run's bake after the switch
         // may not have ended, so a deployment watches again while the previous
         // release is still warm
-        if matches!(intent, Intent::Deploy { .. })
+        let fallback = watch_fallback(observed, target);
+        let watch = matches!(intent, Intent::Deploy { .. })
             && !progress.watched
             && !policy.bake_after.is_zero()
-        {
-            if let Some(fallback) = watch_fallback(observed, target) {
-                return Plan::Watch {
-                    duration: policy.bake_after,
-                    fallback,
-                };
-            }
+            && fallback.is_some();
+        return after_switch(progress, policy, watch, fallback, &hook);
+    }
+    let exists = observed.group(group).is_some();
+    let task = match intent {
+        Intent::Deploy { .. } => target.group.release.task.as_ref().map(|t| t.phase),
+        _ => None,
+    };
+    if !exists && progress.healthy.is_none() {
+        if let Some(p) = hook(Stage::BeforeLaunch, 0) {
+            return p;
         }
-        return if progress.retired {
-            Plan::Done
-        } else {
-            Plan::Retire
-        };
+        if task == Some(TaskPhase::BeforeLaunch) && !progress.task_done {
+            return Plan::RunTask;
+        }
     }
     // launch is idempotent: a group this operation owns is launched again to
     // finish a launch an interrupted run left half done
-    if observed.group(group).is_none() || (target.disposable && !progress.launched) {
+    if !exists || (target.disposable && !progress.launched) {
         return Plan::Launch;
     }
     if progress.healthy.is_none() {
         return Plan::WaitHealthy;
+    }
+    let weight = observed.routes.weight(group);
+    if progress.attachment.is_none() && weight == 0 && !observed.attached.contains(group) {
+        if let Some(p) = hook(Stage::AfterHealthy, 0) {
+            return p;
+        }
+    }
+    if task == Some(TaskPhase::AfterHealthy) && !progress.task_done && weight == 0 {
+        return Plan::RunTask;
     }
     if progress.attachment.is_none() {
         return Plan::Attach;
@@ -481,21 +539,23 @@ fn next(
     ) {
         return Plan::Done;
     }
-    let weight = observed.routes.weight(group);
     if observed.routes == all {
-        if progress.switched && !progress.watched && !policy.bake_after.is_zero() {
-            if let Some(fallback) = watch_fallback(observed, target) {
-                return Plan::Watch {
-                    duration: policy.bake_after,
-                    fallback,
-                };
-            }
+        let fallback = watch_fallback(observed, target);
+        let watch = progress.switched
+            && !progress.watched
+            && !policy.bake_after.is_zero()
+            && fallback.is_some();
+        return after_switch(progress, policy, watch, fallback, &hook);
+    }
+    if weight == 0 {
+        if let Some(p) = hook(Stage::BeforeTraffic, 0) {
+            return p;
         }
-        return if progress.retired {
-            Plan::Done
-        } else {
-            Plan::Retire
-        };
+    }
+    if weight > 0 {
+        if let Some(p) = hook(Stage::AfterTrafficStep, weight) {
+            return p;
+        }
     }
     // a canary weight reached (by this run or an interrupted one) is baked before
     // the next move
@@ -527,6 +587,38 @@ fn next(
         target.baseline.blend(group, to)
     };
     Plan::Shift { table, weight: to }
+}
+
+/// The steps once the group has all traffic: the hook after the final step, the
+/// bake after the switch, the hooks after the bake and before retiring, retiring.
+fn after_switch(
+    progress: &Progress,
+    policy: &Policy,
+    watch: bool,
+    fallback: Option<RouteTable>,
+    hook: &dyn Fn(Stage, u8) -> Option<Plan>,
+) -> Plan {
+    if let Some(p) = hook(Stage::AfterTrafficStep, 100) {
+        return p;
+    }
+    if watch {
+        if let Some(fallback) = fallback {
+            return Plan::Watch {
+                duration: policy.bake_after,
+                fallback,
+            };
+        }
+    }
+    if progress.retired {
+        return Plan::Done;
+    }
+    if let Some(p) = hook(Stage::AfterBake, 100) {
+        return p;
+    }
+    if let Some(p) = hook(Stage::BeforeRetire, 100) {
+        return p;
+    }
+    Plan::Retire
 }
 
 /// The table a breach after the final switch goes back to: the baseline, when
@@ -581,6 +673,7 @@ mod tests {
             groups,
             routes,
             instances: BTreeMap::new(),
+            attached: BTreeSet::new(),
         }
     }
 
@@ -601,6 +694,7 @@ mod tests {
         Policy {
             steps: vec![(10, Duration::from_secs(60)), (50, Duration::from_secs(60))],
             bake_after: Duration::ZERO,
+            ..Policy::default()
         }
     }
 
@@ -811,6 +905,7 @@ mod tests {
         let policy = Policy {
             steps: vec![],
             bake_after: Duration::from_secs(30),
+            ..Policy::default()
         };
         let mut o = observed(vec![v1, v2], RouteTable::single(gid(1)));
         let t = chosen(&o, &b);
@@ -868,13 +963,13 @@ mod tests {
         let v3 = group(3, "r3", &["r2", "r1"]);
         let mut o = observed(vec![v2.clone(), v3.clone()], RouteTable::single(gid(3)));
         o.instances.insert(gid(2), healthy(2));
-        let t = chosen(&o, &Intent::Rollback);
+        let t = chosen(&o, &Intent::Rollback { force: false });
         assert_eq!(t.group.id, gid(2), "the warm group of r2");
         assert!(!t.disposable);
 
         // back on v2 (r2; history r1): the next rollback relaunches r1 with no history
         let o = observed(vec![v2.clone(), v3.clone()], RouteTable::single(gid(2)));
-        let t = chosen(&o, &Intent::Rollback);
+        let t = chosen(&o, &Intent::Rollback { force: false });
         assert_eq!(t.group.release, release("r1"));
         assert_eq!(t.group.id, gid(4));
         assert_eq!(t.group.previous, None);
@@ -885,7 +980,7 @@ mod tests {
         match plan(
             &o,
             &Progress::default(),
-            &Intent::Rollback,
+            &Intent::Rollback { force: false },
             &Policy::default(),
         ) {
             Plan::Refuse(r) => {
@@ -905,7 +1000,7 @@ mod tests {
         let v3 = group(3, "r2", &["r1"]);
         let mut o = observed(vec![v2, v3], RouteTable::single(gid(3)));
         o.instances.insert(gid(2), healthy(2));
-        let t = chosen(&o, &Intent::Rollback);
+        let t = chosen(&o, &Intent::Rollback { force: false });
         assert_eq!(t.group.id, gid(4));
         assert_eq!(t.group.previous, None);
     }
@@ -916,7 +1011,7 @@ mod tests {
         let v3 = group(3, "r2", &["r1"]);
         let mut o = observed(vec![v2, v3], RouteTable::single(gid(3)));
         o.instances.insert(gid(2), healthy(1));
-        let t = chosen(&o, &Intent::Rollback);
+        let t = chosen(&o, &Intent::Rollback { force: false });
         assert_eq!(t.group.id, gid(4));
     }
 
@@ -925,7 +1020,7 @@ mod tests {
         let v3 = group(3, "r2", &["r1"]);
         let v4 = group(4, "r1", &[]);
         let o = observed(vec![v3, v4], RouteTable::single(gid(3)));
-        let t = chosen(&o, &Intent::Rollback);
+        let t = chosen(&o, &Intent::Rollback { force: false });
         assert_eq!(t.group.id, gid(4));
         assert!(t.adopted && t.disposable);
     }
@@ -937,6 +1032,7 @@ mod tests {
         let t = chosen(
             &o,
             &Intent::RollbackTo {
+                force: false,
                 image: ImageId::new("r2"),
             },
         );
@@ -946,6 +1042,7 @@ mod tests {
             &o,
             &Progress::default(),
             &Intent::RollbackTo {
+                force: false,
                 image: ImageId::new("nope"),
             },
             &Policy::default(),
@@ -959,8 +1056,9 @@ mod tests {
     fn nothing_live_is_nothing_to_roll_back() {
         let o = observed(vec![group(1, "a", &[])], RouteTable::empty());
         for intent in [
-            Intent::Rollback,
+            Intent::Rollback { force: false },
             Intent::RollbackTo {
+                force: false,
                 image: ImageId::new("a"),
             },
         ] {
@@ -996,5 +1094,163 @@ mod tests {
             plan(&o, &Progress::default(), &intent, &Policy::default()),
             Plan::Refuse(r) if r.kind == ErrorKind::NotFound
         ));
+    }
+
+    fn with_task(tag: &str, phase: TaskPhase, irreversible: bool) -> Release {
+        let mut task = crate::task::ReleaseTask::new(["migrate"]).with_phase(phase);
+        task.irreversible = irreversible;
+        release(tag).with_task(task)
+    }
+
+    fn deploy_release(r: Release) -> Intent {
+        Intent::Deploy {
+            release: r,
+            stop_before_traffic: false,
+        }
+    }
+
+    fn hooks(stages: &[Stage]) -> Policy {
+        Policy {
+            hooks: stages.iter().copied().collect(),
+            ..Policy::default()
+        }
+    }
+
+    #[test]
+    fn a_task_before_launch_runs_first_and_once() {
+        let o = observed(vec![], RouteTable::empty());
+        let intent = deploy_release(with_task("a", TaskPhase::BeforeLaunch, false));
+        let t = chosen(&o, &intent);
+        let mut p = Progress {
+            target: Some(t),
+            ..Progress::default()
+        };
+        let policy = hooks(&[Stage::BeforeLaunch]);
+        assert_eq!(
+            plan(&o, &p, &intent, &policy),
+            Plan::Hook {
+                stage: Stage::BeforeLaunch,
+                weight: 0
+            }
+        );
+        p.hooks_done.insert((Stage::BeforeLaunch, 0));
+        assert_eq!(plan(&o, &p, &intent, &policy), Plan::RunTask);
+        p.task_done = true;
+        assert_eq!(plan(&o, &p, &intent, &policy), Plan::Launch);
+    }
+
+    #[test]
+    fn a_rerun_that_finds_the_group_launched_neither_runs_the_task_nor_calls_before_launch() {
+        let r = with_task("a", TaskPhase::BeforeLaunch, false);
+        let g = Group::with_history(
+            app(),
+            Generation(1),
+            r.clone(),
+            DeploymentId::new("d-old"),
+            [],
+        );
+        let o = observed(vec![g], RouteTable::empty());
+        let intent = deploy_release(r);
+        let t = chosen(&o, &intent);
+        assert!(t.adopted);
+        let p = Progress {
+            target: Some(t),
+            ..Progress::default()
+        };
+        let policy = hooks(&[Stage::BeforeLaunch]);
+        assert_eq!(plan(&o, &p, &intent, &policy), Plan::Launch);
+    }
+
+    #[test]
+    fn a_task_after_healthy_runs_before_attach_and_only_without_traffic() {
+        let r = with_task("b", TaskPhase::AfterHealthy, false);
+        let v1 = group(1, "a", &[]);
+        let mut o = observed(vec![v1], RouteTable::single(gid(1)));
+        let intent = deploy_release(r);
+        let t = chosen(&o, &intent);
+        o.groups.push(t.group.clone());
+        let mut p = Progress {
+            target: Some(t),
+            launched: true,
+            healthy: Some(healthy(2)),
+            ..Progress::default()
+        };
+        let policy = hooks(&[Stage::AfterHealthy]);
+        assert_eq!(
+            plan(&o, &p, &intent, &policy),
+            Plan::Hook {
+                stage: Stage::AfterHealthy,
+                weight: 0
+            }
+        );
+        // attached already when observed: its hook after healthy ran in an earlier run
+        o.attached.insert(gid(2));
+        assert_eq!(plan(&o, &p, &intent, &policy), Plan::RunTask);
+        p.task_done = true;
+        assert_eq!(plan(&o, &p, &intent, &policy), Plan::Attach);
+        // with traffic (a rerun mid-canary) the task had finished before: not again
+        p.task_done = false;
+        o.routes = RouteTable::single(gid(1)).blend(&gid(2), 10);
+        assert_eq!(plan(&o, &p, &intent, &policy), Plan::Attach);
+    }
+
+    #[test]
+    fn rollbacks_never_run_tasks() {
+        let r2 = with_task("b", TaskPhase::BeforeLaunch, false);
+        let v2 = Group::with_history(
+            app(),
+            Generation(2),
+            r2,
+            DeploymentId::new("d-2"),
+            [release("a")],
+        );
+        let o = observed(vec![v2], RouteTable::single(gid(2)));
+        let intent = Intent::Rollback { force: false };
+        let t = chosen(&o, &intent);
+        let p = Progress {
+            target: Some(t),
+            ..Progress::default()
+        };
+        assert_eq!(plan(&o, &p, &intent, &Policy::default()), Plan::Launch);
+    }
+
+    #[test]
+    fn going_behind_an_irreversible_task_is_refused_unless_forced() {
+        let r2 = with_task("b", TaskPhase::BeforeLaunch, true);
+        let v2 = Group::with_history(
+            app(),
+            Generation(2),
+            r2,
+            DeploymentId::new("d-2"),
+            [release("a")],
+        );
+        let o = observed(vec![v2], RouteTable::single(gid(2)));
+        for intent in [
+            Intent::Rollback { force: false },
+            Intent::RollbackTo {
+                image: ImageId::new("a"),
+                force: false,
+            },
+        ] {
+            match plan(&o, &Progress::default(), &intent, &Policy::default()) {
+                Plan::Refuse(r) => {
+                    assert_eq!(r.kind, ErrorKind::Conflict);
+                    assert!(r.message.contains("irreversible"), "{}", r.message);
+                }
+                other => panic!("{intent:?}: {other:?}"),
+            }
+        }
+        for intent in [
+            Intent::Rollback { force: true },
+            Intent::RollbackTo {
+                image: ImageId::new("a"),
+                force: true,
+            },
+        ] {
+            assert!(matches!(
+                plan(&o, &Progress::default(), &intent, &Policy::default()),
+                Plan::Choose(_)
+            ));
+        }
     }
 }

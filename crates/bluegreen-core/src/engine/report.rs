@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::app::App;
 use crate::group::{Group, GroupId};
+use crate::hook::Stage;
 use crate::image::{ImageId, ImageRef};
 use crate::instance::Instance;
 use crate::route::RouteTable;
@@ -26,14 +27,33 @@ pub struct Prepared {
     pub adopted: bool,
 }
 
-/// A finished deployment.
+/// Where a hook paused a deployment ([`Decision::Pause`](crate::Decision::Pause)).
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Paused {
+    /// The stage it stopped at.
+    pub stage: Stage,
+    /// The hook that paused it.
+    pub hook: String,
+    /// The hook's reason.
+    pub reason: String,
+    /// The new group's share of traffic, 0 to 100.
+    pub weight: u8,
+}
+
+/// A finished deployment, or one a hook paused ([`DeployReport::paused`]).
 #[non_exhaustive]
 #[derive(Clone, Debug)]
 pub struct DeployReport {
     /// The app.
     pub app: App,
-    /// The group now serving all traffic.
+    /// The group now serving all traffic; when the deployment paused, the new group
+    /// it goes to.
     pub live: GroupId,
+    /// Set when a hook paused the deployment: nothing was reverted, the platform is
+    /// as the pause found it, and [`Engine::resume`](crate::Engine::resume) with the
+    /// same request goes on. Retirement has not happened.
+    pub paused: Option<Paused>,
     /// The group that served before, if any.
     pub previous: Option<GroupId>,
     /// Whether the release was already live, so nothing moved.

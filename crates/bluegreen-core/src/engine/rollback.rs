@@ -48,6 +48,9 @@ pub struct RollbackRequest {
     pub verify: Vec<Arc<dyn Check>>,
     /// How traffic moves (blue/green by default).
     pub strategy: Strategy,
+    /// Go behind a release whose task is marked
+    /// [`irreversible`](crate::ReleaseTask::irreversible) (refused by default).
+    pub force: bool,
 }
 
 impl RollbackRequest {
@@ -58,7 +61,15 @@ impl RollbackRequest {
             to: None,
             verify: Vec::new(),
             strategy: Strategy::blue_green(),
+            force: false,
         }
+    }
+
+    /// Goes behind a release whose task is irreversible
+    /// ([`RollbackRequest::force`]).
+    pub fn force(mut self) -> Self {
+        self.force = true;
+        self
     }
 
     /// Goes to the release of `image` instead ([`Engine::rollback_to`]).
@@ -114,6 +125,7 @@ impl std::fmt::Debug for RollbackRequest {
                 &self.verify.iter().map(|c| c.name()).collect::<Vec<_>>(),
             )
             .field("strategy", &self.strategy)
+            .field("force", &self.force)
             .finish()
     }
 }
@@ -131,6 +143,12 @@ impl Engine {
     /// traffic. A rollback interrupted before its switch and run again finishes the
     /// group it launched; run again after its switch, it goes one more release
     /// back: to make a rerun safe, use [`Engine::rollback_to`].
+    ///
+    /// Going behind a release whose task is marked
+    /// [`irreversible`](crate::ReleaseTask::irreversible) is
+    /// [`Error::Conflict`](crate::Error::Conflict) before any change, unless the
+    /// request is forced ([`RollbackRequest::force`]). A rollback never runs a
+    /// release task.
     pub async fn rollback(&self, app: &App) -> Result<RollbackReport> {
         self.rollback_with(&RollbackRequest::new(app.clone())).await
     }
@@ -155,11 +173,17 @@ impl Engine {
     /// reverts as a deployment does.
     pub async fn rollback_with(&self, request: &RollbackRequest) -> Result<RollbackReport> {
         let (operation, intent) = match &request.to {
-            None => (Operation::Rollback, Intent::Rollback),
+            None => (
+                Operation::Rollback,
+                Intent::Rollback {
+                    force: request.force,
+                },
+            ),
             Some(image) => (
                 Operation::RollbackTo,
                 Intent::RollbackTo {
                     image: image.clone(),
+                    force: request.force,
                 },
             ),
         };

@@ -103,6 +103,7 @@ impl Run<'_> {
                 groups,
                 routes,
                 instances: Default::default(),
+                attached: Default::default(),
             })
         })
         .await
