@@ -192,6 +192,14 @@ pub trait Subject: Send + Sync {
     /// group; once the harness removed the groups, nothing may be listed.
     async fn leftovers(&self, case: &Case, rig: &Rig) -> Vec<String>;
 
+    /// What the subject itself checks after the rerun converged, in the parent: one
+    /// line per problem found (a release task that ran twice, say). None by
+    /// default.
+    async fn invariants(&self, case: &Case, rig: &Rig) -> Vec<String> {
+        let _ = (case, rig);
+        Vec::new()
+    }
+
     /// Removes what the case left, in the parent, after its checks, passed or not
     /// (images, a proxy process). Nothing by default.
     async fn after(&self, case: &Case, rig: &Rig) {
@@ -452,6 +460,12 @@ impl<S: Subject> CrashHarness<S> {
             );
         }
         report.leftovers = left;
+        let problems = self.subject.invariants(case, rig).await;
+        report.check(
+            "the subject's own invariants hold",
+            problems.is_empty(),
+            problems.join("; "),
+        );
         let holder = LockHolder::new(format!("crash-check-{}", case.tag));
         match rig.lock.acquire(app, &holder, Duration::from_secs(5)).await {
             Ok(token) => {
