@@ -12,7 +12,11 @@
 //! - no group without traffic beyond `keep`, no orphan (every attached group is a
 //!   group of the fleet, every instance belongs to a listed group), the lock free;
 //! - the live release is the model's, and its group's history is the model's
-//!   history, so that `rollback` walks it strictly backwards.
+//!   history, so that `rollback` walks it strictly backwards;
+//! - a release task ran exactly once for every release that went live with one,
+//!   whatever crashed, and no task record outlives its group;
+//! - a deployment paused by a hook at any stage, then resumed from a new engine
+//!   (crashing or not), ends exactly as the same deployment without the pause.
 //!
 //! `BLUEGREEN_MODEL_CASES` (default 48) and `BLUEGREEN_MODEL_SEED` (default fixed)
 //! change the run; a failure prints the seed and the smallest failing sequence.
@@ -23,10 +27,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bluegreen_core::{
-    App, Attachment, DeployRequest, Engine, EngineOptions, ErrorKind, Event, EventSink,
-    FencingToken, Fleet, FleetCapabilities, Group, GroupId, Image, ImageId, ImageRef, ImageSource,
-    Instance, Lock, LockHolder, MemoryLock, Release, Result, RetryOptions, RouteTable, Router,
-    RouterCapabilities, Serving, Strategy, HISTORY_LEN,
+    hook_fn, App, Attachment, Decision, DeployRequest, Engine, EngineOptions, ErrorKind, Event,
+    EventSink, FencingToken, Fleet, FleetCapabilities, Group, GroupId, Image, ImageId, ImageRef,
+    ImageSource, Instance, Lock, LockHolder, MemoryLock, Release, ReleaseTask, Result,
+    RetryOptions, RouteTable, Router, RouterCapabilities, Serving, Stage, Strategy, TaskStatus,
+    HISTORY_LEN,
 };
 use bluegreen_testkit::{Behaviour, Fault, MemoryPlatform};
 use proptest::prelude::{any, prop_oneof, Just};
@@ -62,6 +67,11 @@ enum Cmd {
         bake_after: bool,
         /// Drop the operation after this many simulated seconds, then run it again.
         crash_at: Option<u64>,
+        /// The release has a task.
+        task: bool,
+        /// A hook pauses the deployment at this stage (an index into `Stage::ALL`);
+        /// a new engine resumes it, crashing at `crash_at`.
+        pause: Option<usize>,
     },
     Rollback,
     /// Back to the release `back` places before the live one (0: an unknown image).
@@ -92,9 +102,22 @@ fn crash() -> impl proptest::strategy::Strategy<Value = Option<u64>> {
 
 fn cmd() -> impl proptest::strategy::Strategy<Value = Cmd> {
     prop_oneof![
-        6 => (kind(), any::<bool>(), any::<bool>(), crash()).prop_map(
-            |(kind, canary, bake_after, crash_at)| Cmd::Deploy { kind, canary, bake_after, crash_at }
-        ),
+        6 => (
+            kind(),
+            any::<bool>(),
+            any::<bool>(),
+            crash(),
+            any::<bool>(),
+            prop_oneof![2 => Just(None), 1 => (0usize..Stage::ALL.len()).prop_map(Some)],
+        )
+            .prop_map(|(kind, canary, bake_after, crash_at, task, pause)| Cmd::Deploy {
+                kind,
+                canary,
+                bake_after,
+                crash_at,
+                task,
+                pause,
+            }),
         2 => Just(Cmd::Rollback),
         2 => (0usize..4, crash()).prop_map(|(back, crash_at)| Cmd::RollbackTo { back, crash_at }),
         1 => Just(Cmd::Concurrent),
@@ -174,6 +197,13 @@ impl<T: Fleet> Fleet for Guarded<T> {
     async fn destroy(&self, app: &App, group: &GroupId) -> Result<()> {
         self.check("destroy");
         self.inner.destroy(app, group).await
+    }
+    async fn start_task(&self, group: &Group) -> Result<()> {
+        self.check("start task");
+        self.inner.start_task(group).await
+    }
+    async fn task(&self, app: &App, group: &GroupId) -> Result<Option<TaskStatus>> {
+        self.inner.task(app, group).await
     }
 }
 
@@ -372,6 +402,15 @@ impl World {
     }
 }
 
+fn request_with(tag: &str, canary: bool, bake_after: bool, task: bool) -> DeployRequest {
+    let r = request(tag, canary, bake_after);
+    if task {
+        r.task(ReleaseTask::new(["migrate", tag]).with_timeout(Duration::from_secs(60)))
+    } else {
+        r
+    }
+}
+
 fn request(tag: &str, canary: bool, bake_after: bool) -> DeployRequest {
     let mut strategy = if canary {
         Strategy::canary([20, 50], Duration::from_secs(20))
@@ -407,6 +446,55 @@ where
     op(engine).await
 }
 
+/// Checks a deployment's outcome against the model and records it.
+fn finish_deploy(
+    world: &mut World,
+    tag: String,
+    kind: Kind,
+    canary: bool,
+    bake_after: bool,
+    task: bool,
+    out: Result<bluegreen_core::DeployReport>,
+) -> std::result::Result<(), TestCaseError> {
+    let live = !world.history.is_empty();
+    let analysed = live && (canary || bake_after);
+    let expect_ok = match kind {
+        Kind::Good => true,
+        Kind::NeverHealthy | Kind::UnhealthyAtRouter | Kind::DiesAfterSwitch => false,
+        Kind::Flaky => !analysed,
+    };
+    match (expect_ok, out) {
+        (true, Ok(r)) if r.paused.is_none() => {
+            if task {
+                let runs = world
+                    .platform
+                    .task_starts(&app())
+                    .iter()
+                    .filter(|(_, c)| c.get(1) == Some(&tag))
+                    .count();
+                if runs != 1 {
+                    return Err(fail(format!("the task of {tag} ran {runs} times")));
+                }
+            }
+            world.push(tag);
+        }
+        (false, Err(e)) => {
+            if !e.rolled_back() {
+                return Err(fail(format!("{tag} ({kind:?}) failed without revert: {e}")));
+            }
+        }
+        (true, Ok(r)) => return Err(fail(format!("{tag} ended paused: {:?}", r.paused))),
+        (true, Err(e)) => return Err(fail(format!("{tag} ({kind:?}) failed: {e}"))),
+        (false, Ok(r)) => {
+            return Err(fail(format!(
+                "{tag} ({kind:?}) should have failed, went live as {} (paused {:?})",
+                r.live, r.paused
+            )))
+        }
+    }
+    Ok(())
+}
+
 fn fail(message: String) -> TestCaseError {
     TestCaseError::fail(message)
 }
@@ -418,6 +506,8 @@ async fn apply(world: &mut World, cmd: &Cmd) -> std::result::Result<(), TestCase
             canary,
             bake_after,
             crash_at,
+            task,
+            pause,
         } => {
             let live = !world.history.is_empty();
             // a group that dies after the switch is only caught by a watch; a first
@@ -427,33 +517,63 @@ async fn apply(world: &mut World, cmd: &Cmd) -> std::result::Result<(), TestCase
                 k => k,
             };
             let tag = world.new_tag(kind);
-            let req = request(&tag, canary, bake_after);
-            let out = crashing(world, crash_at, |e| {
-                let req = req.clone();
-                async move { e.deploy(&req).await }
-            })
-            .await;
-            let analysed = live && (canary || bake_after);
-            let expect_ok = match kind {
-                Kind::Good => true,
-                Kind::NeverHealthy | Kind::UnhealthyAtRouter | Kind::DiesAfterSwitch => false,
-                Kind::Flaky => !analysed,
-            };
-            match (expect_ok, out) {
-                (true, Ok(_)) => world.push(tag),
-                (false, Err(e)) => {
-                    if !e.rolled_back() {
-                        return Err(fail(format!("{tag} ({kind:?}) failed without revert: {e}")));
+            let mut req = request_with(&tag, canary, bake_after, task);
+            if let Some(stage) = pause.map(|i| Stage::ALL[i]) {
+                let hook = hook_fn("pause", move |ctx| async move {
+                    if ctx.stage == stage {
+                        Decision::Pause(format!("paused at {stage}"))
+                    } else {
+                        Decision::Continue
                     }
-                }
-                (true, Err(e)) => return Err(fail(format!("{tag} ({kind:?}) failed: {e}"))),
-                (false, Ok(r)) => {
-                    return Err(fail(format!(
-                        "{tag} ({kind:?}) should have failed, went live as {}",
-                        r.live
-                    )))
+                });
+                for s in Stage::ALL {
+                    req = req.hook(s, hook.clone());
                 }
             }
+            let out = if pause.is_some() {
+                let first = world.engine(false).deploy(&req).await;
+                match first {
+                    Ok(r) if r.paused.is_some() => {
+                        // the program exits; another one resumes (and may crash). A
+                        // hook that pauses at every traffic step pauses once a step.
+                        let mut resumes = 0;
+                        loop {
+                            resumes += 1;
+                            let out = crashing(world, crash_at, |e| {
+                                let req = req.clone();
+                                async move { e.resume(&req).await }
+                            })
+                            .await;
+                            match &out {
+                                Ok(r) if r.paused.is_some() && resumes < 4 => {
+                                    let p = r.paused.as_ref().unwrap();
+                                    if p.stage != Stage::AfterTrafficStep
+                                        || Some(p.stage) != pause.map(|i| Stage::ALL[i])
+                                    {
+                                        return Err(fail(format!("{tag} paused again: {p:?}")));
+                                    }
+                                }
+                                _ => break out,
+                            }
+                        }
+                    }
+                    Ok(r) => {
+                        return Err(fail(format!(
+                            "{tag} should have paused at {:?}, ended with {}",
+                            pause.map(|i| Stage::ALL[i]),
+                            r.live
+                        )))
+                    }
+                    Err(e) => Err(e),
+                }
+            } else {
+                crashing(world, crash_at, |e| {
+                    let req = req.clone();
+                    async move { e.deploy(&req).await }
+                })
+                .await
+            };
+            finish_deploy(world, tag, kind, canary, bake_after, task, out)?;
         }
         Cmd::Rollback => {
             let engine = world.engine(false);
@@ -601,6 +721,13 @@ async fn check_invariants(world: &World) -> std::result::Result<(), TestCaseErro
     }
     if let Some(h) = world.lock.holder(&app()) {
         return Err(fail(format!("the lock is still held by {h:?}")));
+    }
+    for (group, _) in world.platform.task_starts(&app()) {
+        if world.platform.has_task(group.as_str()) && !ids.contains(&group) {
+            return Err(fail(format!(
+                "the task record of {group} outlives its group"
+            )));
+        }
     }
     // the live release and its history are the model's
     let Some(live_tag) = world.history.last() else {
