@@ -319,6 +319,45 @@ impl ProxyContainer {
         })
     }
 
+    /// The proxy container `name` when it is ours and runs, with its admin socket
+    /// and token in `dir`; `None` when there is no such container or it does not
+    /// run. Never creates or starts anything. Another owner's container of that
+    /// name is [`Error::Conflict`].
+    pub async fn find(docker: &Docker, name: &str, dir: &Path) -> Result<Option<ProxyContainer>> {
+        let c = match docker
+            .inspect_container(name, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) if has_status(&e, 404) => return Ok(None),
+            Err(e) => return Err(docker_error(format!("container {name}"), e)),
+        };
+        let l = labels_of(c.config.as_ref().and_then(|c| c.labels.as_ref()));
+        if !owned(&l) {
+            return Err(Error::conflict(format!(
+                "container {name} is not a bluegreen proxy; it is left alone"
+            )));
+        }
+        if c.state.as_ref().and_then(|s| s.running) != Some(true) {
+            return Ok(None);
+        }
+        let address = l
+            .get(PROXY_LISTEN_LABEL)
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| {
+                Error::conflict(format!(
+                    "proxy container {name} has no {PROXY_LISTEN_LABEL}"
+                ))
+            })?;
+        let router = Self::router_in(dir)?;
+        wait_for_admin(docker, name, &router, Some(Duration::from_secs(5))).await?;
+        Ok(Some(ProxyContainer {
+            name: name.to_owned(),
+            address,
+            router,
+        }))
+    }
+
     /// The router over `<dir>/admin.sock` with the token of `<dir>/token`.
     fn router_in(dir: &Path) -> Result<ProxyRouter> {
         let path = dir.join("token");
@@ -411,11 +450,13 @@ impl ProxyContainer {
         &self.name
     }
 
-    /// Stops and removes the proxy container `name` and its state volume, and the
-    /// token and socket in `dir`; the routes it kept are gone. Only what carries
+    /// Stops and removes the proxy container `name`, its state volume, its image
+    /// (unless another container uses it), and the token and socket in `dir`; the
+    /// routes it kept are gone. Only what carries
     /// bluegreen's proxy labels is removed: another owner's container or volume of
     /// that name is left alone and is [`Error::Conflict`]. Missing ones are fine.
     pub async fn remove(docker: &Docker, name: &str, dir: &Path) -> Result<()> {
+        let mut image = None;
         match docker
             .inspect_container(name, None::<InspectContainerOptions>)
             .await
@@ -427,6 +468,7 @@ impl ProxyContainer {
                         "container {name} is not a bluegreen proxy; it is left alone"
                     )));
                 }
+                image = c.image.clone();
                 match docker
                     .remove_container(
                         name,
@@ -462,6 +504,21 @@ impl ProxyContainer {
             }
             Err(e) if has_status(&e, 404) => {}
             Err(e) => return Err(docker_error(format!("volume {volume}"), e)),
+        }
+        // its image too, unless another proxy container uses it (Docker refuses)
+        if let Some(id) = image {
+            if let Err(e) = docker
+                .remove_image(
+                    &id,
+                    None::<bollard::query_parameters::RemoveImageOptions>,
+                    None,
+                )
+                .await
+            {
+                if !has_status(&e, 404) && !has_status(&e, 409) {
+                    return Err(docker_error(format!("removing image {id}"), e));
+                }
+            }
         }
         for file in ["token", "admin.sock"] {
             let _ = std::fs::remove_file(dir.join(file));
