@@ -85,9 +85,15 @@ impl DockerFleetOptions {
 ///
 /// # Health
 ///
-/// Docker's state first: a container that is not running is
-/// [`Health::Stopped`] with its exit code (a container created but not yet started
-/// is [`Health::Starting`]). A Docker health check (`HEALTHCHECK` of the image or the
+/// Docker's state first: a container that is not running (exited, dead,
+/// restarting) is [`Health::Stopped`] with its exit code (a container created but
+/// not yet started is [`Health::Starting`]). A container that Docker **restarted
+/// since it was launched** (its `RestartCount`, also in
+/// [`Instance::restarts`]) is [`Health::Stopped`] too, even while it runs and
+/// answers: a restart policy hides a crash loop between two crashes, and such a
+/// container never becomes healthy again, so the engine fails the deployment before
+/// any traffic instead of routing to it (and a live group's container that
+/// restarts breaks the bake after the switch). A Docker health check (`HEALTHCHECK` of the image or the
 /// setting `health_cmd`) that is `starting` gives [`Health::Starting`], `unhealthy`
 /// gives [`Health::Unhealthy`] with the check's last output. Then the fleet's own
 /// HTTP probe, `GET health_path` (default `/health`) on the instance's address,
@@ -347,68 +353,100 @@ impl DockerFleet {
         }
     }
 
-    /// The health of one container, as described on [`DockerFleet`].
+    /// The health of one container, as described on [`DockerFleet`], and how often
+    /// Docker restarted it since it was launched.
     async fn health_of(
         &self,
         c: &ContainerSummary,
         probe_at: Option<&str>,
         s: &Settings,
-    ) -> Health {
+    ) -> (Health, u32) {
         let name = container_name(c);
+        let inspect = self
+            .docker
+            .inspect_container(
+                c.id.as_deref().unwrap_or(&name),
+                None::<InspectContainerOptions>,
+            )
+            .await
+            .ok();
+        let restarts = inspect
+            .as_ref()
+            .and_then(|i| i.restart_count)
+            .unwrap_or(0)
+            .clamp(0, i64::from(u32::MAX)) as u32;
+        let state = inspect.as_ref().and_then(|i| i.state.clone());
+        let restarting = state.as_ref().and_then(|s| s.restarting) == Some(true);
         match c.state {
-            Some(ContainerSummaryStateEnum::RUNNING) => {}
-            Some(ContainerSummaryStateEnum::CREATED) => return Health::Starting,
-            state => {
-                let inspect = self
-                    .docker
-                    .inspect_container(
-                        c.id.as_deref().unwrap_or(&name),
-                        None::<InspectContainerOptions>,
-                    )
-                    .await
-                    .ok();
-                let st = inspect.and_then(|i| i.state);
-                let code = st.as_ref().and_then(|s| s.exit_code);
-                let error = st.and_then(|s| s.error).filter(|e| !e.is_empty());
-                let state = state
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|| "gone".into());
-                let mut reason = format!("container {name} is {state}");
-                if let Some(code) = code {
+            Some(ContainerSummaryStateEnum::RUNNING) if !restarting => {}
+            Some(ContainerSummaryStateEnum::CREATED) if restarts == 0 => {
+                return (Health::Starting, restarts)
+            }
+            summary => {
+                let code = state.as_ref().and_then(|s| s.exit_code);
+                let error = state
+                    .as_ref()
+                    .and_then(|s| s.error.clone())
+                    .filter(|e| !e.is_empty());
+                let what = if restarting {
+                    "restarting".to_owned()
+                } else {
+                    summary
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| "gone".into())
+                };
+                let mut reason = format!("container {name} is {what}");
+                // while Docker restarts it, the exit status reads 0
+                if let Some(code) = code.filter(|_| !restarting) {
                     reason.push_str(&format!(", exit status {code}"));
                 }
                 if let Some(error) = error {
                     reason.push_str(&format!(": {error}"));
                 }
-                return Health::Stopped { reason };
+                if restarts > 0 {
+                    reason.push_str(&format!(
+                        " (restarted {restarts} times since it was launched)"
+                    ));
+                }
+                return (Health::Stopped { reason }, restarts);
             }
+        }
+        if restarts > 0 {
+            // running again, and perhaps answering: a crash loop that the restart
+            // policy hides between two crashes
+            return (
+                Health::Stopped {
+                    reason: format!(
+                        "container {name} restarted {restarts} times since it was launched \
+                         (a crash loop that its restart policy hides)"
+                    ),
+                },
+                restarts,
+            );
         }
         let status = c.status.as_deref().unwrap_or_default();
         if status.contains("(health: starting)") {
-            return Health::Starting;
+            return (Health::Starting, restarts);
         }
         if status.contains("(unhealthy)") {
-            let last = self
-                .docker
-                .inspect_container(
-                    c.id.as_deref().unwrap_or(&name),
-                    None::<InspectContainerOptions>,
-                )
-                .await
-                .ok()
-                .and_then(|i| i.state?.health?.log?.pop())
+            let last = state
+                .and_then(|s| s.health?.log?.pop())
                 .and_then(|r| r.output)
                 .map(|o| o.trim().lines().last().unwrap_or_default().to_owned())
                 .unwrap_or_default();
-            return Health::Unhealthy {
-                reason: format!("docker health check of {name} fails: {last}"),
-            };
+            return (
+                Health::Unhealthy {
+                    reason: format!("docker health check of {name} fails: {last}"),
+                },
+                restarts,
+            );
         }
-        match (&s.health_path, probe_at) {
+        let health = match (&s.health_path, probe_at) {
             (None, _) => Health::Healthy,
             (Some(path), Some(address)) => probe(address, path).await,
             (Some(_), None) => Health::Starting,
-        }
+        };
+        (health, restarts)
     }
 }
 
@@ -523,9 +561,9 @@ impl Fleet for DockerFleet {
         Ok(containers
             .iter()
             .zip(healths)
-            .map(|((c, _), health)| {
+            .map(|((c, _), (health, restarts))| {
                 let (address, _) = self.addresses(c, s.port);
-                Instance::new(container_name(c), address, health)
+                Instance::new(container_name(c), address, health).with_restarts(restarts)
             })
             .collect())
     }

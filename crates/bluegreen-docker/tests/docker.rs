@@ -367,3 +367,161 @@ async fn bad_settings_are_refused_before_any_container_exists() {
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
     clean(&s, &app).await;
 }
+
+/// A crash loop that a restart policy hides: the first start of each container
+/// dies before it listens (`--crash-boots 1`), Docker restarts it, and the second
+/// start serves. Such a container restarted since launch and is not healthy.
+fn crash_looping(root: &std::path::Path, version: &str) -> std::path::PathBuf {
+    context(
+        root,
+        version,
+        &[
+            ("SAMPLE_CRASH_AFTER_MS", "1000"),
+            ("SAMPLE_START_DELAY_MS", "1500"),
+            ("SAMPLE_CRASH_BOOTS", "1"),
+            ("SAMPLE_BOOTS_FILE", "/boots"),
+        ],
+    )
+}
+
+/// Before: a container that Docker had restarted (a crash loop) was reported
+/// `Healthy` as soon as it answered between two crashes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_that_restarted_is_not_healthy() {
+    let Some(docker) = docker("restarted").await else {
+        return;
+    };
+    let tmp = Scratch::new("restarted");
+    let app = support::app("rs", "docker");
+    let _cleanup = Cleanup::new(&app);
+    let image = DockerImage::new(docker.clone());
+    let fleet = DockerFleet::new(docker, DockerFleetOptions::default());
+    let id = image
+        .prepare(
+            &app,
+            &build(crash_looping(tmp.path(), "1")),
+            &EventSink::none(),
+        )
+        .await
+        .unwrap()
+        .id;
+    let group = bluegreen_core::Group::new(
+        app.clone(),
+        bluegreen_core::Generation(1),
+        bluegreen_core::Release::new(id, 1).with_setting("stop_timeout_ms", "1000"),
+        bluegreen_core::DeploymentId::random(),
+        None,
+    );
+    fleet.launch(&group).await.unwrap();
+    // wait until Docker restarted the container and its second start answers
+    let name = format!("{}-0", group.id);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let answering = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} never came back"
+        );
+        let restarts = docker_cli(&[
+            "inspect",
+            "-f",
+            "{{.RestartCount}} {{.State.Running}}",
+            &name,
+        ]);
+        let instances = fleet.instances(&app, &group.id).await.unwrap();
+        let address = instances[0].address.clone();
+        if restarts.starts_with("1 true") {
+            if let Some(address) = address {
+                if std::net::TcpStream::connect(&address).is_ok() {
+                    break instances[0].clone();
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let now = fleet.instances(&app, &group.id).await.unwrap();
+    println!("{:?}", now[0]);
+    assert!(
+        answering.restarts >= 1 && now[0].restarts >= 1,
+        "the restart count is reported: {now:?}"
+    );
+    assert!(
+        !now[0].health.is_healthy(),
+        "a container that restarted since launch is not healthy: {:?}",
+        now[0]
+    );
+    let reason = format!("{:?}", now[0].health);
+    assert!(reason.contains("restarted 1 times"), "{reason}");
+    fleet.destroy(&app, &group.id).await.unwrap();
+    image.remove(&app, &group.release.image).await.unwrap();
+    assert!(labelled_containers(&app).is_empty());
+}
+
+/// Before: a crash-looping release whose containers answered between crashes
+/// passed the health wait, got the traffic and the deployment succeeded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_looping_image_is_rolled_back_before_traffic() {
+    let Some(docker) = docker("crash-loop").await else {
+        return;
+    };
+    let tmp = Scratch::new("crash-loop");
+    let app = support::app("cl", "docker");
+    let _cleanup = Cleanup::new(&app);
+    // polls at 0 s (starting), 3 s (running again after its restart at about
+    // 1 s) and 6 s (answering): never while Docker restarts it, when even the old
+    // rule saw it stopped
+    let options = deploy_options()
+        .with_poll_interval(Duration::from_secs(3))
+        .with_health_timeout(Duration::from_secs(20));
+    let s = setup(docker, options.clone()).await;
+    let good = s
+        .engine
+        .deploy(&request(&app, context(tmp.path(), "1", &[])))
+        .await
+        .unwrap();
+    let mut load = ZeroDowntime::new(
+        s.proxy.address(),
+        format!("{}.{}", app.name(), app.environment()),
+    )
+    .with_clients(4)
+    .start()
+    .await;
+    let (events, mut rx) = EventSink::channel();
+    let engine = Engine::new(s.image.clone(), s.fleet.clone(), s.proxy.router())
+        .with_options(options)
+        .with_events(events);
+    let e = load
+        .phase(
+            "crash loop",
+            engine.deploy(&request(&app, crash_looping(tmp.path(), "2"))),
+        )
+        .await
+        .expect_err("a crash-looping image must fail");
+    let seen = load.finish().await;
+    println!("reverted: {e}");
+    assert!(e.rolled_back(), "{e}");
+    assert!(e.to_string().contains("restart"), "the cause is named: {e}");
+    assert_eq!(
+        seen.total.versions,
+        vec!["1".to_owned()],
+        "traffic never reached it"
+    );
+    let mut shifted = Vec::new();
+    while let Ok(event) = rx.try_recv() {
+        if let Event::TrafficShifted { routes } = event {
+            shifted.push(routes);
+        }
+    }
+    assert!(shifted.is_empty(), "no traffic shift: {shifted:?}");
+    assert_eq!(
+        s.proxy.router().routes(&app).await.unwrap(),
+        RouteTable::single(good.live.clone()),
+        "the routes are untouched"
+    );
+    let now = labelled_containers(&app);
+    assert_eq!(now.len(), 3, "only the good group is left: {now:?}");
+    assert!(
+        now.iter().all(|c| c.starts_with(good.live.as_str())),
+        "{now:?}"
+    );
+    clean(&s, &app).await;
+}

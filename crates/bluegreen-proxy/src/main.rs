@@ -25,7 +25,8 @@ struct Args {
     /// Allow the admin API on an address beyond loopback.
     #[arg(long, env = "BLUEGREEN_PROXY_ADMIN_ALLOW_REMOTE")]
     admin_allow_remote: bool,
-    /// A file holding the admin token.
+    /// A file holding the admin token, readable by its owner only (mode 0600 or
+    /// 0400; a Docker secret needs `mode=0400`).
     #[arg(
         long,
         env = "BLUEGREEN_PROXY_TOKEN_FILE",
@@ -110,6 +111,11 @@ struct Args {
     /// the proxy sets them for every client).
     #[arg(long, env = "BLUEGREEN_PROXY_TRUSTED_PROXIES", value_delimiter = ',')]
     trusted_proxies: Vec<IpNetwork>,
+    /// A file that keeps the routing state (apps, groups, route tables) across
+    /// restarts: read on start, rewritten (mode 0600) after every change. A file
+    /// that does not read is an error at start.
+    #[arg(long, env = "BLUEGREEN_PROXY_STATE_FILE")]
+    state_file: Option<PathBuf>,
     /// Threads that serve client connections, each with its own event loop
     /// (default: one per core).
     #[arg(long, env = "BLUEGREEN_PROXY_THREADS")]
@@ -161,8 +167,7 @@ fn parse_preview_bind(s: &str) -> Result<PreviewBind, String> {
 
 fn token(args: &Args) -> Result<AdminToken, String> {
     let raw = match (&args.admin_token_file, &args.admin_token) {
-        (Some(path), _) => std::fs::read_to_string(path)
-            .map_err(|e| format!("--admin-token-file {}: {e}", path.display()))?,
+        (Some(path), _) => read_token_file(path)?,
         (None, Some(t)) => t.clone(),
         (None, None) => {
             return Err(
@@ -171,6 +176,23 @@ fn token(args: &Args) -> Result<AdminToken, String> {
         }
     };
     AdminToken::new(raw).map_err(|e| e.to_string())
+}
+
+/// The token file's contents, refusing a file that its group or others may read:
+/// whoever reads the token decides where the traffic goes.
+fn read_token_file(path: &std::path::Path) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let flag = || format!("--admin-token-file {}", path.display());
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", flag()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{}: the file is readable by its group or others (mode {mode:04o}); make it \
+             readable by its owner only (chmod 600, or mode=0400 for a Docker secret)",
+            flag()
+        ));
+    }
+    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", flag()))
 }
 
 async fn shutdown_signal() {
@@ -256,13 +278,20 @@ async fn run(args: Args) -> Result<(), String> {
     if let Some(host) = &args.default_app {
         options = options.with_default_host(host.clone());
     }
-    let proxy = Proxy::new(options);
     let admin_listener = AdminListener::bind(&args.admin, args.admin_allow_remote)
         .await
         .map_err(|e| format!("admin {:?}: {e}", args.admin))?;
+    // bound before the state is restored: clients that come meanwhile wait in
+    // the backlog instead of being refused
     let listener = TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("listen {}: {e}", args.listen))?;
+    let proxy = match &args.state_file {
+        Some(path) => Proxy::restore(options.with_state_file(path.clone()))
+            .await
+            .map_err(|e| format!("--state-file: {e}"))?,
+        None => Proxy::new(options),
+    };
     tracing::info!(
         listen = %args.listen,
         admin = ?args.admin,
@@ -354,6 +383,40 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("--preview-bind") && e.contains("nowhere"), "{e}");
+    }
+
+    #[test]
+    fn a_token_file_others_may_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("bluegreen-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("token");
+        std::fs::write(&path, "s3cret-token-123\n").unwrap();
+        for (mode, ok) in [
+            (0o644, false),
+            (0o640, false),
+            (0o604, false),
+            (0o600, true),
+            (0o400, true),
+        ] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let args = Args::parse_from([
+                "bluegreen-proxy",
+                "--admin-token-file",
+                path.to_str().unwrap(),
+            ]);
+            match token(&args) {
+                Ok(t) => assert!(ok, "mode {mode:o} must be refused, got {t:?}"),
+                Err(e) => {
+                    assert!(!ok, "mode {mode:o}: {e}");
+                    assert!(
+                        e.contains(path.to_str().unwrap()) && e.contains("chmod 600"),
+                        "{e}"
+                    );
+                }
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -221,6 +221,13 @@ pub struct ProxyOptions {
     /// to `http` or `https`, `X-Forwarded-Host` to the request's host) and a
     /// client's `Forwarded` is removed.
     pub trusted_proxies: Vec<IpNetwork>,
+    /// A file that keeps the routing state across restarts: every app's attached
+    /// groups (their backends), route table, pause and the default app. A proxy
+    /// made with [`Proxy::restore`](crate::Proxy::restore) reads it on start and
+    /// rewrites it (a new file renamed over the old one, mode 0600) after every
+    /// change; [`Proxy::new`](crate::Proxy::new) neither reads nor writes it.
+    /// Counters and health are not kept: they start afresh. Default none.
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ProxyOptions {
@@ -243,6 +250,7 @@ impl Default for ProxyOptions {
             http2_keep_alive_timeout: Duration::from_secs(20),
             preview_header_from: Vec::new(),
             trusted_proxies: Vec::new(),
+            state_file: None,
         }
     }
 }
@@ -299,6 +307,12 @@ impl ProxyOptions {
     /// Sets [`ProxyOptions::trusted_proxies`].
     pub fn with_trusted_proxies(mut self, networks: Vec<IpNetwork>) -> Self {
         self.trusted_proxies = networks;
+        self
+    }
+
+    /// Sets [`ProxyOptions::state_file`].
+    pub fn with_state_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.state_file = Some(path.into());
         self
     }
 

@@ -130,6 +130,11 @@ pub(crate) struct Inner {
     generation: AtomicU64,
     pub(crate) previews: Previews,
     pub(crate) connections: crate::conn::Connections,
+    /// The state file, once [`Proxy::restore`] read it: written after each change.
+    persist: std::sync::OnceLock<std::path::PathBuf>,
+    /// Set when the last write of the state file failed: the next change, even
+    /// one that changes nothing, writes it again.
+    persist_failed: AtomicBool,
 }
 
 /// The proxy: apps by host, their groups, route tables and health. A cheap handle
@@ -244,8 +249,142 @@ impl Proxy {
                 generation: AtomicU64::new(0),
                 previews: Previews::default(),
                 connections: Default::default(),
+                persist: std::sync::OnceLock::new(),
+                persist_failed: AtomicBool::new(false),
             }),
         }
+    }
+
+    /// A proxy whose routing state lives in [`ProxyOptions::state_file`]: the file
+    /// is read now (apps, their groups' backends, route tables, pauses and the
+    /// default app, as they were after the last change), and written again after
+    /// every change, so that a restarted proxy serves the same tables at once.
+    ///
+    /// Each restored group is checked at once, like a new attachment (the call waits
+    /// for these first checks, at most one check timeout); until a backend passes,
+    /// its requests are held, not refused.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming `state_file` when the option is not set, when the
+    /// file exists but does not read whole (not JSON, an unknown field, a table that
+    /// does not sum to 100, a bad group id or address: the message names the file
+    /// and the field), or when the file cannot be written in its directory. A
+    /// missing file is an empty state, written at once.
+    pub async fn restore(options: ProxyOptions) -> Result<Proxy> {
+        let path = options.state_file.clone().ok_or_else(|| {
+            Error::invalid("state_file", "is required to restore a proxy's state")
+        })?;
+        let bad = |reason: String| {
+            Error::invalid(
+                "state_file",
+                format!(
+                    "{} {reason}; fix it, or remove it to start with no app",
+                    path.display()
+                ),
+            )
+        };
+        let saved: SavedState = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let de = &mut serde_json::Deserializer::from_slice(&bytes);
+                serde_path_to_error::deserialize(de).map_err(|e| {
+                    let at = e.path().to_string();
+                    bad(format!(
+                        "does not read as a proxy state (at {at}): {}",
+                        e.inner()
+                    ))
+                })?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => SavedState::default(),
+            Err(e) => return Err(bad(format!("cannot be read: {e}"))),
+        };
+        if saved.version != STATE_VERSION {
+            return Err(bad(format!(
+                "has version {}, this proxy reads version {STATE_VERSION}",
+                saved.version
+            )));
+        }
+        let proxy = Proxy::new(options);
+        for app in &saved.apps {
+            let at = |e: Error| bad(format!("holds a bad app {}: {e}", app.host));
+            proxy
+                .apply(&app.host, &app.routes, &app.groups)
+                .await
+                .map_err(at)?;
+            if app.paused {
+                proxy.pause(&app.host).map_err(at)?;
+            }
+        }
+        if let Some(host) = &saved.default {
+            proxy
+                .set_default_app(host)
+                .map_err(|e| bad(format!("holds a bad default app: {e}")))?;
+        }
+        let _ = proxy.inner.persist.set(path.clone());
+        proxy
+            .persist()
+            .map_err(|e| bad(format!("cannot be written: {e}")))?;
+        tracing::info!(
+            path = %path.display(),
+            apps = saved.apps.len(),
+            "routing state restored"
+        );
+        Ok(proxy)
+    }
+
+    /// The routing state as the state file keeps it.
+    fn saved_state(&self) -> SavedState {
+        let apps = self.inner.apps.load();
+        let mut list: Vec<SavedApp> = apps
+            .by_host
+            .values()
+            .map(|app| {
+                let snap = app.snapshot.load();
+                SavedApp {
+                    host: app.host.clone(),
+                    paused: snap.paused,
+                    routes: snap.table.clone(),
+                    groups: snap
+                        .groups
+                        .iter()
+                        .map(|(id, g)| {
+                            (
+                                id.clone(),
+                                g.backends.iter().map(|b| b.spec.clone()).collect(),
+                            )
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        list.sort_by(|a, b| a.host.cmp(&b.host));
+        SavedState {
+            version: STATE_VERSION,
+            default: apps.default.as_ref().map(|a| a.host.clone()),
+            apps: list,
+        }
+    }
+
+    /// Writes the state file, when there is one: a new file (0600) beside it,
+    /// synced, then renamed over it. Call with the changes lock held.
+    fn persist(&self) -> Result<()> {
+        let Some(path) = self.inner.persist.get() else {
+            return Ok(());
+        };
+        let out = write_atomically(path, &self.saved_state());
+        self.inner
+            .persist_failed
+            .store(out.is_err(), Ordering::SeqCst);
+        out.map_err(|e| {
+            tracing::error!(path = %path.display(), error = %e, "the state file was not written");
+            Error::provider(
+                "proxy",
+                format!(
+                    "the change is made but the state file {} was not written: {e}",
+                    path.display()
+                ),
+                true,
+            )
+        })
     }
 
     /// The proxy's options.
@@ -327,7 +466,7 @@ impl Proxy {
             by_host: apps.by_host.clone(),
             default: Some(app),
         }));
-        Ok(())
+        self.persist()
     }
 
     /// The default app's host, if any.
@@ -386,6 +525,9 @@ impl Proxy {
                 .zip(current.groups.iter())
                 .all(|((a, x), (b, y))| a == b && Arc::ptr_eq(x, y));
         if unchanged {
+            if self.inner.persist_failed.load(Ordering::SeqCst) {
+                self.persist()?;
+            }
             return Ok(out);
         }
         let routed = draft
@@ -418,6 +560,7 @@ impl Proxy {
             }
         }
         backend::bump(&self.inner.epoch);
+        self.persist()?;
         Ok(out)
     }
 
@@ -697,6 +840,81 @@ impl Proxy {
     pub fn held(&self) -> usize {
         self.inner.held.load(Ordering::Relaxed)
     }
+}
+
+/// The version of the state file's format.
+const STATE_VERSION: u32 = 1;
+
+/// The state file: `{"version": 1, "default": "web.production", "apps": [...]}`.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SavedState {
+    version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    default: Option<String>,
+    apps: Vec<SavedApp>,
+}
+
+impl Default for SavedState {
+    fn default() -> Self {
+        SavedState {
+            version: STATE_VERSION,
+            default: None,
+            apps: Vec::new(),
+        }
+    }
+}
+
+/// One app in the state file.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SavedApp {
+    host: String,
+    #[serde(default)]
+    paused: bool,
+    routes: RouteTable,
+    groups: BTreeMap<GroupId, Vec<BackendSpec>>,
+}
+
+/// Writes `value` as JSON to `path` through a new file in the same directory
+/// (mode 0600, synced) renamed over it: a reader sees the old file or the new one,
+/// never a part.
+fn write_atomically(path: &std::path::Path, value: &impl Serialize) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let bytes = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("the path has no file name"))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&tmp);
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        // the rename itself survives a crash once the directory is synced
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// The state of one app, as the admin API shows it.

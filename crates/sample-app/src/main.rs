@@ -41,6 +41,14 @@ struct Settings {
     /// Exit with status 101 after this long.
     #[arg(long, env = "SAMPLE_CRASH_AFTER_MS")]
     crash_after_ms: Option<u64>,
+    /// Only the first N starts crash (as --crash-after-ms says); later starts
+    /// serve. Starts are counted in --boots-file, which a container's restarts
+    /// keep: a crash loop that settles after N restarts.
+    #[arg(long, env = "SAMPLE_CRASH_BOOTS", requires = "boots_file")]
+    crash_boots: Option<u64>,
+    /// The file counting this instance's starts (for --crash-boots).
+    #[arg(long, env = "SAMPLE_BOOTS_FILE")]
+    boots_file: Option<std::path::PathBuf>,
     /// This fraction of requests (not `/health`) answer 500.
     #[arg(long, env = "SAMPLE_ERROR_RATE", default_value_t = 0.0)]
     error_rate: f64,
@@ -58,6 +66,16 @@ fn main() {
         );
         std::process::exit(2);
     }
+    if let (Some(crash_boots), Some(path)) = (settings.crash_boots, &settings.boots_file) {
+        match count_boot(path) {
+            Ok(boot) if boot > crash_boots => settings.crash_after_ms = None,
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("sample-app: --boots-file {}: {e}", path.display());
+                std::process::exit(2);
+            }
+        }
+    }
     settings
         .instance
         .get_or_insert_with(|| format!("pid-{}", std::process::id()));
@@ -69,6 +87,23 @@ fn main() {
         eprintln!("sample-app: {e}");
         std::process::exit(1);
     }
+}
+
+/// Counts this start in `path` (a decimal number), and returns its number (1 for
+/// the first).
+fn count_boot(path: &std::path::Path) -> std::io::Result<u64> {
+    let before = match std::fs::read_to_string(path) {
+        Ok(text) => text.trim().parse().map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("holds {text:?}, not a count"),
+            )
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(e),
+    };
+    std::fs::write(path, format!("{}\n", before + 1))?;
+    Ok(before + 1)
 }
 
 async fn serve(settings: Arc<Settings>) -> std::io::Result<()> {

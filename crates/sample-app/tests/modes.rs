@@ -90,6 +90,32 @@ fn crashes_when_told() {
 }
 
 #[test]
+fn only_the_first_boots_crash() {
+    let dir = std::env::temp_dir().join(format!("sample-app-boots-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let boots = dir.join("boots");
+    let _ = std::fs::remove_file(&boots);
+    let args = [
+        "--crash-after-ms",
+        "100",
+        "--crash-boots",
+        "2",
+        "--boots-file",
+        boots.to_str().unwrap(),
+    ];
+    for _ in 0..2 {
+        let mut app = start(&args);
+        assert_eq!(app.child.wait().unwrap().code(), Some(101));
+    }
+    let app = start(&args);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(get(app.port, "/health").0, 200, "the third start serves");
+    assert_eq!(std::fs::read_to_string(&boots).unwrap().trim(), "3");
+    drop(app);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn a_bad_error_rate_is_refused() {
     let out = Command::new(env!("CARGO_BIN_EXE_sample-app"))
         .args(["--error-rate", "2"])

@@ -1,0 +1,99 @@
+//! Small images that bluegreen builds for itself (the lock's placeholder, the proxy
+//! container), from files held in memory.
+
+use std::collections::HashMap;
+
+use bluegreen_core::{labels, Error, Result};
+use bollard::query_parameters::BuildImageOptionsBuilder;
+use bollard::Docker;
+use futures_util::StreamExt;
+
+use crate::error::{docker_error, has_status, PROVIDER};
+
+/// The label that says what a bluegreen object is for (`lock`, `proxy`).
+pub const ROLE_LABEL: &str = "bluegreen.role";
+
+/// One file of a build context.
+pub(crate) struct ContextFile {
+    pub(crate) path: String,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) mode: u32,
+}
+
+/// A tar archive of `files`.
+fn archive(files: &[ContextFile]) -> std::io::Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for f in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(f.bytes.len() as u64);
+        header.set_mode(f.mode);
+        header.set_mtime(0);
+        header.set_cksum();
+        builder.append_data(&mut header, &f.path, f.bytes.as_slice())?;
+    }
+    builder.into_inner()
+}
+
+/// The id of the image tagged `tag`, if there is one.
+pub(crate) async fn image_id(docker: &Docker, tag: &str) -> Result<Option<String>> {
+    match docker.inspect_image(tag).await {
+        Ok(i) => Ok(i.id),
+        Err(e) if has_status(&e, 404) => Ok(None),
+        Err(e) => Err(docker_error(format!("image {tag}"), e)),
+    }
+}
+
+/// Builds `files` (one of them the `Dockerfile`) with the classic builder, labels
+/// the image `bluegreen.owner=bluegreen` and [`ROLE_LABEL`]`=role`, tags it `tag`,
+/// and returns its id.
+pub(crate) async fn build(
+    docker: &Docker,
+    tag: &str,
+    role: &str,
+    files: &[ContextFile],
+) -> Result<String> {
+    let body = archive(files).map_err(|e| {
+        Error::provider_source(
+            PROVIDER,
+            false,
+            format!("archiving the context of {tag}: {e}"),
+        )
+    })?;
+    let image_labels = HashMap::from([
+        (labels::OWNER.to_owned(), labels::OWNER_VALUE.to_owned()),
+        (ROLE_LABEL.to_owned(), role.to_owned()),
+    ]);
+    let options = BuildImageOptionsBuilder::new()
+        .dockerfile("Dockerfile")
+        .t(tag)
+        .rm(true)
+        .forcerm(true)
+        .labels(&image_labels)
+        .build();
+    let mut stream = docker.build_image(options, None, Some(bollard::body_full(body.into())));
+    let mut id = None;
+    while let Some(item) = stream.next().await {
+        let info = item.map_err(|e| match e {
+            bollard::errors::Error::DockerStreamError { error } => {
+                Error::provider(PROVIDER, format!("build of {tag}: {error}"), false)
+            }
+            e => docker_error(format!("build of {tag}"), e),
+        })?;
+        if let Some(error) = info.error {
+            return Err(Error::provider(
+                PROVIDER,
+                format!("build of {tag}: {}", error.trim()),
+                false,
+            ));
+        }
+        if let Some(aux) = info.aux.and_then(|a| a.id) {
+            id = Some(aux);
+        }
+    }
+    match id {
+        Some(id) => Ok(id),
+        None => image_id(docker, tag)
+            .await?
+            .ok_or_else(|| Error::provider(PROVIDER, format!("build of {tag}: no image"), false)),
+    }
+}

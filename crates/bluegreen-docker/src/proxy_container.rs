@@ -1,0 +1,646 @@
+//! [`ProxyContainer`]: the bluegreen proxy as a long-lived container on the Docker
+//! host, which outlives the programs that deploy through it.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bluegreen_core::{labels, App, Error, Result, Router};
+use bluegreen_proxy::{AdminToken, ProxyRouter};
+use bollard::models::{ContainerCreateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, InspectContainerOptions, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveVolumeOptions, StartContainerOptions,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+
+use crate::build::{self, ContextFile, ROLE_LABEL};
+use crate::client::labels_of;
+use crate::error::{docker_error, has_status, PROVIDER};
+
+const ROLE: &str = "proxy";
+/// The label holding the address a proxy container serves on.
+pub const PROXY_LISTEN_LABEL: &str = "bluegreen.proxy.listen";
+/// Where the admin socket and the token are, inside the container.
+const RUN_DIR: &str = "/run/bluegreen";
+/// Where the state volume is mounted, inside the container.
+const STATE_DIR: &str = "/var/lib/bluegreen-proxy";
+
+/// Where and how a [`ProxyContainer`] runs.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyContainerOptions {
+    /// The container's name; its state volume is `<name>-state`. Default
+    /// `bluegreen-proxy`.
+    pub name: String,
+    /// Where the proxy serves clients, on the host. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// A directory of this host for the admin socket (`admin.sock`) and the admin
+    /// token (`token`, mode 0600), bind-mounted into the container; created (mode
+    /// 0700) when missing. Whoever can read it drives the proxy. Required.
+    pub dir: PathBuf,
+    /// The `bluegreen-proxy` binary, statically linked (it runs in a `FROM scratch`
+    /// image), e.g. `cargo build --release -p bluegreen-proxy --target
+    /// x86_64-unknown-linux-gnu` with `RUSTFLAGS="-C target-feature=+crt-static"`.
+    /// Required.
+    pub binary: PathBuf,
+    /// More flags for the proxy (`--health-interval`, `--drain-timeout 10s`, ...);
+    /// the listener, the admin API, the token and the state file are set by the
+    /// container. Default none.
+    pub args: Vec<String>,
+}
+
+impl ProxyContainerOptions {
+    /// Options with the two required fields and the defaults.
+    pub fn new(dir: impl Into<PathBuf>, binary: impl Into<PathBuf>) -> Self {
+        ProxyContainerOptions {
+            name: "bluegreen-proxy".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            dir: dir.into(),
+            binary: binary.into(),
+            args: Vec::new(),
+        }
+    }
+
+    /// Sets [`ProxyContainerOptions::name`].
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Sets [`ProxyContainerOptions::listen`].
+    pub fn with_listen(mut self, listen: SocketAddr) -> Self {
+        self.listen = listen;
+        self
+    }
+
+    /// Sets [`ProxyContainerOptions::args`].
+    pub fn with_args(mut self, args: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.args = args.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Checks every field, before anything is created: [`Error::Invalid`] naming it.
+    fn validate(&self) -> Result<()> {
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 100
+            && self.name.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !name_ok {
+            return Err(Error::invalid(
+                "proxy.name",
+                format!(
+                    "`{}` is not a container name: 1 to 100 letters, digits, `_.-`, \
+                     starting with a letter or digit",
+                    self.name
+                ),
+            ));
+        }
+        if self.listen.port() == 0 {
+            return Err(Error::invalid(
+                "proxy.listen",
+                "needs a fixed port: clients must find the proxy again after a restart",
+            ));
+        }
+        if !self.dir.is_absolute() {
+            return Err(Error::invalid(
+                "proxy.dir",
+                format!(
+                    "`{}` is not an absolute path (Docker bind-mounts it)",
+                    self.dir.display()
+                ),
+            ));
+        }
+        if !self.binary.is_file() {
+            return Err(Error::invalid(
+                "proxy.binary",
+                format!("`{}` is not a file", self.binary.display()),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The bluegreen proxy as a plain, long-lived container on the Docker host.
+///
+/// [`ProxyContainer::start`] runs `bluegreen-proxy` in a `FROM scratch` image built
+/// from [`ProxyContainerOptions::binary`] (tagged `bluegreen/proxy:<hash>`), with:
+///
+/// - the **host's network** (`--network host`): it serves on
+///   [`ProxyContainerOptions::listen`] of the host, reaches the containers that
+///   [`DockerFleet`](crate::DockerFleet) publishes on `127.0.0.1`, and opens its
+///   preview listeners on the host's loopback, where the engine's checks reach them;
+/// - its **admin API on a unix socket**, `<dir>/admin.sock`, and its token in
+///   `<dir>/token` (mode 0600), both in [`ProxyContainerOptions::dir`],
+///   bind-mounted at `/run/bluegreen`; [`ProxyContainer::router`] is a
+///   [`ProxyRouter::remote`] over that socket;
+/// - its **routing state on a volume**, `<name>-state`, as `--state-file`: a
+///   restarted container serves the same route tables at once;
+/// - the restart policy `unless-stopped`, the labels `bluegreen.owner=bluegreen`,
+///   `bluegreen.role=proxy` and [`PROXY_LISTEN_LABEL`], and the user that owns
+///   `dir` (so that the socket and the token are its own).
+///
+/// It outlives the program that started it: a later program calls
+/// [`ProxyContainer::start`] with the same name and gets the same proxy (a stopped
+/// one is started again). [`ProxyContainer::remove`] takes it down.
+#[derive(Clone, Debug)]
+pub struct ProxyContainer {
+    name: String,
+    address: SocketAddr,
+    router: ProxyRouter,
+}
+
+/// A hash of the binary and the user, for the image's tag.
+fn image_tag(binary: &[u8], uid: u32, gid: u32) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    binary.hash(&mut h);
+    (uid, gid).hash(&mut h);
+    format!("bluegreen/proxy:{:016x}", h.finish())
+}
+
+fn io_error(what: &Path, e: std::io::Error) -> Error {
+    Error::provider_source(PROVIDER, false, format!("{}: {e}", what.display()))
+}
+
+fn owned(l: &labels::Labels) -> bool {
+    l.get(labels::OWNER).map(String::as_str) == Some(labels::OWNER_VALUE)
+        && l.get(ROLE_LABEL).map(String::as_str) == Some(ROLE)
+}
+
+impl ProxyContainer {
+    /// Runs the proxy container, or reuses the one that runs already.
+    ///
+    /// - No container has [`ProxyContainerOptions::name`]: the image is built (once
+    ///   per binary), the state volume and `dir` are created, a new random token is
+    ///   written to `<dir>/token`, and the container is created and started.
+    /// - Ours (bluegreen's labels) with the same listener: reused, running or not
+    ///   (a stopped one is started; it restores its routes from its volume); its
+    ///   image is not replaced, so that nothing stops serving.
+    /// - Ours with another listener: [`Error::Conflict`]; remove it first.
+    /// - Another owner's container with that name: [`Error::Conflict`], and it is
+    ///   left alone.
+    ///
+    /// Returns once the admin API answers (within 20 s; otherwise the container this
+    /// call created is removed again and the error quotes its last log lines).
+    /// Bad options are [`Error::Invalid`] naming the field, before anything is
+    /// created.
+    pub async fn start(docker: &Docker, options: &ProxyContainerOptions) -> Result<ProxyContainer> {
+        options.validate()?;
+        let name = options.name.as_str();
+        let dir = &options.dir;
+        let existing = match docker
+            .inspect_container(name, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(c) => Some(c),
+            Err(e) if has_status(&e, 404) => None,
+            Err(e) => return Err(docker_error(format!("container {name}"), e)),
+        };
+        if let Some(c) = existing {
+            let l = labels_of(c.config.as_ref().and_then(|c| c.labels.as_ref()));
+            if !owned(&l) {
+                return Err(Error::conflict(format!(
+                    "container {name} exists without bluegreen's proxy labels; it is left \
+                     alone (choose another proxy.name)"
+                )));
+            }
+            let listen = options.listen.to_string();
+            if l.get(PROXY_LISTEN_LABEL) != Some(&listen) {
+                return Err(Error::conflict(format!(
+                    "proxy container {name} serves on {}, not {listen}; remove it first \
+                     (ProxyContainer::remove)",
+                    l.get(PROXY_LISTEN_LABEL).map_or("?", String::as_str)
+                )));
+            }
+            let running = c.state.as_ref().and_then(|s| s.running) == Some(true);
+            if !running {
+                tracing::info!(container = name, "starting the stopped proxy container");
+                start_container(docker, name).await?;
+            }
+            let router = Self::router_in(dir)?;
+            wait_for_admin(docker, name, &router, None).await?;
+            return Ok(ProxyContainer {
+                name: name.to_owned(),
+                address: options.listen,
+                router,
+            });
+        }
+        std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| io_error(dir, e))?;
+        }
+        let meta = std::fs::metadata(dir).map_err(|e| io_error(dir, e))?;
+        let (uid, gid) = (meta.uid(), meta.gid());
+        let image = Self::image(docker, &options.binary, uid, gid).await?;
+        let volume = format!("{name}-state");
+        Self::volume(docker, &volume).await?;
+        let token = AdminToken::random();
+        write_token(&dir.join("token"), &token)?;
+        let mut cmd = vec![
+            "--listen".to_owned(),
+            options.listen.to_string(),
+            "--admin".to_owned(),
+            format!("unix:{RUN_DIR}/admin.sock"),
+            "--admin-token-file".to_owned(),
+            format!("{RUN_DIR}/token"),
+            "--state-file".to_owned(),
+            format!("{STATE_DIR}/state.json"),
+        ];
+        cmd.extend(options.args.iter().cloned());
+        let container_labels = HashMap::from([
+            (labels::OWNER.to_owned(), labels::OWNER_VALUE.to_owned()),
+            (ROLE_LABEL.to_owned(), ROLE.to_owned()),
+            (PROXY_LISTEN_LABEL.to_owned(), options.listen.to_string()),
+        ]);
+        let body = ContainerCreateBody {
+            image: Some(image),
+            cmd: Some(cmd),
+            // plain log lines in `docker logs`
+            env: Some(vec!["NO_COLOR=1".into()]),
+            user: Some(format!("{uid}:{gid}")),
+            labels: Some(container_labels),
+            stop_timeout: Some(35),
+            host_config: Some(HostConfig {
+                network_mode: Some("host".into()),
+                binds: Some(vec![
+                    format!("{}:{RUN_DIR}", dir.display()),
+                    format!("{volume}:{STATE_DIR}"),
+                ]),
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                    maximum_retry_count: None,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        match docker
+            .create_container(
+                Some(CreateContainerOptionsBuilder::new().name(name).build()),
+                body,
+            )
+            .await
+        {
+            Ok(_) => {}
+            // another program created it meanwhile: use that one
+            Err(e) if has_status(&e, 409) => return Box::pin(Self::start(docker, options)).await,
+            Err(e) => return Err(docker_error(format!("container {name}"), e)),
+        }
+        let router = Self::router_in(dir)?;
+        let started = async {
+            start_container(docker, name).await?;
+            wait_for_admin(docker, name, &router, Some(Duration::from_secs(20))).await
+        }
+        .await;
+        if let Err(e) = started {
+            // nothing of a failed start is left running
+            let _ = docker
+                .remove_container(
+                    name,
+                    Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+                )
+                .await;
+            return Err(e);
+        }
+        tracing::info!(container = name, listen = %options.listen, "proxy container started");
+        Ok(ProxyContainer {
+            name: name.to_owned(),
+            address: options.listen,
+            router,
+        })
+    }
+
+    /// The proxy container `name` when it is ours and runs, with its admin socket
+    /// and token in `dir`; `None` when there is no such container or it does not
+    /// run. Never creates or starts anything. Another owner's container of that
+    /// name is [`Error::Conflict`].
+    pub async fn find(docker: &Docker, name: &str, dir: &Path) -> Result<Option<ProxyContainer>> {
+        let c = match docker
+            .inspect_container(name, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) if has_status(&e, 404) => return Ok(None),
+            Err(e) => return Err(docker_error(format!("container {name}"), e)),
+        };
+        let l = labels_of(c.config.as_ref().and_then(|c| c.labels.as_ref()));
+        if !owned(&l) {
+            return Err(Error::conflict(format!(
+                "container {name} is not a bluegreen proxy; it is left alone"
+            )));
+        }
+        if c.state.as_ref().and_then(|s| s.running) != Some(true) {
+            return Ok(None);
+        }
+        let address = l
+            .get(PROXY_LISTEN_LABEL)
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| {
+                Error::conflict(format!(
+                    "proxy container {name} has no {PROXY_LISTEN_LABEL}"
+                ))
+            })?;
+        let router = Self::router_in(dir)?;
+        wait_for_admin(docker, name, &router, Some(Duration::from_secs(5))).await?;
+        Ok(Some(ProxyContainer {
+            name: name.to_owned(),
+            address,
+            router,
+        }))
+    }
+
+    /// The router over `<dir>/admin.sock` with the token of `<dir>/token`.
+    fn router_in(dir: &Path) -> Result<ProxyRouter> {
+        let path = dir.join("token");
+        let text = std::fs::read_to_string(&path).map_err(|e| io_error(&path, e))?;
+        let token = AdminToken::new(text.trim())?;
+        ProxyRouter::remote(&format!("unix:{}", dir.join("admin.sock").display()), token)
+    }
+
+    /// The proxy image for `binary`, built when missing.
+    async fn image(docker: &Docker, binary: &Path, uid: u32, gid: u32) -> Result<String> {
+        let bytes = std::fs::read(binary).map_err(|e| io_error(binary, e))?;
+        let tag = image_tag(&bytes, uid, gid);
+        if let Some(id) = build::image_id(docker, &tag).await? {
+            return Ok(id);
+        }
+        // the state directory belongs to the user, and a new volume copies it
+        let dockerfile = format!(
+            "FROM scratch\nCOPY --chown={uid}:{gid} state/ {STATE_DIR}/\n\
+             COPY bluegreen-proxy /bluegreen-proxy\nENTRYPOINT [\"/bluegreen-proxy\"]\n"
+        );
+        build::build(
+            docker,
+            &tag,
+            ROLE,
+            &[
+                ContextFile {
+                    path: "Dockerfile".into(),
+                    bytes: dockerfile.into_bytes(),
+                    mode: 0o644,
+                },
+                ContextFile {
+                    path: "state/.keep".into(),
+                    bytes: Vec::new(),
+                    mode: 0o600,
+                },
+                ContextFile {
+                    path: "bluegreen-proxy".into(),
+                    bytes,
+                    mode: 0o755,
+                },
+            ],
+        )
+        .await
+    }
+
+    /// Creates the state volume, or checks that the one there is ours.
+    async fn volume(docker: &Docker, volume: &str) -> Result<()> {
+        match docker.inspect_volume(volume).await {
+            Ok(v) => {
+                let l: labels::Labels = v.labels.into_iter().collect();
+                if !owned(&l) {
+                    return Err(Error::conflict(format!(
+                        "volume {volume} exists without bluegreen's proxy labels; it is left \
+                         alone (choose another proxy.name)"
+                    )));
+                }
+                Ok(())
+            }
+            Err(e) if has_status(&e, 404) => {
+                docker
+                    .create_volume(bollard::models::VolumeCreateOptions {
+                        name: Some(volume.to_owned()),
+                        labels: Some(HashMap::from([
+                            (labels::OWNER.to_owned(), labels::OWNER_VALUE.to_owned()),
+                            (ROLE_LABEL.to_owned(), ROLE.to_owned()),
+                        ])),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| docker_error(format!("volume {volume}"), e))?;
+                Ok(())
+            }
+            Err(e) => Err(docker_error(format!("volume {volume}"), e)),
+        }
+    }
+
+    /// The router that drives this proxy through its admin socket. Each call opens
+    /// its own connection: it reaches the proxy again after a restart.
+    pub fn router(&self) -> ProxyRouter {
+        self.router.clone()
+    }
+
+    /// Where clients reach the proxy, on the host.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The container's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Stops and removes the proxy container `name`, its state volume, its image
+    /// (unless another container uses it), and the token and socket in `dir`; the
+    /// routes it kept are gone. Only what carries
+    /// bluegreen's proxy labels is removed: another owner's container or volume of
+    /// that name is left alone and is [`Error::Conflict`]. Missing ones are fine.
+    pub async fn remove(docker: &Docker, name: &str, dir: &Path) -> Result<()> {
+        let mut image = None;
+        match docker
+            .inspect_container(name, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(c) => {
+                let l = labels_of(c.config.as_ref().and_then(|c| c.labels.as_ref()));
+                if !owned(&l) {
+                    return Err(Error::conflict(format!(
+                        "container {name} is not a bluegreen proxy; it is left alone"
+                    )));
+                }
+                image = c.image.clone();
+                match docker
+                    .remove_container(
+                        name,
+                        Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+                    )
+                    .await
+                {
+                    Ok(()) => {}
+                    Err(e) if has_status(&e, 404) => {}
+                    Err(e) => return Err(docker_error(format!("removing container {name}"), e)),
+                }
+            }
+            Err(e) if has_status(&e, 404) => {}
+            Err(e) => return Err(docker_error(format!("container {name}"), e)),
+        }
+        let volume = format!("{name}-state");
+        match docker.inspect_volume(&volume).await {
+            Ok(v) => {
+                let l: labels::Labels = v.labels.into_iter().collect();
+                if !owned(&l) {
+                    return Err(Error::conflict(format!(
+                        "volume {volume} is not a bluegreen proxy's; it is left alone"
+                    )));
+                }
+                match docker
+                    .remove_volume(&volume, None::<RemoveVolumeOptions>)
+                    .await
+                {
+                    Ok(()) => {}
+                    Err(e) if has_status(&e, 404) => {}
+                    Err(e) => return Err(docker_error(format!("removing volume {volume}"), e)),
+                }
+            }
+            Err(e) if has_status(&e, 404) => {}
+            Err(e) => return Err(docker_error(format!("volume {volume}"), e)),
+        }
+        // its image too, unless another proxy container uses it (Docker refuses)
+        if let Some(id) = image {
+            if let Err(e) = docker
+                .remove_image(
+                    &id,
+                    None::<bollard::query_parameters::RemoveImageOptions>,
+                    None,
+                )
+                .await
+            {
+                if !has_status(&e, 404) && !has_status(&e, 409) {
+                    return Err(docker_error(format!("removing image {id}"), e));
+                }
+            }
+        }
+        for file in ["token", "admin.sock"] {
+            let _ = std::fs::remove_file(dir.join(file));
+        }
+        Ok(())
+    }
+}
+
+async fn start_container(docker: &Docker, name: &str) -> Result<()> {
+    match docker
+        .start_container(name, None::<StartContainerOptions>)
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(e) if has_status(&e, 304) => Ok(()),
+        Err(e) => Err(docker_error(format!("starting container {name}"), e)),
+    }
+}
+
+/// Polls the admin API until it answers; the container's last log lines when it
+/// does not within `bound` (default 20 s).
+async fn wait_for_admin(
+    docker: &Docker,
+    name: &str,
+    router: &ProxyRouter,
+    bound: Option<Duration>,
+) -> Result<()> {
+    let probe = App::new("bluegreen", "probe")?;
+    let deadline = tokio::time::Instant::now() + bound.unwrap_or(Duration::from_secs(20));
+    loop {
+        let last = match router.routes(&probe).await {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        // a proxy that exited (a bad flag, a state file that does not read) will
+        // not answer: say why at once
+        let stopped = docker
+            .inspect_container(name, None::<InspectContainerOptions>)
+            .await
+            .ok()
+            .and_then(|c| c.state)
+            .is_some_and(|s| s.running != Some(true) || s.restarting == Some(true));
+        if stopped || tokio::time::Instant::now() >= deadline {
+            let logs = logs_tail(docker, name).await;
+            return Err(Error::provider(
+                PROVIDER,
+                format!("the proxy container {name} does not answer on its admin socket ({last}); its last lines: {logs}"),
+                false,
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn logs_tail(docker: &Docker, name: &str) -> String {
+    let mut stream = docker.logs(
+        name,
+        Some(
+            LogsOptionsBuilder::new()
+                .stdout(true)
+                .stderr(true)
+                .tail("10")
+                .build(),
+        ),
+    );
+    let mut out = String::new();
+    while let Some(Ok(line)) = stream.next().await {
+        out.push_str(&line.to_string());
+    }
+    out.trim().to_owned()
+}
+
+/// Writes the token, readable by its owner only.
+fn write_token(path: &Path, token: &AdminToken) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| io_error(path, e))?;
+    f.write_all(token.expose().as_bytes())
+        .map_err(|e| io_error(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_options_name_their_field() {
+        let ok = ProxyContainerOptions::new("/tmp/x", "/proc/self/exe");
+        assert!(ok.validate().is_ok());
+        for (options, field) in [
+            (ok.clone().with_name("bad name"), "proxy.name"),
+            (ok.clone().with_name(""), "proxy.name"),
+            (
+                ok.clone().with_listen("127.0.0.1:0".parse().unwrap()),
+                "proxy.listen",
+            ),
+            (
+                ProxyContainerOptions::new("relative", "/proc/self/exe"),
+                "proxy.dir",
+            ),
+            (
+                ProxyContainerOptions::new("/tmp/x", "/no/such/binary"),
+                "proxy.binary",
+            ),
+        ] {
+            let e = options.validate().unwrap_err();
+            assert!(e.to_string().contains(field), "{field}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_image_tag_follows_the_binary_and_the_user() {
+        let a = image_tag(b"one", 0, 0);
+        assert_eq!(a, image_tag(b"one", 0, 0));
+        assert_ne!(a, image_tag(b"two", 0, 0));
+        assert_ne!(a, image_tag(b"one", 1000, 1000));
+        assert!(a.starts_with("bluegreen/proxy:"));
+    }
+}

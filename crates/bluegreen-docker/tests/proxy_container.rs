@@ -1,0 +1,252 @@
+//! The proxy as a long-lived container against the real daemon: a deployment
+//! through it, a real restart of the container that keeps the same tables, reuse
+//! by a later program, and a corrupt state file that stops it with the file named.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use bluegreen_core::{App, DeployRequest, Engine, EngineOptions, ImageSource, RouteTable, Router};
+use bluegreen_docker::{
+    DockerFleet, DockerFleetOptions, DockerImage, DockerLock, ProxyContainer, ProxyContainerOptions,
+};
+use support::{context, docker, labelled_containers, Cleanup, Scratch};
+
+/// Removes the proxy container and its volume when dropped, through the `docker`
+/// command (also after a panic).
+struct ProxyGuard(String);
+
+impl Drop for ProxyGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", &self.0])
+            .output();
+        let _ = std::process::Command::new("docker")
+            .args(["volume", "rm", "-f", &format!("{}-state", self.0)])
+            .output();
+    }
+}
+
+fn free_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn docker_cli(args: &[&str]) -> String {
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// `GET /` through the proxy with the app's host: the status and body, or why not.
+async fn get(proxy: std::net::SocketAddr, app: &App) -> Result<(u16, String), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(proxy)
+        .await
+        .map_err(|e| e.to_string())?;
+    let request = format!(
+        "GET / HTTP/1.1\r\nhost: {}.{}\r\nconnection: close\r\n\r\n",
+        app.name(),
+        app.environment()
+    );
+    s.write_all(request.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut text))
+        .await
+        .map_err(|_| "no answer".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let status = text
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("not HTTP: {text:?}"))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+fn options(dir: &Path, name: &str) -> ProxyContainerOptions {
+    let binary = bluegreen_testkit::binaries::static_binary("bluegreen-proxy", "bluegreen-proxy");
+    ProxyContainerOptions::new(dir.join("proxy"), binary)
+        .with_name(name)
+        .with_listen(free_port())
+        .with_args(["--health-interval", "200ms", "--drain-timeout", "5s"])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_container_serves_the_same_tables_after_a_restart() {
+    let Some(docker) = docker("proxy container").await else {
+        return;
+    };
+    let tmp = Scratch::new("proxy-container");
+    let app = support::app("pc", "docker");
+    let _cleanup = Cleanup::new(&app);
+    let name = format!("bluegreen-proxy-test-{}", app.name());
+    let _guard = ProxyGuard(name.clone());
+    let options = options(tmp.path(), &name);
+    let proxy = ProxyContainer::start(&docker, &options).await.unwrap();
+    let id = docker_cli(&["inspect", "-f", "{{.Id}}", &name]);
+    let lock = DockerLock::new(docker.clone());
+    let fleet = DockerFleet::new(docker.clone(), DockerFleetOptions::default());
+    let engine = Engine::new(
+        DockerImage::new(docker.clone()),
+        fleet.clone(),
+        proxy.router(),
+    )
+    .with_lock(std::sync::Arc::new(lock.clone()))
+    .with_options(
+        EngineOptions::default()
+            .with_poll_interval(Duration::from_millis(200))
+            .with_drain(Duration::from_millis(500))
+            .with_keep(1),
+    );
+    let source = ImageSource::Build {
+        context: context(tmp.path(), "1", &[]),
+        args: Default::default(),
+    };
+    let report = engine
+        .deploy(
+            &DeployRequest::new(app.clone(), source)
+                .size(2)
+                .setting("stop_timeout_ms", "2000"),
+        )
+        .await
+        .unwrap();
+    let table = proxy.router().routes(&app).await.unwrap();
+    assert_eq!(table, RouteTable::single(report.live.clone()));
+    let (status, body) = get(proxy.address(), &app).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("version 1"), "{body}");
+
+    // a real restart of the container: the same tables, served at once
+    docker_cli(&["restart", "-t", "5", &name]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let after = loop {
+        match get(proxy.address(), &app).await {
+            Ok(answer) => break answer,
+            Err(e) if std::time::Instant::now() < deadline => {
+                println!("while the container restarts: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the restarted proxy never answered: {e}"),
+        }
+    };
+    assert_eq!(
+        after.0, 200,
+        "the first answer after the restart: {after:?}"
+    );
+    assert!(after.1.starts_with("version 1"), "{after:?}");
+    assert_eq!(proxy.router().routes(&app).await.unwrap(), table);
+    let serving = proxy.router().serving(&app, &report.live).await.unwrap();
+    assert_eq!(serving.total, 2, "{serving:?}");
+
+    // a later program reuses the running container (same id, same routes)
+    let again = ProxyContainer::start(&docker, &options).await.unwrap();
+    assert_eq!(docker_cli(&["inspect", "-f", "{{.Id}}", &name]), id);
+    assert_eq!(again.router().routes(&app).await.unwrap(), table);
+    // and one that asks for another listener is refused, changing nothing
+    let e = ProxyContainer::start(&docker, &options.clone().with_listen(free_port()))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("remove it first"), "{e}");
+
+    // the token and the state are the owner's only
+    let mode = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    };
+    assert_eq!(mode(&options.dir.join("token")), 0o600);
+    assert_eq!(mode(&options.dir), 0o700);
+    let state = docker_cli(&[
+        "volume",
+        "inspect",
+        "-f",
+        "{{.Mountpoint}}",
+        &format!("{name}-state"),
+    ]);
+    assert_eq!(mode(&Path::new(&state).join("state.json")), 0o600);
+
+    // clean up: groups, the proxy, its volume, the lock
+    let router = proxy.router();
+    router.set_routes(&app, &RouteTable::empty()).await.unwrap();
+    for g in bluegreen_core::Fleet::groups(&fleet, &app).await.unwrap() {
+        router.detach(&app, &g.id).await.unwrap();
+        bluegreen_core::Fleet::destroy(&fleet, &app, &g.id)
+            .await
+            .unwrap();
+    }
+    assert!(labelled_containers(&app).is_empty());
+    ProxyContainer::remove(&docker, &name, &options.dir)
+        .await
+        .unwrap();
+    ProxyContainer::remove(&docker, &name, &options.dir)
+        .await
+        .unwrap();
+    lock.forget(&app).await.unwrap();
+    let left = docker_cli(&["ps", "-a", "-q", "--filter", &format!("name=^{name}$")]);
+    assert!(left.is_empty(), "the proxy container is gone: {left}");
+    let volumes = docker_cli(&[
+        "volume",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("name={name}-state"),
+    ]);
+    assert!(volumes.is_empty(), "its volume is gone: {volumes}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_state_file_stops_the_proxy_container_naming_it() {
+    let Some(docker) = docker("proxy container state").await else {
+        return;
+    };
+    let tmp = Scratch::new("proxy-corrupt");
+    let name = format!(
+        "bluegreen-proxy-test-corrupt-{:06x}",
+        fastrand::u32(..0x100_0000)
+    );
+    let _guard = ProxyGuard(name.clone());
+    let options = options(tmp.path(), &name);
+    ProxyContainer::start(&docker, &options).await.unwrap();
+    docker_cli(&["stop", "-t", "5", &name]);
+    let state = docker_cli(&[
+        "volume",
+        "inspect",
+        "-f",
+        "{{.Mountpoint}}",
+        &format!("{name}-state"),
+    ]);
+    std::fs::write(
+        Path::new(&state).join("state.json"),
+        "{\"version\": 1, \"apps\": [",
+    )
+    .unwrap();
+    let e = ProxyContainer::start(&docker, &options).await.unwrap_err();
+    println!("{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("/var/lib/bluegreen-proxy/state.json") && text.contains("does not read"),
+        "the error quotes the proxy naming its state file: {text}"
+    );
+    // the file is left for the operator to fix
+    assert_eq!(
+        std::fs::read_to_string(Path::new(&state).join("state.json")).unwrap(),
+        "{\"version\": 1, \"apps\": ["
+    );
+    ProxyContainer::remove(&docker, &name, &options.dir)
+        .await
+        .unwrap();
+}
