@@ -134,7 +134,7 @@ impl SwarmFleet {
             .collect())
     }
 
-    fn spec(&self, group: &Group, name: &str, s: &SwarmSettings) -> ServiceSpec {
+    fn spec(group: &Group, name: &str, s: &SwarmSettings) -> ServiceSpec {
         let mut group_labels: HashMap<String, String> = group.labels().into_iter().collect();
         group_labels.insert(RECORD_LABEL.into(), group.to_record());
         let d = &s.docker;
@@ -346,7 +346,7 @@ impl Fleet for SwarmFleet {
         loop {
             match self
                 .docker
-                .create_service(self.spec(group, &name, &s), self.credentials.clone())
+                .create_service(Self::spec(group, &name, &s), self.credentials.clone())
                 .await
             {
                 Ok(_) => return Ok(()),
@@ -573,11 +573,9 @@ mod tests {
 
     #[test]
     fn the_spec_carries_the_group() {
-        let docker = Docker::connect_with_unix("/nonexistent", 1, bollard::API_DEFAULT_VERSION).unwrap();
-        let fleet = SwarmFleet::new(docker);
         let g = group(&[("max_per_node", "1"), ("spread", "node.labels.zone"), ("memory", "64m")]);
         let s = swarm_settings_of(&g.release).unwrap();
-        let spec = fleet.spec(&g, g.id.as_str(), &s);
+        let spec = SwarmFleet::spec(&g, g.id.as_str(), &s);
         assert_eq!(spec.name.as_deref(), Some("web-production-v007"));
         let l = spec.labels.unwrap();
         assert_eq!(l.get(RECORD_LABEL), Some(&g.to_record()));
