@@ -122,9 +122,11 @@ fn rfc3339_seconds(t: &str) -> Option<u64> {
 /// - [`Image::remove`]: only a reference in the app's repository whose image carries
 ///   the app's labels: its manifest is deleted in the registry by digest (the
 ///   registry must allow deletes; one that refuses, 405, keeps it, with a log line),
-///   and its local copy removed as [`DockerImage`] removes images. Anything else,
-///   or a missing image, succeeds and changes nothing. The registry frees the blobs
-///   at its next garbage collection.
+///   and its local copy removed as [`DockerImage`] removes images. A local copy still
+///   used by a container (a task of a destroyed group that is still stopping) is
+///   kept, listed by `images` under its local id, and removed by a later call.
+///   Anything else, or a missing image, succeeds and changes nothing. The registry
+///   frees the blobs at its next garbage collection.
 ///
 /// The registry's own API (for `images` and `remove`) is spoken in plain HTTP: a
 /// registry behind TLS lists no image here and keeps its manifests. The push itself
@@ -382,6 +384,49 @@ impl Image for RegistryImage {
     }
 
     async fn images(&self, app: &App) -> Result<Vec<ImageRef>> {
+        let mut images = self.pushed(app).await?;
+        // local copies whose manifest is gone (they were in use when it was deleted)
+        let listed: std::collections::BTreeSet<String> =
+            images.iter().map(|i| i.id.to_string()).collect();
+        let prefix = format!("{}@", self.repository(app));
+        for local in self.local.images(app).await? {
+            let digests = match self.docker.inspect_image(local.id.as_str()).await {
+                Ok(i) => i.repo_digests.unwrap_or_default(),
+                Err(e) if has_status(&e, 404) => continue,
+                Err(e) => return Err(docker_error(format!("image {}", local.id), e)),
+            };
+            let ours: Vec<&String> = digests.iter().filter(|d| d.starts_with(&prefix)).collect();
+            if !ours.is_empty() && ours.iter().all(|d| !listed.contains(d.as_str())) {
+                images.push(local);
+            }
+        }
+        Ok(images)
+    }
+
+    async fn remove(&self, app: &App, id: &ImageId) -> Result<()> {
+        if id.as_str().starts_with("sha256:") {
+            // a local copy left by an earlier removal
+            return self.remove_local(app, id).await;
+        }
+        self.remove_pushed(app, id).await
+    }
+}
+
+impl RegistryImage {
+    /// Removes the local copy as [`DockerImage`] does; one still used by a container
+    /// (a task that is stopping) is kept, and listed by `images` until removed.
+    async fn remove_local(&self, app: &App, id: &ImageId) -> Result<()> {
+        match self.local.remove(app, id).await {
+            Err(e) if e.kind() == bluegreen_core::ErrorKind::Conflict => {
+                tracing::debug!(image = %id, "local copy kept for now: {e}");
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// The app's images in the registry.
+    async fn pushed(&self, app: &App) -> Result<Vec<ImageRef>> {
         let repo = Self::api_repository(app);
         let answer = call(
             &self.registry,
@@ -419,7 +464,7 @@ impl Image for RegistryImage {
         Ok(images)
     }
 
-    async fn remove(&self, app: &App, id: &ImageId) -> Result<()> {
+    async fn remove_pushed(&self, app: &App, id: &ImageId) -> Result<()> {
         let Some(digest) = self.digest_of(app, id.as_str()) else {
             tracing::debug!(image = %id, "not removed: not in the repository of {app}");
             return Ok(());
@@ -475,7 +520,7 @@ impl Image for RegistryImage {
             }
         }
         match local.id {
-            Some(local_id) => self.local.remove(app, &ImageId::new(local_id)).await,
+            Some(local_id) => self.remove_local(app, &ImageId::new(local_id)).await,
             None => Ok(()),
         }
     }
