@@ -271,8 +271,10 @@ fn state_of(t: &Task) -> Option<TaskState> {
     t.status.as_ref().and_then(|s| s.state)
 }
 
+/// Whether Swarm wants the task to run: `running`, or `ready` while a replacement
+/// waits for its restart delay.
 fn wanted_running(t: &Task) -> bool {
-    t.desired_state == Some(TaskState::RUNNING)
+    matches!(t.desired_state, Some(TaskState::RUNNING | TaskState::READY))
 }
 
 /// The task's name as Docker shows it: `web-production-v007.2`, with the task id's
