@@ -67,8 +67,14 @@ fn show(event: &Event) {
     match event {
         Event::StepStarted { step } => println!("==> {step}"),
         Event::ImageReady { image } => println!("    image {}", image.id),
-        Event::GroupLaunched { group, size } => println!("    launched service {group} ({size} tasks)"),
-        Event::Health { group, healthy, wanted } => println!("    {group}: {healthy}/{wanted} healthy"),
+        Event::GroupLaunched { group, size } => {
+            println!("    launched service {group} ({size} tasks)")
+        }
+        Event::Health {
+            group,
+            healthy,
+            wanted,
+        } => println!("    {group}: {healthy}/{wanted} healthy"),
         Event::TrafficShifted { routes } => println!("    traffic: {routes:?}"),
         Event::GroupDestroyed { group } => println!("    destroyed service {group}"),
         Event::Reverting { step, reason } => println!("!!  reverting after {step}: {reason}"),
@@ -97,14 +103,27 @@ fn sample_context(version: &str) -> Result<PathBuf, Box<dyn std::error::Error>> 
 fn static_sample_app() -> Result<PathBuf, Box<dyn std::error::Error>> {
     let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
     let triple = "x86_64-unknown-linux-gnu";
-    let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "-p", "sample-app", "--bin", "sample-app", "--target", triple])
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .status()?;
+    let status =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "sample-app",
+                "--bin",
+                "sample-app",
+                "--target",
+                triple,
+            ])
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .status()?;
     if !status.success() {
         return Err("building the static sample app failed".into());
     }
-    Ok(PathBuf::from(target).join(triple).join("release").join("sample-app"))
+    Ok(PathBuf::from(target)
+        .join(triple)
+        .join("release")
+        .join("sample-app"))
 }
 
 #[tokio::main]
@@ -118,9 +137,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .and_then(|n| n.split(',').next().map(str::to_owned))
             .ok_or("--manager or BLUEGREEN_SWARM_NODES is needed")?,
     };
-    let docker = Docker::connect_with_unix(manager.trim_start_matches("unix://"), 600, API_DEFAULT_VERSION)?
-        .negotiate_version()
-        .await?;
+    let docker = Docker::connect_with_unix(
+        manager.trim_start_matches("unix://"),
+        600,
+        API_DEFAULT_VERSION,
+    )?
+    .negotiate_version()
+    .await?;
     let image = RegistryImage::new(docker.clone(), args.registry.clone())?;
     let fleet = SwarmFleet::new(docker).with_registry_auth(image.credentials().cloned());
     let proxy = EmbeddedProxy::start(args.listen, Default::default()).await?;
@@ -137,7 +160,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let request = DeployRequest::new(
         app.clone(),
-        ImageSource::Build { context, args: Default::default() },
+        ImageSource::Build {
+            context,
+            args: Default::default(),
+        },
     )
     .size(args.size)
     .setting("spread", "node.id")
@@ -145,14 +171,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // this program's proxy starts empty: put the groups that still run behind it
     let status = engine.status(&app).await?;
     for g in &status.groups {
-        use bluegreen_core::{Fleet, Router};
-        let instances = fleet.instances(&app, &g.id).await?;
-        proxy.router().attach(&app, &g.id, &instances).await?;
+        use bluegreen_core::Router;
+        proxy
+            .router()
+            .attach(&app, &g.group.id, &g.instances)
+            .await?;
     }
     let report = engine.deploy(&request).await?;
-    println!("{} is live at http://{} (Host: {}.{})", report.live, proxy.address(), app.name(), app.environment());
+    println!(
+        "{} is live at http://{} (Host: {}.{})",
+        report.live,
+        proxy.address(),
+        app.name(),
+        app.environment()
+    );
     if args.once {
-        let answer = get(proxy.address(), &format!("{}.{}", app.name(), app.environment())).await?;
+        let answer = get(
+            proxy.address(),
+            &format!("{}.{}", app.name(), app.environment()),
+        )
+        .await?;
         println!("GET / through the proxy: {answer}");
     } else {
         println!("serving; Ctrl-C to stop (the services keep running)");
@@ -179,5 +217,10 @@ async fn get(address: SocketAddr, host: &str) -> Result<String, Box<dyn std::err
         .await?;
     let mut raw = String::new();
     s.read_to_string(&mut raw).await?;
-    Ok(raw.split("\r\n\r\n").nth(1).unwrap_or_default().trim().to_owned())
+    Ok(raw
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .trim()
+        .to_owned())
 }

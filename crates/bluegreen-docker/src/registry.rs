@@ -8,7 +8,9 @@ use base64::Engine as _;
 use bluegreen_core::labels;
 use bluegreen_core::{App, Error, Event, EventSink, Image, ImageId, ImageRef, ImageSource, Result};
 use bollard::auth::DockerCredentials;
-use bollard::query_parameters::{PushImageOptionsBuilder, RemoveImageOptionsBuilder, TagImageOptionsBuilder};
+use bollard::query_parameters::{
+    PushImageOptionsBuilder, RemoveImageOptionsBuilder, TagImageOptionsBuilder,
+};
 use bollard::Docker;
 use futures_util::StreamExt;
 
@@ -58,7 +60,9 @@ fn credentials_in(
         return Ok(None);
     };
     let entry = auths.iter().find(|(k, _)| {
-        let k = k.trim_start_matches("https://").trim_start_matches("http://");
+        let k = k
+            .trim_start_matches("https://")
+            .trim_start_matches("http://");
         k.trim_end_matches('/') == registry
     });
     let Some((_, entry)) = entry else {
@@ -281,7 +285,10 @@ impl RegistryImage {
         let bad = |why: &str| {
             Error::provider(
                 PROVIDER,
-                format!("registry {}: manifest {repo}:{reference}: {why}", self.registry),
+                format!(
+                    "registry {}: manifest {repo}:{reference}: {why}",
+                    self.registry
+                ),
                 false,
             )
         };
@@ -361,10 +368,9 @@ impl Image for RegistryImage {
         };
         if let Some(reference) = pushed {
             if let Some(digest) = self.digest_of(app, &reference) {
-                let (_, config) = self
-                    .manifest(app, digest)
-                    .await?
-                    .ok_or_else(|| Error::not_found(format!("image {reference} in its registry")))?;
+                let (_, config) = self.manifest(app, digest).await?.ok_or_else(|| {
+                    Error::not_found(format!("image {reference} in its registry"))
+                })?;
                 return Ok(ImageRef::new(
                     ImageId::new(reference.clone()),
                     app.clone(),
@@ -443,7 +449,11 @@ impl RegistryImage {
         let tags: Vec<String> = list
             .get("tags")
             .and_then(|t| t.as_array())
-            .map(|t| t.iter().filter_map(|t| t.as_str().map(str::to_owned)).collect())
+            .map(|t| {
+                t.iter()
+                    .filter_map(|t| t.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default();
         let mut seen = std::collections::BTreeSet::new();
         let mut images = Vec::new();
@@ -533,7 +543,10 @@ mod tests {
     #[test]
     fn times_are_read() {
         assert_eq!(rfc3339_seconds("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(rfc3339_seconds("2026-11-30T09:01:02.123Z"), Some(1_796_029_262));
+        assert_eq!(
+            rfc3339_seconds("2026-11-30T09:01:02.123Z"),
+            Some(1_796_029_262)
+        );
         assert_eq!(rfc3339_seconds("x"), None);
     }
 

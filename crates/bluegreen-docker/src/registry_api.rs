@@ -132,8 +132,10 @@ mod tests {
 
     #[test]
     fn answers_are_parsed_chunked_or_not() {
-        let a = parse(b"HTTP/1.1 200 OK\r\nDocker-Content-Digest: sha256:ab\r\nContent-Length: 2\r\n\r\n{}")
-            .unwrap();
+        let a = parse(
+            b"HTTP/1.1 200 OK\r\nDocker-Content-Digest: sha256:ab\r\nContent-Length: 2\r\n\r\n{}",
+        )
+        .unwrap();
         assert_eq!(a.status, 200);
         assert_eq!(a.header("docker-content-digest"), Some("sha256:ab"));
         assert_eq!(a.body, b"{}");

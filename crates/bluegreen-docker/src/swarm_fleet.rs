@@ -9,13 +9,14 @@ use bluegreen_core::labels::{self, Labels};
 use bluegreen_core::{App, Error, Fleet, Group, GroupId, Health, Instance, Release, Result};
 use bollard::auth::DockerCredentials;
 use bollard::models::{
-    EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec, Limit, NodeState,
-    Service, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, Task, TaskSpec,
-    TaskSpecContainerSpec, TaskSpecPlacement, TaskSpecPlacementPreferences,
-    TaskSpecPlacementSpread, TaskSpecResources, TaskSpecRestartPolicy,
-    TaskSpecRestartPolicyConditionEnum, TaskState,
+    EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec, Limit, NodeState, Service,
+    ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, Task, TaskSpec, TaskSpecContainerSpec,
+    TaskSpecPlacement, TaskSpecPlacementPreferences, TaskSpecPlacementSpread, TaskSpecResources,
+    TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
 };
-use bollard::query_parameters::{ListNodesOptions, ListServicesOptionsBuilder, ListTasksOptionsBuilder};
+use bollard::query_parameters::{
+    ListNodesOptions, ListServicesOptionsBuilder, ListTasksOptionsBuilder,
+};
 use bollard::Docker;
 use futures_util::future::join_all;
 
@@ -143,7 +144,7 @@ impl SwarmFleet {
         env.insert("HOST".into(), "0.0.0.0".into());
         env.insert("INSTANCE".into(), "{{.Task.Name}}".into());
         let nanos = |d: Duration| d.as_nanos().min(i64::MAX as u128) as i64;
-        let limits = (d.memory.is_some() || d.nano_cpus.is_some()).then(|| Limit {
+        let limits = (d.memory.is_some() || d.nano_cpus.is_some()).then_some(Limit {
             nano_cpus: d.nano_cpus,
             memory_bytes: d.memory,
             pids: None,
@@ -237,7 +238,10 @@ impl SwarmFleet {
     async fn existing(&self, group: &Group, name: &str) -> Result<Option<bool>> {
         match self
             .docker
-            .inspect_service(name, None::<bollard::query_parameters::InspectServiceOptions>)
+            .inspect_service(
+                name,
+                None::<bollard::query_parameters::InspectServiceOptions>,
+            )
             .await
         {
             Ok(service) => {
@@ -333,7 +337,10 @@ impl Fleet for SwarmFleet {
         }
         let found = self.services(&group.app, Some(&group.id)).await?;
         let record = group.to_record();
-        if let Some((_, l)) = found.iter().find(|(_, l)| l.get(RECORD_LABEL) != Some(&record)) {
+        if let Some((_, l)) = found
+            .iter()
+            .find(|(_, l)| l.get(RECORD_LABEL) != Some(&record))
+        {
             let _ = l;
             return Err(Error::conflict(format!(
                 "group {} exists with another record",
@@ -433,7 +440,10 @@ impl Fleet for SwarmFleet {
                     .unwrap_or_else(|| id.clone());
                 let status = n.status.as_ref();
                 let mut addr = status.and_then(|s| s.addr.clone());
-                if addr.as_deref().is_none_or(|a| a.is_empty() || a == "0.0.0.0") {
+                if addr
+                    .as_deref()
+                    .is_none_or(|a| a.is_empty() || a == "0.0.0.0")
+                {
                     // a manager may report 0.0.0.0; its advertised address then
                     addr = n
                         .manager_status
@@ -473,65 +483,79 @@ impl Fleet for SwarmFleet {
             .iter()
             .map(|(t, _)| {
                 let node = t.node_id.as_ref().and_then(|n| nodes.get(n)).cloned();
-                let address = match (node.as_ref().and_then(|n| n.addr.clone()), published_port(t, port)) {
+                let address = match (
+                    node.as_ref().and_then(|n| n.addr.clone()),
+                    published_port(t, port),
+                ) {
                     (Some(ip), Some(p)) => Some(format!("{ip}:{p}")),
                     _ => None,
                 };
                 (task_name(&service_name, t), address, node)
             })
             .collect();
-        let healths = join_all(chosen.iter().zip(&views).map(|((t, restarts), (name, address, node))| {
-            let s = &s;
-            async move {
-                let err = t
-                    .status
-                    .as_ref()
-                    .and_then(|st| st.err.clone().filter(|e| !e.is_empty()).or(st.message.clone()))
-                    .unwrap_or_default();
-                match state_of(t) {
-                    Some(TaskState::RUNNING) if wanted_running(t) => {}
-                    Some(
-                        TaskState::NEW
-                        | TaskState::ALLOCATED
-                        | TaskState::PENDING
-                        | TaskState::ASSIGNED
-                        | TaskState::ACCEPTED
-                        | TaskState::PREPARING
-                        | TaskState::READY
-                        | TaskState::STARTING,
-                    ) if wanted_running(t) => {
-                        return if *restarts > 0 {
-                            Health::Unhealthy {
-                                reason: format!("task {name} restarted {restarts} times: {err}"),
-                            }
-                        } else {
-                            Health::Starting
+        let healths = join_all(chosen.iter().zip(&views).map(
+            |((t, restarts), (name, address, node))| {
+                let s = &s;
+                async move {
+                    let err = t
+                        .status
+                        .as_ref()
+                        .and_then(|st| {
+                            st.err
+                                .clone()
+                                .filter(|e| !e.is_empty())
+                                .or(st.message.clone())
+                        })
+                        .unwrap_or_default();
+                    match state_of(t) {
+                        Some(TaskState::RUNNING) if wanted_running(t) => {}
+                        Some(
+                            TaskState::NEW
+                            | TaskState::ALLOCATED
+                            | TaskState::PENDING
+                            | TaskState::ASSIGNED
+                            | TaskState::ACCEPTED
+                            | TaskState::PREPARING
+                            | TaskState::READY
+                            | TaskState::STARTING,
+                        ) if wanted_running(t) => {
+                            return if *restarts > 0 {
+                                Health::Unhealthy {
+                                    reason: format!(
+                                        "task {name} restarted {restarts} times: {err}"
+                                    ),
+                                }
+                            } else {
+                                Health::Starting
+                            };
+                        }
+                        state => {
+                            let state = state
+                                .map(|s| s.to_string())
+                                .unwrap_or_else(|| "unknown".into());
+                            return Health::Stopped {
+                                reason: format!("task {name} is {state}: {err}"),
+                            };
+                        }
+                    }
+                    if let Some(node) = node.as_ref().filter(|n| !n.ready) {
+                        return Health::Unhealthy {
+                            reason: format!("node {} of task {name} is not ready", node.name),
                         };
                     }
-                    state => {
-                        let state = state.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into());
-                        return Health::Stopped {
-                            reason: format!("task {name} is {state}: {err}"),
+                    if *restarts > 0 {
+                        return Health::Unhealthy {
+                            reason: format!("task {name} restarted {restarts} times"),
                         };
                     }
+                    match (&s.docker.health_path, address) {
+                        (None, _) => Health::Healthy,
+                        (Some(path), Some(address)) => probe(address, path).await,
+                        (Some(_), None) => Health::Starting,
+                    }
                 }
-                if let Some(node) = node.as_ref().filter(|n| !n.ready) {
-                    return Health::Unhealthy {
-                        reason: format!("node {} of task {name} is not ready", node.name),
-                    };
-                }
-                if *restarts > 0 {
-                    return Health::Unhealthy {
-                        reason: format!("task {name} restarted {restarts} times"),
-                    };
-                }
-                match (&s.docker.health_path, address) {
-                    (None, _) => Health::Healthy,
-                    (Some(path), Some(address)) => probe(address, path).await,
-                    (Some(_), None) => Health::Starting,
-                }
-            }
-        }))
+            },
+        ))
         .await;
         Ok(chosen
             .iter()
@@ -567,7 +591,10 @@ mod tests {
     fn group(settings: &[(&str, &str)]) -> Group {
         let app = App::new("web", "production").unwrap();
         let release = settings.iter().fold(
-            Release::new(ImageId::new("10.0.0.1:5000/bluegreen/web-production@sha256:ab"), 3),
+            Release::new(
+                ImageId::new("10.0.0.1:5000/bluegreen/web-production@sha256:ab"),
+                3,
+            ),
             |r, (k, v)| r.with_setting(*k, *v),
         );
         Group::new(app, Generation(7), release, DeploymentId::new("d1"), None)
@@ -575,23 +602,36 @@ mod tests {
 
     #[test]
     fn the_spec_carries_the_group() {
-        let g = group(&[("max_per_node", "1"), ("spread", "node.labels.zone"), ("memory", "64m")]);
+        let g = group(&[
+            ("max_per_node", "1"),
+            ("spread", "node.labels.zone"),
+            ("memory", "64m"),
+        ]);
         let s = swarm_settings_of(&g.release).unwrap();
         let spec = SwarmFleet::spec(&g, g.id.as_str(), &s);
         assert_eq!(spec.name.as_deref(), Some("web-production-v007"));
         let l = spec.labels.unwrap();
         assert_eq!(l.get(RECORD_LABEL), Some(&g.to_record()));
-        assert_eq!(l.get(labels::GROUP).map(String::as_str), Some("web-production-v007"));
+        assert_eq!(
+            l.get(labels::GROUP).map(String::as_str),
+            Some("web-production-v007")
+        );
         let t = spec.task_template.unwrap();
         let c = t.container_spec.unwrap();
         assert_eq!(c.labels.unwrap().get(labels::GROUP), l.get(labels::GROUP));
         assert_eq!(c.image.as_deref(), Some(g.release.image.as_str()));
         assert!(c.env.unwrap().contains(&"PORT=8080".to_owned()));
         assert_eq!(t.placement.unwrap().max_replicas, Some(1));
-        assert_eq!(t.resources.unwrap().limits.unwrap().memory_bytes, Some(64 << 20));
+        assert_eq!(
+            t.resources.unwrap().limits.unwrap().memory_bytes,
+            Some(64 << 20)
+        );
         assert_eq!(spec.mode.unwrap().replicated.unwrap().replicas, Some(3));
         let port = &spec.endpoint_spec.unwrap().ports.unwrap()[0];
-        assert_eq!(port.publish_mode, Some(EndpointPortConfigPublishModeEnum::HOST));
+        assert_eq!(
+            port.publish_mode,
+            Some(EndpointPortConfigPublishModeEnum::HOST)
+        );
         assert_eq!(port.published_port, None);
     }
 }

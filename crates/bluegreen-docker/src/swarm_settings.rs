@@ -49,12 +49,16 @@ fn positive(release: &Release, key: &str) -> Result<Option<i64>> {
         .settings
         .get(key)
         .map(|v| {
-            v.trim().parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                Error::invalid(
-                    format!("settings.{key}"),
-                    format!("`{v}` is not a positive number"),
-                )
-            })
+            v.trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| {
+                    Error::invalid(
+                        format!("settings.{key}"),
+                        format!("`{v}` is not a positive number"),
+                    )
+                })
         })
         .transpose()
 }
@@ -209,10 +213,7 @@ mod tests {
         assert_eq!(s.restart_delay, Some(Duration::from_millis(250)));
         assert_eq!(s.restart_max_attempts, Some(2));
         assert_eq!(s.published_port, Some(9000));
-        assert_eq!(
-            s.constraints,
-            ["node.role==worker", "node.labels.zone!=b"]
-        );
+        assert_eq!(s.constraints, ["node.role==worker", "node.labels.zone!=b"]);
         assert_eq!(s.spread.as_deref(), Some("node.labels.zone"));
         assert_eq!(s.max_per_node, Some(1));
         assert_eq!(s.docker.memory, Some(64 << 20));

@@ -28,7 +28,10 @@ fn request(app: &App, dir: std::path::PathBuf) -> DeployRequest {
 
 /// The node address of an instance address (`10.213.0.12:30001`).
 fn node_of(address: &str) -> String {
-    address.rsplit_once(':').map(|(h, _)| h.to_owned()).unwrap_or_default()
+    address
+        .rsplit_once(':')
+        .map(|(h, _)| h.to_owned())
+        .unwrap_or_default()
 }
 
 async fn clean(s: &Setup, app: &App) {
@@ -117,7 +120,13 @@ async fn three_replicas_over_three_nodes_under_load_fail_no_request() {
     let spec_image = docker_on(
         &h,
         0,
-        &["service", "inspect", "-f", "{{.Spec.TaskTemplate.ContainerSpec.Image}}", first.live.as_str()],
+        &[
+            "service",
+            "inspect",
+            "-f",
+            "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+            first.live.as_str(),
+        ],
     )
     .unwrap();
     assert_eq!(spec_image, image);
@@ -130,19 +139,31 @@ async fn three_replicas_over_three_nodes_under_load_fail_no_request() {
     let report = load
         .phase(
             "deploy",
-            s.engine.deploy(&request(&app, context(tmp.path(), "2", &[]))),
+            s.engine
+                .deploy(&request(&app, context(tmp.path(), "2", &[]))),
         )
         .await
         .unwrap();
     let seen = load.finish().await;
-    println!("switch {:?}, {} requests", report.switch_time, seen.total.ok);
+    println!(
+        "switch {:?}, {} requests",
+        report.switch_time, seen.total.ok
+    );
     let deploy = seen.phase("deploy");
     assert_eq!(deploy.versions.first().map(String::as_str), Some("1"));
-    assert_eq!(deploy.last_version.as_deref(), Some("2"), "{:?}", deploy.versions);
+    assert_eq!(
+        deploy.last_version.as_deref(),
+        Some("2"),
+        "{:?}",
+        deploy.versions
+    );
     assert_eq!(report.destroyed, vec![first.live.clone()]);
     let instances = s.fleet.instances(&app, &report.live).await.unwrap();
     assert_eq!(instances.len(), 3, "{instances:?}");
-    assert!(instances.iter().all(|i| i.health.is_healthy()), "{instances:?}");
+    assert!(
+        instances.iter().all(|i| i.health.is_healthy()),
+        "{instances:?}"
+    );
     let nodes: BTreeSet<String> = instances
         .iter()
         .map(|i| node_of(i.address.as_deref().unwrap()))
@@ -202,7 +223,11 @@ async fn never_healthy_and_crash_looping_images_are_rolled_back_before_traffic()
     println!("crash loop: {e}");
     assert!(e.rolled_back(), "{e}");
     let seen = load.finish().await;
-    assert_eq!(seen.total.versions, vec!["1".to_owned()], "traffic never reached them");
+    assert_eq!(
+        seen.total.versions,
+        vec!["1".to_owned()],
+        "traffic never reached them"
+    );
     let mut shifted = Vec::new();
     while let Ok(event) = rx.try_recv() {
         if let Event::TrafficShifted { routes } = event {
@@ -233,7 +258,11 @@ async fn a_task_that_keeps_restarting_is_never_healthy() {
         .image
         .prepare(
             &app,
-            &build(context(tmp.path(), "5", &[("SAMPLE_CRASH_AFTER_MS", "1500")])),
+            &build(context(
+                tmp.path(),
+                "5",
+                &[("SAMPLE_CRASH_AFTER_MS", "1500")],
+            )),
             &EventSink::none(),
         )
         .await
@@ -241,7 +270,13 @@ async fn a_task_that_keeps_restarting_is_never_healthy() {
     let release = Release::new(image.id.clone(), 1)
         .with_setting("restart_delay_ms", "0")
         .with_setting("stop_timeout_ms", "1000");
-    let group = Group::new(app.clone(), Generation(1), release, DeploymentId::new("restarts"), None);
+    let group = Group::new(
+        app.clone(),
+        Generation(1),
+        release,
+        DeploymentId::new("restarts"),
+        None,
+    );
     s.fleet.launch(&group).await.unwrap();
     let start = Instant::now();
     let (mut healthy_before, mut restarted, mut healthy_after) = (0, 0, Vec::new());
@@ -276,11 +311,22 @@ fn plain_image(h: &Harness, tmp: &Scratch, name: &str) -> String {
     docker_on(
         h,
         0,
-        &["build", "-q", "-t", &tag, context(tmp.path(), "0", &[]).to_str().unwrap()],
+        &[
+            "build",
+            "-q",
+            "-t",
+            &tag,
+            context(tmp.path(), "0", &[]).to_str().unwrap(),
+        ],
     )
     .unwrap();
     docker_on(h, 0, &["push", &tag]).unwrap();
-    docker_on(h, 0, &["image", "inspect", "-f", "{{index .RepoDigests 0}}", &tag]).unwrap()
+    docker_on(
+        h,
+        0,
+        &["image", "inspect", "-f", "{{index .RepoDigests 0}}", &tag],
+    )
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,7 +338,7 @@ async fn look_alike_services_without_labels_survive_everything() {
     let app = swarm_support::app("alike", "swarm");
     let _cleanup = Cleanup::new(&h, &app);
     let s = setup(&h, docker, deploy_options()).await;
-    let plain = plain_image(&h, &tmp, &app.name().to_string());
+    let plain = plain_image(&h, &tmp, app.name());
     let slug = app.slug();
     // same names as the groups, and one with the app's labels but not the owner's
     let names: Vec<String> = ["v001", "v002", "v003"]
@@ -300,12 +346,27 @@ async fn look_alike_services_without_labels_survive_everything() {
         .map(|n| format!("{slug}-{n}"))
         .collect();
     for (i, name) in names.iter().enumerate() {
-        let mut args = vec!["service", "create", "-d", "--name", name.as_str(), "--replicas", "1"];
+        let mut args = vec![
+            "service",
+            "create",
+            "-d",
+            "--name",
+            name.as_str(),
+            "--replicas",
+            "1",
+        ];
         let app_label = format!("bluegreen.app={}", app.name());
         let env_label = format!("bluegreen.environment={}", app.environment());
         let group_label = format!("bluegreen.group={name}");
         if i == 2 {
-            args.extend(["--label", &app_label, "--label", &env_label, "--label", &group_label]);
+            args.extend([
+                "--label",
+                &app_label,
+                "--label",
+                &env_label,
+                "--label",
+                &group_label,
+            ]);
         }
         args.push(&plain);
         docker_on(&h, 0, &args).unwrap();
@@ -343,7 +404,10 @@ async fn look_alike_services_without_labels_survive_everything() {
     }
     assert_eq!(survivors(), names.len(), "destroy leaves look-alikes alone");
     // retention leaves others' images in the registry alone
-    s.image.remove(&app, &ImageId::new(plain.clone())).await.unwrap();
+    s.image
+        .remove(&app, &ImageId::new(plain.clone()))
+        .await
+        .unwrap();
     let mut args = vec!["service", "rm"];
     args.extend(names.iter().map(String::as_str));
     docker_on(&h, 0, &args).unwrap();

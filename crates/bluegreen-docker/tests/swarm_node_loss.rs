@@ -108,9 +108,14 @@ async fn a_node_lost_during_a_deployment_gets_no_traffic() {
         }
         None
     });
-    let outcome = load.phase("deploy while node 3 is lost", s.engine.deploy(&v2)).await;
+    let outcome = load
+        .phase("deploy while node 3 is lost", s.engine.deploy(&v2))
+        .await;
     let back = watcher.await.unwrap();
-    assert!(back.is_some(), "node 3 ran a task of the new group and was lost");
+    assert!(
+        back.is_some(),
+        "node 3 ran a task of the new group and was lost"
+    );
     let report = load.finish().await; // panics on any failed request
     println!("{outcome:?}");
     let routes = s.proxy.router().routes(&app).await.unwrap();
@@ -125,9 +130,11 @@ async fn a_node_lost_during_a_deployment_gets_no_traffic() {
             let healthy: Vec<_> = instances.iter().filter(|i| i.health.is_healthy()).collect();
             assert_eq!(healthy.len(), 3, "{instances:?}");
             assert!(
-                healthy
-                    .iter()
-                    .all(|i| !i.address.as_deref().unwrap().starts_with(&format!("{lost_ip}:"))),
+                healthy.iter().all(|i| !i
+                    .address
+                    .as_deref()
+                    .unwrap()
+                    .starts_with(&format!("{lost_ip}:"))),
                 "no healthy instance on the lost node: {instances:?}"
             );
             // and the proxy sends nothing there: a fresh load answers fully

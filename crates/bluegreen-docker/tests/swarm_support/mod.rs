@@ -27,8 +27,13 @@ pub struct Harness {
 /// Under `CI=true` a missing swarm fails the test.
 pub async fn swarm(test: &str) -> Option<(Harness, Docker)> {
     let found = (|| {
-        let var = |k: &str| std::env::var(k).map_err(|_| format!("{k} is not set (run scripts/swarm)"));
-        let split = |v: String| v.split(',').map(|s| s.trim_start_matches("unix://").to_owned()).collect::<Vec<_>>();
+        let var =
+            |k: &str| std::env::var(k).map_err(|_| format!("{k} is not set (run scripts/swarm)"));
+        let split = |v: String| {
+            v.split(',')
+                .map(|s| s.trim_start_matches("unix://").to_owned())
+                .collect::<Vec<_>>()
+        };
         Ok::<_, String>(Harness {
             nodes: split(var("BLUEGREEN_SWARM_NODES")?),
             addresses: split(var("BLUEGREEN_SWARM_ADDRESSES")?),
@@ -62,7 +67,10 @@ async fn manager(h: &Harness) -> Result<Docker, String> {
         .await
         .map_err(|e| e.to_string())?;
     let info = d.info().await.map_err(|e| e.to_string())?;
-    let state = info.swarm.and_then(|s| s.local_node_state).map(|s| s.to_string());
+    let state = info
+        .swarm
+        .and_then(|s| s.local_node_state)
+        .map(|s| s.to_string());
     if state.as_deref() != Some("active") {
         return Err(format!("node 1 is not in a swarm ({state:?})"));
     }
