@@ -99,6 +99,12 @@ fn memory(value: &str) -> Result<i64> {
 
 pub(crate) fn settings_of(release: &Release) -> Result<Settings> {
     release.check_settings("the Docker fleet", &SETTINGS)?;
+    parse(release)
+}
+
+/// The settings of [`SETTINGS`] in `release`, checked, without refusing other keys
+/// (the Swarm fleet reads more).
+pub(crate) fn parse(release: &Release) -> Result<Settings> {
     let get = |k: &str| release.settings.get(k).map(|v| v.trim());
     let port = match get("port") {
         Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
