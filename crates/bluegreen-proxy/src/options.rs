@@ -221,6 +221,12 @@ pub struct ProxyOptions {
     /// to `http` or `https`, `X-Forwarded-Host` to the request's host) and a
     /// client's `Forwarded` is removed.
     pub trusted_proxies: Vec<IpNetwork>,
+    /// The header that pins a request to a [route generation](crate::pin), so that
+    /// one user request crossing several apps through the proxy sees one version
+    /// of each. Default [`bluegreen-route`](crate::ROUTE_HEADER); `None` turns
+    /// pinning off (every request is routed by the current tables, and the header
+    /// is neither read, stamped nor removed).
+    pub route_header: Option<http::HeaderName>,
 }
 
 impl Default for ProxyOptions {
@@ -243,6 +249,7 @@ impl Default for ProxyOptions {
             http2_keep_alive_timeout: Duration::from_secs(20),
             preview_header_from: Vec::new(),
             trusted_proxies: Vec::new(),
+            route_header: Some(http::HeaderName::from_static(crate::pin::ROUTE_HEADER)),
         }
     }
 }
@@ -337,6 +344,12 @@ impl ProxyOptions {
     /// Sets [`ProxyOptions::upstream_timeout`].
     pub fn with_upstream_timeout(mut self, timeout: Duration) -> Self {
         self.upstream_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ProxyOptions::route_header`].
+    pub fn with_route_header(mut self, name: Option<http::HeaderName>) -> Self {
+        self.route_header = name;
         self
     }
 }
