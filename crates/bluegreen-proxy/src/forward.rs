@@ -185,7 +185,9 @@ fn try_pick(
     if routed.is_empty() {
         return Err(Wait::NoRoutes);
     }
-    if let Some(group) = prefer.and_then(|p| routed.iter().map(|(g, _)| g).find(|g| g.id.as_str() == p)) {
+    if let Some(group) =
+        prefer.and_then(|p| routed.iter().map(|(g, _)| g).find(|g| g.id.as_str() == p))
+    {
         if let Some(backend) = group.pick(exclude) {
             return Ok(Choice {
                 group: group.clone(),
@@ -229,7 +231,9 @@ fn try_pick(
             }
         }
     }
-    Err(Wait::NoHealthy(routed.iter().map(|(g, _)| g.clone()).collect()))
+    Err(Wait::NoHealthy(
+        routed.iter().map(|(g, _)| g.clone()).collect(),
+    ))
 }
 
 /// [`try_pick`] by the route generation that routes the request (see

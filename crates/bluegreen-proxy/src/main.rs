@@ -390,7 +390,10 @@ mod tests {
             .err()
             .unwrap()
             .to_string();
-        assert!(e.contains("--route-header") && e.contains("bad name"), "{e}");
+        assert!(
+            e.contains("--route-header") && e.contains("bad name"),
+            "{e}"
+        );
     }
 
     #[test]

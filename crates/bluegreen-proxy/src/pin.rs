@@ -165,8 +165,8 @@ impl Routes {
                 .is_none_or(|(_, snap)| table.groups().all(|g| snap.groups.contains_key(g)))
         };
         let mut generations: Vec<Arc<Generation>> = Vec::with_capacity(KEPT_GENERATIONS);
-        let skip = (self.generations.len() + usize::from(table_changed))
-            .saturating_sub(KEPT_GENERATIONS);
+        let skip =
+            (self.generations.len() + usize::from(table_changed)).saturating_sub(KEPT_GENERATIONS);
         for g in self.generations.iter().skip(skip) {
             let keeps_all = g.tables.iter().all(|(h, t)| attached(h, t));
             if keeps_all {
@@ -290,16 +290,16 @@ mod tests {
         let last = flipped.len() - 1;
         flipped[last] = if flipped[last] == b'0' { b'1' } else { b'0' };
         let bad = [
-            format!("2.{mac}"),                          // another generation's number
-            String::from_utf8(flipped).unwrap(),         // one digit changed
-            good[..good.len() - 1].to_owned(),           // cut short
-            format!("{good}0"),                          // too long
-            format!("01.{mac}"),                         // the number spelt otherwise
-            "1.".to_owned(),                             // no MAC
-            "1".to_owned(),                              // no dot
-            format!("99.{mac}"),                         // a generation never made
+            format!("2.{mac}"),                  // another generation's number
+            String::from_utf8(flipped).unwrap(), // one digit changed
+            good[..good.len() - 1].to_owned(),   // cut short
+            format!("{good}0"),                  // too long
+            format!("01.{mac}"),                 // the number spelt otherwise
+            "1.".to_owned(),                     // no MAC
+            "1".to_owned(),                      // no dot
+            format!("99.{mac}"),                 // a generation never made
             other.get(1).unwrap().stamp.to_str().unwrap().to_owned(), // another proxy's
-            format!("18446744073709551616.{mac}"),      // past u64
+            format!("18446744073709551616.{mac}"), // past u64
         ];
         for value in bad {
             let header = HeaderValue::from_str(&value).unwrap();

@@ -17,7 +17,9 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::admin::{AdminToken, AttachBody, ErrorReply, ManyRoutesBody, ManyRoutesReply, RoutesBody};
+use crate::admin::{
+    AdminToken, AttachBody, ErrorReply, ManyRoutesBody, ManyRoutesReply, RoutesBody,
+};
 use crate::backend::BackendSpec;
 use crate::state::{GroupReport, Proxy};
 

@@ -102,7 +102,6 @@ pub(crate) struct Snapshot {
     pub(crate) routed: Vec<(Arc<GroupState>, u8)>,
 }
 
-
 /// An app: a host name and its groups.
 pub(crate) struct AppState {
     pub(crate) host: String,
@@ -404,7 +403,8 @@ impl Proxy {
             .any(|(current, draft)| draft.table != current.table);
         let route_generation = routes.current().number + u64::from(table_changed);
         let mut published = Vec::new();
-        for (((app, is_new), current), mut draft) in apps.iter().zip(new).zip(currents).zip(drafts) {
+        for (((app, is_new), current), mut draft) in apps.iter().zip(new).zip(currents).zip(drafts)
+        {
             // groups that lose traffic get a new pool: the old one, with its idle
             // keep-alive connections, goes when the requests still using it finish
             for (id, group) in draft.groups.iter_mut() {

@@ -258,7 +258,7 @@ async fn a_forged_route_header_never_picks_an_old_group() {
         String::from_utf8(flipped).unwrap(),
         format!("{number}.{}", "0".repeat(32)),
         format!("{number}.{mac}0"),
-        format!("{number}"),
+        number.to_owned(),
         format!("{}.{mac}", number.parse::<u64>().unwrap() + 100),
         "garbage".to_owned(),
     ];
@@ -385,7 +385,10 @@ async fn set_routes_many_checks(router: ProxyRouter, proxy: &Proxy) {
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
-    assert!(e.to_string().contains("h3") && e.to_string().contains("api.test"), "{e}");
+    assert!(
+        e.to_string().contains("h3") && e.to_string().contains("api.test"),
+        "{e}"
+    );
     // an app named twice: nothing changes
     let e = router
         .set_routes_many(&[(web.clone(), table("g2")), (web.clone(), table("g1"))])
@@ -532,9 +535,8 @@ fn versions(body: &str) -> Option<(String, String)> {
 /// proxy; `CLIENTS` clients ask web, which asks api through the proxy with the
 /// route header it got, while both apps flip `FLIPS` times between v1 and v2.
 async fn flip_under_load(pinning: bool, switch: Switch) -> Outcome {
-    let options = test_options().with_route_header(
-        pinning.then(|| http::HeaderName::from_static(ROUTE_HEADER)),
-    );
+    let options = test_options()
+        .with_route_header(pinning.then(|| http::HeaderName::from_static(ROUTE_HEADER)));
     let proxy = RunningProxy::start(options).await;
     let router = CheckedRouter::new(ProxyRouter::embedded(proxy.proxy.clone()));
     let web = App::new("web", "test").unwrap();

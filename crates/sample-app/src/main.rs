@@ -302,7 +302,10 @@ mod peer {
                     request.headers_mut().insert(name, value);
                 }
             }
-            let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| e.to_string())?;
             let status = response.status();
             let body = response
                 .into_body()

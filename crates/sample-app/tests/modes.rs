@@ -182,7 +182,14 @@ fn get_with(port: u16, path: &str, extra: &str) -> (u16, String) {
 fn peer_mode_names_both_versions_and_forwards_the_route_header() {
     let api = start_version("v2");
     let url = format!("http://127.0.0.1:{}", api.port);
-    let web = start(&["--app-name", "web", "--peer-url", &url, "--peer-host", "api.test"]);
+    let web = start(&[
+        "--app-name",
+        "web",
+        "--peer-url",
+        &url,
+        "--peer-host",
+        "api.test",
+    ]);
     assert_eq!(get(web.port, "/peer"), (200, "web=7 api=v2\n".into()));
     assert_eq!(get(web.port, "/"), (200, "web=7 api=v2\n".into()));
     // other paths answer as without a peer
@@ -192,7 +199,14 @@ fn peer_mode_names_both_versions_and_forwards_the_route_header() {
     // the route header it got goes on to the peer, with the peer's host
     let (port, head) = fake_peer("v9");
     let url = format!("http://127.0.0.1:{port}");
-    let web = start(&["--app-name", "web", "--peer-url", &url, "--peer-host", "api.test"]);
+    let web = start(&[
+        "--app-name",
+        "web",
+        "--peer-url",
+        &url,
+        "--peer-host",
+        "api.test",
+    ]);
     assert_eq!(
         get_with(web.port, "/peer", "bluegreen-route: 4.abc\r\n"),
         (200, "web=7 api=v9\n".into())
