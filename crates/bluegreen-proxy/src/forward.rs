@@ -237,7 +237,8 @@ fn try_pick(
 }
 
 /// [`try_pick`] by the route generation that routes the request (see
-/// [`pin::resolve`]); the choice carries that generation's stamp when pinning is on.
+/// [`pin::resolve`]): the current one, or the one `pinned` names. The choice
+/// carries that generation's stamp when the proxy has a route header.
 fn try_route(
     proxy: &Proxy,
     app: &AppState,
@@ -246,15 +247,15 @@ fn try_route(
     prefer: Option<&str>,
     exclude: Option<&Arc<Backend>>,
 ) -> Result<Choice, Wait> {
-    if proxy.inner.options.route_header.is_none() {
-        return try_pick(&app.snapshot.load(), None, preview, prefer, exclude);
-    }
-    // the routes first, then the snapshot: a change publishes them the other way
+    // the routes first, then the snapshot: a change publishes them the other way,
+    // so that a change of several apps takes effect at one moment for all of them
     let routes = proxy.inner.routes.load();
     let snap = app.snapshot.load();
     let (routed, stamp) = pin::resolve(&routes, &snap, &app.host, pinned);
     let mut choice = try_pick(&snap, routed.as_deref(), preview, prefer, exclude)?;
-    choice.stamp = Some(stamp);
+    if proxy.inner.options.route_header.is_some() {
+        choice.stamp = Some(stamp.clone());
+    }
     Ok(choice)
 }
 

@@ -217,32 +217,32 @@ pub(crate) type Routed = Vec<(Arc<GroupState>, u8)>;
 /// a snapshot newer than the current generation belongs to a change still being
 /// published, and the current generation's table is used instead, so that every
 /// app switches at the one moment the routes are published.
-pub(crate) fn resolve(
-    routes: &Routes,
+pub(crate) fn resolve<'a>(
+    routes: &'a Routes,
     snap: &Snapshot,
     host: &str,
     pinned: Option<u64>,
-) -> (Option<Routed>, HeaderValue) {
+) -> (Option<Routed>, &'a HeaderValue) {
     if let Some(generation) = pinned.and_then(|n| routes.get(n)) {
         if let Some(table) = generation.tables.get(host) {
             if *table == snap.table {
-                return (None, generation.stamp.clone());
+                return (None, &generation.stamp);
             }
             if let Some(routed) = over(table, snap) {
-                return (Some(routed), generation.stamp.clone());
+                return (Some(routed), &generation.stamp);
             }
         }
     }
     let current = routes.current();
     if snap.route_generation <= current.number {
-        return (None, current.stamp.clone());
+        return (None, &current.stamp);
     }
     let routed = match current.tables.get(host) {
         Some(table) if *table == snap.table => None,
         Some(table) => over(table, snap).or_else(|| Some(Vec::new())),
         None => Some(Vec::new()),
     };
-    (routed, current.stamp.clone())
+    (routed, &current.stamp)
 }
 
 /// `table`'s weights over `snap`'s groups, or `None` when one is not attached.
@@ -304,6 +304,60 @@ mod tests {
         for value in bad {
             let header = HeaderValue::from_str(&value).unwrap();
             assert_eq!(routes.verify(&header), None, "{value}");
+        }
+    }
+
+    /// A request that loaded the routes before a change of several apps and their
+    /// snapshots after it (the change published in between) is routed by the old
+    /// tables of every app, as one that loaded both before: the switch is the
+    /// moment the routes are published, for all the apps at once.
+    #[tokio::test]
+    async fn the_routes_published_last_decide_for_every_app() {
+        use crate::{BackendSpec, Proxy, ProxyOptions};
+        let proxy = Proxy::new(ProxyOptions::default().with_preview_bind(None));
+        let spec = [BackendSpec::new("127.0.0.1:9")];
+        for (host, group) in [
+            ("web.t", "w1"),
+            ("web.t", "w2"),
+            ("api.t", "a1"),
+            ("api.t", "a2"),
+        ] {
+            proxy
+                .attach(host, &GroupId::from(group), &spec)
+                .await
+                .unwrap();
+        }
+        let table = |g: &str| RouteTable::single(GroupId::from(g));
+        let many = |w: &str, a: &str| {
+            [
+                ("web.t".to_owned(), table(w)),
+                ("api.t".to_owned(), table(a)),
+            ]
+        };
+        proxy.set_routes_many(&many("w1", "a1")).unwrap();
+        let before = proxy.inner.routes.load_full();
+        proxy.set_routes_many(&many("w2", "a2")).unwrap();
+        let after = proxy.inner.routes.load_full();
+        assert_eq!(after.current().number, before.current().number + 1);
+        for (host, old, new) in [("web.t", "w1", "w2"), ("api.t", "a1", "a2")] {
+            let snap = proxy.app_exact(host).unwrap().snapshot.load_full();
+            assert_eq!(snap.table, table(new));
+            let names = |r: Option<Routed>| {
+                r.map(|r| {
+                    r.iter()
+                        .map(|(g, w)| format!("{}:{w}", g.id))
+                        .collect::<Vec<_>>()
+                })
+            };
+            let (routed, stamp) = resolve(&before, &snap, host, None);
+            assert_eq!(names(routed), Some(vec![format!("{old}:100")]), "{host}");
+            assert_eq!(stamp, &before.current().stamp);
+            let (routed, stamp) = resolve(&after, &snap, host, None);
+            assert_eq!(names(routed), None, "{host}: its own table");
+            assert_eq!(stamp, &after.current().stamp);
+            // pinned to the generation before, after the switch: the old table
+            let (routed, _) = resolve(&after, &snap, host, Some(before.current().number));
+            assert_eq!(names(routed), Some(vec![format!("{old}:100")]), "{host}");
         }
     }
 
