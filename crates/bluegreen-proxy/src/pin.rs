@@ -1,8 +1,10 @@
 //! Route generations and pinning: one user request that crosses several apps
 //! through the proxy sees one version of each.
 //!
-//! Every change of any app's route table (one [`Proxy::set_routes`], or one
-//! [`Proxy::set_routes_many`] for several apps at once) makes a new **route
+//! Every change of any app's route table (one
+//! [`Proxy::set_routes`](crate::Proxy::set_routes), or one
+//! [`Proxy::set_routes_many`](crate::Proxy::set_routes_many) for several apps at
+//! once) makes a new **route
 //! generation**, numbered from 0 upwards, holding every app's table. The proxy keeps
 //! the last [`KEPT_GENERATIONS`] generations; from each it drops an app's table as
 //! soon as a group that table names is detached, so a generation only ever sends a
