@@ -8,6 +8,8 @@
 //! | `PUT /v1/apps/{host}` | `{"routes": {"g": 100}, "groups": {"g": [{"address": "127.0.0.1:8000"}]}}` | attaches the groups and sets the routes in one atomic change |
 //! | `GET /v1/apps/{host}/routes` | | `{"routes": {...}}`, empty for an unknown app |
 //! | `PUT /v1/apps/{host}/routes` | `{"routes": {"g": 90, "h": 10}}` | sets the route table |
+//! | `GET /v1/routes` | | `{"route_generation": n, "apps": {"web.test": {"g1": 100}, ...}}`: every app's table and the current [route generation](crate::pin) |
+//! | `PUT /v1/routes` | `{"apps": {"web.test": {"g1": 100}, "api.test": {"h1": 100}}}` | sets several apps' tables in one atomic change ([`Proxy::set_routes_many`]): every table is checked first (a bad host, weights or group id is a 400 naming `apps.<host>` or `apps.<host>.<group>`, a group not attached a 404 naming the group and the app) and any failure changes nothing; `{"route_generation": n, "apps": [...]}` with the changed apps' reports |
 //! | `PUT /v1/apps/{host}/groups/{group}` | `{"backends": [{"address": "...", "instance": "..."}]}` | attaches a group and opens its preview listener |
 //! | `GET /v1/apps/{host}/groups/{group}` | | the group's health, counters and preview address ([`GroupReport`]) |
 //! | `DELETE /v1/apps/{host}/groups/{group}` | | detaches a group and closes its preview listener (409 while it has traffic); `{"detached": "g", "was_attached": true}` |
@@ -274,6 +276,20 @@ pub(crate) struct RoutesBody {
     pub(crate) routes: RouteTable,
 }
 
+/// Several apps' tables, by host: the body of `PUT /v1/routes`.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ManyRoutesBody {
+    pub(crate) apps: BTreeMap<String, RouteTable>,
+}
+
+/// What `PUT /v1/routes` answers.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct ManyRoutesReply {
+    pub(crate) route_generation: u64,
+    pub(crate) apps: Vec<AppReport>,
+}
+
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AppBody {
@@ -357,6 +373,33 @@ async fn route(proxy: &Proxy, req: Request<Incoming>) -> Result<Response<Full<By
             &serde_json::json!({"status": "ok", "held": proxy.held()}),
         )),
         (Method::GET, ["v1", "apps"]) => Ok(json(ok, &proxy.reports())),
+        (Method::GET, ["v1", "routes"]) => {
+            let apps: BTreeMap<String, RouteTable> = proxy
+                .reports()
+                .into_iter()
+                .map(|r| (r.host, r.routes))
+                .collect();
+            Ok(json(
+                ok,
+                &serde_json::json!({"route_generation": proxy.route_generation(), "apps": apps}),
+            ))
+        }
+        (Method::PUT, ["v1", "routes"]) => {
+            let body: ManyRoutesBody = read_json(body).await?;
+            let tables: Vec<(String, RouteTable)> = body.apps.into_iter().collect();
+            let route_generation = proxy.set_routes_many(&tables)?;
+            let apps = tables
+                .iter()
+                .map(|(host, _)| app_report(proxy, host))
+                .collect::<Result<_, _>>()?;
+            Ok(json(
+                ok,
+                &ManyRoutesReply {
+                    route_generation,
+                    apps,
+                },
+            ))
+        }
         (Method::PUT, ["v1", "default"]) => {
             let body: DefaultBody = read_json(body).await?;
             proxy.set_default_app(&body.host)?;

@@ -16,6 +16,7 @@ use crate::backend::Backend;
 use crate::body::{BackendBody, ClientBody, ClientFault, ProxyBody, UpstreamBody};
 use crate::conn::Activity;
 use crate::options::{IpNetwork, ProxyOptions};
+use crate::pin;
 use crate::preview::PreviewPin;
 use crate::state::{AppState, GroupState, Proxy, Snapshot};
 use crate::upstream::{Affinity, UpstreamError};
@@ -86,6 +87,8 @@ struct Choice {
     group: Arc<GroupState>,
     backend: Arc<Backend>,
     set_cookie: bool,
+    /// The route header to forward: the route generation that routed the request.
+    stamp: Option<HeaderValue>,
 }
 
 enum Wait {
@@ -152,6 +155,7 @@ fn plain(status: StatusCode, message: String) -> Response<ProxyBody> {
 
 fn try_pick(
     snap: &Snapshot,
+    routed: Option<&[(Arc<GroupState>, u8)]>,
     preview: Option<&str>,
     prefer: Option<&str>,
     exclude: Option<&Arc<Backend>>,
@@ -171,34 +175,37 @@ fn try_pick(
             group: group.clone(),
             backend,
             set_cookie: false,
+            stamp: None,
         });
     }
     if snap.paused {
         return Err(Wait::Paused);
     }
-    if snap.routed.is_empty() {
+    let routed = routed.unwrap_or(&snap.routed);
+    if routed.is_empty() {
         return Err(Wait::NoRoutes);
     }
-    if let Some(group) = prefer.and_then(|p| snap.routed_group(p)) {
+    if let Some(group) =
+        prefer.and_then(|p| routed.iter().map(|(g, _)| g).find(|g| g.id.as_str() == p))
+    {
         if let Some(backend) = group.pick(exclude) {
             return Ok(Choice {
                 group: group.clone(),
                 backend,
                 set_cookie: false,
+                stamp: None,
             });
         }
     }
-    let split = snap.routed.len() > 1;
-    let total: u32 = snap
-        .routed
+    let split = routed.len() > 1;
+    let total: u32 = routed
         .iter()
         .filter(|(g, _)| g.has_healthy())
         .map(|(_, w)| u32::from(*w))
         .sum();
     if total > 0 {
         let mut r = fastrand::u32(..total);
-        let start = snap
-            .routed
+        let start = routed
             .iter()
             .position(|(g, w)| {
                 if !g.has_healthy() {
@@ -211,21 +218,45 @@ fn try_pick(
                 false
             })
             .unwrap_or(0);
-        let n = snap.routed.len();
+        let n = routed.len();
         for i in 0..n {
-            let group = &snap.routed[(start + i) % n].0;
+            let group = &routed[(start + i) % n].0;
             if let Some(backend) = group.pick(exclude).or_else(|| group.pick(None)) {
                 return Ok(Choice {
                     group: group.clone(),
                     backend,
                     set_cookie: split,
+                    stamp: None,
                 });
             }
         }
     }
     Err(Wait::NoHealthy(
-        snap.routed.iter().map(|(g, _)| g.clone()).collect(),
+        routed.iter().map(|(g, _)| g.clone()).collect(),
     ))
+}
+
+/// [`try_pick`] by the route generation that routes the request (see
+/// [`pin::resolve`]): the current one, or the one `pinned` names. The choice
+/// carries that generation's stamp when the proxy has a route header.
+fn try_route(
+    proxy: &Proxy,
+    app: &AppState,
+    pinned: Option<u64>,
+    preview: Option<&str>,
+    prefer: Option<&str>,
+    exclude: Option<&Arc<Backend>>,
+) -> Result<Choice, Wait> {
+    // the routes first, then the snapshot: a change publishes them the other way,
+    // so that a change of several apps takes effect at one moment for all of them
+    let routes = proxy.inner.routes.load();
+    let snap = app.snapshot.load();
+    let (routed, stamp) = pin::resolve(&routes, &snap, &app.host, pinned);
+    let mut choice = try_pick(&snap, routed.as_deref(), preview, prefer, exclude)?;
+    if proxy.inner.options.route_header.is_some() {
+        choice.stamp = Some(stamp.clone());
+    }
+    Ok(choice)
 }
 
 struct HeldGuard<'a>(&'a std::sync::atomic::AtomicUsize);
@@ -240,11 +271,12 @@ impl Drop for HeldGuard<'_> {
 async fn choose(
     proxy: &Proxy,
     app: &AppState,
+    pinned: Option<u64>,
     preview: Option<&str>,
     prefer: Option<&str>,
     exclude: Option<&Arc<Backend>>,
 ) -> Result<Choice, Response<ProxyBody>> {
-    let wait = match try_pick(&app.snapshot.load(), preview, prefer, exclude) {
+    let wait = match try_route(proxy, app, pinned, preview, prefer, exclude) {
         Ok(choice) => return Ok(choice),
         Err(w @ Wait::UnknownPreview(_)) => {
             return Err(plain(StatusCode::NOT_FOUND, w.describe(&app.host)))
@@ -272,7 +304,7 @@ async fn choose(
     let mut last;
     loop {
         let mut changes = inner.epoch.subscribe();
-        match try_pick(&app.snapshot.load(), preview, prefer, exclude) {
+        match try_route(proxy, app, pinned, preview, prefer, exclude) {
             Ok(choice) => return Ok(choice),
             Err(w @ Wait::UnknownPreview(_)) => {
                 return Err(plain(StatusCode::NOT_FOUND, w.describe(&app.host)))
@@ -485,6 +517,11 @@ async fn forward(
     let upgrade_value = headers.get(header::UPGRADE).cloned();
     strip_hop_by_hop(&mut headers);
     headers.remove(PREVIEW_HEADER);
+    // a route header the proxy made pins the request; any other is dropped
+    let pinned = proxy.inner.options.route_header.as_ref().and_then(|name| {
+        let value = headers.remove(name)?;
+        proxy.inner.routes.load().verify(&value)
+    });
     if let (true, Some(value)) = (upgrade, upgrade_value) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, value);
@@ -532,6 +569,7 @@ async fn forward(
         let choice = match choose(
             proxy,
             &app,
+            pinned,
             preview.as_deref(),
             prefer.as_deref(),
             exclude.as_ref(),
@@ -542,11 +580,14 @@ async fn forward(
             Err(response) => return response,
         };
         let last_try = attempt > 0;
-        let headers = if last_try || !(empty_body || slot.is_some()) {
+        let mut headers = if last_try || !(empty_body || slot.is_some()) {
             std::mem::take(&mut outgoing.headers)
         } else {
             outgoing.headers.clone()
         };
+        if let (Some(name), Some(stamp)) = (&proxy.inner.options.route_header, choice.stamp) {
+            headers.insert(name.clone(), stamp);
+        }
         let request = outgoing.request(&choice.backend, headers, body, pooled);
         let started = Instant::now();
         let deadline = started + proxy.inner.options.upstream_timeout;
@@ -568,6 +609,9 @@ async fn forward(
                     .group
                     .stats
                     .record(response.status().as_u16(), started.elapsed());
+                if let Some(name) = &proxy.inner.options.route_header {
+                    response.headers_mut().remove(name);
+                }
                 if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                     if let Some(client_side) = client_upgrade {
                         let backend_side = hyper::upgrade::on(&mut response);

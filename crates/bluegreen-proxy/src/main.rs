@@ -120,6 +120,24 @@ struct Args {
     /// (default: one per core).
     #[arg(long, env = "BLUEGREEN_PROXY_THREADS")]
     threads: Option<usize>,
+    /// The header that pins a request to a route generation, so that a user
+    /// request crossing several apps through the proxy sees one version of each
+    /// (apps forward it on their calls to each other), or `off`.
+    #[arg(long, env = "BLUEGREEN_PROXY_ROUTE_HEADER", default_value = bluegreen_proxy::ROUTE_HEADER, value_parser = parse_route_header)]
+    route_header: RouteHeader,
+}
+
+/// `--route-header`: a header name or `off`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct RouteHeader(Option<http::HeaderName>);
+
+fn parse_route_header(s: &str) -> Result<RouteHeader, String> {
+    match s.trim() {
+        "off" | "none" => Ok(RouteHeader(None)),
+        name => http::HeaderName::from_bytes(name.as_bytes())
+            .map(|n| RouteHeader(Some(n)))
+            .map_err(|_| format!("`{s}` is neither a header name nor `off`")),
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -269,6 +287,7 @@ async fn run(args: Args) -> Result<(), String> {
         .with_http2_keep_alive(args.http2_keep_alive.0, args.http2_keep_alive_timeout)
         .with_preview_header_from(args.preview_header_from.clone())
         .with_trusted_proxies(args.trusted_proxies.clone())
+        .with_route_header(args.route_header.0.clone())
         .with_health(
             HealthCheckOptions::default()
                 .with_path(args.health_path.clone())
@@ -417,6 +436,27 @@ mod tests {
             }
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_route_header_is_named_or_off() {
+        let args = Args::parse_from(["bluegreen-proxy"]);
+        assert_eq!(
+            args.route_header.0.as_ref().map(|n| n.as_str()),
+            Some("bluegreen-route")
+        );
+        let named = Args::parse_from(["bluegreen-proxy", "--route-header", "X-Pin"]);
+        assert_eq!(named.route_header.0.unwrap().as_str(), "x-pin");
+        let off = Args::parse_from(["bluegreen-proxy", "--route-header", "off"]);
+        assert_eq!(off.route_header, RouteHeader(None));
+        let e = Args::try_parse_from(["bluegreen-proxy", "--route-header", "bad name"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("--route-header") && e.contains("bad name"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -228,6 +228,12 @@ pub struct ProxyOptions {
     /// change; [`Proxy::new`](crate::Proxy::new) neither reads nor writes it.
     /// Counters and health are not kept: they start afresh. Default none.
     pub state_file: Option<std::path::PathBuf>,
+    /// The header that pins a request to a [route generation](crate::pin), so that
+    /// one user request crossing several apps through the proxy sees one version
+    /// of each. Default [`bluegreen-route`](crate::ROUTE_HEADER); `None` turns
+    /// pinning off (every request is routed by the current tables, and the header
+    /// is neither read, stamped nor removed).
+    pub route_header: Option<http::HeaderName>,
 }
 
 impl Default for ProxyOptions {
@@ -251,6 +257,7 @@ impl Default for ProxyOptions {
             preview_header_from: Vec::new(),
             trusted_proxies: Vec::new(),
             state_file: None,
+            route_header: Some(http::HeaderName::from_static(crate::pin::ROUTE_HEADER)),
         }
     }
 }
@@ -351,6 +358,12 @@ impl ProxyOptions {
     /// Sets [`ProxyOptions::upstream_timeout`].
     pub fn with_upstream_timeout(mut self, timeout: Duration) -> Self {
         self.upstream_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ProxyOptions::route_header`].
+    pub fn with_route_header(mut self, name: Option<http::HeaderName>) -> Self {
+        self.route_header = name;
         self
     }
 }

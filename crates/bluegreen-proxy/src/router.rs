@@ -17,7 +17,9 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::admin::{AdminToken, AttachBody, ErrorReply, RoutesBody};
+use crate::admin::{
+    AdminToken, AttachBody, ErrorReply, ManyRoutesBody, ManyRoutesReply, RoutesBody,
+};
 use crate::backend::BackendSpec;
 use crate::state::{GroupReport, Proxy};
 
@@ -35,7 +37,10 @@ type HostFn = Arc<dyn Fn(&App) -> String + Send + Sync>;
 /// default ([`ProxyOptions::default_host`](crate::ProxyOptions::default_host),
 /// `--default-app`).
 ///
-/// [`RouterCapabilities`]: weighted routing, holding requests and previews. Each attached
+/// [`RouterCapabilities`]: weighted routing, holding requests, previews, and
+/// switching several apps at once ([`Router::set_routes_many`], one atomic change of
+/// the proxy; with [route generations](crate::pin), a user request crossing those
+/// apps through the proxy sees one version of each). Each attached
 /// group gets a preview address (`http://127.0.0.1:<port>/`, see
 /// [`Proxy::preview_address`]) that serves it alone before it has traffic; the
 /// `X-Bluegreen-Preview: <group>` request header does the same on the proxy's own
@@ -373,6 +378,7 @@ impl Router for ProxyRouter {
             .with_weighted_routing(true)
             .with_holds_requests(true)
             .with_preview(preview)
+            .with_multi_app_switch(true)
     }
 
     async fn attach(
@@ -462,6 +468,42 @@ impl Router for ProxyRouter {
                         &format!("/v1/apps/{}/routes", segment(&host)),
                         Some(&RoutesBody {
                             routes: table.clone(),
+                        }),
+                    )
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// One atomic change of every app's table ([`Proxy::set_routes_many`], `PUT
+    /// /v1/routes` on a remote proxy): nothing changes when any table is refused.
+    /// An app named twice (or two apps served on one host) is [`Error::Invalid`]
+    /// naming `tables[i]`, before the proxy is asked.
+    async fn set_routes_many(&self, tables: &[(App, RouteTable)]) -> Result<()> {
+        self.ensure_serving()?;
+        let mut by_host: Vec<(String, RouteTable)> = Vec::with_capacity(tables.len());
+        for (i, (app, table)) in tables.iter().enumerate() {
+            let host = self.host_of(app);
+            if let Some(j) = by_host.iter().position(|(h, _)| *h == host) {
+                let why = if tables[j].0 == *app {
+                    format!("{app} is named twice")
+                } else {
+                    format!("{app} is served on host {host}, as {} is", tables[j].0)
+                };
+                return Err(Error::invalid(format!("tables[{i}]"), why));
+            }
+            by_host.push((host, table.clone()));
+        }
+        match &self.mode {
+            Mode::Embedded(proxy) => proxy.set_routes_many(&by_host).map(|_| ()),
+            Mode::Remote(admin) => {
+                let _: ManyRoutesReply = admin
+                    .call(
+                        Method::PUT,
+                        "/v1/routes",
+                        Some(&ManyRoutesBody {
+                            apps: by_host.into_iter().collect(),
                         }),
                     )
                     .await?;

@@ -17,6 +17,7 @@ use crate::backend::{self, Backend, BackendHealth, BackendSpec, CheckClient, Epo
 use crate::body::UpstreamBody;
 use crate::drain;
 use crate::options::ProxyOptions;
+use crate::pin;
 use crate::preview::Previews;
 use crate::stats::{GroupStats, StatsSnapshot};
 
@@ -91,20 +92,14 @@ fn upstream_client(options: &ProxyOptions) -> UpstreamClient {
 /// What the request path reads: replaced as a whole on every change.
 pub(crate) struct Snapshot {
     pub(crate) generation: u64,
+    /// The [route generation](crate::pin) whose change made this table: newer
+    /// than the current one while that change is being published.
+    pub(crate) route_generation: u64,
     pub(crate) table: RouteTable,
     pub(crate) paused: bool,
     pub(crate) groups: BTreeMap<GroupId, Arc<GroupState>>,
     /// The groups with traffic and their weights.
     pub(crate) routed: Vec<(Arc<GroupState>, u8)>,
-}
-
-impl Snapshot {
-    pub(crate) fn routed_group(&self, id: &str) -> Option<&Arc<GroupState>> {
-        self.routed
-            .iter()
-            .map(|(g, _)| g)
-            .find(|g| g.id.as_str() == id)
-    }
 }
 
 /// An app: a host name and its groups.
@@ -135,6 +130,9 @@ pub(crate) struct Inner {
     /// Set when the last write of the state file failed: the next change, even
     /// one that changes nothing, writes it again.
     persist_failed: AtomicBool,
+    /// Every app's tables at the kept route generations ([`crate::pin`]).
+    pub(crate) routes: ArcSwap<pin::Routes>,
+    pin_key: pin::PinKey,
 }
 
 /// The proxy: apps by host, their groups, route tables and health. A cheap handle
@@ -238,6 +236,7 @@ impl Proxy {
     /// tasks.
     pub fn new(options: ProxyOptions) -> Self {
         let (epoch, _) = tokio::sync::watch::channel(0u64);
+        let pin_key = pin::PinKey::random();
         Proxy {
             inner: Arc::new(Inner {
                 apps: ArcSwap::from_pointee(Apps::default()),
@@ -251,6 +250,8 @@ impl Proxy {
                 connections: Default::default(),
                 persist: std::sync::OnceLock::new(),
                 persist_failed: AtomicBool::new(false),
+                routes: ArcSwap::from_pointee(pin::Routes::new(&pin_key)),
+                pin_key,
             }),
         }
     }
@@ -428,6 +429,7 @@ impl Proxy {
             host,
             snapshot: ArcSwap::from_pointee(Snapshot {
                 generation: self.inner.generation.fetch_add(1, Ordering::Relaxed),
+                route_generation: self.inner.routes.load().current().number,
                 table: RouteTable::empty(),
                 paused: false,
                 groups: BTreeMap::new(),
@@ -485,78 +487,138 @@ impl Proxy {
         host: &str,
         f: impl FnOnce(&Proxy, &AppState, &mut Draft) -> Result<T>,
     ) -> Result<T> {
+        self.change_many(&[host], false, |proxy, apps, drafts| {
+            f(proxy, &apps[0], &mut drafts[0])
+        })
+    }
+
+    /// Changes several apps under the changes lock and publishes the result in one
+    /// atomic change: their snapshots first, then the [route generation](crate::pin)
+    /// that the request path reads first, so that a request sees every app's new
+    /// table or none. `hosts` must be distinct once normalized; `name_apps` makes
+    /// the errors of the checks name the app.
+    pub(crate) fn change_many<T>(
+        &self,
+        hosts: &[&str],
+        name_apps: bool,
+        f: impl FnOnce(&Proxy, &[Arc<AppState>], &mut [Draft]) -> Result<T>,
+    ) -> Result<T> {
         let _guard = self.inner.changes.lock().expect("changes lock");
-        let (app, new) = self.app_or_new(host)?;
-        let current = app.snapshot.load_full();
-        let mut draft = Draft {
-            table: current.table.clone(),
-            paused: current.paused,
-            groups: current.groups.clone(),
-        };
-        let out = f(self, &app, &mut draft)?;
-        for group in draft.table.groups() {
-            if !draft.groups.contains_key(group) {
-                return Err(Error::not_found(format!(
-                    "group {group} (attach it before routing traffic to it)"
-                )));
+        let mut apps = Vec::with_capacity(hosts.len());
+        let mut new = Vec::with_capacity(hosts.len());
+        for host in hosts {
+            let (app, is_new) = self.app_or_new(host)?;
+            apps.push(app);
+            new.push(is_new);
+        }
+        let currents: Vec<Arc<Snapshot>> = apps.iter().map(|a| a.snapshot.load_full()).collect();
+        let mut drafts: Vec<Draft> = currents
+            .iter()
+            .map(|current| Draft {
+                table: current.table.clone(),
+                paused: current.paused,
+                groups: current.groups.clone(),
+            })
+            .collect();
+        let out = f(self, &apps, &mut drafts)?;
+        for (app, draft) in apps.iter().zip(&drafts) {
+            for group in draft.table.groups() {
+                if !draft.groups.contains_key(group) {
+                    let of = if name_apps {
+                        format!(" of app {}", app.host)
+                    } else {
+                        String::new()
+                    };
+                    return Err(Error::not_found(format!(
+                        "group {group}{of} (attach it before routing traffic to it)"
+                    )));
+                }
             }
         }
-        // groups that lose traffic get a new pool: the old one, with its idle
-        // keep-alive connections, goes when the requests still using it finish
-        for (id, group) in draft.groups.iter_mut() {
-            if current.table.weight(id) > 0 && draft.table.weight(id) == 0 {
-                *group = Arc::new(GroupState::new(
-                    id.clone(),
-                    group.backends.clone(),
-                    group.stats.clone(),
-                    &self.inner.options,
-                ));
+        let routes = self.inner.routes.load_full();
+        let table_changed = currents
+            .iter()
+            .zip(&drafts)
+            .any(|(current, draft)| draft.table != current.table);
+        let route_generation = routes.current().number + u64::from(table_changed);
+        let mut published = Vec::new();
+        for (((app, is_new), current), mut draft) in apps.iter().zip(new).zip(currents).zip(drafts)
+        {
+            // groups that lose traffic get a new pool: the old one, with its idle
+            // keep-alive connections, goes when the requests still using it finish
+            for (id, group) in draft.groups.iter_mut() {
+                if current.table.weight(id) > 0 && draft.table.weight(id) == 0 {
+                    *group = Arc::new(GroupState::new(
+                        id.clone(),
+                        group.backends.clone(),
+                        group.stats.clone(),
+                        &self.inner.options,
+                    ));
+                }
             }
-        }
-        if new {
-            self.publish_app(app.clone());
-        }
-        let unchanged = draft.table == current.table
-            && draft.paused == current.paused
-            && draft.groups.len() == current.groups.len()
-            && draft
-                .groups
+            if is_new {
+                self.publish_app(app.clone());
+            }
+            let unchanged = draft.table == current.table
+                && draft.paused == current.paused
+                && draft.groups.len() == current.groups.len()
+                && draft
+                    .groups
+                    .iter()
+                    .zip(current.groups.iter())
+                    .all(|((a, x), (b, y))| a == b && Arc::ptr_eq(x, y));
+            if unchanged {
+                continue;
+            }
+            let routed = draft
+                .table
                 .iter()
-                .zip(current.groups.iter())
-                .all(|((a, x), (b, y))| a == b && Arc::ptr_eq(x, y));
-        if unchanged {
+                .map(|(id, w)| (draft.groups[id].clone(), w))
+                .collect();
+            if draft.table != current.table {
+                tracing::info!(host = %app.host, from = %current.table, to = %draft.table, route_generation, "routes changed");
+            }
+            let next = Arc::new(Snapshot {
+                generation: self.inner.generation.fetch_add(1, Ordering::Relaxed),
+                route_generation: if draft.table != current.table {
+                    route_generation
+                } else {
+                    current.route_generation
+                },
+                table: draft.table,
+                paused: draft.paused,
+                groups: draft.groups,
+                routed,
+            });
+            app.snapshot.store(next.clone());
+            published.push((app, current, next));
+        }
+        if published.is_empty() {
             if self.inner.persist_failed.load(Ordering::SeqCst) {
                 self.persist()?;
             }
             return Ok(out);
         }
-        let routed = draft
-            .table
+        // the one moment every app of the change switches (see `pin::resolve`)
+        let changed: Vec<(&str, &Snapshot)> = published
             .iter()
-            .map(|(id, w)| (draft.groups[id].clone(), w))
+            .map(|(app, _, next)| (app.host.as_str(), &**next))
             .collect();
-        if draft.table != current.table {
-            tracing::info!(host = %app.host, from = %current.table, to = %draft.table, "routes changed");
-        }
-        let next = Arc::new(Snapshot {
-            generation: self.inner.generation.fetch_add(1, Ordering::Relaxed),
-            table: draft.table,
-            paused: draft.paused,
-            groups: draft.groups,
-            routed,
-        });
-        app.snapshot.store(next.clone());
-        for (id, group) in &current.groups {
-            if !next.groups.get(id).is_some_and(|g| Arc::ptr_eq(g, group)) {
-                group.retired.store(true, Ordering::Release);
-                // its requests in flight drain once the group is out of traffic
-                // (now, or later for a state replaced by a new attachment)
-                drain::cut_after(
-                    self.inner.options.drain_timeout,
-                    &app,
-                    group.clone(),
-                    self.inner.epoch.clone(),
-                );
+        let next_routes = routes.next(&self.inner.pin_key, &changed, table_changed);
+        self.inner.routes.store(Arc::new(next_routes));
+        for (app, current, next) in &published {
+            for (id, group) in &current.groups {
+                if !next.groups.get(id).is_some_and(|g| Arc::ptr_eq(g, group)) {
+                    group.retired.store(true, Ordering::Release);
+                    // its requests in flight drain once the group is out of traffic
+                    // (now, or later for a state replaced by a new attachment)
+                    drain::cut_after(
+                        self.inner.options.drain_timeout,
+                        app,
+                        group.clone(),
+                        self.inner.epoch.clone(),
+                    );
+                }
             }
         }
         backend::bump(&self.inner.epoch);
@@ -708,6 +770,80 @@ impl Proxy {
             draft.table = table.clone();
             Ok(())
         })
+    }
+
+    /// Replaces several apps' route tables in one atomic change: a request sees
+    /// every app's new table or every old one, and a request pinned to a [route
+    /// generation](crate::pin) from before the change keeps the old ones while
+    /// their groups are attached. Returns the new route generation.
+    ///
+    /// Every table is checked first, and any failure changes nothing:
+    /// [`Error::Invalid`] naming `apps.<host>` for a bad host, a host named twice
+    /// (once lower-cased) or bad weights, `apps.<host>.<group>` for a bad group id;
+    /// [`Error::NotFound`] naming the group and the app when a group is not
+    /// attached (an unknown app has no group). An empty list changes nothing.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), bluegreen_core::Error> {
+    /// use bluegreen_core::{ErrorKind, GroupId, RouteTable};
+    /// use bluegreen_proxy::{BackendSpec, Proxy, ProxyOptions};
+    ///
+    /// let proxy = Proxy::new(ProxyOptions::default());
+    /// let (web, api) = (GroupId::from("web-v2"), GroupId::from("api-v2"));
+    /// proxy.attach("web.test", &web, &[BackendSpec::new("127.0.0.1:9")]).await?;
+    /// proxy.attach("api.test", &api, &[BackendSpec::new("127.0.0.1:9")]).await?;
+    /// let before = proxy.route_generation();
+    /// // api-v3 is not attached: nothing changes
+    /// let bad = [
+    ///     ("web.test".to_owned(), RouteTable::single(web.clone())),
+    ///     ("api.test".to_owned(), RouteTable::single(GroupId::from("api-v3"))),
+    /// ];
+    /// assert_eq!(proxy.set_routes_many(&bad).unwrap_err().kind(), ErrorKind::NotFound);
+    /// assert!(proxy.routes("web.test")?.is_empty());
+    /// let good = [
+    ///     ("web.test".to_owned(), RouteTable::single(web.clone())),
+    ///     ("api.test".to_owned(), RouteTable::single(api.clone())),
+    /// ];
+    /// assert_eq!(proxy.set_routes_many(&good)?, before + 1);
+    /// assert_eq!(proxy.routes("api.test")?, RouteTable::single(api));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn set_routes_many(&self, tables: &[(String, RouteTable)]) -> Result<u64> {
+        let mut hosts: Vec<String> = Vec::with_capacity(tables.len());
+        for (host, table) in tables {
+            let field = format!("apps.{host}");
+            let normal = normalize_host(host).map_err(|e| rename(e, &field))?;
+            if hosts.contains(&normal) {
+                return Err(Error::invalid(
+                    field,
+                    format!("app {normal} is named twice"),
+                ));
+            }
+            table.validate().map_err(|e| rename(e, &field))?;
+            for group in table.groups() {
+                check_group_id(group, &format!("{field}.{group}"))?;
+            }
+            hosts.push(normal);
+        }
+        if hosts.is_empty() {
+            return Ok(self.route_generation());
+        }
+        let refs: Vec<&str> = hosts.iter().map(String::as_str).collect();
+        self.change_many(&refs, true, |_, _, drafts| {
+            for (draft, (_, table)) in drafts.iter_mut().zip(tables) {
+                draft.table = table.clone();
+            }
+            Ok(())
+        })?;
+        Ok(self.route_generation())
+    }
+
+    /// The current [route generation](crate::pin): grows by one with every change
+    /// of any app's route table (a [`Proxy::set_routes_many`] is one change).
+    pub fn route_generation(&self) -> u64 {
+        self.inner.routes.load().current().number
     }
 
     /// Attaches `groups` (replacing their members) and sets `table`, in one atomic
@@ -979,4 +1115,12 @@ pub struct BackendReport {
     pub instance: Option<String>,
     /// Its health, from the proxy's checks.
     pub health: BackendHealth,
+}
+
+/// `error` with its field renamed to `field` when it is [`Error::Invalid`].
+fn rename(error: Error, field: &str) -> Error {
+    match error {
+        Error::Invalid { reason, .. } => Error::invalid(field, reason),
+        other => other,
+    }
 }

@@ -55,6 +55,24 @@ struct Settings {
     /// Every response (not `/health`) waits this long.
     #[arg(long, env = "SAMPLE_LATENCY_MS", default_value_t = 0)]
     latency_ms: u64,
+    /// The name this app gives itself in a peer answer (`web=v2 api=v2`).
+    #[arg(long, env = "APP_NAME", default_value = "app")]
+    app_name: String,
+    /// Peer mode: `GET /peer` (and `/`) asks the peer's `/version` at this URL
+    /// (`http://127.0.0.1:8080`, usually the proxy) and names both versions.
+    #[arg(long, env = "SAMPLE_PEER_URL")]
+    peer_url: Option<String>,
+    /// The `Host` of the peer call (default: the peer URL's authority); its
+    /// first label names the peer (`api.test` is `api`).
+    #[arg(long, env = "SAMPLE_PEER_HOST")]
+    peer_host: Option<String>,
+    /// Answer 500 to a peer request when the peer's version is not this one.
+    #[arg(long, env = "SAMPLE_REQUIRE_PEER_VERSION")]
+    require_peer_version: Option<String>,
+    /// The header forwarded from a request to its peer call, as an app forwards
+    /// trace headers (the proxy's route header).
+    #[arg(long, env = "SAMPLE_ROUTE_HEADER", default_value = "bluegreen-route")]
+    route_header: String,
 }
 
 fn main() {
@@ -74,6 +92,12 @@ fn main() {
                 eprintln!("sample-app: --boots-file {}: {e}", path.display());
                 std::process::exit(2);
             }
+        }
+    }
+    if let Some(url) = &settings.peer_url {
+        if let Err(e) = peer::Peer::parse(url, settings.peer_host.as_deref()) {
+            eprintln!("sample-app: --peer-url {url}: {e}");
+            std::process::exit(2);
         }
     }
     settings
@@ -194,6 +218,31 @@ async fn answer(
             "text/plain",
         ));
     }
+    let peer_path = matches!(req.uri().path(), "/peer" | "/");
+    if let (true, Some(url)) = (peer_path, &settings.peer_url) {
+        let peer = peer::Peer::parse(url, settings.peer_host.as_deref()).expect("checked at start");
+        let route = req.headers().get(settings.route_header.as_str()).cloned();
+        let name = settings.app_name.as_str();
+        let version = settings.app_version.as_str();
+        return Ok(match peer.version(&settings.route_header, route).await {
+            Err(e) => reply(
+                StatusCode::BAD_GATEWAY,
+                format!("{name}={version}, peer {} unreachable: {e}\n", peer.name),
+                "text/plain",
+            ),
+            Ok(theirs) => {
+                let body = format!("{name}={version} {}={theirs}\n", peer.name);
+                match &settings.require_peer_version {
+                    Some(needed) if *needed != theirs => reply(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("{body}{name}={version} needs {}={needed}\n", peer.name),
+                        "text/plain",
+                    ),
+                    _ => reply(StatusCode::OK, body, "text/plain"),
+                }
+            }
+        });
+    }
     Ok(match req.uri().path() {
         "/version" => reply(
             StatusCode::OK,
@@ -211,4 +260,106 @@ async fn answer(
             "text/plain",
         ),
     })
+}
+
+/// Peer mode: a call to another app, usually through the proxy.
+mod peer {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Empty};
+    use hyper::{Request, Uri};
+    use hyper_util::rt::TokioIo;
+    use std::time::Duration;
+    use tokio::net::TcpStream;
+
+    /// How long a peer call may take, connection included.
+    const TIMEOUT: Duration = Duration::from_secs(10);
+
+    pub(crate) struct Peer {
+        /// `host:port` to connect to.
+        authority: String,
+        /// The `Host` of the call.
+        host: String,
+        /// The first label of the host.
+        pub(crate) name: String,
+    }
+
+    impl Peer {
+        /// `http://host:port` (any path is ignored) and the `Host` to send.
+        pub(crate) fn parse(url: &str, host: Option<&str>) -> Result<Peer, String> {
+            let uri: Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
+            if uri.scheme_str() != Some("http") {
+                return Err("only http:// URLs are supported".into());
+            }
+            let authority = uri.authority().ok_or("no host:port")?;
+            let port = authority.port_u16().unwrap_or(80);
+            let host = host.unwrap_or(authority.host()).to_owned();
+            let name = host.split(['.', ':']).next().unwrap_or_default().to_owned();
+            Ok(Peer {
+                authority: format!("{}:{port}", authority.host()),
+                host,
+                name,
+            })
+        }
+
+        /// The peer's version (`GET /version`), forwarding `route` as `header`.
+        pub(crate) async fn version(
+            &self,
+            header: &str,
+            route: Option<hyper::header::HeaderValue>,
+        ) -> Result<String, String> {
+            tokio::time::timeout(TIMEOUT, self.ask(header, route))
+                .await
+                .map_err(|_| format!("no answer in {} s", TIMEOUT.as_secs()))?
+        }
+
+        async fn ask(
+            &self,
+            header: &str,
+            route: Option<hyper::header::HeaderValue>,
+        ) -> Result<String, String> {
+            let stream = TcpStream::connect(&self.authority)
+                .await
+                .map_err(|e| format!("connecting to {}: {e}", self.authority))?;
+            let _ = stream.set_nodelay(true);
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            let mut request = Request::get("/version")
+                .header("host", self.host.as_str())
+                .body(Empty::<Bytes>::new())
+                .map_err(|e| e.to_string())?;
+            if let Some(value) = route {
+                if let Ok(name) = hyper::header::HeaderName::from_bytes(header.as_bytes()) {
+                    request.headers_mut().insert(name, value);
+                }
+            }
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            if !status.is_success() {
+                return Err(format!(
+                    "answered {status}: {}",
+                    String::from_utf8_lossy(&body).trim()
+                ));
+            }
+            let json: serde_json::Value =
+                serde_json::from_slice(&body).map_err(|e| format!("unreadable /version: {e}"))?;
+            json.get("version")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+                .ok_or_else(|| "no version in /version".into())
+        }
+    }
 }

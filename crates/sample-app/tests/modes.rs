@@ -18,8 +18,18 @@ impl Drop for App {
 }
 
 fn start(args: &[&str]) -> App {
+    launch(&["--app-version", "7", "--instance", "i-1"], args)
+}
+
+/// An app of version `version`.
+fn start_version(version: &str) -> App {
+    launch(&["--app-version", version], &[])
+}
+
+fn launch(base: &[&str], args: &[&str]) -> App {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sample-app"))
-        .args(["--port", "0", "--app-version", "7", "--instance", "i-1"])
+        .args(["--port", "0"])
+        .args(base)
         .args(args)
         .stderr(Stdio::piped())
         .spawn()
@@ -146,4 +156,136 @@ fn sigterm_lets_a_slow_request_finish() {
         TcpStream::connect(("127.0.0.1", port)).is_err(),
         "no longer listening"
     );
+}
+
+/// A peer that answers `/version` with `version` once, and hands back the request
+/// head it got.
+fn fake_peer(version: &str) -> (u16, std::thread::JoinHandle<String>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let body = format!("{{\"version\": \"{version}\"}}");
+    let handle = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if s.read(&mut byte).unwrap() == 0 {
+                break;
+            }
+            head.push(byte[0]);
+        }
+        write!(
+            s,
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        String::from_utf8(head).unwrap()
+    });
+    (port, handle)
+}
+
+/// One HTTP/1.1 request with extra header lines; the status and the body.
+fn get_with(port: u16, path: &str, extra: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: x\r\n{extra}connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn peer_mode_names_both_versions_and_forwards_the_route_header() {
+    let api = start_version("v2");
+    let url = format!("http://127.0.0.1:{}", api.port);
+    let web = start(&[
+        "--app-name",
+        "web",
+        "--peer-url",
+        &url,
+        "--peer-host",
+        "api.test",
+    ]);
+    assert_eq!(get(web.port, "/peer"), (200, "web=7 api=v2\n".into()));
+    assert_eq!(get(web.port, "/"), (200, "web=7 api=v2\n".into()));
+    // other paths answer as without a peer
+    assert_eq!(get(web.port, "/other").0, 200);
+    assert!(get(web.port, "/other").1.starts_with("version 7"));
+
+    // the route header it got goes on to the peer, with the peer's host
+    let (port, head) = fake_peer("v9");
+    let url = format!("http://127.0.0.1:{port}");
+    let web = start(&[
+        "--app-name",
+        "web",
+        "--peer-url",
+        &url,
+        "--peer-host",
+        "api.test",
+    ]);
+    assert_eq!(
+        get_with(web.port, "/peer", "bluegreen-route: 4.abc\r\n"),
+        (200, "web=7 api=v9\n".into())
+    );
+    let head = head.join().unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("get /version http/1.1"), "{head}");
+    assert!(head.contains("bluegreen-route: 4.abc"), "{head}");
+    assert!(head.contains("host: api.test"), "{head}");
+}
+
+#[test]
+fn a_required_peer_version_fails_with_another() {
+    let api = start_version("v1");
+    let url = format!("http://127.0.0.1:{}", api.port);
+    let web = start(&[
+        "--app-name",
+        "web",
+        "--peer-url",
+        &url,
+        "--peer-host",
+        "api.test",
+        "--require-peer-version",
+        "v2",
+    ]);
+    let (status, body) = get(web.port, "/peer");
+    assert_eq!(status, 500);
+    assert!(body.starts_with("web=7 api=v1\n"), "{body}");
+    assert!(body.contains("needs api=v2"), "{body}");
+    let ok = start(&[
+        "--peer-url",
+        &url,
+        "--peer-host",
+        "api.test",
+        "--require-peer-version",
+        "v1",
+    ]);
+    assert_eq!(get(ok.port, "/peer"), (200, "app=7 api=v1\n".into()));
+}
+
+#[test]
+fn an_unreachable_peer_is_a_502_and_a_bad_peer_url_is_refused() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    let url = format!("http://127.0.0.1:{port}");
+    let web = start(&["--peer-url", &url]);
+    let (status, body) = get(web.port, "/peer");
+    assert_eq!(status, 502);
+    assert!(body.contains("unreachable"), "{body}");
+    let out = Command::new(env!("CARGO_BIN_EXE_sample-app"))
+        .args(["--peer-url", "https://x:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--peer-url"));
 }

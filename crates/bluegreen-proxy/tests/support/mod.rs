@@ -23,8 +23,9 @@ use tokio::task::JoinSet;
 /// A backend: `/health` answers 200 (or 503 when made unhealthy), `/slow?ms=N`
 /// answers after N ms, `/drip?ms=N` sends its headers and `start` at once and
 /// `end` N ms later, `/echo` upgrades to a byte echo, `/headers` answers the
-/// request's headers (`name: value` lines), `/big?kb=N` answers N KiB, anything
-/// else answers `<group> <instance>`.
+/// request's headers (`name: value` lines), `/leak` answers with a
+/// `bluegreen-route` response header, `/big?kb=N` answers N KiB, anything else
+/// answers `<group> <instance>`.
 pub struct TestBackend {
     pub addr: SocketAddr,
     pub group: String,
@@ -193,6 +194,13 @@ async fn answer(
             text.push_str(&format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes())));
         }
         return Ok(Response::new(Full::new(Bytes::from(text)).boxed()));
+    }
+    if req.uri().path() == "/leak" {
+        // a backend that echoes a route header back: the proxy must not pass it on
+        let mut r = Response::new(Full::new(Bytes::from(name)).boxed());
+        r.headers_mut()
+            .insert("bluegreen-route", "1.leaked".parse().unwrap());
+        return Ok(r);
     }
     if req.uri().path() == "/big" {
         let kb: usize = req
