@@ -36,9 +36,11 @@ mod lock;
 mod process;
 mod proxy;
 mod state_dir;
+mod task;
 
 pub use fleet::{LocalFleet, SETTINGS};
 pub use image::LocalImage;
 pub use lock::FileLock;
 pub use proxy::{proxy_binary, LocalProxy};
 pub use state_dir::StateDir;
+pub use task::TASK_OUTPUT_LINES;
