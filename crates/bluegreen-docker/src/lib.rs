@@ -7,6 +7,7 @@ mod fleet;
 mod image;
 mod probe;
 mod settings;
+mod task;
 
 pub use bluegreen_proxy::EmbeddedProxy;
 pub use bollard::{self, Docker};
@@ -14,3 +15,4 @@ pub use client::connect;
 pub use fleet::{DockerFleet, DockerFleetOptions, INDEX_LABEL, RECORD_LABEL};
 pub use image::{repository, DockerImage};
 pub use settings::SETTINGS;
+pub use task::{TASK_LABEL, TASK_OUTPUT_LINES};
