@@ -95,10 +95,20 @@ pub(crate) async fn start(
         .into_iter()
         .next()
     {
-        // created by a start that stopped before starting it: the command never ran
+        // created by a start that stopped before starting it: the command never
+        // ran (a start the daemon refused left an error: that is the task's end)
         if c.state == Some(bollard::models::ContainerSummaryStateEnum::CREATED) {
             let id = c.id.unwrap_or_default();
-            return start_container(docker, &id).await;
+            let refused = docker
+                .inspect_container(&id, None::<InspectContainerOptions>)
+                .await
+                .map_err(|e| docker_error(format!("the task container of {}", group.id), e))?
+                .state
+                .and_then(|s| s.error)
+                .is_some_and(|e| !e.is_empty());
+            if !refused {
+                return start_container(docker, &id).await;
+            }
         }
         return Ok(());
     }
@@ -232,6 +242,18 @@ pub(crate) async fn status(
                         reason,
                     }
                 }
+            }
+        }
+        // a start the daemon refused (a command the image does not have)
+        Some(ContainerStateStatusEnum::CREATED)
+            if st.error.as_ref().is_some_and(|e| !e.is_empty()) =>
+        {
+            TaskState::Failed {
+                exit_code: st.exit_code.map(|c| c as i32),
+                reason: format!(
+                    "did not start: {}",
+                    st.error.as_deref().unwrap_or_default()
+                ),
             }
         }
         // created (about to start), running, paused, restarting, removing
