@@ -121,6 +121,16 @@ pub(crate) async fn start(fleet: &AppFleet, group: &Group) -> Result<()> {
         .map(|s| s.id.clone());
     if current_slug.as_deref() != Some(group.release.image.as_str()) {
         api::release(client, &name, group).await?;
+        // the platform scales `web` to one dyno at a slug's first release: the group
+        // is not launched yet, so none of its process type runs until `launch`
+        api::scale(
+            client,
+            &name,
+            &settings.process_type,
+            0,
+            settings.dyno_size.as_deref(),
+        )
+        .await?;
     }
     let mut body = json!({
         "command": command_line(&task.command),
