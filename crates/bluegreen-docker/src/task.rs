@@ -1,7 +1,6 @@
 //! Release tasks on Docker: a one-off container from the release's image, never
 //! restarted, whose exited container is the task's record.
 
-use std::collections::{HashMap, VecDeque};
 use bluegreen_core::labels::{self, Labels};
 use bluegreen_core::{App, Error, Group, GroupId, ReleaseId, Result, TaskState, TaskStatus};
 use bollard::container::LogOutput;
@@ -15,6 +14,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures_util::StreamExt;
+use std::collections::{HashMap, VecDeque};
 
 use crate::client::{label_filters, labels_of};
 use crate::error::{docker_error, has_status};
@@ -85,9 +85,10 @@ pub(crate) async fn start(
     options: &DockerFleetOptions,
     group: &Group,
 ) -> Result<()> {
-    let task = group.release.task.as_ref().ok_or_else(|| {
-        Error::invalid("task", format!("the release of {} has none", group.id))
-    })?;
+    let task =
+        group.release.task.as_ref().ok_or_else(|| {
+            Error::invalid("task", format!("the release of {} has none", group.id))
+        })?;
     task.validate()?;
     let s = settings_of(&group.release)?;
     if let Some((c, _)) = task_containers(docker, &group.app, &group.id)
@@ -250,10 +251,7 @@ pub(crate) async fn status(
         {
             TaskState::Failed {
                 exit_code: st.exit_code.map(|c| c as i32),
-                reason: format!(
-                    "did not start: {}",
-                    st.error.as_deref().unwrap_or_default()
-                ),
+                reason: format!("did not start: {}", st.error.as_deref().unwrap_or_default()),
             }
         }
         // created (about to start), running, paused, restarting, removing

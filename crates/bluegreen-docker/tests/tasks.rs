@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bluegreen_core::{
-    App, DeploymentId, ErrorKind, EventSink, Fleet, Generation, Group, Image, ImageSource,
-    Release, ReleaseTask, TaskState, TaskStatus,
+    App, DeploymentId, ErrorKind, EventSink, Fleet, Generation, Group, Image, ImageSource, Release,
+    ReleaseTask, TaskState, TaskStatus,
 };
 use bluegreen_docker::{DockerFleet, DockerFleetOptions, DockerImage, TASK_LABEL};
 use support::{docker, labelled_containers, Cleanup, Scratch};
@@ -33,7 +33,6 @@ fn task_context(root: &Path) -> PathBuf {
 
 struct Rig {
     tmp: Scratch,
-    docker: bluegreen_docker::Docker,
     fleet: DockerFleet,
     app: App,
     image: bluegreen_core::ImageId,
@@ -65,7 +64,6 @@ async fn rig(test: &str) -> Option<Rig> {
         .id;
     Some(Rig {
         tmp,
-        docker,
         fleet,
         app,
         image,
@@ -103,7 +101,10 @@ impl Rig {
     fn task_containers(&self) -> Vec<String> {
         let out = std::process::Command::new("docker")
             .args(["ps", "-a", "--format", "{{.Names}}"])
-            .args(["--filter", &format!("label=bluegreen.app={}", self.app.name())])
+            .args([
+                "--filter",
+                &format!("label=bluegreen.app={}", self.app.name()),
+            ])
             .args(["--filter", &format!("label={TASK_LABEL}")])
             .output()
             .unwrap();
@@ -203,7 +204,6 @@ async fn starting_twice_runs_once_and_another_fleet_finds_the_task() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(rig.runs(), 1, "the task ran more than once");
     assert_eq!(rig.task_containers().len(), 1);
-    let _ = &rig.docker;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,7 +214,12 @@ async fn destroy_stops_a_running_task_and_removes_its_container() {
     let group = rig.group(1, &["--sleep-ms", "600000"]);
     rig.fleet.start_task(&group).await.unwrap();
     assert_eq!(
-        rig.fleet.task(&rig.app, &group.id).await.unwrap().unwrap().state,
+        rig.fleet
+            .task(&rig.app, &group.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
         TaskState::Running
     );
     // the group was never launched: destroy still removes its task
@@ -232,11 +237,17 @@ async fn a_look_alike_container_is_left_alone() {
     let group = rig.group(1, &["--print", "ours"]);
     let name = format!("{}-task", group.id);
     let created = std::process::Command::new("docker")
-        .args(["create", "--name", &name, rig.image.as_str(), "/sample-task"])
+        .args([
+            "create",
+            "--name",
+            &name,
+            rig.image.as_str(),
+            "/sample-task",
+        ])
         .output()
         .unwrap();
     assert!(created.status.success(), "{created:?}");
-    let guard = scopeguard(name.clone());
+    let guard = LookAlike(name.clone());
     assert_eq!(rig.fleet.task(&rig.app, &group.id).await.unwrap(), None);
     rig.fleet.start_task(&group).await.unwrap();
     let status = finished(&rig.fleet, &group).await;
@@ -253,10 +264,6 @@ async fn a_look_alike_container_is_left_alone() {
 
 /// Removes the look-alike container when dropped.
 struct LookAlike(String);
-
-fn scopeguard(name: String) -> LookAlike {
-    LookAlike(name)
-}
 
 impl Drop for LookAlike {
     fn drop(&mut self) {

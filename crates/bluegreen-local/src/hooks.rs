@@ -141,7 +141,10 @@ impl CommandHook {
 pub fn hook_env(context: &HookContext) -> Vec<(&'static str, String)> {
     vec![
         ("BLUEGREEN_APP", context.app.name().to_owned()),
-        ("BLUEGREEN_ENVIRONMENT", context.app.environment().to_owned()),
+        (
+            "BLUEGREEN_ENVIRONMENT",
+            context.app.environment().to_owned(),
+        ),
         ("BLUEGREEN_STAGE", context.stage.as_str().to_owned()),
         ("BLUEGREEN_GROUP", context.group.to_string()),
         (
@@ -489,8 +492,8 @@ impl Hook for WebhookHook {
     }
 
     async fn call(&self, context: &HookContext) -> Decision {
-        let body = serde_json::to_vec(&WebhookBody::of(&self.name, context))
-            .expect("the body serializes");
+        let body =
+            serde_json::to_vec(&WebhookBody::of(&self.name, context)).expect("the body serializes");
         let sent = self
             .client
             .post(self.url.clone())

@@ -82,9 +82,10 @@ pub(crate) async fn start(
     group: &Group,
     stop_timeout: Duration,
 ) -> Result<()> {
-    let task = group.release.task.as_ref().ok_or_else(|| {
-        Error::invalid("task", format!("the release of {} has none", group.id))
-    })?;
+    let task =
+        group.release.task.as_ref().ok_or_else(|| {
+            Error::invalid("task", format!("the release of {} has none", group.id))
+        })?;
     task.validate()?;
     let dir = task_dir(state, &group.app, &group.id);
     let record = dir.join("task.json");
@@ -192,8 +193,9 @@ pub(crate) fn status(state: &StateDir, app: &App, group: &GroupId) -> Result<Opt
                              killed, or the machine restarted",
                             p.pid
                         ),
-                        None => "it was never started: the program starting it stopped first"
-                            .into(),
+                        None => {
+                            "it was never started: the program starting it stopped first".into()
+                        }
                     },
                 }
             }
@@ -233,11 +235,8 @@ pub(crate) async fn remove(state: &StateDir, app: &App, group: &GroupId) -> Resu
     let Some(file) = owned(&dir, app)? else {
         return Ok(());
     };
-    let mut processes: BTreeMap<u32, ProcessId> = file
-        .process
-        .into_iter()
-        .map(|p| (p.pid, p))
-        .collect();
+    let mut processes: BTreeMap<u32, ProcessId> =
+        file.process.into_iter().map(|p| (p.pid, p)).collect();
     for p in marked_by(state.root(), MARK_TASK, &task_mark(app, group)) {
         processes.insert(p.pid, p);
     }

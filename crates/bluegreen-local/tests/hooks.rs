@@ -120,7 +120,11 @@ async fn a_command_past_its_timeout_is_killed_with_its_children() {
     assert!(hook.timeout() > Duration::from_millis(500));
     let start = Instant::now();
     let decision = hook.call(&context()).await;
-    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
     match decision {
         Decision::Fail(reason) => assert!(reason.contains("killed"), "{reason}"),
         other => panic!("{other:?}"),
@@ -129,8 +133,12 @@ async fn a_command_past_its_timeout_is_killed_with_its_children() {
     for pid in std::fs::read_to_string(&pids).unwrap().lines() {
         let pid: i32 = pid.trim().parse().unwrap();
         // a zombie waiting for its reaper has stopped running
-        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|s| !matches!(s.rsplit(") ").next().and_then(|r| r.chars().next()), Some('Z' | 'X')));
+        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            !matches!(
+                s.rsplit(") ").next().and_then(|r| r.chars().next()),
+                Some('Z' | 'X')
+            )
+        });
         assert!(!alive, "process {pid} outlived the timeout");
     }
 }
@@ -211,7 +219,11 @@ async fn a_webhook_posts_a_signed_description_of_the_context() {
     let hook = WebhookHook::new("approve", &url, "s3cret").unwrap();
     assert_eq!(hook.call(&context()).await, Decision::Continue);
     let seen = rx.recv().await.unwrap();
-    assert!(seen.head.starts_with("POST /hooks/deploy HTTP/1.1"), "{}", seen.head);
+    assert!(
+        seen.head.starts_with("POST /hooks/deploy HTTP/1.1"),
+        "{}",
+        seen.head
+    );
     assert_eq!(seen.header("content-type"), Some("application/json"));
     assert_eq!(seen.header("bluegreen-stage"), Some("after_traffic_step"));
     assert_eq!(seen.header("bluegreen-deployment"), Some("d-42"));

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bluegreen_core::{
-    App, DeploymentId, ErrorKind, EventSink, Fleet, Generation, Group, Image, ImageSource,
-    Release, ReleaseTask, TaskState, TaskStatus,
+    App, DeploymentId, ErrorKind, EventSink, Fleet, Generation, Group, Image, ImageSource, Release,
+    ReleaseTask, TaskState, TaskStatus,
 };
 use bluegreen_local::{LocalFleet, LocalImage, StateDir};
 use support::{state, Scratch};
@@ -127,7 +127,10 @@ fn alive(pid: i32) -> bool {
 async fn a_task_that_succeeds_reports_its_output() {
     let rig = rig("task-ok").await;
     let group = rig
-        .group(1, "echo migrating; echo warning >&2; echo run >> \"$MARKER\"")
+        .group(
+            1,
+            "echo migrating; echo warning >&2; echo run >> \"$MARKER\"",
+        )
         .await;
     assert!(rig.fleet.capabilities().tasks);
     assert_eq!(rig.fleet.task(&rig.app, &group.id).await.unwrap(), None);
@@ -160,7 +163,10 @@ async fn a_task_that_fails_reports_its_status_and_output() {
 async fn long_output_keeps_the_last_lines_and_counts_the_others() {
     let rig = rig("task-long").await;
     let group = rig
-        .group(1, "i=0; while [ $i -lt 1005 ]; do echo line$i; i=$((i+1)); done")
+        .group(
+            1,
+            "i=0; while [ $i -lt 1005 ]; do echo line$i; i=$((i+1)); done",
+        )
         .await;
     rig.fleet.start_task(&group).await.unwrap();
     let status = finished(&rig.fleet, &group).await;
@@ -182,7 +188,10 @@ async fn starting_twice_runs_once_running_or_finished() {
     let other = LocalFleet::new(rig.state.clone(), rig.image.clone());
     other.start_task(&group).await.unwrap();
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(finished(&rig.fleet, &group).await.state, TaskState::Succeeded);
+    assert_eq!(
+        finished(&rig.fleet, &group).await.state,
+        TaskState::Succeeded
+    );
     assert_eq!(rig.runs(), 1, "the task ran more than once");
 }
 
@@ -242,7 +251,10 @@ async fn a_task_killed_without_writing_its_status_is_failed_with_a_reason() {
     let rig = rig("task-killed").await;
     let pid_file = rig.root.join("pid");
     let group = rig
-        .group(1, &format!("echo $PPID > '{}'; sleep 30", pid_file.display()))
+        .group(
+            1,
+            &format!("echo $PPID > '{}'; sleep 30", pid_file.display()),
+        )
         .await;
     rig.fleet.start_task(&group).await.unwrap();
     let wrapper: i32 = wait_for(&pid_file).trim().parse().unwrap();
@@ -253,7 +265,10 @@ async fn a_task_killed_without_writing_its_status_is_failed_with_a_reason() {
     match &status.state {
         TaskState::Failed { exit_code, reason } => {
             assert_eq!(*exit_code, None);
-            assert!(reason.contains("without writing its exit status"), "{reason}");
+            assert!(
+                reason.contains("without writing its exit status"),
+                "{reason}"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -270,7 +285,12 @@ async fn destroy_stops_a_running_task_and_removes_its_record() {
     let pid: i32 = wait_for(&pid_file).trim().parse().unwrap();
     assert!(alive(pid));
     assert_eq!(
-        rig.fleet.task(&rig.app, &group.id).await.unwrap().unwrap().state,
+        rig.fleet
+            .task(&rig.app, &group.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
         TaskState::Running
     );
     // the group was never launched: destroy still removes its task

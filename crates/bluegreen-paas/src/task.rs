@@ -40,8 +40,7 @@ pub(crate) fn command_line(command: &[String]) -> String {
         .iter()
         .map(|w| {
             if !w.is_empty()
-                && w
-                    .chars()
+                && w.chars()
                     .all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c))
             {
                 w.clone()
@@ -54,9 +53,10 @@ pub(crate) fn command_line(command: &[String]) -> String {
 }
 
 pub(crate) async fn start(fleet: &AppFleet, group: &Group) -> Result<()> {
-    let task = group.release.task.as_ref().ok_or_else(|| {
-        Error::invalid("task", format!("the release of {} has none", group.id))
-    })?;
+    let task =
+        group.release.task.as_ref().ok_or_else(|| {
+            Error::invalid("task", format!("the release of {} has none", group.id))
+        })?;
     task.validate()?;
     let settings = marks::check_release(&group.release)?;
     let client = fleet.client();
@@ -94,14 +94,8 @@ pub(crate) async fn start(fleet: &AppFleet, group: &Group) -> Result<()> {
     }
     // the group's app, in maintenance mode, with its marks; the claim is the last
     // config change before the slug is released, so the release carries it
-    let (_, vars, _) = apps::ensure(
-        client,
-        &name,
-        &group.app,
-        &marks::group_vars(group),
-        true,
-    )
-    .await?;
+    let (_, vars, _) =
+        apps::ensure(client, &name, &group.app, &marks::group_vars(group), true).await?;
     if !vars.contains_key(TASK_VAR) {
         api::patch_config(
             client,
@@ -240,9 +234,9 @@ pub(crate) async fn status(
         (None, None) => TaskState::Failed {
             exit_code: None,
             reason: match &dyno {
-                Some(d) => format!(
-                    "dyno {d} no longer runs and its exit status is not in the app's log"
-                ),
+                Some(d) => {
+                    format!("dyno {d} no longer runs and its exit status is not in the app's log")
+                }
                 None => format!(
                     "no dyno of the task runs on {} and the app's last {LOG_LINES} log lines \
                      do not show it: it ended too long ago to tell, or its start stopped \

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bluegreen_core::{
-    App, DeploymentId, ErrorKind, EventSink, Fleet, Generation, Group, Image, Release,
-    ReleaseTask, TaskState, TaskStatus,
+    App, DeploymentId, ErrorKind, EventSink, Fleet, Generation, Group, Image, Release, ReleaseTask,
+    TaskState, TaskStatus,
 };
-use bluegreen_paas::{AppFleet, SlugImage, TASK_VAR};
+use bluegreen_paas::{AppFleet, TASK_VAR};
 use bluegreen_testkit::scratch::Scratch;
 
 use crate::support;
@@ -82,7 +82,10 @@ async fn finished(fleet: &AppFleet, group: &Group) -> TaskStatus {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_is_a_one_off_dyno_of_the_groups_app() {
     let rig = rig("taskok").await;
-    let group = rig.group(1, "echo migrating; echo warning >&2; echo run >> \"$MARKER\"");
+    let group = rig.group(
+        1,
+        "echo migrating; echo warning >&2; echo run >> \"$MARKER\"",
+    );
     assert!(rig.fleet.capabilities().tasks);
     assert_eq!(rig.fleet.task(&rig.app, &group.id).await.unwrap(), None);
     rig.fleet.start_task(&group).await.unwrap();
@@ -99,13 +102,25 @@ async fn a_task_is_a_one_off_dyno_of_the_groups_app() {
         rig.emu.config(&name).unwrap().get(TASK_VAR),
         Some(&group.release.id().to_string())
     );
-    assert!(rig.fleet.instances(&rig.app, &group.id).await.unwrap().is_empty());
+    assert!(rig
+        .fleet
+        .instances(&rig.app, &group.id)
+        .await
+        .unwrap()
+        .is_empty());
     rig.fleet.launch(&group).await.unwrap();
     assert_eq!(
-        rig.fleet.instances(&rig.app, &group.id).await.unwrap().len(),
+        rig.fleet
+            .instances(&rig.app, &group.id)
+            .await
+            .unwrap()
+            .len(),
         1
     );
-    assert_eq!(finished(&rig.fleet, &group).await.state, TaskState::Succeeded);
+    assert_eq!(
+        finished(&rig.fleet, &group).await.state,
+        TaskState::Succeeded
+    );
     rig.fleet.destroy(&rig.app, &group.id).await.unwrap();
     assert_eq!(rig.fleet.task(&rig.app, &group.id).await.unwrap(), None);
     rig.emu.assert_schema_clean();
@@ -151,7 +166,10 @@ async fn starting_twice_runs_once_and_a_new_fleet_finds_the_task() {
 async fn destroy_stops_a_running_task_and_removes_its_record() {
     let rig = rig("taskdestroy").await;
     let pid_file = rig.tmp.join("pid");
-    let group = rig.group(1, &format!("echo $$ > '{}'; exec sleep 60", pid_file.display()));
+    let group = rig.group(
+        1,
+        &format!("echo $$ > '{}'; exec sleep 60", pid_file.display()),
+    );
     rig.fleet.start_task(&group).await.unwrap();
     let mut pid = None;
     for _ in 0..100 {
@@ -212,5 +230,4 @@ async fn release_mode_says_it_cannot_run_tasks() {
     let e = fleet.start_task(&group).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotSupported, "{e}");
     assert!(e.to_string().contains("release phase"), "{e}");
-    let _ = SlugImage::new(rig.emu.client());
 }

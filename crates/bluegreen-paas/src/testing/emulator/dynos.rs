@@ -20,8 +20,8 @@ use hyper::StatusCode;
 use serde_json::{json, Value};
 
 use super::state::{
-    error, log_line, not_found, now, uuid, Answer, AppLog, AppRec, DynoRec, Form, Rel, Req,
-    RunRec, State,
+    error, log_line, not_found, now, uuid, Answer, AppLog, AppRec, DynoRec, Form, Rel, Req, RunRec,
+    State,
 };
 
 /// `/apps/{app}/dynos`.
@@ -201,8 +201,14 @@ fn create(s: &mut State, name: &str, req: &Req) -> Answer {
     let exit = std::sync::Arc::new(std::sync::Mutex::new(None));
     let pid = child.id();
     let readers: Vec<_> = [
-        child.stdout.take().map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
-        child.stderr.take().map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
+        child
+            .stdout
+            .take()
+            .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
     ]
     .into_iter()
     .flatten()
@@ -224,7 +230,12 @@ fn create(s: &mut State, name: &str, req: &Req) -> Answer {
                 }),
                 Err(_) => 1,
             };
-            log_line(&log, "heroku", &dyno, &format!("Process exited with status {code}"));
+            log_line(
+                &log,
+                "heroku",
+                &dyno,
+                &format!("Process exited with status {code}"),
+            );
             log_line(&log, "heroku", &dyno, "State changed from up to complete");
             *exit.lock().expect("not poisoned") = Some(code);
         });
@@ -255,7 +266,10 @@ fn create(s: &mut State, name: &str, req: &Req) -> Answer {
 
 fn copy_lines(out: Box<dyn std::io::Read + Send>, log: &AppLog, dyno: &str) {
     use std::io::BufRead;
-    for line in std::io::BufReader::new(out).split(b'\n').map_while(Result::ok) {
+    for line in std::io::BufReader::new(out)
+        .split(b'\n')
+        .map_while(Result::ok)
+    {
         log_line(log, "app", dyno, String::from_utf8_lossy(&line).trim_end());
     }
 }

@@ -67,10 +67,5 @@ pub(super) fn read(s: &State, id: &str) -> Option<String> {
         })
         .collect();
     let start = matching.len().saturating_sub(session.lines);
-    Some(
-        matching[start..]
-            .iter()
-            .map(|l| format!("{l}\n"))
-            .collect(),
-    )
+    Some(matching[start..].iter().map(|l| format!("{l}\n")).collect())
 }
