@@ -232,8 +232,15 @@ pub(crate) fn last_lines(path: &Path, n: usize) -> Result<(Vec<String>, u64)> {
 /// labels, is left alone.
 pub(crate) async fn remove(state: &StateDir, app: &App, group: &GroupId) -> Result<()> {
     let dir = task_dir(state, app, group);
-    let Some(file) = owned(&dir, app)? else {
-        return Ok(());
+    let file = match owned(&dir, app) {
+        Ok(Some(file)) => file,
+        Ok(None) => return Ok(()),
+        // not bluegreen's record (unreadable): never touched
+        Err(e) if e.kind() == bluegreen_core::ErrorKind::Conflict => {
+            tracing::warn!(%group, error = %e, "a task record that is not bluegreen's is left alone");
+            return Ok(());
+        }
+        Err(e) => return Err(e),
     };
     let mut processes: BTreeMap<u32, ProcessId> =
         file.process.into_iter().map(|p| (p.pid, p)).collect();

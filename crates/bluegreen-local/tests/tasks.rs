@@ -327,4 +327,11 @@ async fn a_record_without_bluegreens_labels_is_left_alone() {
         lookalike
     );
     assert_eq!(rig.runs(), 0);
+    // an unreadable one too
+    std::fs::write(dir.join("task.json"), "not json").unwrap();
+    rig.fleet.destroy(&rig.app, &group.id).await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.join("task.json")).unwrap(),
+        "not json"
+    );
 }
