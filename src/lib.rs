@@ -48,6 +48,11 @@ pub use bluegreen_core::*;
 #[cfg(feature = "local")]
 pub use bluegreen_local as local;
 
+/// Ready-made lifecycle hooks: a local command with `BLUEGREEN_*` variables and a
+/// signed HTTP POST.
+#[cfg(feature = "local")]
+pub use bluegreen_local::{CommandHook, WebhookHook};
+
 /// The HTTP router data plane and its `Router`.
 #[cfg(feature = "local")]
 pub use bluegreen_proxy as proxy;

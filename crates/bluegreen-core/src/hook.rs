@@ -115,6 +115,55 @@ pub struct HookContext {
     pub resumed: bool,
 }
 
+impl HookContext {
+    /// A context at `stage` for `group` running `release`, with no previous group,
+    /// weight 0, no preview address and not resumed: for testing a hook outside a
+    /// deployment (the engine builds its own).
+    pub fn new(
+        app: App,
+        deployment: DeploymentId,
+        stage: Stage,
+        group: GroupId,
+        release: Release,
+    ) -> Self {
+        HookContext {
+            app,
+            deployment,
+            stage,
+            group,
+            release,
+            previous: None,
+            weight: 0,
+            preview: None,
+            resumed: false,
+        }
+    }
+
+    /// Sets [`HookContext::previous`].
+    pub fn with_previous(mut self, previous: GroupId) -> Self {
+        self.previous = Some(previous);
+        self
+    }
+
+    /// Sets [`HookContext::weight`] (0 to 100).
+    pub fn with_weight(mut self, weight: u8) -> Self {
+        self.weight = weight;
+        self
+    }
+
+    /// Sets [`HookContext::preview`].
+    pub fn with_preview(mut self, preview: impl Into<String>) -> Self {
+        self.preview = Some(preview.into());
+        self
+    }
+
+    /// Sets [`HookContext::resumed`].
+    pub fn with_resumed(mut self, resumed: bool) -> Self {
+        self.resumed = resumed;
+        self
+    }
+}
+
 /// What a hook decides.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {

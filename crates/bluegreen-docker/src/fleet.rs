@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bluegreen_core::labels::{self, Labels};
-use bluegreen_core::{App, Error, Fleet, Group, GroupId, Health, Instance, Result};
+use bluegreen_core::{
+    App, Error, Fleet, FleetCapabilities, Group, GroupId, Health, Instance, Result, TaskStatus,
+};
 use bollard::models::{
     ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, HealthConfig, HostConfig,
     PortBinding, RestartPolicy, RestartPolicyNameEnum,
@@ -39,6 +41,9 @@ pub struct DockerFleetOptions {
     /// A user-defined network to attach containers to instead of publishing their
     /// port. Default none.
     pub network: Option<String>,
+    /// Bind mounts of release task containers, in Docker's `host-path:container-path[:ro]`
+    /// form. Default none.
+    pub task_binds: Vec<String>,
 }
 
 impl Default for DockerFleetOptions {
@@ -46,6 +51,7 @@ impl Default for DockerFleetOptions {
         DockerFleetOptions {
             host_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             network: None,
+            task_binds: Vec::new(),
         }
     }
 }
@@ -60,6 +66,12 @@ impl DockerFleetOptions {
     /// Sets [`DockerFleetOptions::network`].
     pub fn with_network(mut self, network: impl Into<String>) -> Self {
         self.network = Some(network.into());
+        self
+    }
+
+    /// Adds a bind mount to [`DockerFleetOptions::task_binds`].
+    pub fn with_task_bind(mut self, bind: impl Into<String>) -> Self {
+        self.task_binds.push(bind.into());
         self
     }
 }
@@ -153,7 +165,9 @@ impl DockerFleet {
                 (c, l)
             })
             .filter(|(_, l)| {
-                labels::is_owned_by(l, app)
+                // a release task's container is no instance (crate::task)
+                !crate::task::is_task(l)
+                    && labels::is_owned_by(l, app)
                     && group.is_none_or(|g| {
                         l.get(labels::GROUP).map(String::as_str) == Some(g.as_str())
                     })
@@ -471,6 +485,10 @@ fn index_of(l: &Labels) -> Option<u32> {
 
 #[async_trait]
 impl Fleet for DockerFleet {
+    fn capabilities(&self) -> FleetCapabilities {
+        FleetCapabilities::default().with_tasks(true)
+    }
+
     fn check_release(&self, release: &bluegreen_core::Release) -> Result<()> {
         settings_of(release).map(|_| ())
     }
@@ -569,6 +587,7 @@ impl Fleet for DockerFleet {
     }
 
     async fn destroy(&self, app: &App, group: &GroupId) -> Result<()> {
+        crate::task::remove(&self.docker, app, group).await?;
         let containers = self.containers(app, Some(group)).await?;
         let results = join_all(containers.iter().map(|(c, l)| async move {
             let id = c.id.clone().unwrap_or_default();
@@ -611,6 +630,14 @@ impl Fleet for DockerFleet {
         .await;
         results.into_iter().collect::<Result<Vec<()>>>()?;
         Ok(())
+    }
+
+    async fn start_task(&self, group: &Group) -> Result<()> {
+        crate::task::start(&self.docker, &self.options, group).await
+    }
+
+    async fn task(&self, app: &App, group: &GroupId) -> Result<Option<TaskStatus>> {
+        crate::task::status(&self.docker, app, group).await
     }
 }
 

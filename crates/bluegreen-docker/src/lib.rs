@@ -14,6 +14,7 @@ mod registry_api;
 mod settings;
 mod swarm_fleet;
 mod swarm_settings;
+mod task;
 
 pub use bluegreen_proxy::{EmbeddedProxy, ProxyRouter};
 pub use bollard::{self, Docker};
@@ -27,3 +28,4 @@ pub use registry::{registry_credentials, RegistryImage};
 pub use settings::SETTINGS;
 pub use swarm_fleet::SwarmFleet;
 pub use swarm_settings::SWARM_SETTINGS;
+pub use task::{TASK_LABEL, TASK_OUTPUT_LINES};

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bluegreen_core::labels::{self, Labels};
-use bluegreen_core::{App, Error, Fleet, Group, GroupId, Health, Instance, Release, Result};
+use bluegreen_core::{
+    App, Error, Fleet, FleetCapabilities, Group, GroupId, Health, Instance, Release, Result,
+    TaskStatus,
+};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
@@ -30,6 +33,20 @@ pub const SETTINGS: [&str; 4] = ["command", "args", "health_path", "stop_timeout
 /// Release settings: `command` (path inside a directory image), `args`
 /// (whitespace-separated), `health_path`, `stop_timeout_ms` (SIGTERM, then SIGKILL
 /// after this long; default 10000).
+///
+/// # Release tasks
+///
+/// The fleet runs release tasks ([`FleetCapabilities::tasks`]): the task's command
+/// is a process with the release's environment plus `BLUEGREEN_IMAGE` (the image's
+/// path), in the image's directory (a directory image) or the task's record
+/// directory. Its program is looked up inside a directory image first (`bin/migrate`),
+/// then as given (`sh`, an absolute path); a single-executable image runs itself
+/// through `BLUEGREEN_IMAGE` (`["sh", "-c", "exec \"$BLUEGREEN_IMAGE\" migrate"]`).
+/// Its record, output and exit status live in `<state>/tasks/<app>/<group>/`; it
+/// keeps running when the deploying program exits, and the next program finds it
+/// there. The last [`TASK_OUTPUT_LINES`](crate::TASK_OUTPUT_LINES) lines of output
+/// are reported. [`Fleet::destroy`] stops it (SIGTERM, SIGKILL after
+/// `stop_timeout_ms`) and removes the record.
 #[derive(Clone, Debug)]
 pub struct LocalFleet {
     state: StateDir,
@@ -224,6 +241,10 @@ async fn probe(port: u16, path: &str) -> Health {
 
 #[async_trait]
 impl Fleet for LocalFleet {
+    fn capabilities(&self) -> FleetCapabilities {
+        FleetCapabilities::default().with_tasks(true)
+    }
+
     fn check_release(&self, release: &Release) -> Result<()> {
         settings_of(release).map(|_| ())
     }
@@ -308,6 +329,7 @@ impl Fleet for LocalFleet {
     }
 
     async fn destroy(&self, app: &App, group: &GroupId) -> Result<()> {
+        crate::task::remove(&self.state, app, group).await?;
         let Some((dir, record)) = self.owned_group(app, group)? else {
             return Ok(());
         };
@@ -334,5 +356,20 @@ impl Fleet for LocalFleet {
             p.signal(libc::SIGKILL);
         }
         remove_tree(&dir)
+    }
+
+    async fn start_task(&self, group: &Group) -> Result<()> {
+        if group.release.task.is_none() {
+            return Err(Error::invalid(
+                "task",
+                format!("the release of {} has none", group.id),
+            ));
+        }
+        let settings = settings_of(&group.release)?;
+        crate::task::start(&self.state, &self.images, group, settings.stop_timeout).await
+    }
+
+    async fn task(&self, app: &App, group: &GroupId) -> Result<Option<TaskStatus>> {
+        crate::task::status(&self.state, app, group)
     }
 }

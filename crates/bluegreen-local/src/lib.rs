@@ -10,6 +10,8 @@
 //! - [`LocalProxy`]: the bluegreen proxy, embedded or as its own process, and its
 //!   `ProxyRouter`.
 //! - [`FileLock`]: the deployment lock shared by every program on this machine.
+//! - [`CommandHook`] and [`WebhookHook`]: ready-made lifecycle hooks, a local
+//!   command with `BLUEGREEN_*` variables and a signed HTTP POST.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), bluegreen_core::Error> {
@@ -31,14 +33,20 @@
 #![deny(missing_docs)]
 
 mod fleet;
+mod hooks;
 mod image;
 mod lock;
 mod process;
 mod proxy;
 mod state_dir;
+mod task;
 
 pub use fleet::{LocalFleet, SETTINGS};
+pub use hooks::{
+    hook_env, signature, CommandHook, WebhookBody, WebhookHook, PAUSE_EXIT_CODE, SIGNATURE_HEADER,
+};
 pub use image::LocalImage;
 pub use lock::FileLock;
 pub use proxy::{proxy_binary, LocalProxy};
 pub use state_dir::StateDir;
+pub use task::TASK_OUTPUT_LINES;

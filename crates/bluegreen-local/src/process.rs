@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 pub(crate) const MARK_OWNER: &str = "BLUEGREEN_OWNER";
 pub(crate) const MARK_STATE: &str = "BLUEGREEN_STATE_DIR";
 pub(crate) const MARK_GROUP: &str = "BLUEGREEN_GROUP";
+/// The mark of a release task's processes: `<app slug>/<group id>`.
+pub(crate) const MARK_TASK: &str = "BLUEGREEN_TASK";
 
 /// A process as recorded: its pid and its start time, which together name it even
 /// after the pid is reused.
@@ -91,11 +93,17 @@ pub(crate) fn spawn_detached(
 /// Processes whose environment marks them as instances of `group` in `state`,
 /// recorded or not.
 pub(crate) fn marked(state: &Path, group: &str) -> Vec<ProcessId> {
+    marked_by(state, MARK_GROUP, group)
+}
+
+/// Processes whose environment carries bluegreen's owner mark, `state` as their
+/// state directory and `key=value`.
+pub(crate) fn marked_by(state: &Path, key: &str, value: &str) -> Vec<ProcessId> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     let want_state = format!("{MARK_STATE}={}", state.display());
-    let want_group = format!("{MARK_GROUP}={group}");
+    let want_mark = format!("{key}={value}");
     let want_owner = format!("{MARK_OWNER}=bluegreen");
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
@@ -104,7 +112,7 @@ pub(crate) fn marked(state: &Path, group: &str) -> Vec<ProcessId> {
                 return false;
             };
             let vars: Vec<&[u8]> = env.split(|b| *b == 0).collect();
-            [&want_state, &want_group, &want_owner]
+            [&want_state, &want_mark, &want_owner]
                 .iter()
                 .all(|w| vars.contains(&w.as_bytes()))
         })

@@ -7,6 +7,9 @@
 //! <root>/groups/<app>/<group>/group.json              labels and record
 //! <root>/groups/<app>/<group>/instances/<n>.json      pid, start time, port
 //! <root>/groups/<app>/<group>/logs/<n>.log            stdout and stderr
+//! <root>/tasks/<app>/<group>/task.json    a release task: labels, release, pid
+//! <root>/tasks/<app>/<group>/output.log   its stdout and stderr
+//! <root>/tasks/<app>/<group>/exit         its exit status, once it ended
 //! <root>/locks/<app>.json                             the deployment lock
 //! ```
 //!

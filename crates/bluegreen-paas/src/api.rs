@@ -209,6 +209,16 @@ pub(crate) async fn release_and_scale(
     process_type: &str,
     dyno_size: Option<&str>,
 ) -> Result<()> {
+    release(client, app, group).await?;
+    scale(client, app, process_type, group.release.size, dyno_size).await
+}
+
+/// Releases `group`'s slug on `app`, described as bluegreen's.
+pub(crate) async fn release(
+    client: &PlatformClient,
+    app: &str,
+    group: &bluegreen_core::Group,
+) -> Result<()> {
     client
         .post::<Value>(
             &format!("/apps/{}/releases", seg(app)),
@@ -218,7 +228,7 @@ pub(crate) async fn release_and_scale(
             }),
         )
         .await?;
-    scale(client, app, process_type, group.release.size, dyno_size).await
+    Ok(())
 }
 
 /// Scales a process type.

@@ -1,7 +1,9 @@
 //! [`AppFleet`]: one app per group.
 
 use async_trait::async_trait;
-use bluegreen_core::{App, Error, Fleet, Group, GroupId, Instance, Result};
+use bluegreen_core::{
+    App, Error, Fleet, FleetCapabilities, Group, GroupId, Instance, Result, TaskStatus,
+};
 
 use crate::api::{self, AppInfo};
 use crate::apps::{self, Found};
@@ -24,6 +26,17 @@ use crate::marks::{self, Naming};
 /// deleted. One exception keeps launches convergent: an app with the group's name
 /// that has no config var and never ran a slug (what an interrupted create leaves)
 /// is adopted by `launch`.
+///
+/// # Release tasks
+///
+/// A task is a one-off dyno of the group's app (`POST /apps/{app}/dynos` with the
+/// command, `type: run`, `time_to_live` the task's timeout and the `dyno_size`
+/// setting), running the group's slug with its config vars: `start_task` creates the
+/// app and releases the slug first when the group is not launched yet (the task runs
+/// before launch by default), without scaling any process type. The record is the
+/// app's config var [`TASK_VAR`](crate::TASK_VAR); the state and output come from
+/// the dyno list and the app's log (see the crate's README for the limits), and
+/// [`Fleet::destroy`] deleting the app stops the dyno and removes the record.
 #[derive(Clone, Debug)]
 pub struct AppFleet {
     client: PlatformClient,
@@ -94,6 +107,10 @@ impl AppFleet {
 
 #[async_trait]
 impl Fleet for AppFleet {
+    fn capabilities(&self) -> FleetCapabilities {
+        FleetCapabilities::default().with_tasks(true)
+    }
+
     fn check_release(&self, release: &bluegreen_core::Release) -> Result<()> {
         marks::check_release(release).map(|_| ())
     }
@@ -198,5 +215,13 @@ impl Fleet for AppFleet {
             Some(found) => apps::delete(&self.client, &found.name).await,
             None => Ok(()),
         }
+    }
+
+    async fn start_task(&self, group: &Group) -> Result<()> {
+        crate::task::start(self, group).await
+    }
+
+    async fn task(&self, app: &App, group: &GroupId) -> Result<Option<TaskStatus>> {
+        crate::task::status(self, app, group).await
     }
 }

@@ -10,6 +10,7 @@ mod error;
 mod image;
 mod marks;
 mod release_mode;
+mod task;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -20,3 +21,4 @@ pub use error::ApiError;
 pub use image::SlugImage;
 pub use marks::{var_for_label, Naming, RECORD_VAR, SETTINGS};
 pub use release_mode::{ReleaseFleet, ReleaseRouter};
+pub use task::TASK_VAR;

@@ -320,6 +320,20 @@ impl ReleaseFleet {
 impl Fleet for ReleaseFleet {
     /// One release of the app runs at a time: launching is the switch, and no
     /// older group stays warm.
+    /// Not supported: a one-off dyno of the app runs the app's current release, not
+    /// the new group's, and the new release cannot be made current without becoming
+    /// the switch. Use the platform's release phase (a `release` process type in the
+    /// slug's `process_types`) instead, or app mode ([`AppFleet`](crate::AppFleet)).
+    async fn start_task(&self, group: &Group) -> Result<()> {
+        let _ = group;
+        Err(Error::NotSupported {
+            what: "release tasks in release mode (a one-off dyno would run the current \
+                   release, not the new one): use the slug's `release` process type \
+                   (the platform's release phase) or app mode"
+                .into(),
+        })
+    }
+
     fn capabilities(&self) -> FleetCapabilities {
         FleetCapabilities::default()
             .with_warm_groups(false)

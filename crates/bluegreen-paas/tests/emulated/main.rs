@@ -9,3 +9,4 @@ mod engine;
 mod interrupt;
 mod ownership;
 mod schema;
+mod tasks;

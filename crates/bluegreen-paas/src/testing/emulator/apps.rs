@@ -28,6 +28,8 @@ pub(super) fn new_app(name: &str) -> AppRec {
         }],
         formation: BTreeMap::new(),
         dynos: Vec::new(),
+        runs: Vec::new(),
+        logs: Default::default(),
         domains: Vec::new(),
         preboot: false,
     }
@@ -72,6 +74,10 @@ pub(super) fn one(s: &mut State, name: &str, req: &Req) -> Option<Answer> {
         }
         "DELETE" => {
             let app = s.apps.remove(name)?;
+            // deleting an app stops its dynos, one-off ones too
+            for run in &app.runs {
+                super::dynos::stop_run(run);
+            }
             Some((StatusCode::OK, app_json(&app)))
         }
         _ => None,

@@ -9,6 +9,7 @@ mod domains;
 mod dynos;
 mod features;
 mod formation;
+mod logs;
 mod releases;
 mod slugs;
 mod state;
@@ -521,6 +522,16 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<By
         let status = slugs::upload(&mut shared.state(), id, &method, &body);
         return respond(status, Bytes::new(), &[]);
     }
+    if let Some(id) = path.strip_prefix("/logs/") {
+        return match logs::read(&shared.state(), id) {
+            Some(text) => respond(
+                StatusCode::OK,
+                Bytes::from(text),
+                &[("content-type", "text/plain".into())],
+            ),
+            None => respond(StatusCode::NOT_FOUND, Bytes::new(), &[]),
+        };
+    }
     if let Some(id) = path.strip_prefix("/streams/") {
         return match builds::stream(&shared.state(), id) {
             Some(text) => respond(
@@ -700,6 +711,7 @@ fn route(s: &mut State, path: &str, req: &Req) -> Answer {
         ["releases", more @ ..] => releases::route(s, &name, req, more),
         ["formation", more @ ..] => formation::route(s, &name, req, more),
         ["dynos", more @ ..] => dynos::route(s, &name, req, more),
+        ["log-sessions", more @ ..] => logs::route(s, &name, req, more),
         ["domains", more @ ..] => domains::route(s, &name, req, more),
         ["features", more @ ..] => features::route(s, &name, req, more),
         _ => None,

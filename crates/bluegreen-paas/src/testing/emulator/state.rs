@@ -69,6 +69,46 @@ pub(super) struct DynoRec {
     pub(super) created_at: String,
 }
 
+/// A one-off dyno (`POST /apps/{app}/dynos`): a real `sh -c` process on this host
+/// with the release's config vars, whose output goes to the app's log.
+#[derive(Clone)]
+pub(super) struct RunRec {
+    pub(super) id: String,
+    pub(super) name: String,
+    pub(super) kind: String,
+    pub(super) release: String,
+    pub(super) version: u64,
+    pub(super) size: String,
+    pub(super) command: String,
+    pub(super) created_at: String,
+    /// The process's id, to stop it; its exit status once it ended.
+    pub(super) pid: u32,
+    pub(super) exit: std::sync::Arc<std::sync::Mutex<Option<i32>>>,
+}
+
+/// How many lines of an app's log the emulator keeps, as Logplex does.
+pub(super) const LOG_LINES: usize = 1500;
+
+/// An app's log, shared with the threads of its one-off dynos.
+pub(super) type AppLog = std::sync::Arc<std::sync::Mutex<VecDeque<String>>>;
+
+/// Appends a line to an app's log in Logplex's format: `<time> <source>[<dyno>]: <text>`.
+pub(super) fn log_line(log: &AppLog, source: &str, dyno: &str, text: &str) {
+    let mut log = log.lock().expect("not poisoned");
+    if log.len() == LOG_LINES {
+        log.pop_front();
+    }
+    log.push_back(format!("{} {source}[{dyno}]: {text}", now()));
+}
+
+/// A log session (`POST /apps/{app}/log-sessions`): what its `logplex_url` gives.
+pub(super) struct LogSession {
+    pub(super) log: AppLog,
+    pub(super) dyno: Option<String>,
+    pub(super) source: Option<String>,
+    pub(super) lines: usize,
+}
+
 #[derive(Clone)]
 pub(super) struct DomainRec {
     pub(super) id: String,
@@ -88,6 +128,8 @@ pub(super) struct AppRec {
     pub(super) releases: Vec<Rel>,
     pub(super) formation: BTreeMap<String, Form>,
     pub(super) dynos: Vec<DynoRec>,
+    pub(super) runs: Vec<RunRec>,
+    pub(super) logs: AppLog,
     pub(super) domains: Vec<DomainRec>,
     pub(super) preboot: bool,
 }
@@ -119,6 +161,7 @@ pub(super) struct State {
     pub(super) apps: BTreeMap<String, AppRec>,
     pub(super) slugs: BTreeMap<String, SlugRec>,
     pub(super) builds: BTreeMap<String, BuildRec>,
+    pub(super) log_sessions: BTreeMap<String, LogSession>,
     pub(super) knobs: Knobs,
     pub(super) requests: u64,
     pub(super) log: Vec<String>,
@@ -130,6 +173,7 @@ impl State {
             apps: BTreeMap::new(),
             slugs: BTreeMap::new(),
             builds: BTreeMap::new(),
+            log_sessions: BTreeMap::new(),
             knobs,
             requests: 0,
             log: Vec::new(),
