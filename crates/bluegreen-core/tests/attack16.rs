@@ -1607,3 +1607,36 @@ async fn a_fractional_task_timeout_counts_whole_seconds() {
     assert!(err.rolled_back());
 }
 
+
+/// An irreversible task ran, but its release never went live (it failed after the
+/// task and reverted). The docs only speak of going "behind its release"; the
+/// release is not in the live history. Whatever the engine chooses, the answer is
+/// either a refusal that changed nothing or a rollback to release 1 that runs no
+/// task.
+#[tokio::test(start_paused = true)]
+async fn a_rollback_after_a_failed_irreversible_release_is_consistent() {
+    let rig = rig(EngineOptions::default().with_health_timeout(Duration::from_secs(60)));
+    rig.engine.deploy(&request("1")).await.unwrap();
+    let image1 = rig.image_of(&gid(1)).await;
+    rig.engine.deploy(&request("2")).await.unwrap();
+    rig.platform.set_behaviour("web:3", Behaviour::NeverHealthy);
+    let err = rig
+        .engine
+        .deploy(&request("3").task(ReleaseTask::new(["drop-column"]).irreversible()))
+        .await
+        .unwrap_err();
+    assert!(err.rolled_back(), "{err}");
+    let calls = rig.platform.mutating_calls();
+    match rig.engine.rollback(&app()).await {
+        Ok(back) => {
+            eprintln!("OBSERVED rollback after a failed irreversible release: allowed");
+            assert_eq!(rig.image_of(&back.to).await, image1);
+        }
+        Err(e) => {
+            eprintln!("OBSERVED rollback after a failed irreversible release: {e}");
+            assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+            assert_eq!(rig.platform.mutating_calls(), calls);
+        }
+    }
+    assert_eq!(rig.platform.task_starts(&app()).len(), 1);
+}
