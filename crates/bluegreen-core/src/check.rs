@@ -40,7 +40,8 @@ pub trait Check: Send + Sync {
     /// A short name for events and errors.
     fn name(&self) -> &str;
 
-    /// Runs the check.
+    /// Runs the check. A check that panics counts as failed (`Err`), with the
+    /// panic's message.
     async fn run(&self, target: &CheckTarget) -> Result<(), String>;
 }
 

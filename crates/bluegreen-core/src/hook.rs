@@ -188,7 +188,8 @@ pub trait Hook: Send + Sync {
         Duration::from_secs(300)
     }
 
-    /// Decides what the deployment does at `context.stage`.
+    /// Decides what the deployment does at `context.stage`. A hook that panics
+    /// counts as [`Decision::Fail`]: the deployment reverts.
     async fn call(&self, context: &HookContext) -> Decision;
 }
 

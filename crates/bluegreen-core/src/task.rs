@@ -57,8 +57,10 @@ pub struct ReleaseTask {
     /// When it runs.
     #[serde(default)]
     pub phase: TaskPhase,
-    /// How long the deployment waits for it, in whole seconds in the record (default
-    /// 600 s). A task still running then is stopped and the deployment fails closed.
+    /// How long the deployment waits for it, in whole seconds (default 600 s; a
+    /// fraction of a second is refused by [`ReleaseTask::validate`], since the
+    /// platform's record keeps whole seconds). A task still running then is stopped
+    /// and the deployment fails closed.
     #[serde(with = "secs", default = "default_timeout")]
     pub timeout: Duration,
     /// Going back behind this release is unsafe (the task changed data in a way the
@@ -102,7 +104,7 @@ impl ReleaseTask {
         self
     }
 
-    /// Sets [`ReleaseTask::timeout`] (whole seconds count).
+    /// Sets [`ReleaseTask::timeout`], in whole seconds.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -134,6 +136,15 @@ impl ReleaseTask {
         }
         if self.timeout < Duration::from_secs(1) {
             return Err(Error::invalid("task.timeout", "must be at least 1 s"));
+        }
+        if self.timeout.subsec_nanos() != 0 {
+            return Err(Error::invalid(
+                "task.timeout",
+                format!(
+                    "{:?} is not a whole number of seconds (the record keeps seconds)",
+                    self.timeout
+                ),
+            ));
         }
         if self.timeout > MAX_TASK_TIMEOUT {
             return Err(Error::invalid(
@@ -227,6 +238,10 @@ mod tests {
         );
         assert_eq!(
             field(ReleaseTask::new(["a"]).with_timeout(MAX_TASK_TIMEOUT * 2)),
+            "task.timeout"
+        );
+        assert_eq!(
+            field(ReleaseTask::new(["a"]).with_timeout(Duration::from_millis(1900))),
             "task.timeout"
         );
     }

@@ -683,3 +683,29 @@ async fn several_apps_converge_whatever_call_the_deployer_dies_at() {
         assert!(reports[1].live.as_str().ends_with("v002"), "{case}");
     }
 }
+
+/// A user's callback that panics, a check at verify or in the analysis, is a
+/// failing one: the deployment reverts and gives the lock back.
+#[tokio::test(start_paused = true)]
+async fn a_panicking_check_fails_closed() {
+    use bluegreen_core::check_fn;
+    for at_verify in [true, false] {
+        let rig = rig(EngineOptions::default());
+        rig.engine.deploy(&request("1")).await.unwrap();
+        let boom = check_fn("boom", |_| async { panic!("the check exploded") });
+        let r = if at_verify {
+            request("2").verify(boom)
+        } else {
+            request("2")
+                .strategy(Strategy::canary([10], Duration::from_secs(30)))
+                .analysis(boom)
+        };
+        let err = rig.engine.deploy(&r).await.unwrap_err();
+        assert!(err.rolled_back(), "{err}");
+        assert!(err.to_string().contains("the check exploded"), "{err}");
+        assert_eq!(rig.routes().await, RouteTable::single(gid(1)));
+        assert_eq!(rig.groups().await, vec![gid(1)]);
+        // the lock was given back: the next deployment goes
+        rig.engine.deploy(&request("3")).await.unwrap();
+    }
+}

@@ -30,12 +30,10 @@ fn request(app: &App, image: &Path) -> DeployRequest {
 /// The release under test: its task appends one line to the marker file, then
 /// takes a second, like a migration.
 fn with_task(request: DeployRequest, marker: &Path) -> DeployRequest {
-    request
-        .env("MARKER", marker.display().to_string())
-        .task(
-            ReleaseTask::new(["sh", "-c", "echo ran >> \"$MARKER\"; sleep 1"])
-                .with_timeout(Duration::from_secs(60)),
-        )
+    request.env("MARKER", marker.display().to_string()).task(
+        ReleaseTask::new(["sh", "-c", "echo ran >> \"$MARKER\"; sleep 1"])
+            .with_timeout(Duration::from_secs(60)),
+    )
 }
 
 fn marker(case: &Case) -> std::path::PathBuf {

@@ -34,14 +34,11 @@ fn request(root: &Path, version: &str) -> DeployRequest {
         calls.display()
     );
     let hook = CommandHook::new("approve", ["sh", "-c", &script]).unwrap();
-    DeployRequest::new(
-        app(),
-        ImageSource::Artifact(image_dir(root, version, "")),
-    )
-    .size(2)
-    .setting("command", "run")
-    .setting("stop_timeout_ms", "2000")
-    .hook(Stage::BeforeTraffic, Arc::new(hook))
+    DeployRequest::new(app(), ImageSource::Artifact(image_dir(root, version, "")))
+        .size(2)
+        .setting("command", "run")
+        .setting("stop_timeout_ms", "2000")
+        .hook(Stage::BeforeTraffic, Arc::new(hook))
 }
 
 struct Rig {
@@ -113,7 +110,7 @@ async fn a_paused_deployment_survives_its_program_and_resume_finishes_it() {
         .local_addr()
         .unwrap();
     std::fs::write(listen_file(&root), listen.to_string()).unwrap();
-    let rig = rig(&root, listen).await;
+    let mut rig = rig(&root, listen).await;
     // v1 live, without the hook
     let mut v1 = request(&root, "1");
     v1.hooks.clear();
@@ -148,7 +145,10 @@ async fn a_paused_deployment_survives_its_program_and_resume_finishes_it() {
         .collect();
     assert_eq!(groups.len(), 2, "{groups:?}");
     let body = get(listen);
-    assert!(body.contains("\"version\":\"1\""), "v1 still serves: {body}");
+    assert!(
+        body.contains("\"version\":\"1\""),
+        "v1 still serves: {body}"
+    );
 
     // another program resumes
     let done = rig.engine.resume(&request(&root, "2")).await.unwrap();

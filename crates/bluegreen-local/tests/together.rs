@@ -81,7 +81,11 @@ fn ask(listen: SocketAddr) -> Result<(u16, String), String> {
     let chunked = head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked");
-    let body = if chunked { dechunk(body) } else { body.to_owned() };
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
     Ok((status, body))
 }
 
@@ -135,7 +139,7 @@ async fn web_and_api_switch_together_with_no_mixed_answer_and_no_failure() {
         .local_addr()
         .unwrap();
     let state = state(&root);
-    let proxy = LocalProxy::process(&state, listen, &proxy_bin())
+    let mut proxy = LocalProxy::process(&state, listen, &proxy_bin())
         .await
         .unwrap();
     let image = LocalImage::new(state.clone());
@@ -186,8 +190,16 @@ async fn web_and_api_switch_together_with_no_mixed_answer_and_no_failure() {
         t.failed.len()
     );
     assert!(t.ok > 100, "the load ran: {} answers", t.ok);
-    assert!(t.mixed.is_empty(), "mixed answers: {:?}", &t.mixed[..t.mixed.len().min(5)]);
-    assert!(t.failed.is_empty(), "failed: {:?}", &t.failed[..t.failed.len().min(5)]);
+    assert!(
+        t.mixed.is_empty(),
+        "mixed answers: {:?}",
+        &t.mixed[..t.mixed.len().min(5)]
+    );
+    assert!(
+        t.failed.is_empty(),
+        "failed: {:?}",
+        &t.failed[..t.failed.len().min(5)]
+    );
 
     // both apps serve version 3
     let router = proxy.router();

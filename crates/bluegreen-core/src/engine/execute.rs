@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::time::Instant;
 
 use super::plan::{plan, undo, Intent, Observed, Plan, Policy, Progress, Target};
@@ -532,7 +533,13 @@ impl Run<'_> {
         for check in checks {
             let outcome = self
                 .call(&format!("check {}", check.name()), async {
-                    Ok(check.run(target).await)
+                    // a panicking check is a failing check
+                    Ok(std::panic::AssertUnwindSafe(check.run(target))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|panic| {
+                            Err(format!("it panicked: {}", panic_text(&panic)))
+                        }))
                 })
                 .await?;
             outcome.map_err(|reason| {
@@ -978,6 +985,15 @@ fn step_of(plan: &Plan) -> Option<Step> {
         Plan::Retire => Step::Retire,
         Plan::Refuse(_) | Plan::Choose(_) | Plan::Done => return None,
     })
+}
+
+/// The message of a caught panic.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
 }
 
 pub(crate) fn mark(error: Error, rolled_back: bool) -> Error {
