@@ -53,7 +53,7 @@ fn invalid_field(err: &Error) -> String {
 
 fn pauser(stage: Stage, weight: Option<u8>) -> Arc<dyn Hook> {
     hook_fn("approve", move |ctx: HookContext| async move {
-        if ctx.stage == stage && weight.map_or(true, |w| w == ctx.weight) && !ctx.resumed {
+        if ctx.stage == stage && weight.is_none_or(|w| w == ctx.weight) && !ctx.resumed {
             Decision::Pause("waiting for a person".into())
         } else {
             Decision::Continue

@@ -181,7 +181,7 @@ async fn web_and_api_switch_together_with_no_mixed_answer_and_no_failure() {
     for c in clients {
         c.join().unwrap();
     }
-    let t = tally.lock().unwrap();
+    let t = std::mem::take(&mut *tally.lock().unwrap());
     println!(
         "deploy_all under load: {} answers in {:?}, {} mixed, {} failed, switches {switches:?}",
         t.ok,
