@@ -18,5 +18,7 @@ pub use client::connect;
 pub use fleet::{DockerFleet, DockerFleetOptions, INDEX_LABEL, RECORD_LABEL};
 pub use image::{repository, DockerImage};
 pub use lock::{DockerLock, LOCK_IMAGE, LOCK_LABEL};
-pub use proxy_container::{ProxyContainer, ProxyContainerOptions, PROXY_LISTEN_LABEL};
+pub use proxy_container::{
+    ProxyContainer, ProxyContainerOptions, PROXY_DIR_LABEL, PROXY_LISTEN_LABEL,
+};
 pub use settings::SETTINGS;
