@@ -23,7 +23,9 @@ pub use client::connect;
 pub use fleet::{DockerFleet, DockerFleetOptions, INDEX_LABEL, RECORD_LABEL};
 pub use image::{repository, DockerImage};
 pub use lock::{DockerLock, LOCK_IMAGE, LOCK_LABEL};
-pub use proxy_container::{ProxyContainer, ProxyContainerOptions, PROXY_LISTEN_LABEL};
+pub use proxy_container::{
+    ProxyContainer, ProxyContainerOptions, PROXY_DIR_LABEL, PROXY_LISTEN_LABEL,
+};
 pub use registry::{registry_credentials, RegistryImage};
 pub use settings::SETTINGS;
 pub use swarm_fleet::SwarmFleet;

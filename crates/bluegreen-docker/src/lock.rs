@@ -86,13 +86,20 @@ const ATTEMPTS: usize = 64;
 ///
 /// ```no_run
 /// # async fn run() -> bluegreen_core::Result<()> {
-/// use bluegreen_core::{Engine, Lock};
-/// use bluegreen_docker::{connect, DockerLock};
+/// use std::sync::Arc;
+/// use bluegreen_core::Engine;
+/// use bluegreen_docker::{
+///     connect, DockerFleet, DockerFleetOptions, DockerImage, DockerLock, EmbeddedProxy,
+/// };
 /// let docker = connect().await?;
-/// let lock = DockerLock::new(docker);
-/// # let (image, fleet, router) = todo!();
-/// let engine = Engine::new(image, fleet, router).with_lock(std::sync::Arc::new(lock));
-/// # let _: Engine = engine; Ok(()) }
+/// let proxy = EmbeddedProxy::start("127.0.0.1:8080".parse().unwrap(), Default::default()).await?;
+/// let engine = Engine::new(
+///     DockerImage::new(docker.clone()),
+///     DockerFleet::new(docker.clone(), DockerFleetOptions::default()),
+///     proxy.router(),
+/// )
+/// .with_lock(Arc::new(DockerLock::new(docker)));
+/// # Ok(()) }
 /// ```
 #[derive(Clone, Debug)]
 pub struct DockerLock {

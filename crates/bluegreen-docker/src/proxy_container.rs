@@ -25,6 +25,8 @@ use crate::error::{docker_error, has_status, PROVIDER};
 const ROLE: &str = "proxy";
 /// The label holding the address a proxy container serves on.
 pub const PROXY_LISTEN_LABEL: &str = "bluegreen.proxy.listen";
+/// The label holding the host directory of a proxy container's admin socket.
+pub const PROXY_DIR_LABEL: &str = "bluegreen.proxy.dir";
 /// Where the admin socket and the token are, inside the container.
 const RUN_DIR: &str = "/run/bluegreen";
 /// Where the state volume is mounted, inside the container.
@@ -144,7 +146,8 @@ impl ProxyContainerOptions {
 /// - its **routing state on a volume**, `<name>-state`, as `--state-file`: a
 ///   restarted container serves the same route tables at once;
 /// - the restart policy `unless-stopped`, the labels `bluegreen.owner=bluegreen`,
-///   `bluegreen.role=proxy` and [`PROXY_LISTEN_LABEL`], and the user that owns
+///   `bluegreen.role=proxy`, [`PROXY_LISTEN_LABEL`] and [`PROXY_DIR_LABEL`], and
+///   the user that owns
 ///   `dir` (so that the socket and the token are its own).
 ///
 /// It outlives the program that started it: a later program calls
@@ -183,7 +186,8 @@ impl ProxyContainer {
     /// - Ours (bluegreen's labels) with the same listener: reused, running or not
     ///   (a stopped one is started; it restores its routes from its volume); its
     ///   image is not replaced, so that nothing stops serving.
-    /// - Ours with another listener: [`Error::Conflict`]; remove it first.
+    /// - Ours with another listener or another `dir`: [`Error::Conflict`]; remove
+    ///   it first.
     /// - Another owner's container with that name: [`Error::Conflict`], and it is
     ///   left alone.
     ///
@@ -217,6 +221,14 @@ impl ProxyContainer {
                     "proxy container {name} serves on {}, not {listen}; remove it first \
                      (ProxyContainer::remove)",
                     l.get(PROXY_LISTEN_LABEL).map_or("?", String::as_str)
+                )));
+            }
+            let wanted = dir.display().to_string();
+            if l.get(PROXY_DIR_LABEL) != Some(&wanted) {
+                return Err(Error::conflict(format!(
+                    "proxy container {name} keeps its admin socket in {}, not {wanted}; \
+                     give that proxy.dir, or remove it first (ProxyContainer::remove)",
+                    l.get(PROXY_DIR_LABEL).map_or("?", String::as_str)
                 )));
             }
             let running = c.state.as_ref().and_then(|s| s.running) == Some(true);
@@ -260,6 +272,7 @@ impl ProxyContainer {
             (labels::OWNER.to_owned(), labels::OWNER_VALUE.to_owned()),
             (ROLE_LABEL.to_owned(), ROLE.to_owned()),
             (PROXY_LISTEN_LABEL.to_owned(), options.listen.to_string()),
+            (PROXY_DIR_LABEL.to_owned(), dir.display().to_string()),
         ]);
         let body = ContainerCreateBody {
             image: Some(image),

@@ -86,6 +86,14 @@ fn options(dir: &Path, name: &str) -> ProxyContainerOptions {
         .with_args(["--health-interval", "200ms", "--drain-timeout", "5s"])
 }
 
+fn options_in(options: &ProxyContainerOptions, dir: std::path::PathBuf) -> ProxyContainerOptions {
+    let mut other = ProxyContainerOptions::new(dir, options.binary.clone())
+        .with_name(options.name.clone())
+        .with_listen(options.listen);
+    other.args = options.args.clone();
+    other
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_proxy_container_serves_the_same_tables_after_a_restart() {
     let Some(docker) = docker("proxy container").await else {
@@ -162,6 +170,15 @@ async fn the_proxy_container_serves_the_same_tables_after_a_restart() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("remove it first"), "{e}");
+    let e = ProxyContainer::start(&docker, &options_in(&options, tmp.path().join("elsewhere")))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("admin socket"), "{e}");
+    assert_eq!(
+        docker_cli(&["inspect", "-f", "{{.Id}}", &name]),
+        id,
+        "nothing changed"
+    );
 
     // the token and the state are the owner's only
     let mode = |p: &Path| {

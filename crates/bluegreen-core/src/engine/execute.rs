@@ -322,8 +322,13 @@ impl Run<'_> {
             let name = hook.name().to_owned();
             context.resumed = *resume_pending;
             let stage = context.stage;
-            let decision = match tokio::time::timeout(hook.timeout(), hook.call(&context)).await {
-                Ok(d) => d,
+            let call = std::panic::AssertUnwindSafe(hook.call(&context)).catch_unwind();
+            let decision = match tokio::time::timeout(hook.timeout(), call).await {
+                Ok(Ok(d)) => d,
+                // a panicking hook is a failing hook: the deployment fails closed
+                Ok(Err(panic)) => {
+                    Decision::Fail(format!("the hook panicked: {}", panic_text(&*panic)))
+                }
                 Err(_) => {
                     return Err(Error::Timeout {
                         what: format!("hook {name} at {stage}"),
@@ -538,7 +543,7 @@ impl Run<'_> {
                         .catch_unwind()
                         .await
                         .unwrap_or_else(|panic| {
-                            Err(format!("it panicked: {}", panic_text(&panic)))
+                            Err(format!("it panicked: {}", panic_text(&*panic)))
                         }))
                 })
                 .await?;
