@@ -2,6 +2,8 @@
 //! scratch directory, and the proxy's binary.
 #![allow(dead_code)]
 
+pub mod killed;
+
 use std::path::{Path, PathBuf};
 
 use bluegreen_local::StateDir;
