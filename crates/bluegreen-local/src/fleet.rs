@@ -355,7 +355,25 @@ impl Fleet for LocalFleet {
             tracing::warn!(pid = p.pid, %group, "did not stop within {stop_timeout:?}: SIGKILL");
             p.signal(libc::SIGKILL);
         }
-        remove_tree(&dir)
+        // a killed process is gone only once the kernel reaped it: until then it may
+        // still write into the group's directory
+        let reaped = Instant::now() + Duration::from_secs(5);
+        while processes.values().any(ProcessId::is_alive) && Instant::now() < reaped {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // a file written while the tree goes (a last log line) makes the removal
+        // fail with "directory not empty": removing again finishes it
+        let mut tries = 0;
+        loop {
+            match remove_tree(&dir) {
+                Err(e) if tries < 5 => {
+                    tries += 1;
+                    tracing::debug!(%group, error = %e, "removing the group's directory again");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     async fn start_task(&self, group: &Group) -> Result<()> {
