@@ -47,3 +47,35 @@ pub(crate) fn label_filters(
     let values = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
     std::collections::HashMap::from([("label".to_owned(), values)])
 }
+
+/// The groups that labelled resources (`what`: containers, services) belong to,
+/// one per group id, rebuilt from their records; resources of one group that carry
+/// different records are [`Error::Conflict`](bluegreen_core::Error::Conflict).
+pub(crate) fn groups_of<'a>(
+    what: &str,
+    labels: impl Iterator<Item = &'a bluegreen_core::labels::Labels>,
+) -> Result<Vec<bluegreen_core::Group>> {
+    use bluegreen_core::labels::{self, Labels};
+    let mut records: std::collections::BTreeMap<String, (String, &Labels)> = Default::default();
+    for l in labels {
+        let (Some(id), Some(record)) = (l.get(labels::GROUP), l.get(crate::fleet::RECORD_LABEL))
+        else {
+            continue;
+        };
+        match records.get(id) {
+            Some((r, _)) if r != record => {
+                return Err(bluegreen_core::Error::conflict(format!(
+                    "the {what} of group {id} carry different records"
+                )))
+            }
+            Some(_) => {}
+            None => {
+                records.insert(id.clone(), (record.clone(), l));
+            }
+        }
+    }
+    records
+        .values()
+        .map(|(record, l)| bluegreen_core::Group::from_record(record, l))
+        .collect()
+}

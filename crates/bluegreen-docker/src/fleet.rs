@@ -11,8 +11,8 @@ use bluegreen_core::{
     App, Error, Fleet, FleetCapabilities, Group, GroupId, Health, Instance, Result, TaskStatus,
 };
 use bollard::models::{
-    ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, HealthConfig, HostConfig,
-    PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, HostConfig, PortBinding,
+    RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
@@ -21,7 +21,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::future::join_all;
 
-use crate::client::{label_filters, labels_of};
+use crate::client::{groups_of, label_filters, labels_of};
 use crate::error::{docker_error, has_status};
 use crate::probe::probe;
 use crate::settings::{settings_of, Settings};
@@ -190,41 +190,7 @@ impl DockerFleet {
         env.insert("HOST".into(), "0.0.0.0".into());
         env.insert("INSTANCE".into(), name.to_owned());
         let port_key = format!("{}/tcp", s.port);
-        let nanos = |d: Option<Duration>| d.map(|d| d.as_nanos().min(i64::MAX as u128) as i64);
-        let healthcheck = match &s.health_cmd {
-            Some(cmd) if cmd.len() == 1 && cmd[0] == "none" => Some(HealthConfig {
-                test: Some(vec!["NONE".into()]),
-                ..Default::default()
-            }),
-            Some(cmd) => Some(HealthConfig {
-                test: Some(
-                    std::iter::once("CMD".to_owned())
-                        .chain(cmd.iter().cloned())
-                        .collect(),
-                ),
-                interval: nanos(s.health_interval),
-                timeout: nanos(s.health_timeout),
-                retries: s.health_retries,
-                start_period: nanos(s.health_start_period),
-                ..Default::default()
-            }),
-            None if s.health_interval.is_some()
-                || s.health_timeout.is_some()
-                || s.health_retries.is_some()
-                || s.health_start_period.is_some() =>
-            {
-                // the image's check, with the release's timings
-                Some(HealthConfig {
-                    test: None,
-                    interval: nanos(s.health_interval),
-                    timeout: nanos(s.health_timeout),
-                    retries: s.health_retries,
-                    start_period: nanos(s.health_start_period),
-                    ..Default::default()
-                })
-            }
-            None => None,
-        };
+        let healthcheck = crate::settings::health_config(s);
         let restart = match s.restart.as_str() {
             "no" => RestartPolicyNameEnum::NO,
             "always" => RestartPolicyNameEnum::ALWAYS,
@@ -535,27 +501,8 @@ impl Fleet for DockerFleet {
     }
 
     async fn groups(&self, app: &App) -> Result<Vec<Group>> {
-        let mut records: BTreeMap<String, (String, Labels)> = BTreeMap::new();
-        for (_, l) in self.containers(app, None).await? {
-            let (Some(id), Some(record)) = (l.get(labels::GROUP), l.get(RECORD_LABEL)) else {
-                continue;
-            };
-            match records.get(id) {
-                Some((r, _)) if r != record => {
-                    return Err(Error::conflict(format!(
-                        "the containers of group {id} carry different records"
-                    )))
-                }
-                Some(_) => {}
-                None => {
-                    records.insert(id.clone(), (record.clone(), l.clone()));
-                }
-            }
-        }
-        records
-            .values()
-            .map(|(record, l)| Group::from_record(record, l))
-            .collect()
+        let containers = self.containers(app, None).await?;
+        groups_of("containers", containers.iter().map(|(_, l)| l))
     }
 
     async fn instances(&self, app: &App, group: &GroupId) -> Result<Vec<Instance>> {

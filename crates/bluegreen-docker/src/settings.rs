@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use bluegreen_core::{Error, Release, Result};
+use bollard::models::HealthConfig;
 
 /// The release settings [`DockerFleet`](crate::DockerFleet) reads; any other key is
 /// refused with [`Error::Invalid`] naming `settings.<key>`.
@@ -186,6 +187,40 @@ pub(crate) fn parse(release: &Release) -> Result<Settings> {
         health_path,
         stop_timeout: millis(release, "stop_timeout_ms")?.unwrap_or(Duration::from_secs(10)),
     })
+}
+
+/// The Docker health check the settings ask for: the exec-form command of
+/// `health_cmd` (`none` disables the image's), or the image's with the release's
+/// timings; `None` keeps the image's as it is.
+pub(crate) fn health_config(s: &Settings) -> Option<HealthConfig> {
+    let nanos = |d: Option<Duration>| d.map(|d| d.as_nanos().min(i64::MAX as u128) as i64);
+    let timed = |test: Option<Vec<String>>| HealthConfig {
+        test,
+        interval: nanos(s.health_interval),
+        timeout: nanos(s.health_timeout),
+        retries: s.health_retries,
+        start_period: nanos(s.health_start_period),
+        ..Default::default()
+    };
+    match &s.health_cmd {
+        Some(cmd) if cmd.len() == 1 && cmd[0] == "none" => Some(HealthConfig {
+            test: Some(vec!["NONE".into()]),
+            ..Default::default()
+        }),
+        Some(cmd) => Some(timed(Some(
+            std::iter::once("CMD".to_owned())
+                .chain(cmd.iter().cloned())
+                .collect(),
+        ))),
+        None if s.health_interval.is_some()
+            || s.health_timeout.is_some()
+            || s.health_retries.is_some()
+            || s.health_start_period.is_some() =>
+        {
+            Some(timed(None))
+        }
+        None => None,
+    }
 }
 
 #[cfg(test)]

@@ -20,11 +20,12 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::future::join_all;
 
-use crate::client::{label_filters, labels_of};
+use crate::client::{groups_of, label_filters, labels_of};
 use crate::error::{docker_error, has_status};
 use crate::fleet::RECORD_LABEL;
 use crate::probe::probe;
-use crate::swarm_settings::{health_config, swarm_settings_of, SwarmSettings};
+use crate::settings::health_config;
+use crate::swarm_settings::{swarm_settings_of, SwarmSettings};
 
 /// Groups as Docker Swarm services, across the nodes of a swarm.
 ///
@@ -377,27 +378,8 @@ impl Fleet for SwarmFleet {
     }
 
     async fn groups(&self, app: &App) -> Result<Vec<Group>> {
-        let mut records: BTreeMap<String, (String, Labels)> = BTreeMap::new();
-        for (_, l) in self.services(app, None).await? {
-            let (Some(id), Some(record)) = (l.get(labels::GROUP), l.get(RECORD_LABEL)) else {
-                continue;
-            };
-            match records.get(id) {
-                Some((r, _)) if r != record => {
-                    return Err(Error::conflict(format!(
-                        "the services of group {id} carry different records"
-                    )))
-                }
-                Some(_) => {}
-                None => {
-                    records.insert(id.clone(), (record.clone(), l.clone()));
-                }
-            }
-        }
-        records
-            .values()
-            .map(|(record, l)| Group::from_record(record, l))
-            .collect()
+        let services = self.services(app, None).await?;
+        groups_of("services", services.iter().map(|(_, l)| l))
     }
 
     async fn instances(&self, app: &App, group: &GroupId) -> Result<Vec<Instance>> {

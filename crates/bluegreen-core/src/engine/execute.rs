@@ -382,7 +382,14 @@ impl Run<'_> {
             .call("read task", fleet.task(self.app, &group.id))
             .await?;
         match found {
-            Some(s) if s.release == release && !matches!(s.state, TaskState::Failed { .. }) => {}
+            // an earlier run's task of this release finished: nothing to wait for
+            Some(s) if s.release == release && s.state == TaskState::Succeeded => {
+                self.emit(Event::TaskSucceeded {
+                    group: group.id.clone(),
+                });
+                return Ok(());
+            }
+            Some(s) if s.release == release && s.state == TaskState::Running => {}
             Some(_) => {
                 self.change("remove task", fleet.destroy(self.app, &group.id))
                     .await?;
