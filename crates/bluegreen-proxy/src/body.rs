@@ -12,8 +12,9 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use crate::backend::Epoch;
-use crate::conn::{ActiveGuard, Activity};
+use crate::conn::ActiveGuard;
 use crate::drain::DrainTimeout;
+use crate::stall::StreamProgress;
 use crate::state::GroupState;
 
 /// The client's request body, shared between the attempts of one request: left
@@ -215,10 +216,10 @@ pub(crate) struct BackendBody {
     /// driver drops on a cut: what to wait on, and the wait once armed.
     epoch: Option<Arc<Epoch>>,
     waiting: Option<CutWait>,
-    /// For an HTTP/2 response: the client connection's activity, told when a
-    /// frame is handed on and when more is asked for, so that a stream stuck on
-    /// the client's flow-control window is seen (see [`crate::conn`]).
-    sending: Option<Arc<Activity>>,
+    /// For an HTTP/2 response: its stream's progress, told when a frame is
+    /// handed on and when more is asked for, so that a stream stuck on the
+    /// client's flow-control window is seen (see [`crate::stall`]).
+    sending: Option<Arc<StreamProgress>>,
     handed: bool,
 }
 
@@ -235,9 +236,9 @@ impl BackendBody {
         }
     }
 
-    /// Reports the frames it hands on to `activity` (HTTP/2 responses).
-    pub(crate) fn reporting_to(mut self, activity: Arc<Activity>) -> Self {
-        self.sending = Some(activity);
+    /// Reports the frames it hands on to `progress` (HTTP/2 responses).
+    pub(crate) fn reporting_to(mut self, progress: Arc<StreamProgress>) -> Self {
+        self.sending = Some(progress);
         self
     }
 

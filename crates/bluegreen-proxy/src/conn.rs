@@ -11,9 +11,9 @@
 //!   it: PINGs or SETTINGS keep no idle HTTP/2 connection open;
 //! - a write that waits (the client reads nothing) is bounded by
 //!   [`ProxyOptions::send_timeout`], in every phase, tunnels included;
-//! - with requests in progress, an HTTP/2 connection whose response data waits
-//!   for flow-control window while no response data at all moves for
-//!   [`ProxyOptions::send_timeout`] is closed.
+//! - with requests in progress, reads wait unbounded here: an HTTP/2 stream
+//!   whose response data waits for the client's flow-control window is bounded
+//!   on its own, by [`crate::stall`].
 //!
 //! Past a bound the I/O fails, so the connection closes and everything it holds
 //! (backend connections, backend requests) is dropped. When the proxy runs out
@@ -46,11 +46,6 @@ pub(crate) struct Activity {
     active: AtomicUsize,
     /// Requests begun so far.
     started: AtomicU64,
-    /// HTTP/2 response bodies that handed data on and were not asked for more
-    /// since: waiting for the client's flow-control window.
-    waiting: AtomicUsize,
-    /// Response data frames handed on so far (HTTP/2).
-    sent: AtomicU64,
     /// Set to close the connection at once if it has no request in progress.
     reclaim: AtomicBool,
     /// The task reading the connection, to wake for a reclaim.
@@ -63,17 +58,6 @@ impl Activity {
         self.started.fetch_add(1, Ordering::Relaxed);
         self.active.fetch_add(1, Ordering::AcqRel);
         ActiveGuard(self.clone())
-    }
-
-    /// A response body handed a frame on (HTTP/2).
-    pub(crate) fn frame_sent(&self) {
-        self.sent.fetch_add(1, Ordering::Relaxed);
-        self.waiting.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// A response body that handed a frame on is asked for more, or dropped.
-    pub(crate) fn frame_taken(&self) {
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
     }
 
     fn idle(&self) -> bool {
@@ -162,9 +146,6 @@ enum Watch {
     Unset,
     /// No request in progress since the `started`-th began.
     Idle { started: u64 },
-    /// Requests in progress: a check of HTTP/2 response data every send timeout,
-    /// with the count of frames sent at the last check.
-    Busy { sent: u64 },
 }
 
 /// A client connection's socket with the bounds of [`Limits`].
@@ -231,11 +212,9 @@ impl<I> Guarded<I> {
                 if !reader.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                     *reader = Some(cx.waker().clone());
                 }
-            } else if !matches!(self.watch, Watch::Busy { .. }) {
-                self.watch = Watch::Busy {
-                    sent: activity.sent.load(Ordering::Acquire),
-                };
-                arm(&mut self.read_timer, now + self.limits.send);
+            } else {
+                // requests in progress: their own bounds apply
+                return None;
             }
             if !fired(&mut self.read_timer, cx) {
                 return None;
@@ -250,20 +229,6 @@ impl<I> Guarded<I> {
                         }));
                     }
                     self.watch = Watch::Unset;
-                }
-                Watch::Busy { sent } => {
-                    let now_sent = activity.sent.load(Ordering::Acquire);
-                    if activity.waiting.load(Ordering::Acquire) > 0 && now_sent == sent {
-                        return Some(timed_out(
-                            "response data waited for the client past the send timeout",
-                        ));
-                    }
-                    if activity.idle() {
-                        self.watch = Watch::Unset;
-                    } else {
-                        self.watch = Watch::Busy { sent: now_sent };
-                        arm(&mut self.read_timer, now + self.limits.send);
-                    }
                 }
                 Watch::Unset => {}
             }

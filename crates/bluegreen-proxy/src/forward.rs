@@ -18,6 +18,7 @@ use crate::conn::Activity;
 use crate::options::{IpNetwork, ProxyOptions};
 use crate::pin;
 use crate::preview::PreviewPin;
+use crate::stall::StreamProgress;
 use crate::state::{AppState, GroupState, Proxy, Snapshot};
 use crate::upstream::{Affinity, UpstreamError};
 
@@ -643,7 +644,9 @@ async fn forward(
                 let epoch = pooled.then(|| proxy.inner.epoch.clone());
                 let mut body = BackendBody::new(rbody, choice.group, epoch);
                 if parts.version == Version::HTTP_2 {
-                    body = body.reporting_to(active.activity().clone());
+                    if let Some(progress) = StreamProgress::current() {
+                        body = body.reporting_to(progress);
+                    }
                 }
                 return Response::from_parts(rparts, ProxyBody::Backend(body));
             }

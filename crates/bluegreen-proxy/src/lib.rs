@@ -13,6 +13,7 @@ pub mod pin;
 mod preview;
 mod router;
 mod server;
+mod stall;
 mod state;
 mod stats;
 mod upstream;

@@ -78,7 +78,8 @@ struct Args {
     #[arg(long, env = "BLUEGREEN_PROXY_BODY_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     body_timeout: Duration,
     /// The longest wait for a client that reads nothing of its response (then
-    /// the connection closes).
+    /// the connection closes; an HTTP/2 stream stuck on its flow-control window
+    /// is reset alone).
     #[arg(long, env = "BLUEGREEN_PROXY_SEND_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     send_timeout: Duration,
     /// How long to wait for a backend's response headers (then 504).

@@ -191,10 +191,12 @@ pub struct ProxyOptions {
     /// Default 60 s.
     pub body_timeout: Duration,
     /// How long sending to a client may stall: the longest wait for a client
-    /// that reads nothing (its socket full, or, in HTTP/2, response data waiting
-    /// for its flow-control window while no response data moves on the
-    /// connection). Past it the connection is closed, and its backend requests
-    /// and connections are dropped. Default 60 s.
+    /// that reads nothing. A connection whose socket stays full that long is
+    /// closed, and its backend requests and connections are dropped; an HTTP/2
+    /// stream whose response data waits that long for the stream's (or the
+    /// connection's) flow-control window with no data moving on that stream is
+    /// reset (RST_STREAM, CANCEL) and its backend request released, while the
+    /// connection's other streams go on. Default 60 s.
     pub send_timeout: Duration,
     /// How long the proxy waits for a backend's response headers once the
     /// request is sent. Past it the client gets a 504, counted against the group,

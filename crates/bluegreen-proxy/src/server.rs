@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use rustls::pki_types::pem::PemObject;
@@ -17,6 +17,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::conn::{AcceptErrors, Guarded, Limits};
 use crate::forward::{self, ClientConn, ConnInfo};
 use crate::options::ProxyOptions;
+use crate::stall::StreamExecutor;
 use crate::state::Proxy;
 use crate::upstream::{self, Affinity};
 
@@ -73,8 +74,8 @@ fn with_path(e: io::Error, path: &Path) -> io::Error {
     io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
-pub(crate) fn connection_builder(options: &ProxyOptions) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+pub(crate) fn connection_builder(options: &ProxyOptions) -> auto::Builder<StreamExecutor> {
+    let mut builder = auto::Builder::new(StreamExecutor::new(options.send_timeout));
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -180,7 +181,7 @@ impl Proxy {
 pub(crate) struct Client {
     pub(crate) proxy: Proxy,
     pub(crate) info: ConnInfo,
-    pub(crate) builder: Arc<auto::Builder<TokioExecutor>>,
+    pub(crate) builder: Arc<auto::Builder<StreamExecutor>>,
     pub(crate) watcher: Watcher,
     pub(crate) tls: Option<TlsAcceptor>,
 }
@@ -229,7 +230,7 @@ impl Client {
 /// driven in the same task, until the connection ends or shuts down gracefully.
 async fn serve_io<I>(
     io: TokioIo<I>,
-    builder: &auto::Builder<TokioExecutor>,
+    builder: &auto::Builder<StreamExecutor>,
     watcher: Watcher,
     client: &Arc<ClientConn>,
     epoch: tokio::sync::watch::Receiver<u64>,

@@ -1,6 +1,7 @@
 //! Bounds on every phase of a client connection: protocol detection and request
 //! head, keep-alive idle (HTTP/1.1 and HTTP/2), request body stall, response send
-//! stall; short bounds set through the options.
+//! stall (per connection, and per HTTP/2 stream); short bounds set through the
+//! options.
 
 mod support;
 
@@ -237,7 +238,7 @@ async fn a_client_that_never_reads_is_cut_with_its_backend_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_http2_stream_stuck_on_a_closed_window_is_cut_with_its_backend_connection() {
+async fn an_http2_stream_stuck_on_a_closed_window_is_reset_with_its_backend_request() {
     let (proxy, backend) = proxy_with_blue(short()).await;
     let tcp = TcpStream::connect(proxy.addr).await.unwrap();
     let (mut send, conn) = hyper::client::conn::http2::handshake(
@@ -257,9 +258,89 @@ async fn an_http2_stream_stuck_on_a_closed_window_is_cut_with_its_backend_connec
         eventually(BOUND, || backend.proxied_connections() == 0).await,
         "the backend connection is still open"
     );
+    // the stream ends with an error after what its window let through, and the
+    // connection stays open
+    let body = tokio::time::timeout(
+        BOUND,
+        http_body_util::BodyExt::collect(response.into_body()),
+    )
+    .await
+    .expect("the stream neither ended nor failed");
+    assert!(body.is_err(), "the stream ended as if whole");
+    assert!(!conn.is_finished(), "the client connection ended");
+    drop(send);
+}
+
+/// A GET of `path` on an HTTP/2 connection; its response head.
+async fn h2_get(client: &h2::client::SendRequest<bytes::Bytes>, path: &str) -> h2::RecvStream {
+    let mut ready = client.clone().ready().await.unwrap();
+    let request = http::Request::get(format!("http://{HOST}{path}"))
+        .body(())
+        .unwrap();
+    let (response, _) = ready.send_request(request, true).unwrap();
+    let response = tokio::time::timeout(BOUND, response)
+        .await
+        .expect("no response head")
+        .unwrap();
+    assert_eq!(response.status(), 200, "{path}");
+    response.into_body()
+}
+
+/// Reads `body` to its end, opening the window as it goes.
+async fn h2_read_all(body: &mut h2::RecvStream) -> Result<Vec<u8>, h2::Error> {
+    let mut all = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        all.extend_from_slice(&chunk);
+    }
+    Ok(all)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_stream_stuck_on_its_window_is_reset_alone() {
+    let (proxy, backend) = proxy_with_blue(short()).await;
+    let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    // a stream window of 1 KiB, never opened on the stream left unread; the
+    // connection's window (64 KiB) leaves room for the others
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(1024)
+        .handshake::<_, bytes::Bytes>(tcp)
+        .await
+        .unwrap();
+    let connection = tokio::spawn(connection);
+    let mut stuck = h2_get(&client, "/big?kb=16384").await;
+    // a stream in progress past the send timeout: "start " now, "end" in 1.5 s
+    let mut slow = h2_get(&client, "/drip?ms=1500").await;
     assert!(
-        tokio::time::timeout(BOUND, conn).await.is_ok(),
-        "the client connection is still open"
+        eventually(BOUND, || backend.proxied_connections() == 2).await,
+        "both requests reached the backend"
     );
-    drop(response);
+    // the stuck stream is reset: what it got within its window, then the reset
+    let ended = tokio::time::timeout(BOUND, async {
+        loop {
+            match stuck.data().await {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Some(e),
+                None => return None,
+            }
+        }
+    })
+    .await
+    .expect("the stuck stream was neither reset nor ended");
+    let error = ended.expect("the stuck stream ended as if whole");
+    assert_eq!(error.reason(), Some(h2::Reason::CANCEL), "{error}");
+    // its backend request is released; the other one goes on
+    assert!(
+        eventually(BOUND, || backend.proxied_connections() == 1).await,
+        "the stuck stream's backend connection is still open"
+    );
+    let body = h2_read_all(&mut slow)
+        .await
+        .expect("the other stream failed");
+    assert_eq!(body, b"start end");
+    // and the connection still serves new streams
+    let mut next = h2_get(&client, "/").await;
+    assert_eq!(h2_read_all(&mut next).await.unwrap(), b"blue i0");
+    assert!(!connection.is_finished(), "the connection ended");
 }
