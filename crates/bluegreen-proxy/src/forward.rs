@@ -74,7 +74,14 @@ pub(crate) struct ClientConn {
     pub(crate) activity: Arc<Activity>,
 }
 
-const HOP_BY_HOP: [HeaderName; 7] = [
+/// [`GROUP_HEADER`] and [`PREVIEW_HEADER`] as names, made once, not per request.
+const GROUP_NAME: HeaderName = HeaderName::from_static(GROUP_HEADER);
+const PREVIEW_NAME: HeaderName = HeaderName::from_static(PREVIEW_HEADER);
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -377,7 +384,7 @@ fn host_value(authority: &http::uri::Authority) -> Option<HeaderValue> {
 }
 
 fn cookie_group(headers: &HeaderMap) -> Option<String> {
-    if let Some(v) = headers.get(GROUP_HEADER).and_then(|v| v.to_str().ok()) {
+    if let Some(v) = headers.get(GROUP_NAME).and_then(|v| v.to_str().ok()) {
         return Some(v.trim().to_owned());
     }
     for value in headers.get_all(header::COOKIE) {
@@ -406,6 +413,11 @@ fn is_upgrade<B>(req: &Request<B>) -> bool {
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // one pass comparing the few names a message has, rather than a hashed
+    // lookup per hop-by-hop name: most messages have none
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -490,7 +502,7 @@ async fn forward(
         None if conn.preview_header => (
             proxy.app_for(host.as_deref()),
             req.headers()
-                .get(PREVIEW_HEADER)
+                .get(PREVIEW_NAME)
                 .and_then(|v| v.to_str().ok())
                 .map(|v| v.trim().to_owned()),
         ),
@@ -517,7 +529,7 @@ async fn forward(
     let mut headers = parts.headers;
     let upgrade_value = headers.get(header::UPGRADE).cloned();
     strip_hop_by_hop(&mut headers);
-    headers.remove(PREVIEW_HEADER);
+    headers.remove(PREVIEW_NAME);
     // a route header the proxy made pins the request; any other is dropped
     let pinned = proxy.inner.options.route_header.as_ref().and_then(|name| {
         let value = headers.remove(name)?;
@@ -789,11 +801,13 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 /// Sets the forwarded headers: the proxy's own for a client, kept (and
 /// `X-Forwarded-For` appended to) for a trusted proxy in front.
 fn add_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&str>) {
-    let xff = HeaderName::from_static("x-forwarded-for");
-    let xfp = HeaderName::from_static("x-forwarded-proto");
-    let xfh = HeaderName::from_static("x-forwarded-host");
+    let (xff, xfp, xfh) = (X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST);
     let proto = HeaderValue::from_static(if conn.tls { "https" } else { "http" });
-    let host = host.and_then(|h| HeaderValue::from_str(h).ok());
+    // the Host field's own value when it is the host (no port): shared, not copied
+    let host = host.and_then(|h| match headers.get(header::HOST) {
+        Some(v) if v.as_bytes() == h.as_bytes() => Some(v.clone()),
+        _ => HeaderValue::from_str(h).ok(),
+    });
     if !conn.trusted_proxy {
         headers.remove(header::FORWARDED);
         headers.insert(xff, conn.ip.clone());
