@@ -1,6 +1,7 @@
 //! The request path: pick an app by host, a group by stickiness or weight, a
 //! healthy backend in turn; hold the request while there is none; forward it.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -604,13 +605,14 @@ async fn forward(
         let request = outgoing.request(&choice.backend, headers, body, pooled);
         let started = Instant::now();
         let deadline = started + proxy.inner.options.upstream_timeout;
-        let watch = watch_backend(&choice.group, &choice.backend, &proxy.inner.epoch, deadline);
         let result = if pooled {
+            let watch = watch_backend(&choice.group, &choice.backend, &proxy.inner.epoch, deadline);
             tokio::select! {
                 r = choice.group.client.request(request) => r.map_err(UpstreamError::Pool),
                 e = watch => Err(e),
             }
         } else {
+            let watch = watch_driven(&choice.group, &choice.backend, deadline);
             tokio::select! {
                 r = affinity.send(&choice.group, &choice.backend, request) => r,
                 e = watch => Err(e),
@@ -785,6 +787,25 @@ async fn watch_backend(
             Err(_) => return UpstreamError::Timeout,
         }
     }
+}
+
+/// [`watch_backend`] for a request on a connection of the client connection.
+/// The client connection's driver ([`crate::upstream::drive`]) polls its
+/// requests again whenever the proxy's state changes, so the checks need no
+/// wait of their own on the change (a subscription and a registration per
+/// request): only the upstream timeout's timer.
+async fn watch_driven(group: &GroupState, backend: &Backend, deadline: Instant) -> UpstreamError {
+    let mut timer = std::pin::pin!(tokio::time::sleep_until(deadline));
+    std::future::poll_fn(|cx| {
+        if group.is_cut() {
+            return std::task::Poll::Ready(UpstreamError::Cut);
+        }
+        if backend.health() == crate::BackendHealth::Unhealthy {
+            return std::task::Poll::Ready(UpstreamError::Unhealthy);
+        }
+        timer.as_mut().poll(cx).map(|()| UpstreamError::Timeout)
+    })
+    .await
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {
