@@ -106,7 +106,7 @@ impl Prometheus {
         let mut last = String::new();
         for _ in 0..300 {
             match up.evaluate(r#"up{job="proxy"}"#).await {
-                Ok(v) if v == 1.0 => return prometheus,
+                Ok(1.0) => return prometheus,
                 Ok(v) => last = format!("up is {v}"),
                 Err(e) => last = e,
             }
