@@ -331,6 +331,34 @@ mod tests {
     }
 
     #[test]
+    fn seconds_buckets_split_at_powers_of_two_of_microseconds() {
+        let h = Histogram::new();
+        for micros in [
+            0,
+            127,
+            128,
+            255,
+            256,
+            1 << 20,
+            (1 << 26) - 1,
+            1 << 26,
+            u64::MAX,
+        ] {
+            h.record_micros(micros);
+        }
+        let (count, buckets) = h.seconds_buckets();
+        assert_eq!(count, 9);
+        assert_eq!(buckets.len(), 21);
+        assert_eq!(buckets[0], (0.000128, 2), "0 and 127 µs");
+        assert_eq!(buckets[1], (0.000256, 2), "128 and 255 µs");
+        assert_eq!(buckets[2], (0.000512, 1), "256 µs");
+        assert_eq!(buckets[14], (2.097152, 1), "2^20 µs");
+        assert_eq!(buckets[19], (67.108864, 1), "2^26 - 1 µs");
+        assert_eq!(buckets[20], (f64::MAX, 2), "2^26 µs and beyond");
+        assert_eq!(buckets.iter().map(|b| b.1).sum::<u64>(), 9);
+    }
+
+    #[test]
     fn quantiles() {
         let h = Histogram::new();
         assert_eq!(h.quantile(0.99), None);
