@@ -13,6 +13,7 @@
 //! | `docker` | containers on a Docker host behind the proxy (`bluegreen::docker`) |
 //! | `aws` | AMIs, EC2 instances and Elastic Load Balancing v2 (`bluegreen::aws`) |
 //! | `paas` | the Heroku Platform API and platforms that speak it (`bluegreen::paas`) |
+//! | `prometheus` | an analysis check that evaluates PromQL on a Prometheus server (`bluegreen::prometheus`) |
 //! | `testkit` | in-memory providers with fault injection, and the conformance suite (`bluegreen::testkit`) |
 //!
 //! ```
@@ -68,6 +69,10 @@ pub use bluegreen_aws as aws;
 /// The Heroku Platform API.
 #[cfg(feature = "paas")]
 pub use bluegreen_paas as paas;
+
+/// An analysis check that evaluates a PromQL expression on a Prometheus server.
+#[cfg(feature = "prometheus")]
+pub use bluegreen_prometheus as prometheus;
 
 /// In-memory providers and the conformance suite.
 #[cfg(feature = "testkit")]

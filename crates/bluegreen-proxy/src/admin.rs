@@ -16,6 +16,7 @@
 //! | `POST /v1/apps/{host}/pause`, `POST /v1/apps/{host}/resume` | | holds or releases the app's requests |
 //! | `PUT /v1/default` | `{"host": "..."}` | sets the default app |
 //! | `GET /v1/health` | | `{"status": "ok", "held": n}` |
+//! | `GET /metrics` | | the counters in the OpenMetrics text format, for Prometheus (families in the crate's README, "Metrics") |
 //!
 //! Path segments are percent-decoded. Every input is checked the same way on
 //! every route: a host is a DNS name; a group id has 1 to 128 ASCII letters,
@@ -368,6 +369,14 @@ async fn route(proxy: &Proxy, req: Request<Incoming>) -> Result<Response<Full<By
     let method = parts.method;
     let ok = StatusCode::OK;
     match (method.clone(), segments.as_slice()) {
+        (Method::GET, ["metrics"]) => {
+            let mut response = Response::new(Full::new(Bytes::from(crate::metrics::render(proxy))));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+            );
+            Ok(response)
+        }
         (Method::GET, ["v1", "health"]) => Ok(json(
             ok,
             &serde_json::json!({"status": "ok", "held": proxy.held()}),

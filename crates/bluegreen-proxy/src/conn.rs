@@ -84,11 +84,14 @@ impl Drop for ActiveGuard {
 #[derive(Default)]
 pub(crate) struct Connections {
     all: Mutex<Vec<Weak<Activity>>>,
+    /// Client connections accepted so far.
+    accepted: std::sync::atomic::AtomicU64,
 }
 
 impl Connections {
     /// A new connection's activity, registered.
     pub(crate) fn register(&self) -> Arc<Activity> {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
         let activity = Arc::new(Activity::default());
         let mut all = self.all.lock().unwrap_or_else(|e| e.into_inner());
         if all.len() == all.capacity() && all.len() >= 64 {
@@ -96,6 +99,13 @@ impl Connections {
         }
         all.push(Arc::downgrade(&activity));
         activity
+    }
+
+    /// Client connections accepted so far, and open now.
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        let all = self.all.lock().unwrap_or_else(|e| e.into_inner());
+        let open = all.iter().filter(|w| w.strong_count() > 0).count();
+        (self.accepted.load(Ordering::Relaxed), open as u64)
     }
 
     /// Closes every connection with no request in progress; returns how many.

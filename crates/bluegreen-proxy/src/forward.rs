@@ -21,6 +21,7 @@ use crate::pin;
 use crate::preview::PreviewPin;
 use crate::stall::StreamProgress;
 use crate::state::{AppState, GroupState, Proxy, Snapshot};
+use crate::stats::Cause;
 use crate::upstream::{Affinity, UpstreamError};
 
 /// The cookie that keeps a client on one group of a weighted split.
@@ -122,12 +123,15 @@ impl Wait {
 
     /// Counts the 503 that ends this wait against the groups it waited for: the
     /// proxy's own answer for a group with no healthy backend is the group's
-    /// error; a paused app or one without routes is nobody's.
-    fn count(&self, waited: Duration) {
-        if let Wait::NoHealthy(groups) = self {
-            for group in groups {
-                group.stats.record(503, waited);
+    /// error; a paused app or one without routes is nobody's (the app's alone).
+    fn count(&self, app: &AppState, cause: Cause, waited: Duration) {
+        match self {
+            Wait::NoHealthy(groups) => {
+                for group in groups {
+                    group.stats.record_error(503, cause, waited);
+                }
             }
+            _ => app.counters.record_error(503, cause),
         }
     }
 
@@ -297,7 +301,7 @@ async fn choose(
     if inner.held.fetch_add(1, Ordering::AcqRel) >= max {
         inner.held.fetch_sub(1, Ordering::AcqRel);
         tracing::warn!(host = %app.host, max, reason = %wait.detail(&app.host), "hold queue full");
-        wait.count(Duration::ZERO);
+        wait.count(app, Cause::QueueFull, Duration::ZERO);
         return Err(plain(
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
@@ -323,7 +327,7 @@ async fn choose(
         match tokio::time::timeout_at(deadline, changes.changed()).await {
             Ok(Ok(())) => continue,
             _ => {
-                last.count(timeout);
+                last.count(app, Cause::HoldTimeout, timeout);
                 tracing::info!(host = %app.host, reason = %last.detail(&app.host), ?timeout, "held past the hold timeout");
                 return Err(plain(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -672,15 +676,21 @@ async fn forward(
                     error = %error_chain(&error),
                     "request body from the client failed"
                 );
-                return match slot.as_ref().and_then(|s| s.client_fault()) {
-                    Some(ClientFault::Stalled) => plain(
+                let stalled = matches!(
+                    slot.as_ref().and_then(|s| s.client_fault()),
+                    Some(ClientFault::Stalled)
+                );
+                let status = if stalled { 408 } else { 400 };
+                app.counters.record_error(status, Cause::ClientFault);
+                return match stalled {
+                    true => plain(
                         StatusCode::REQUEST_TIMEOUT,
                         format!(
                             "the request body stalled for the body timeout ({})",
                             human(proxy.inner.options.body_timeout)
                         ),
                     ),
-                    _ => plain(
+                    false => plain(
                         StatusCode::BAD_REQUEST,
                         "the request body could not be read".into(),
                     ),
@@ -693,7 +703,10 @@ async fn forward(
                     backend = %choice.backend.authority,
                     "request cut by the drain timeout"
                 );
-                choice.group.stats.record(504, started.elapsed());
+                choice
+                    .group
+                    .stats
+                    .record_error(504, Cause::DrainCut, started.elapsed());
                 return plain(
                     StatusCode::GATEWAY_TIMEOUT,
                     format!(
@@ -734,7 +747,11 @@ async fn forward(
                 }
                 return match error {
                     UpstreamError::Timeout => {
-                        choice.group.stats.record(504, started.elapsed());
+                        choice.group.stats.record_error(
+                            504,
+                            Cause::UpstreamTimeout,
+                            started.elapsed(),
+                        );
                         plain(
                             StatusCode::GATEWAY_TIMEOUT,
                             format!(
@@ -744,14 +761,22 @@ async fn forward(
                         )
                     }
                     UpstreamError::Unhealthy => {
-                        choice.group.stats.record(504, started.elapsed());
+                        choice.group.stats.record_error(
+                            504,
+                            Cause::BackendError,
+                            started.elapsed(),
+                        );
                         plain(
                             StatusCode::GATEWAY_TIMEOUT,
                             "the backend became unhealthy before it answered".into(),
                         )
                     }
                     _ => {
-                        choice.group.stats.record(502, started.elapsed());
+                        choice.group.stats.record_error(
+                            502,
+                            Cause::BackendError,
+                            started.elapsed(),
+                        );
                         plain(StatusCode::BAD_GATEWAY, "the backend failed".into())
                     }
                 };

@@ -8,6 +8,7 @@ mod conn;
 mod drain;
 mod embedded;
 mod forward;
+mod metrics;
 mod options;
 pub mod pin;
 mod preview;

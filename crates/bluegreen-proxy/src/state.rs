@@ -19,7 +19,7 @@ use crate::drain;
 use crate::options::ProxyOptions;
 use crate::pin;
 use crate::preview::Previews;
-use crate::stats::{GroupStats, StatsSnapshot};
+use crate::stats::{AppStats, GroupStats, StatsSnapshot};
 
 pub(crate) type UpstreamClient = Client<HttpConnector, UpstreamBody>;
 
@@ -79,6 +79,15 @@ impl GroupState {
     }
 }
 
+impl Drop for GroupState {
+    fn drop(&mut self) {
+        // a retired state is gone: its drain is over
+        if self.retired.load(Ordering::Acquire) {
+            self.stats.draining.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 fn upstream_client(options: &ProxyOptions) -> UpstreamClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
@@ -106,7 +115,10 @@ pub(crate) struct Snapshot {
 pub(crate) struct AppState {
     pub(crate) host: String,
     pub(crate) snapshot: ArcSwap<Snapshot>,
-    stats: Mutex<HashMap<GroupId, Arc<GroupStats>>>,
+    /// The attached groups' counters.
+    pub(crate) stats: Mutex<HashMap<GroupId, Arc<GroupStats>>>,
+    /// What is no group's: errors while no group was to blame, route switches.
+    pub(crate) counters: AppStats,
 }
 
 #[derive(Default)]
@@ -436,6 +448,7 @@ impl Proxy {
                 routed: Vec::new(),
             }),
             stats: Mutex::new(HashMap::new()),
+            counters: AppStats::default(),
         });
         Ok((app, true))
     }
@@ -576,6 +589,7 @@ impl Proxy {
                 .map(|(id, w)| (draft.groups[id].clone(), w))
                 .collect();
             if draft.table != current.table {
+                app.counters.switched();
                 tracing::info!(host = %app.host, from = %current.table, to = %draft.table, route_generation, "routes changed");
             }
             let next = Arc::new(Snapshot {
@@ -609,7 +623,9 @@ impl Proxy {
         for (app, current, next) in &published {
             for (id, group) in &current.groups {
                 if !next.groups.get(id).is_some_and(|g| Arc::ptr_eq(g, group)) {
-                    group.retired.store(true, Ordering::Release);
+                    if !group.retired.swap(true, Ordering::AcqRel) {
+                        group.stats.draining.fetch_add(1, Ordering::Relaxed);
+                    }
                     // its requests in flight drain once the group is out of traffic
                     // (now, or later for a state replaced by a new attachment)
                     drain::cut_after(
@@ -970,6 +986,14 @@ impl Proxy {
                 })
                 .collect(),
         }
+    }
+
+    /// Every app, by host.
+    pub(crate) fn apps(&self) -> Vec<Arc<AppState>> {
+        let mut apps: Vec<Arc<AppState>> =
+            self.inner.apps.load().by_host.values().cloned().collect();
+        apps.sort_by(|a, b| a.host.cmp(&b.host));
+        apps
     }
 
     /// How many requests wait now.

@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 
 /// A backend: `/health` answers 200 (or 503 when made unhealthy), `/slow?ms=N`
 /// answers after N ms, `/drip?ms=N` sends its headers and `start` at once and
-/// `end` N ms later, `/echo` upgrades to a byte echo, `/headers` answers the
+/// `end` N ms later, `/status/N` answers status N, `/echo` upgrades to a byte echo, `/headers` answers the
 /// request's headers (`name: value` lines), `/leak` answers with a
 /// `bluegreen-route` response header, `/big?kb=N` answers N KiB, anything else
 /// answers `<group> <instance>`.
@@ -212,6 +212,11 @@ async fn answer(
         return Ok(Response::new(
             Full::new(Bytes::from(vec![b'x'; kb * 1024])).boxed(),
         ));
+    }
+    if let Some(code) = req.uri().path().strip_prefix("/status/") {
+        let mut r = Response::new(Full::new(Bytes::from(name)).boxed());
+        *r.status_mut() = code.parse().unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return Ok(r);
     }
     if req.uri().path() == "/body" {
         let body = req
