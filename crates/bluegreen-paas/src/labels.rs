@@ -117,3 +117,31 @@ pub(crate) fn config_changes(
     }
     changes
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bluegreen_core::{DeploymentId, Generation, Release};
+
+    #[test]
+    fn marks_round_trip() {
+        let app = App::new("web", "production").unwrap();
+        let g = Group::new(
+            app.clone(),
+            Generation(7),
+            Release::new("slug-1".into(), 2).with_env("A", "1"),
+            DeploymentId::new("d-1"),
+            None,
+        );
+        let vars = group_vars(&g);
+        assert_eq!(vars["BLUEGREEN_OWNER"], "bluegreen");
+        assert_eq!(vars["BLUEGREEN_GROUP"], "web-production-v007");
+        assert_eq!(vars["A"], "1");
+        assert_eq!(group_of(&vars, &app).unwrap().unwrap(), g);
+        let other = App::new("api", "production").unwrap();
+        assert!(group_of(&vars, &other).is_none());
+        let mut edited = vars.clone();
+        edited.insert("BLUEGREEN_GENERATION".into(), "8".into());
+        assert!(group_of(&edited, &app).unwrap().is_err());
+    }
+}

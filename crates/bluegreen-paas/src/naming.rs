@@ -110,3 +110,103 @@ impl Naming {
         format!("{}{CONTROL_SUFFIX}", self.base(app))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bluegreen_core::{Generation, Group};
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn names_fit_heroku() {
+        let n = Naming::new();
+        let app = App::new("web", "production").unwrap();
+        assert_eq!(
+            n.group_app(&app, &GroupId::new("web-production-v007"))
+                .as_deref(),
+            Some("web-production-v007")
+        );
+        assert_eq!(
+            n.group_app(&app, &GroupId::new("api-production-v007")),
+            None
+        );
+        assert_eq!(n.group_app(&app, &GroupId::new("web-production-vx")), None);
+        let long = App::new("a".repeat(30), "b".repeat(30)).unwrap();
+        let name = n
+            .group_app(&long, &Group::id_for(&long, Generation(12)))
+            .unwrap();
+        assert!(name.len() <= 30 && name.ends_with("-v012"), "{name}");
+        let other = App::new("a".repeat(30), "c".repeat(30)).unwrap();
+        assert_ne!(n.base(&long), n.base(&other));
+        assert!(Naming::with_prefix("Acme").is_err());
+        assert_eq!(
+            Naming::with_prefix("acme-").unwrap().control_app(&app),
+            "acme-web-production--slugs"
+        );
+    }
+
+    /// Every name a naming gives: the release-mode app, the control app and group
+    /// apps.
+
+    fn all_names(n: &Naming, app: &App) -> Vec<String> {
+        let mut names = vec![n.base(app), n.control_app(app)];
+        for g in [1, 7, 10, 999, 1000, 9999, 99999] {
+            names.extend(n.group_app(app, &Group::id_for(app, Generation(g))));
+        }
+        names
+    }
+
+    #[test]
+    fn names_of_close_apps_never_meet() {
+        let heroku = regex::Regex::new("^[a-z][a-z0-9-]{1,28}[a-z0-9]$").unwrap();
+        let apps = bluegreen_testkit::names::near_collisions();
+        for prefix in ["", "acme-", "a"] {
+            let n = Naming::with_prefix(prefix).unwrap();
+            let mut seen: BTreeMap<String, &App> = BTreeMap::new();
+            for app in &apps {
+                let names = all_names(&n, app);
+                assert!(names.len() >= 6, "{app}: {names:?}");
+                for name in names {
+                    assert!(heroku.is_match(&name), "{name} is no Heroku app name");
+                    if let Some(first) = seen.insert(name.clone(), app) {
+                        panic!("prefix {prefix:?}: {first} and {app} both name {name}");
+                    }
+                }
+                for other in &apps {
+                    let id = Group::id_for(other, Generation(7));
+                    assert_eq!(n.group_app(app, &id).is_some(), app == other, "{app} {id}");
+                }
+            }
+        }
+    }
+
+    /// A base cut to 16 characters and a hash is never the whole base of another
+    /// app: the hash starts with a digit, an environment with a letter. (Cut to hex
+    /// digits, `inventory-servic-e1f2a3` could be `inventory-servic`.`e1f2a3`.)
+
+    #[test]
+    fn a_cut_base_is_never_a_whole_one() {
+        let n = Naming::new();
+        let mut bases: BTreeMap<String, App> = BTreeMap::new();
+        for i in 0..3000 {
+            let app = App::new("inventory-service", format!("stagingeurope{i}")).unwrap();
+            let base = n.base(&app);
+            assert_eq!(base.len(), BASE_MAX, "{base}");
+            let (head, hash) = base.rsplit_once('-').unwrap();
+            assert_eq!(head, "inventory-servic");
+            assert!(hash.starts_with(|c: char| c.is_ascii_digit()), "{base}");
+            assert!(
+                App::new(head, hash).is_err(),
+                "{base} is the base of {head}.{hash}"
+            );
+            if let Some(first) = bases.insert(base.clone(), app.clone()) {
+                panic!("{first} and {app} are both {base}");
+            }
+        }
+        // a cut just after a `-` drops it: no `--`
+        let app = App::new("abcdefghijklmno-p", "staging").unwrap();
+        let base = n.base(&app);
+        let (head, hash) = base.rsplit_once('-').unwrap();
+        assert_eq!((head, hash.len()), ("abcdefghijklmno", HASH_LEN), "{base}");
+    }
+}
