@@ -147,7 +147,6 @@ mod tests {
 
     /// Every name a naming gives: the release-mode app, the control app and group
     /// apps.
-
     fn all_names(n: &Naming, app: &App) -> Vec<String> {
         let mut names = vec![n.base(app), n.control_app(app)];
         for g in [1, 7, 10, 999, 1000, 9999, 99999] {
