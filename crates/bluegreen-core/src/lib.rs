@@ -43,10 +43,12 @@ mod image;
 mod instance;
 pub mod labels;
 mod lock;
+pub mod probe;
 mod release;
 mod retry;
 mod route;
 mod router;
+pub mod settings;
 mod task;
 
 /// The attribute every implementation of [`Image`], [`Fleet`], [`Router`],

@@ -88,6 +88,14 @@ impl Release {
         ReleaseId::new(hex)
     }
 
+    /// Reads the settings into a provider's typed struct `T` (its fields are the keys
+    /// it reads), refusing an unknown key or a bad value with [`Error::Invalid`]
+    /// naming `settings.<key>`; `provider` names the reader (`the Docker fleet`). See
+    /// [`settings`](crate::settings).
+    pub fn settings_as<T: serde::de::DeserializeOwned>(&self, provider: &str) -> Result<T> {
+        crate::settings::parse(provider, &self.settings)
+    }
+
     /// Refuses any setting that `fleet` (a name for people, `the EC2 fleet`) does not
     /// read, naming the setting and the ones it does read.
     ///

@@ -6,21 +6,21 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bluegreen_core::labels::{self, Labels};
+use bluegreen_core::labels;
 use bluegreen_core::{
     App, Error, Fleet, FleetCapabilities, Group, GroupId, Health, Instance, Release, Result,
     TaskStatus,
 };
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
+use crate::config::{entries, read_json, write_json, StateDir};
+use crate::error::os_error;
 use crate::image::{remove_tree, LocalImage};
-use crate::process::{marked, spawn_detached, ProcessId, MARK_GROUP, MARK_OWNER, MARK_STATE};
-use crate::state_dir::{entries, read_json, write_json, StateDir};
-
-/// The release settings the local fleet reads; any other key is refused.
-pub const SETTINGS: [&str; 4] = ["command", "args", "health_path", "stop_timeout_ms"];
+use crate::labels::{GroupFile, MARK_GROUP, MARK_OWNER, MARK_STATE};
+use crate::process::{marked, spawn_detached, ProcessId};
+use crate::settings::Settings;
+use bluegreen_core::probe::http_probe;
 
 /// Groups of local processes.
 ///
@@ -53,58 +53,11 @@ pub struct LocalFleet {
     images: LocalImage,
 }
 
-#[derive(Serialize, Deserialize)]
-struct GroupFile {
-    labels: Labels,
-    record: String,
-}
-
 #[derive(Clone, Serialize, Deserialize)]
 struct InstanceFile {
     index: u32,
     process: ProcessId,
     port: u16,
-}
-
-struct Settings {
-    command: Option<String>,
-    args: Vec<String>,
-    health_path: String,
-    stop_timeout: Duration,
-}
-
-fn settings_of(release: &Release) -> Result<Settings> {
-    release.check_settings("the local fleet", &SETTINGS)?;
-    let health_path = release
-        .settings
-        .get("health_path")
-        .cloned()
-        .unwrap_or_else(|| "/health".into());
-    if !health_path.starts_with('/') {
-        return Err(Error::invalid(
-            "settings.health_path",
-            format!("`{health_path}` does not start with `/`"),
-        ));
-    }
-    let stop_timeout = match release.settings.get("stop_timeout_ms") {
-        Some(ms) => Duration::from_millis(ms.parse().map_err(|_| {
-            Error::invalid(
-                "settings.stop_timeout_ms",
-                format!("`{ms}` is not a number of milliseconds"),
-            )
-        })?),
-        None => Duration::from_secs(10),
-    };
-    Ok(Settings {
-        command: release.settings.get("command").cloned(),
-        args: release
-            .settings
-            .get("args")
-            .map(|a| a.split_whitespace().map(str::to_owned).collect())
-            .unwrap_or_default(),
-        health_path,
-        stop_timeout,
-    })
 }
 
 impl LocalFleet {
@@ -167,7 +120,7 @@ impl LocalFleet {
         let log_path = dir.join("logs").join(format!("{index}.log"));
         let mut command = tokio::process::Command::new(&program);
         command
-            .args(&settings.args)
+            .args(settings.args())
             .env_clear()
             .env(
                 "PATH",
@@ -202,41 +155,8 @@ impl LocalFleet {
 }
 
 fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| Error::provider_source("local", true, e))?;
-    Ok(listener
-        .local_addr()
-        .map_err(|e| Error::provider_source("local", true, e))?
-        .port())
-}
-
-/// `GET path` on a loopback port: the health it tells.
-async fn probe(port: u16, path: &str) -> Health {
-    let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-        stream
-            .write_all(
-                format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-                    .as_bytes(),
-            )
-            .await?;
-        let mut head = [0u8; 12];
-        stream.read_exact(&mut head).await?;
-        Ok::<_, std::io::Error>(String::from_utf8_lossy(&head[9..12]).into_owned())
-    };
-    match tokio::time::timeout(Duration::from_secs(2), attempt).await {
-        Ok(Ok(status)) if status.starts_with('2') => Health::Healthy,
-        Ok(Ok(status)) => Health::Unhealthy {
-            reason: format!("GET {path}: {status}"),
-        },
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Health::Starting,
-        Ok(Err(e)) => Health::Unhealthy {
-            reason: format!("GET {path}: {e}"),
-        },
-        Err(_) => Health::Unhealthy {
-            reason: format!("GET {path}: no answer within 2s"),
-        },
-    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(os_error)?;
+    Ok(listener.local_addr().map_err(os_error)?.port())
 }
 
 #[async_trait]
@@ -246,11 +166,11 @@ impl Fleet for LocalFleet {
     }
 
     fn check_release(&self, release: &Release) -> Result<()> {
-        settings_of(release).map(|_| ())
+        Settings::of(release).map(|_| ())
     }
 
     async fn launch(&self, group: &Group) -> Result<()> {
-        let settings = settings_of(&group.release)?;
+        let settings = Settings::of(&group.release)?;
         self.images.path_of(&group.app, &group.release.image)?;
         let dir = self.state.group(&group.app, &group.id);
         match read_json::<GroupFile>(&dir.join("group.json"))? {
@@ -300,7 +220,7 @@ impl Fleet for LocalFleet {
         let (dir, record) = self
             .owned_group(app, group)?
             .ok_or_else(|| Error::not_found(format!("group {group}")))?;
-        let settings = settings_of(&record.release)?;
+        let settings = Settings::of(&record.release)?;
         let files = LocalFleet::instance_files(&dir)?;
         let healths = futures_util::future::join_all(files.iter().map(|f| {
             let exit_path = dir.join("instances").join(format!("{}.exit", f.index));
@@ -311,7 +231,7 @@ impl Fleet for LocalFleet {
                         .unwrap_or_else(|_| "the process is gone".into());
                     return Health::Stopped { reason };
                 }
-                probe(f.port, &path).await
+                http_probe(&format!("127.0.0.1:{}", f.port), &path).await
             }
         }))
         .await;
@@ -333,8 +253,8 @@ impl Fleet for LocalFleet {
         let Some((dir, record)) = self.owned_group(app, group)? else {
             return Ok(());
         };
-        let stop_timeout = settings_of(&record.release)
-            .map(|s| s.stop_timeout)
+        let stop_timeout = Settings::of(&record.release)
+            .map(|s| s.stop_timeout())
             .unwrap_or(Duration::from_secs(10));
         let mut processes: BTreeMap<u32, ProcessId> = LocalFleet::instance_files(&dir)?
             .into_iter()
@@ -383,8 +303,8 @@ impl Fleet for LocalFleet {
                 format!("the release of {} has none", group.id),
             ));
         }
-        let settings = settings_of(&group.release)?;
-        crate::task::start(&self.state, &self.images, group, settings.stop_timeout).await
+        let settings = Settings::of(&group.release)?;
+        crate::task::start(&self.state, &self.images, group, settings.stop_timeout()).await
     }
 
     async fn task(&self, app: &App, group: &GroupId) -> Result<Option<TaskStatus>> {

@@ -12,6 +12,8 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
+use crate::error::failed;
+
 /// The exit status with which a [`CommandHook`]'s command pauses the deployment:
 /// 75, `EX_TEMPFAIL` of `sysexits.h` ("try again later").
 pub const PAUSE_EXIT_CODE: i32 = 75;
@@ -464,7 +466,7 @@ impl WebhookHook {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent("bluegreen")
             .build()
-            .map_err(|e| Error::provider("local", format!("an HTTP client: {e}"), false))?;
+            .map_err(|e| failed(format!("an HTTP client: {e}")))?;
         Ok(WebhookHook {
             name,
             url,

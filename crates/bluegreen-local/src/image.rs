@@ -12,7 +12,9 @@ use bluegreen_core::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::state_dir::{entries, io_error, read_json, write_json, StateDir};
+use crate::config::{entries, read_json, write_json, StateDir};
+use crate::error::failed;
+use crate::error::io_error;
 
 /// Images of local artifacts: an executable or a directory, copied into the state
 /// directory under its SHA-256 (`sha256:<hex>`), made read-only, and never changed.
@@ -240,9 +242,7 @@ impl Image for LocalImage {
                 let app = app.clone();
                 tokio::task::spawn_blocking(move || this.store(&app, &path))
                     .await
-                    .map_err(|e| {
-                        Error::provider("local", format!("storing the artifact: {e}"), false)
-                    })?
+                    .map_err(|e| failed(format!("storing the artifact: {e}")))?
             }
             other => Err(Error::not_supported(format!(
                 "{other} (the local provider takes artifacts)"

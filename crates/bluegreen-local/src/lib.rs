@@ -32,21 +32,25 @@
 //! ```
 #![deny(missing_docs)]
 
+mod config;
+mod error;
 mod fleet;
 mod hooks;
 mod image;
+mod labels;
 mod lock;
 mod process;
-mod proxy;
-mod state_dir;
+mod router;
+mod settings;
 mod task;
 
-pub use fleet::{LocalFleet, SETTINGS};
+pub use config::StateDir;
+pub use fleet::LocalFleet;
 pub use hooks::{
     hook_env, signature, CommandHook, WebhookBody, WebhookHook, PAUSE_EXIT_CODE, SIGNATURE_HEADER,
 };
 pub use image::LocalImage;
 pub use lock::FileLock;
-pub use proxy::{proxy_binary, LocalProxy};
-pub use state_dir::StateDir;
+pub use router::{proxy_binary, LocalProxy};
+pub use settings::SETTINGS;
 pub use task::TASK_OUTPUT_LINES;

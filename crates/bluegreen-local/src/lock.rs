@@ -10,8 +10,9 @@ use async_trait::async_trait;
 use bluegreen_core::{App, Error, FencingToken, Lock, LockHolder, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::config::{read_json, write_json, StateDir};
+use crate::error::io_error;
 use crate::process::ProcessId;
-use crate::state_dir::{io_error, read_json, write_json, StateDir};
 
 /// A lease lock per app in `<state>/locks/<app>.json`. A lock whose lease passed, or
 /// whose holding process no longer runs (an owner check: the pid and its start time),

@@ -5,13 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-/// Marks in an instance's environment, its labels: a process that carries
-/// [`MARK_OWNER`] and this state directory's [`MARK_STATE`] is bluegreen's.
-pub(crate) const MARK_OWNER: &str = "BLUEGREEN_OWNER";
-pub(crate) const MARK_STATE: &str = "BLUEGREEN_STATE_DIR";
-pub(crate) const MARK_GROUP: &str = "BLUEGREEN_GROUP";
-/// The mark of a release task's processes: `<app slug>/<group id>`.
-pub(crate) const MARK_TASK: &str = "BLUEGREEN_TASK";
+use crate::labels::{MARK_GROUP, MARK_OWNER, MARK_STATE};
 
 /// A process as recorded: its pid and its start time, which together name it even
 /// after the pid is reused.
@@ -62,8 +56,7 @@ pub(crate) fn spawn_detached(
     what: &Path,
     log: &Path,
 ) -> bluegreen_core::Result<(tokio::process::Child, ProcessId)> {
-    use crate::state_dir::io_error;
-    use bluegreen_core::Error;
+    use crate::error::{failed, io_error};
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
     }
@@ -80,13 +73,10 @@ pub(crate) fn spawn_detached(
         .process_group(0)
         .kill_on_drop(false)
         .spawn()
-        .map_err(|e| {
-            Error::provider_source("local", false, format!("starting {}: {e}", what.display()))
-        })?;
+        .map_err(|e| failed(format!("starting {}: {e}", what.display())))?;
     let pid = child.id().expect("a just-spawned child has a pid");
-    let process = ProcessId::of(pid).ok_or_else(|| {
-        Error::provider("local", format!("{} exited at once", what.display()), false)
-    })?;
+    let process =
+        ProcessId::of(pid).ok_or_else(|| failed(format!("{} exited at once", what.display())))?;
     Ok((child, process))
 }
 

@@ -23,9 +23,11 @@ use bluegreen_core::{App, Error, Group, GroupId, ReleaseId, Result, TaskState, T
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use crate::config::{read_json, write_json, StateDir};
+use crate::error::io_error;
 use crate::image::{remove_tree, LocalImage};
-use crate::process::{marked_by, spawn_detached, ProcessId, MARK_OWNER, MARK_STATE, MARK_TASK};
-use crate::state_dir::{io_error, read_json, write_json, StateDir};
+use crate::labels::{MARK_OWNER, MARK_STATE, MARK_TASK};
+use crate::process::{marked_by, spawn_detached, ProcessId};
 
 /// How many lines of a task's output [`task`](crate::LocalFleet) reports: the last
 /// ones, the earlier counted in [`TaskStatus::dropped`].

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use crate::api::{self, AppInfo, Vars};
 use crate::client::PlatformClient;
-use crate::marks;
+use crate::labels;
 
 /// What stands at an app name.
 pub(crate) enum Found {
@@ -28,7 +28,7 @@ pub(crate) async fn find(client: &PlatformClient, name: &str, app: &App) -> Resu
     let Some(vars) = api::config_vars(client, name).await? else {
         return Ok(Found::Missing);
     };
-    if marks::owned_by(&vars, app) {
+    if labels::owned_by(&vars, app) {
         return Ok(Found::Ours(info, vars));
     }
     if vars.is_empty() {
@@ -82,7 +82,7 @@ pub(crate) async fn ensure(
         api::set_maintenance(client, name, true).await?;
         info.maintenance = true;
     }
-    let changes = marks::config_changes(&current, vars, []);
+    let changes = labels::config_changes(&current, vars, []);
     if !changes.is_empty() {
         api::patch_config(client, name, &changes).await?;
     }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use bluegreen_core::labels;
+use bluegreen_core::labels as core_labels;
 use bluegreen_core::{
     App, Error, ErrorKind, Event, EventSink, Image, ImageId, ImageRef, ImageSource, Result,
 };
@@ -15,7 +15,8 @@ use sha2::{Digest, Sha256};
 use crate::api::{self, seg, Build, Formation, Slug, Vars};
 use crate::apps;
 use crate::client::PlatformClient;
-use crate::marks::{self, Naming};
+use crate::labels;
+use crate::naming::Naming;
 
 /// The config var prefix of an image entry in the control app.
 const ENTRY_PREFIX: &str = "BLUEGREEN_SLUG_";
@@ -87,7 +88,7 @@ impl SlugImage {
 
     async fn control(&self, app: &App) -> Result<(String, Vars)> {
         let name = self.naming.control_app(app);
-        let marks = marks::vars_of(&labels::app_labels(app));
+        let marks = labels::vars_of(&core_labels::app_labels(app));
         let (_, vars, _) = apps::ensure(&self.client, &name, app, &marks, false).await?;
         Ok((name, vars))
     }
@@ -110,7 +111,7 @@ impl SlugImage {
             origin,
             sha256,
         };
-        let key = format!("{ENTRY_PREFIX}{}", marks::var_key(&slug.id));
+        let key = format!("{ENTRY_PREFIX}{}", labels::var_key(&slug.id));
         let value = serde_json::to_string(&entry).expect("an entry serializes");
         api::patch_config(&self.client, control, &BTreeMap::from([(key, Some(value))])).await?;
         Ok(image_ref(app, &entry))
@@ -279,7 +280,7 @@ impl Image for SlugImage {
     async fn images(&self, app: &App) -> Result<Vec<ImageRef>> {
         let name = self.naming.control_app(app);
         match api::config_vars(&self.client, &name).await? {
-            Some(vars) if marks::owned_by(&vars, app) => {
+            Some(vars) if labels::owned_by(&vars, app) => {
                 Ok(entries(&vars).iter().map(|e| image_ref(app, e)).collect())
             }
             _ => Ok(Vec::new()),
@@ -289,10 +290,10 @@ impl Image for SlugImage {
     async fn remove(&self, app: &App, id: &ImageId) -> Result<()> {
         let name = self.naming.control_app(app);
         let vars = match api::config_vars(&self.client, &name).await? {
-            Some(vars) if marks::owned_by(&vars, app) => vars,
+            Some(vars) if labels::owned_by(&vars, app) => vars,
             _ => return Ok(()),
         };
-        let key = format!("{ENTRY_PREFIX}{}", marks::var_key(id.as_str()));
+        let key = format!("{ENTRY_PREFIX}{}", labels::var_key(id.as_str()));
         if !vars.contains_key(&key) {
             return Ok(());
         }

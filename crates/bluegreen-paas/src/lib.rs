@@ -2,23 +2,31 @@
 #![deny(missing_docs)]
 
 mod api;
-mod app_fleet;
 mod apps;
 mod client;
-mod domain_router;
+mod config;
 mod error;
+mod fleet;
 mod image;
-mod marks;
-mod release_mode;
+mod labels;
+mod naming;
+mod release_fleet;
+mod release_router;
+mod router;
+mod settings;
 mod task;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use app_fleet::AppFleet;
-pub use client::{ClientOptions, PlatformClient, Token, ACCEPT_V3, DEFAULT_BASE_URL};
-pub use domain_router::{DnsHook, DomainRouter, NoDns};
+pub use client::PlatformClient;
+pub use config::{ClientOptions, Token, ACCEPT_V3, DEFAULT_BASE_URL};
 pub use error::ApiError;
+pub use fleet::AppFleet;
 pub use image::SlugImage;
-pub use marks::{var_for_label, Naming, RECORD_VAR, SETTINGS};
-pub use release_mode::{ReleaseFleet, ReleaseRouter};
+pub use labels::{var_for_label, RECORD_VAR};
+pub use naming::Naming;
+pub use release_fleet::ReleaseFleet;
+pub use release_router::ReleaseRouter;
+pub use router::{DnsHook, DomainRouter, NoDns};
+pub use settings::SETTINGS;
 pub use task::TASK_VAR;

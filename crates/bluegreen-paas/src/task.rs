@@ -23,9 +23,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::api::{self, seg};
-use crate::app_fleet::AppFleet;
 use crate::apps::{self, Found};
-use crate::marks;
+use crate::fleet::AppFleet;
+use crate::labels;
+use crate::settings;
 
 /// The config var of a group's app recording that its task was started: the
 /// release id.
@@ -58,7 +59,7 @@ pub(crate) async fn start(fleet: &AppFleet, group: &Group) -> Result<()> {
             Error::invalid("task", format!("the release of {} has none", group.id))
         })?;
     task.validate()?;
-    let settings = marks::check_release(&group.release)?;
+    let settings = settings::check_release(&group.release)?;
     let client = fleet.client();
     let name = fleet
         .naming()
@@ -70,7 +71,7 @@ pub(crate) async fn start(fleet: &AppFleet, group: &Group) -> Result<()> {
             )
         })?;
     if let Found::Ours(_, vars) = apps::find(client, &name, &group.app).await? {
-        match marks::group_of(&vars, &group.app) {
+        match labels::group_of(&vars, &group.app) {
             Some(Ok(found)) if &found == group => {}
             Some(Ok(found)) => {
                 return Err(Error::conflict(format!(
@@ -95,7 +96,7 @@ pub(crate) async fn start(fleet: &AppFleet, group: &Group) -> Result<()> {
     // the group's app, in maintenance mode, with its marks; the claim is the last
     // config change before the slug is released, so the release carries it
     let (_, vars, _) =
-        apps::ensure(client, &name, &group.app, &marks::group_vars(group), true).await?;
+        apps::ensure(client, &name, &group.app, &labels::group_vars(group), true).await?;
     if !vars.contains_key(TASK_VAR) {
         api::patch_config(
             client,

@@ -5,12 +5,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bluegreen_core::{Error, Result};
+use bluegreen_core::Result;
 use bluegreen_proxy::{AdminToken, EmbeddedProxy, ProxyOptions, ProxyRouter};
 use serde::{Deserialize, Serialize};
 
+use crate::config::{read_json, write_json, StateDir};
+use crate::error::io_error;
+use crate::error::{failed, os_error};
 use crate::process::{spawn_detached, ProcessId};
-use crate::state_dir::{io_error, read_json, write_json, StateDir};
 
 /// The proxy that routes to local instances, and the [`ProxyRouter`] that drives it.
 pub struct LocalProxy {
@@ -85,11 +87,10 @@ impl LocalProxy {
             if !process.is_alive() || tokio::time::Instant::now() > deadline {
                 // nothing records it yet: it must not outlive this failure
                 process.signal(libc::SIGKILL);
-                return Err(Error::provider(
-                    "local",
-                    format!("bluegreen-proxy did not start; see {}", log_path.display()),
-                    false,
-                ));
+                return Err(failed(format!(
+                    "bluegreen-proxy did not start; see {}",
+                    log_path.display()
+                )));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -148,10 +149,8 @@ pub fn proxy_binary() -> PathBuf {
 }
 
 fn free_loopback() -> Result<SocketAddr> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| Error::provider_source("local", true, e))?;
-    l.local_addr()
-        .map_err(|e| Error::provider_source("local", true, e))
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(os_error)?;
+    l.local_addr().map_err(os_error)
 }
 
 fn write_token(path: &Path, token: &AdminToken) -> Result<()> {

@@ -8,7 +8,9 @@ use bluegreen_core::{
 use crate::api::{self, AppInfo};
 use crate::apps::{self, Found};
 use crate::client::PlatformClient;
-use crate::marks::{self, Naming};
+use crate::labels;
+use crate::naming::Naming;
+use crate::settings;
 
 /// Groups as apps: group `web-production-v007` is the app `web-production-v007`
 /// (shortened deterministically past 30 characters, see [`Naming`]).
@@ -81,7 +83,7 @@ impl AppFleet {
             return Ok(None);
         };
         match apps::find(&self.client, &name, app).await? {
-            Found::Ours(info, vars) => match marks::group_of(&vars, app) {
+            Found::Ours(info, vars) => match labels::group_of(&vars, app) {
                 Some(Ok(g)) if &g.id == group => Ok(Some(GroupApp {
                     name,
                     info,
@@ -95,7 +97,7 @@ impl AppFleet {
 
     /// The group's instances: dynos of its process type.
     pub(crate) async fn dynos_of(&self, found: &GroupApp) -> Result<Vec<Instance>> {
-        let settings = marks::check_release(&found.group.release)?;
+        let settings = settings::check_release(&found.group.release)?;
         Ok(api::dynos(&self.client, &found.name)
             .await?
             .iter()
@@ -112,11 +114,11 @@ impl Fleet for AppFleet {
     }
 
     fn check_release(&self, release: &bluegreen_core::Release) -> Result<()> {
-        marks::check_release(release).map(|_| ())
+        settings::check_release(release).map(|_| ())
     }
 
     async fn launch(&self, group: &Group) -> Result<()> {
-        let settings = marks::check_release(&group.release)?;
+        let settings = settings::check_release(&group.release)?;
         let name = self
             .naming
             .group_app(&group.app, &group.id)
@@ -127,7 +129,7 @@ impl Fleet for AppFleet {
                 )
             })?;
         if let Found::Ours(_, vars) = apps::find(&self.client, &name, &group.app).await? {
-            match marks::group_of(&vars, &group.app) {
+            match labels::group_of(&vars, &group.app) {
                 Some(Ok(found)) if &found == group => {}
                 Some(Ok(found)) => {
                     return Err(Error::conflict(format!(
@@ -150,7 +152,7 @@ impl Fleet for AppFleet {
             &self.client,
             &name,
             &group.app,
-            &marks::group_vars(group),
+            &labels::group_vars(group),
             true,
         )
         .await?;
@@ -187,7 +189,7 @@ impl Fleet for AppFleet {
             let Some(vars) = api::config_vars(&self.client, &name).await? else {
                 continue;
             };
-            match marks::group_of(&vars, app) {
+            match labels::group_of(&vars, app) {
                 Some(Ok(group))
                     if self.naming.group_app(app, &group.id).as_ref() == Some(&name) =>
                 {

@@ -11,7 +11,7 @@ use bluegreen_core::{
 use serde_json::json;
 
 use crate::api::{self, seg, Domain};
-use crate::app_fleet::{AppFleet, GroupApp};
+use crate::fleet::{AppFleet, GroupApp};
 
 /// Where a custom domain's DNS must point after it moved: each app gives a domain
 /// its own DNS target (`cname`), so moving a domain means changing its DNS record.

@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 
 use bluegreen_core::{App, Error, GroupId, Result};
 use serde::de::DeserializeOwned;
+
+use crate::error::io_error;
 use serde::Serialize;
 
 /// The root of the local provider's state.
@@ -72,20 +74,6 @@ impl StateDir {
 
     pub(crate) fn locks(&self) -> PathBuf {
         self.root.join("locks")
-    }
-}
-
-/// An I/O error on `path`, as a provider error.
-pub(crate) fn io_error(path: &Path, e: io::Error) -> Error {
-    let retryable = matches!(
-        e.kind(),
-        io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
-    );
-    Error::Provider {
-        provider: "local",
-        message: format!("{}: {e}", path.display()),
-        retryable,
-        source: Some(Box::new(e)),
     }
 }
 

@@ -1,26 +1,29 @@
-//! [`ReleaseFleet`] and [`ReleaseRouter`]: one long-lived app, a group per release.
+//! [`ReleaseFleet`]: one long-lived app, a group per release (release mode; its
+//! router is [`ReleaseRouter`](crate::ReleaseRouter)).
 
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use bluegreen_core::labels;
+use bluegreen_core::labels as core_labels;
 use bluegreen_core::{
-    App, Attachment, Error, Fleet, FleetCapabilities, Group, GroupId, Instance, Result, RouteTable,
-    Router, RouterCapabilities, Serving,
+    App, Error, Fleet, FleetCapabilities, Group, GroupId, Instance, Result, RouteTable,
 };
 use serde_json::{json, Value};
 
 use crate::api::{self, seg, AppInfo, ReleaseInfo, Vars};
 use crate::apps::{self, Found};
 use crate::client::PlatformClient;
-use crate::marks::{self, Naming};
+use crate::labels;
+use crate::naming::Naming;
+use crate::release_router::ReleaseRouter;
+use crate::settings;
 
 /// The start of the description of every release bluegreen creates.
 use crate::api::RELEASE_DESCRIPTION as DESCRIPTION;
-const ATTACHED_PREFIX: &str = "BLUEGREEN_ATTACHED_";
+pub(crate) const ATTACHED_PREFIX: &str = "BLUEGREEN_ATTACHED_";
 const FORGOTTEN_PREFIX: &str = "BLUEGREEN_FORGOTTEN_";
 /// The control app's mark of the group the router last switched to.
-const ROUTED_VAR: &str = "BLUEGREEN_ROUTED";
+pub(crate) const ROUTED_VAR: &str = "BLUEGREEN_ROUTED";
 
 /// Groups as releases of one long-lived app (`web-production`, or the name given with
 /// [`ReleaseFleet::with_app_name`]).
@@ -53,32 +56,32 @@ const ROUTED_VAR: &str = "BLUEGREEN_ROUTED";
 /// over by setting those three config vars.
 #[derive(Clone, Debug)]
 pub struct ReleaseFleet {
-    client: PlatformClient,
-    naming: Naming,
-    names: BTreeMap<App, String>,
-    preboot: bool,
+    pub(crate) client: PlatformClient,
+    pub(crate) naming: Naming,
+    pub(crate) names: BTreeMap<App, String>,
+    pub(crate) preboot: bool,
 }
 
 /// What the platform says about an app in release mode.
-struct State {
-    name: String,
-    info: AppInfo,
+pub(crate) struct State {
+    pub(crate) name: String,
+    pub(crate) info: AppInfo,
     /// The groups bluegreen released and has not forgotten, with their releases
     /// (oldest first).
-    groups: BTreeMap<GroupId, Vec<ReleaseInfo>>,
-    current: Option<ReleaseInfo>,
-    current_vars: Vars,
-    control: Vars,
+    pub(crate) groups: BTreeMap<GroupId, Vec<ReleaseInfo>>,
+    pub(crate) current: Option<ReleaseInfo>,
+    pub(crate) current_vars: Vars,
+    pub(crate) control: Vars,
 }
 
 impl State {
     /// The group the current release runs: its config vars name the group and its
     /// slug is the group's.
-    fn current_group(&self) -> Option<GroupId> {
+    pub(crate) fn current_group(&self) -> Option<GroupId> {
         let current = self.current.as_ref()?;
         let group = GroupId::new(
             self.current_vars
-                .get(&marks::var_for_label(labels::GROUP))?
+                .get(&labels::var_for_label(core_labels::GROUP))?
                 .clone(),
         );
         let ours = self.groups.get(&group)?.last()?;
@@ -86,19 +89,19 @@ impl State {
         (slug(ours).is_some() && slug(ours) == slug(current)).then_some(group)
     }
 
-    fn release_of(&self, group: &GroupId) -> Result<&ReleaseInfo> {
+    pub(crate) fn release_of(&self, group: &GroupId) -> Result<&ReleaseInfo> {
         self.groups
             .get(group)
             .and_then(|r| r.last())
             .ok_or_else(|| Error::not_found(format!("group {group}")))
     }
 
-    fn attached(&self, group: &GroupId) -> bool {
+    pub(crate) fn attached(&self, group: &GroupId) -> bool {
         self.control.contains_key(&attach_key(group))
     }
 
     /// The group the router last switched to, while bluegreen still knows it.
-    fn routed(&self) -> Option<GroupId> {
+    pub(crate) fn routed(&self) -> Option<GroupId> {
         let group = GroupId::new(self.control.get(ROUTED_VAR)?.clone());
         self.groups.contains_key(&group).then_some(group)
     }
@@ -107,7 +110,7 @@ impl State {
     /// switched to, even while a newer release launched since is current (the
     /// engine has not switched to it yet); else, on an app that has no such mark,
     /// the group of the current release.
-    fn table(&self) -> RouteTable {
+    pub(crate) fn table(&self) -> RouteTable {
         if self.info.maintenance {
             return RouteTable::empty();
         }
@@ -118,12 +121,12 @@ impl State {
     }
 }
 
-fn attach_key(group: &GroupId) -> String {
-    format!("{ATTACHED_PREFIX}{}", marks::var_key(group.as_str()))
+pub(crate) fn attach_key(group: &GroupId) -> String {
+    format!("{ATTACHED_PREFIX}{}", labels::var_key(group.as_str()))
 }
 
-fn forgotten_key(release: &str) -> String {
-    format!("{FORGOTTEN_PREFIX}{}", marks::var_key(release))
+pub(crate) fn forgotten_key(release: &str) -> String {
+    format!("{FORGOTTEN_PREFIX}{}", labels::var_key(release))
 }
 
 impl ReleaseFleet {
@@ -171,14 +174,14 @@ impl ReleaseFleet {
             .unwrap_or_else(|| self.naming.base(app))
     }
 
-    async fn state(&self, app: &App) -> Result<Option<State>> {
+    pub(crate) async fn state(&self, app: &App) -> Result<Option<State>> {
         let name = self.app_name(app);
         let (info, current_vars) = match apps::find(&self.client, &name, app).await? {
             Found::Ours(info, vars) => (info, vars),
             _ => return Ok(None),
         };
         let control = match api::config_vars(&self.client, &self.naming.control_app(app)).await? {
-            Some(vars) if marks::owned_by(&vars, app) => vars,
+            Some(vars) if labels::owned_by(&vars, app) => vars,
             _ => Vars::new(),
         };
         let releases = api::releases(&self.client, &name).await?;
@@ -206,7 +209,7 @@ impl ReleaseFleet {
         }))
     }
 
-    async fn record(
+    pub(crate) async fn record(
         &self,
         state: &State,
         app: &App,
@@ -224,7 +227,7 @@ impl ReleaseFleet {
             .into_iter()
             .filter_map(|(k, v)| v.map(|v| (k, v)))
             .collect();
-        match marks::group_of(&vars, app) {
+        match labels::group_of(&vars, app) {
             Some(Ok(g)) => Ok(Some(g)),
             Some(Err(e)) => {
                 tracing::warn!(release = %release.id, error = %e, "a release with an untrusted record is ignored");
@@ -234,7 +237,7 @@ impl ReleaseFleet {
         }
     }
 
-    async fn group(&self, state: &State, app: &App, group: &GroupId) -> Result<Group> {
+    pub(crate) async fn group(&self, state: &State, app: &App, group: &GroupId) -> Result<Group> {
         let release = state.release_of(group)?;
         self.record(state, app, release)
             .await?
@@ -242,15 +245,15 @@ impl ReleaseFleet {
             .ok_or_else(|| Error::not_found(format!("group {group}")))
     }
 
-    async fn control(&self, app: &App) -> Result<String> {
+    pub(crate) async fn control(&self, app: &App) -> Result<String> {
         let name = self.naming.control_app(app);
-        let marks = marks::vars_of(&labels::app_labels(app));
+        let marks = labels::vars_of(&core_labels::app_labels(app));
         apps::ensure(&self.client, &name, app, &marks, false).await?;
         Ok(name)
     }
 
-    async fn scale_to(&self, state: &State, group: &Group, quantity: u32) -> Result<()> {
-        let settings = marks::check_release(&group.release)?;
+    pub(crate) async fn scale_to(&self, state: &State, group: &Group, quantity: u32) -> Result<()> {
+        let settings = settings::check_release(&group.release)?;
         api::scale(
             &self.client,
             &state.name,
@@ -263,7 +266,7 @@ impl ReleaseFleet {
 
     /// Marks the group that serves now as the routed one, when no group is marked:
     /// the route table stays as it is while a launch makes another release current.
-    async fn freeze_routes(&self, state: &State, app: &App) -> Result<()> {
+    pub(crate) async fn freeze_routes(&self, state: &State, app: &App) -> Result<()> {
         if state.info.maintenance || state.routed().is_some() {
             return Ok(());
         }
@@ -274,7 +277,7 @@ impl ReleaseFleet {
     }
 
     /// Sets (or, with `None`, removes) the routed group's mark in the control app.
-    async fn mark_routed(&self, app: &App, group: Option<&GroupId>) -> Result<()> {
+    pub(crate) async fn mark_routed(&self, app: &App, group: Option<&GroupId>) -> Result<()> {
         let control = self.control(app).await?;
         api::patch_config(
             &self.client,
@@ -285,7 +288,7 @@ impl ReleaseFleet {
     }
 
     /// Makes `release` current again: the platform's rollback.
-    async fn make_current(&self, state: &State, release: &ReleaseInfo) -> Result<()> {
+    pub(crate) async fn make_current(&self, state: &State, release: &ReleaseInfo) -> Result<()> {
         self.client
             .post::<Value>(
                 &format!("/apps/{}/releases", seg(&state.name)),
@@ -295,8 +298,8 @@ impl ReleaseFleet {
         Ok(())
     }
 
-    async fn dynos_of(&self, state: &State, group: &Group) -> Result<Vec<Instance>> {
-        let settings = marks::check_release(&group.release)?;
+    pub(crate) async fn dynos_of(&self, state: &State, group: &Group) -> Result<Vec<Instance>> {
+        let settings = settings::check_release(&group.release)?;
         let mut releases: Vec<String> = state
             .groups
             .get(&group.id)
@@ -341,15 +344,15 @@ impl Fleet for ReleaseFleet {
     }
 
     fn check_release(&self, release: &bluegreen_core::Release) -> Result<()> {
-        marks::check_release(release).map(|_| ())
+        settings::check_release(release).map(|_| ())
     }
 
     async fn launch(&self, group: &Group) -> Result<()> {
-        let settings = marks::check_release(&group.release)?;
+        let settings = settings::check_release(&group.release)?;
         let app = &group.app;
         let name = self.app_name(app);
         self.control(app).await?;
-        let app_marks = marks::vars_of(&labels::app_labels(app));
+        let app_marks = labels::vars_of(&core_labels::app_labels(app));
         let (_, vars, _) = apps::ensure(&self.client, &name, app, &app_marks, true).await?;
         let state = self
             .state(app)
@@ -379,12 +382,12 @@ impl Fleet for ReleaseFleet {
                 .await?;
         }
         let stale: Vec<String> = vars
-            .get(marks::RECORD_VAR)
+            .get(labels::RECORD_VAR)
             .and_then(|r| serde_json::from_str::<Group>(r).ok())
             .map(|g| g.release.env.into_keys().collect())
             .unwrap_or_default();
         self.freeze_routes(&state, app).await?;
-        let changes = marks::config_changes(&vars, &marks::group_vars(group), stale);
+        let changes = labels::config_changes(&vars, &labels::group_vars(group), stale);
         if !changes.is_empty() {
             api::patch_config(&self.client, &name, &changes).await?;
         }
@@ -463,136 +466,5 @@ impl Fleet for ReleaseFleet {
         }
         let control = self.control(app).await?;
         api::patch_config(&self.client, &control, &changes).await
-    }
-}
-
-/// The router of a [`ReleaseFleet`]: the route table is the group it last switched
-/// to (`BLUEGREEN_ROUTED` in the control app), or empty while the app is in
-/// maintenance mode. A release launched since is current on the platform (and
-/// serves once its dynos boot) but is not in the table until the engine switches to
-/// it; an app without the mark has the group of its current release.
-///
-/// [`Router::set_routes`] to a group marks it routed, makes its release current
-/// again when it is not (the platform's rollback: `POST /apps/{app}/releases` with
-/// the release id), scales the process type to the group's size and ends
-/// maintenance mode; the empty table turns maintenance mode on.
-/// [`Router::serving`] counts the dynos of the group's release that the platform
-/// reports `up`, whichever release is current. Attachments are marks in the control app
-/// (`BLUEGREEN_ATTACHED_<group>`), which has no dynos, so that marking restarts
-/// nothing. No weights, no preview: one app serves one release.
-#[derive(Clone, Debug)]
-pub struct ReleaseRouter {
-    fleet: ReleaseFleet,
-}
-
-impl ReleaseRouter {
-    async fn attached_state(&self, app: &App, group: &GroupId) -> Result<(State, Group)> {
-        let missing = || Error::not_found(format!("attached group {group}"));
-        let state = self.fleet.state(app).await?.ok_or_else(missing)?;
-        if !state.attached(group) {
-            return Err(missing());
-        }
-        let g = self.fleet.group(&state, app, group).await?;
-        Ok((state, g))
-    }
-}
-
-#[async_trait]
-impl Router for ReleaseRouter {
-    fn capabilities(&self) -> RouterCapabilities {
-        RouterCapabilities::default()
-    }
-
-    async fn attach(
-        &self,
-        app: &App,
-        group: &GroupId,
-        _instances: &[Instance],
-    ) -> Result<Attachment> {
-        let state = self
-            .fleet
-            .state(app)
-            .await?
-            .ok_or_else(|| Error::not_found(format!("group {group}")))?;
-        state.release_of(group)?;
-        if !state.attached(group) {
-            let control = self.fleet.control(app).await?;
-            api::patch_config(
-                &self.fleet.client,
-                &control,
-                &BTreeMap::from([(attach_key(group), Some("1".to_owned()))]),
-            )
-            .await?;
-        }
-        Ok(Attachment::default())
-    }
-
-    async fn detach(&self, app: &App, group: &GroupId) -> Result<()> {
-        let Some(state) = self.fleet.state(app).await? else {
-            return Ok(());
-        };
-        if state.table().weight(group) > 0 {
-            return Err(Error::conflict(format!(
-                "{group} has the traffic: move it first"
-            )));
-        }
-        if state.attached(group) {
-            let control = self.fleet.control(app).await?;
-            api::patch_config(
-                &self.fleet.client,
-                &control,
-                &BTreeMap::from([(attach_key(group), None)]),
-            )
-            .await?;
-        }
-        Ok(())
-    }
-
-    async fn routes(&self, app: &App) -> Result<RouteTable> {
-        Ok(match self.fleet.state(app).await? {
-            Some(state) => state.table(),
-            None => RouteTable::empty(),
-        })
-    }
-
-    async fn set_routes(&self, app: &App, table: &RouteTable) -> Result<()> {
-        table.validate()?;
-        let groups: Vec<&GroupId> = table.groups().collect();
-        if groups.len() > 1 {
-            return Err(Error::not_supported(
-                "weighted routes: one release of an app is current at a time",
-            ));
-        }
-        let Some(group) = groups.first() else {
-            if let Some(state) = self.fleet.state(app).await? {
-                if !state.info.maintenance {
-                    api::set_maintenance(&self.fleet.client, &state.name, true).await?;
-                }
-            }
-            return Ok(());
-        };
-        let (state, g) = self.attached_state(app, group).await?;
-        // the mark first: a switch interrupted after it reads as this table, which
-        // a revert then sets back
-        if state.routed().as_ref() != Some(*group) {
-            self.fleet.mark_routed(app, Some(group)).await?;
-        }
-        if state.current_group().as_ref() != Some(*group) {
-            self.fleet
-                .make_current(&state, state.release_of(group)?)
-                .await?;
-        }
-        self.fleet.scale_to(&state, &g, g.release.size).await?;
-        if state.info.maintenance {
-            api::set_maintenance(&self.fleet.client, &state.name, false).await?;
-        }
-        Ok(())
-    }
-
-    async fn serving(&self, app: &App, group: &GroupId) -> Result<Serving> {
-        let (state, g) = self.attached_state(app, group).await?;
-        let dynos = self.fleet.dynos_of(&state, &g).await?;
-        let healthy = dynos.iter().filter(|i| i.health.is_healthy()).count();
-        Ok(Serving::new(healthy, dynos.len()))
     }
 }

@@ -1,103 +1,8 @@
-//! Ownership marks as config vars, app names, and the release settings the provider
-//! reads.
-//!
-//! Heroku apps have no labels, so every label of [`Group::labels`] is kept as a config
-//! var (`bluegreen.owner` is `BLUEGREEN_OWNER`, `bluegreen.group` is
-//! `BLUEGREEN_GROUP`, ...), with the whole record in `BLUEGREEN_RECORD`.
+//! App names: how the apps of an app's groups, its release-mode app and its control
+//! app are named on a platform where app names are global.
 
-use std::collections::BTreeMap;
-
-use bluegreen_core::labels::{self, Labels};
-use bluegreen_core::{App, Error, Group, GroupId, Release, Result};
+use bluegreen_core::{App, Error, GroupId, Result};
 use sha2::{Digest, Sha256};
-
-use crate::api::Vars;
-
-/// The config var that holds [`Group::to_record`].
-pub const RECORD_VAR: &str = "BLUEGREEN_RECORD";
-
-/// The label keys kept as config vars.
-const LABEL_KEYS: [&str; 8] = [
-    labels::OWNER,
-    labels::APP,
-    labels::ENVIRONMENT,
-    labels::GROUP,
-    labels::GENERATION,
-    labels::RELEASE,
-    labels::IMAGE,
-    labels::DEPLOYMENT,
-];
-
-/// The config var that holds a label (`bluegreen.owner` is `BLUEGREEN_OWNER`).
-///
-/// ```
-/// assert_eq!(bluegreen_paas::var_for_label("bluegreen.group"), "BLUEGREEN_GROUP");
-/// ```
-pub fn var_for_label(key: &str) -> String {
-    key.replace('.', "_").to_ascii_uppercase()
-}
-
-/// Whether a config var is one of bluegreen's marks (a user's environment must not
-/// set it).
-pub(crate) fn is_mark(var: &str) -> bool {
-    var == RECORD_VAR || LABEL_KEYS.iter().any(|k| var_for_label(k) == var)
-}
-
-/// Labels as config vars.
-pub(crate) fn vars_of(labels: &Labels) -> Vars {
-    labels
-        .iter()
-        .map(|(k, v)| (var_for_label(k), v.clone()))
-        .collect()
-}
-
-/// The labels kept in config vars.
-pub(crate) fn labels_of(vars: &Vars) -> Labels {
-    LABEL_KEYS
-        .iter()
-        .filter_map(|k| {
-            vars.get(&var_for_label(k))
-                .map(|v| ((*k).to_owned(), v.clone()))
-        })
-        .collect()
-}
-
-/// Whether config vars mark an app as bluegreen's and `app`'s.
-pub(crate) fn owned_by(vars: &Vars, app: &App) -> bool {
-    labels::is_owned_by(&labels_of(vars), app)
-}
-
-/// Everything a group's app carries: its environment, the marks and the record.
-pub(crate) fn group_vars(group: &Group) -> Vars {
-    let mut vars: Vars = group.release.env.clone();
-    vars.extend(vars_of(&group.labels()));
-    vars.insert(RECORD_VAR.into(), group.to_record());
-    vars
-}
-
-/// The group that config vars describe, when they carry `app`'s marks and a record;
-/// a record that disagrees with the marks is an error.
-pub(crate) fn group_of(vars: &Vars, app: &App) -> Option<Result<Group>> {
-    if !owned_by(vars, app) {
-        return None;
-    }
-    let record = vars.get(RECORD_VAR)?;
-    vars.get(&var_for_label(labels::GROUP))?;
-    Some(Group::from_record(record, &labels_of(vars)))
-}
-
-/// A config var name from any text: `A-Z`, `0-9` and `_`.
-pub(crate) fn var_key(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
 
 /// How app names are made: Heroku app names are 3 to 30 lowercase letters, digits and
 /// `-`, unique across the platform, so a prefix (a team's name) can be set.
@@ -206,114 +111,11 @@ impl Naming {
     }
 }
 
-/// The release settings the provider reads.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct ReleaseSettings {
-    /// `process_type`: the process type that serves (default `web`).
-    pub(crate) process_type: String,
-    /// `dyno_size`: the formation's dyno size (default: the platform's).
-    pub(crate) dyno_size: Option<String>,
-}
-
-/// The setting keys the provider knows.
-pub const SETTINGS: [&str; 2] = ["process_type", "dyno_size"];
-
-/// Checks a release for this platform: known settings only, config var names of
-/// `A-Z a-z 0-9 _`, none of bluegreen's marks.
-pub(crate) fn check_release(release: &Release) -> Result<ReleaseSettings> {
-    for key in release.settings.keys() {
-        if !SETTINGS.contains(&key.as_str()) {
-            return Err(Error::invalid(
-                format!("settings.{key}"),
-                format!(
-                    "unknown setting; this provider reads {}",
-                    SETTINGS.join(", ")
-                ),
-            ));
-        }
-    }
-    for key in release.env.keys() {
-        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(Error::invalid(
-                format!("env.{key}"),
-                "config var names are letters, digits and `_`",
-            ));
-        }
-        if is_mark(key) {
-            return Err(Error::invalid(
-                format!("env.{key}"),
-                "this config var is one of bluegreen's marks",
-            ));
-        }
-    }
-    let process_type = release
-        .settings
-        .get("process_type")
-        .cloned()
-        .unwrap_or_else(|| "web".to_owned());
-    if process_type.is_empty()
-        || process_type.len() > 128
-        || !process_type
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
-        return Err(Error::invalid(
-            "settings.process_type",
-            format!("`{process_type}` is not a process type"),
-        ));
-    }
-    Ok(ReleaseSettings {
-        process_type,
-        dyno_size: release.settings.get("dyno_size").cloned(),
-    })
-}
-
-/// Changes that turn `current` config vars into `wanted`, deleting `stale` keys
-/// that `wanted` lacks; empty when nothing changes.
-pub(crate) fn config_changes(
-    current: &Vars,
-    wanted: &Vars,
-    stale: impl IntoIterator<Item = String>,
-) -> BTreeMap<String, Option<String>> {
-    let mut changes: BTreeMap<String, Option<String>> = wanted
-        .iter()
-        .filter(|(k, v)| current.get(*k) != Some(v))
-        .map(|(k, v)| (k.clone(), Some(v.clone())))
-        .collect();
-    for key in stale {
-        if !wanted.contains_key(&key) && current.contains_key(&key) {
-            changes.insert(key, None);
-        }
-    }
-    changes
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bluegreen_core::{DeploymentId, Generation};
-
-    #[test]
-    fn marks_round_trip() {
-        let app = App::new("web", "production").unwrap();
-        let g = Group::new(
-            app.clone(),
-            Generation(7),
-            Release::new("slug-1".into(), 2).with_env("A", "1"),
-            DeploymentId::new("d-1"),
-            None,
-        );
-        let vars = group_vars(&g);
-        assert_eq!(vars["BLUEGREEN_OWNER"], "bluegreen");
-        assert_eq!(vars["BLUEGREEN_GROUP"], "web-production-v007");
-        assert_eq!(vars["A"], "1");
-        assert_eq!(group_of(&vars, &app).unwrap().unwrap(), g);
-        let other = App::new("api", "production").unwrap();
-        assert!(group_of(&vars, &other).is_none());
-        let mut edited = vars.clone();
-        edited.insert("BLUEGREEN_GENERATION".into(), "8".into());
-        assert!(group_of(&edited, &app).unwrap().is_err());
-    }
+    use bluegreen_core::{Generation, Group};
+    use std::collections::BTreeMap;
 
     #[test]
     fn names_fit_heroku() {
@@ -380,6 +182,7 @@ mod tests {
     /// A base cut to 16 characters and a hash is never the whole base of another
     /// app: the hash starts with a digit, an environment with a letter. (Cut to hex
     /// digits, `inventory-servic-e1f2a3` could be `inventory-servic`.`e1f2a3`.)
+
     #[test]
     fn a_cut_base_is_never_a_whole_one() {
         let n = Naming::new();
@@ -404,19 +207,5 @@ mod tests {
         let base = n.base(&app);
         let (head, hash) = base.rsplit_once('-').unwrap();
         assert_eq!((head, hash.len()), ("abcdefghijklmno", HASH_LEN), "{base}");
-    }
-
-    #[test]
-    fn releases_are_checked() {
-        let r = Release::new("s".into(), 1).with_setting("instance_type", "x");
-        assert!(check_release(&r).is_err());
-        let r = Release::new("s".into(), 1).with_env("A-B", "x");
-        assert!(check_release(&r).is_err());
-        let r = Release::new("s".into(), 1).with_env("BLUEGREEN_GROUP", "x");
-        assert!(check_release(&r).is_err());
-        let r = Release::new("s".into(), 1).with_setting("dyno_size", "standard-2X");
-        let s = check_release(&r).unwrap();
-        assert_eq!(s.process_type, "web");
-        assert_eq!(s.dyno_size.as_deref(), Some("standard-2X"));
     }
 }
