@@ -267,6 +267,8 @@ mod tests {
             }
         }
         apps.push(App::new(&long[..], &long[..29]).unwrap());
+        let mut seen = std::collections::BTreeSet::new();
+        apps.retain(|a| seen.insert(a.slug()));
         let mut names = std::collections::BTreeMap::new();
         for app in &apps {
             for version in [1, 7, 10, 11, 100, u64::MAX] {
