@@ -460,6 +460,7 @@ async fn main() {
         println!("bluegreen failure: {f}");
     }
     let (bg_ok, bg_failed) = (seen.ok, seen.failed.len() as u64);
+    let bg_versions = seen.versions.join(",");
     // the critical path without the retirement of the old group, and when the
     // traffic moved, against the raw create, in interleaved rounds (the machine's
     // load drifts): medians
@@ -551,7 +552,7 @@ async fn main() {
         args.rounds, args.size,
     );
     println!(
-        "result bluegreen wall={:.3} failed={} ok={} switch_ms={:.3} keep1_wall={bg_keep:.3} keep1_shift={bg_shift:.3} overhead_keep1={overhead:.3} raw_first={raw_first:.3} raw_all={raw_all:.3} rounds={}",
+        "result bluegreen wall={:.3} failed={} ok={} switch_ms={:.3} keep1_wall={bg_keep:.3} keep1_shift={bg_shift:.3} overhead_keep1={overhead:.3} raw_first={raw_first:.3} raw_all={raw_all:.3} rounds={} versions={bg_versions}",
         bg_wall.as_secs_f64(),
         bg_failed,
         bg_ok,
