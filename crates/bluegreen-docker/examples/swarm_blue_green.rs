@@ -1,7 +1,9 @@
 //! Deploys a directory with a Dockerfile to a Docker Swarm, blue/green behind the
 //! bluegreen proxy: the image is built on the manager, pushed to a registry, and run
 //! by digest as one Swarm service per version, its tasks spread over the nodes with
-//! host-mode published ports, which the proxy reaches directly.
+//! host-mode published ports, which the proxy reaches directly. The deployment holds
+//! the app's `SwarmLock`, kept in the swarm itself: another program deploying the
+//! app through any manager waits its turn (it gets `Locked`).
 //!
 //! Against the test harness's swarm (`eval "$(scripts/swarm)"` as root):
 //!
@@ -18,11 +20,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bluegreen_core::{App, DeployRequest, Engine, EngineOptions, Event, EventSink, ImageSource};
 use bluegreen_docker::bollard::{Docker, API_DEFAULT_VERSION};
-use bluegreen_docker::{EmbeddedProxy, RegistryImage, SwarmFleet};
+use bluegreen_docker::{EmbeddedProxy, RegistryImage, SwarmFleet, SwarmLock};
 use clap::Parser;
 
 /// Blue/green deployment of a Docker build context on a swarm.
@@ -145,9 +148,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .negotiate_version()
     .await?;
     let image = RegistryImage::new(docker.clone(), args.registry.clone())?;
-    let fleet = SwarmFleet::new(docker).with_registry_auth(image.credentials().cloned());
+    let fleet = SwarmFleet::new(docker.clone()).with_registry_auth(image.credentials().cloned());
     let proxy = EmbeddedProxy::start(args.listen, Default::default()).await?;
     let engine = Engine::new(image.clone(), fleet.clone(), proxy.router())
+        .with_lock(Arc::new(SwarmLock::new(docker)))
         .with_events(EventSink::new(show))
         .with_options(
             EngineOptions::default()

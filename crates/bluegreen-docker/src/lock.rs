@@ -3,6 +3,9 @@
 //!
 //! # Design
 //!
+//! The register itself (read, decide, create the next version, check, prune) is
+//! shared with [`SwarmLock`](crate::SwarmLock); here it is kept in containers.
+//!
 //! The lock of an app is a **register of versions**, each version a container that
 //! is created and never started: `bluegreen-lock-<app>-<environment>-<version>`
 //! (`bluegreen-lock-web-production-42`). A version's labels hold the whole state of
@@ -47,11 +50,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use bluegreen_core::labels;
-use bluegreen_core::{App, Error, FencingToken, Lock, LockHolder, Result};
+use bluegreen_core::labels::{self, Labels};
+use bluegreen_core::{App, FencingToken, Lock, LockHolder, Result};
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
@@ -63,19 +66,10 @@ use tokio::sync::OnceCell;
 use crate::build::{self, ContextFile, ROLE_LABEL};
 use crate::client::{label_filters, labels_of};
 use crate::error::{docker_error, has_status};
+use crate::register::{Register, Store, Stored, LOCK_LABEL, ROLE};
 
 /// The image of the lock's containers.
 pub const LOCK_IMAGE: &str = "bluegreen/lock:1";
-/// The label naming the lock (the app's slug) on each of its versions.
-pub const LOCK_LABEL: &str = "bluegreen.lock";
-const VERSION_LABEL: &str = "bluegreen.lock.version";
-const TOKEN_LABEL: &str = "bluegreen.lock.token";
-const DEPLOYMENT_LABEL: &str = "bluegreen.lock.deployment";
-const PROCESS_LABEL: &str = "bluegreen.lock.process";
-const UNTIL_LABEL: &str = "bluegreen.lock.until";
-const ROLE: &str = "lock";
-/// How often a change that lost a race is decided again before giving up.
-const ATTEMPTS: usize = 64;
 
 /// A lease lock per app on a Docker daemon, with fencing tokens; see the [module
 /// documentation](self) for its design.
@@ -103,92 +97,17 @@ const ATTEMPTS: usize = 64;
 /// ```
 #[derive(Clone, Debug)]
 pub struct DockerLock {
+    register: Register<Containers>,
+}
+
+/// The versions as created, never-started containers.
+#[derive(Clone, Debug)]
+struct Containers {
     docker: Docker,
     image: Arc<OnceCell<String>>,
 }
 
-/// The state one version holds.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct State {
-    version: u64,
-    token: u64,
-    lease: Option<Lease>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Lease {
-    deployment: String,
-    process: String,
-    /// Unix milliseconds.
-    until: u64,
-}
-
-impl Lease {
-    fn holder(&self) -> String {
-        format!("{} ({})", self.deployment, self.process)
-    }
-
-    fn is(&self, holder: &LockHolder) -> bool {
-        self.deployment == holder.deployment && self.process == holder.process
-    }
-
-    fn live(&self) -> bool {
-        self.until > now_ms()
-    }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn lease_for(holder: &LockHolder, lease: Duration) -> Lease {
-    Lease {
-        deployment: holder.deployment.clone(),
-        process: holder.process.clone(),
-        until: now_ms().saturating_add(lease.as_millis() as u64),
-    }
-}
-
-fn locked(app: &App, holder: String) -> Error {
-    Error::Locked {
-        app: app.to_string(),
-        holder,
-    }
-}
-
-/// What a decision on the current state gives.
-enum Decision<T> {
-    /// Write this state as the next version, then return the value.
-    Write(Option<Lease>, u64, T),
-    /// Return without writing.
-    Done(Result<T>),
-}
-
-/// How a write went.
-enum Written {
-    Yes,
-    /// Another program wrote first: decide again.
-    Raced,
-}
-
-impl DockerLock {
-    /// Locks kept on the daemon `docker` talks to (see [`crate::connect`]). The lock
-    /// image is built on first use.
-    pub fn new(docker: Docker) -> Self {
-        DockerLock {
-            docker,
-            image: Arc::new(OnceCell::new()),
-        }
-    }
-
-    /// The name of version `version` of the app's lock. A slug names one app, and
-    /// the version (digits) follows its last `-`: no two apps share a name.
-    fn name(app: &App, version: u64) -> String {
-        format!("bluegreen-lock-{}-{version}", app.slug())
-    }
-
+impl Containers {
     /// The id of the lock image, built when missing.
     async fn image(&self) -> Result<String> {
         self.image
@@ -211,10 +130,21 @@ impl DockerLock {
             .await
             .cloned()
     }
+}
 
-    /// The versions of the app's lock that exist: (version, id, labels), any order.
-    async fn versions(&self, app: &App) -> Result<Vec<(u64, String, labels::Labels)>> {
-        let slug = app.slug();
+#[async_trait]
+impl Store for Containers {
+    fn kind(&self) -> &'static str {
+        "container"
+    }
+
+    /// A slug names one app, and the version (digits) follows its last `-`: no two
+    /// apps share a name.
+    fn name(&self, app: &App, version: u64) -> String {
+        container_name(app, version)
+    }
+
+    async fn list(&self, slug: &str, app: &App) -> Result<Vec<Stored>> {
         let list = self
             .docker
             .list_containers(Some(
@@ -223,110 +153,34 @@ impl DockerLock {
                     .filters(&label_filters(&[
                         (labels::OWNER, labels::OWNER_VALUE),
                         (ROLE_LABEL, ROLE),
-                        (LOCK_LABEL, &slug),
+                        (LOCK_LABEL, slug),
                     ]))
                     .build(),
             ))
             .await
             .map_err(|e| docker_error(format!("the lock of {app}"), e))?;
-        let mut out = Vec::new();
-        for c in list {
-            let l = labels_of(c.labels.as_ref());
-            // the filters are exact; check again what is ours before trusting it
-            if l.get(labels::OWNER).map(String::as_str) != Some(labels::OWNER_VALUE)
-                || l.get(LOCK_LABEL) != Some(&slug)
-            {
-                continue;
-            }
-            let name = c
-                .names
-                .as_ref()
-                .and_then(|n| n.first())
-                .map(|n| n.trim_start_matches('/').to_owned())
-                .unwrap_or_default();
-            let version = l
-                .get(VERSION_LABEL)
-                .and_then(|v| v.parse().ok())
-                .filter(|v| name == Self::name(app, *v))
-                .ok_or_else(|| {
-                    Error::conflict(format!(
-                        "container {name} is not a readable version of the lock of {app} \
-                         (label {VERSION_LABEL})"
-                    ))
-                })?;
-            out.push((version, c.id.unwrap_or(name), l));
-        }
-        Ok(out)
+        Ok(list
+            .into_iter()
+            .map(|c| {
+                let name = c
+                    .names
+                    .as_ref()
+                    .and_then(|n| n.first())
+                    .map(|n| n.trim_start_matches('/').to_owned())
+                    .unwrap_or_default();
+                Stored {
+                    labels: labels_of(c.labels.as_ref()),
+                    id: c.id.unwrap_or_else(|| name.clone()),
+                    name,
+                }
+            })
+            .collect())
     }
 
-    /// The current state: the highest version (none: version 0, token 0, free). A
-    /// version that does not read whole is an error, never a free lock.
-    async fn current(&self, app: &App) -> Result<State> {
-        let versions = self.versions(app).await?;
-        let Some((version, _, l)) = versions.into_iter().max_by_key(|(v, _, _)| *v) else {
-            return Ok(State {
-                version: 0,
-                token: 0,
-                lease: None,
-            });
-        };
-        let unreadable = |label: &str| {
-            Error::conflict(format!(
-                "{} is not a readable lock: label {label}",
-                Self::name(app, version)
-            ))
-        };
-        let token = l
-            .get(TOKEN_LABEL)
-            .and_then(|t| t.parse().ok())
-            .ok_or_else(|| unreadable(TOKEN_LABEL))?;
-        let lease = match l.get(DEPLOYMENT_LABEL) {
-            None => None,
-            Some(deployment) => Some(Lease {
-                deployment: deployment.clone(),
-                process: l
-                    .get(PROCESS_LABEL)
-                    .cloned()
-                    .ok_or_else(|| unreadable(PROCESS_LABEL))?,
-                until: l
-                    .get(UNTIL_LABEL)
-                    .and_then(|u| u.parse().ok())
-                    .ok_or_else(|| unreadable(UNTIL_LABEL))?,
-            }),
-        };
-        Ok(State {
-            version,
-            token,
-            lease,
-        })
-    }
-
-    /// Creates version `version` holding `token` and `lease`; [`Written::Raced`]
-    /// when another program created that version first, or a higher one exists.
-    async fn write(
-        &self,
-        app: &App,
-        version: u64,
-        token: u64,
-        lease: Option<&Lease>,
-    ) -> Result<Written> {
-        let image = self.image().await?;
-        let name = Self::name(app, version);
-        let mut l: HashMap<String, String> = HashMap::from([
-            (labels::OWNER.to_owned(), labels::OWNER_VALUE.to_owned()),
-            (ROLE_LABEL.to_owned(), ROLE.to_owned()),
-            (LOCK_LABEL.to_owned(), app.slug()),
-            (VERSION_LABEL.to_owned(), version.to_string()),
-            (TOKEN_LABEL.to_owned(), token.to_string()),
-        ]);
-        if let Some(lease) = lease {
-            l.insert(DEPLOYMENT_LABEL.into(), lease.deployment.clone());
-            l.insert(PROCESS_LABEL.into(), lease.process.clone());
-            l.insert(UNTIL_LABEL.into(), lease.until.to_string());
-        }
+    async fn create(&self, name: &str, labels: HashMap<String, String>) -> Result<bool> {
         let body = ContainerCreateBody {
-            image: Some(image),
-            labels: Some(l),
+            image: Some(self.image().await?),
+            labels: Some(labels),
             network_disabled: Some(true),
             host_config: Some(HostConfig {
                 network_mode: Some("none".into()),
@@ -337,56 +191,32 @@ impl DockerLock {
         match self
             .docker
             .create_container(
-                Some(CreateContainerOptionsBuilder::new().name(&name).build()),
+                Some(CreateContainerOptionsBuilder::new().name(name).build()),
                 body,
             )
             .await
         {
-            Ok(_) => {}
-            Err(e) if has_status(&e, 409) => {
-                let found = self
-                    .docker
-                    .inspect_container(&name, None::<InspectContainerOptions>)
-                    .await
-                    .ok();
-                let found = labels_of(
-                    found
-                        .as_ref()
-                        .and_then(|c| c.config.as_ref())
-                        .and_then(|c| c.labels.as_ref()),
-                );
-                if found.is_empty() {
-                    // gone again (removed as an old version): decide again
-                    return Ok(Written::Raced);
-                }
-                if found.get(labels::OWNER).map(String::as_str) != Some(labels::OWNER_VALUE)
-                    || found.get(LOCK_LABEL) != Some(&app.slug())
-                {
-                    return Err(Error::conflict(format!(
-                        "container {name} exists without bluegreen's lock labels; \
-                         the lock of {app} cannot use its name (it is left alone)"
-                    )));
-                }
-                return Ok(Written::Raced);
-            }
-            Err(e) => return Err(docker_error(format!("lock container {name}"), e)),
+            Ok(_) => Ok(true),
+            Err(e) if has_status(&e, 409) => Ok(false),
+            Err(e) => Err(docker_error(format!("lock container {name}"), e)),
         }
-        // a name removed as an old version can be created again by a program that
-        // read the state long ago: only the highest version counts
-        let versions = self.versions(app).await?;
-        if versions.iter().any(|(v, _, _)| *v > version) {
-            self.remove_version(&name).await;
-            return Ok(Written::Raced);
-        }
-        for (_, id, _) in versions.iter().filter(|(v, _, _)| *v < version) {
-            self.remove_version(id).await;
-        }
-        Ok(Written::Yes)
     }
 
-    /// Removes one version (best effort: an old version left behind is removed by
-    /// the next change).
-    async fn remove_version(&self, id: &str) {
+    async fn labels_of(&self, name: &str) -> Result<Option<Labels>> {
+        match self
+            .docker
+            .inspect_container(name, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(c) => Ok(Some(labels_of(
+                c.config.as_ref().and_then(|c| c.labels.as_ref()),
+            ))),
+            Err(e) if has_status(&e, 404) => Ok(None),
+            Err(e) => Err(docker_error(format!("lock container {name}"), e)),
+        }
+    }
+
+    async fn remove(&self, id: &str) {
         if let Err(e) = self
             .docker
             .remove_container(
@@ -400,60 +230,35 @@ impl DockerLock {
             }
         }
     }
+}
 
-    /// Reads the state, decides with `decide`, writes the next version; again when
-    /// another program wrote first.
-    async fn change<T>(
-        &self,
-        app: &App,
-        mut decide: impl FnMut(&State) -> Decision<T>,
-    ) -> Result<T> {
-        for attempt in 0..ATTEMPTS {
-            let state = self.current(app).await?;
-            match decide(&state) {
-                Decision::Done(out) => return out,
-                Decision::Write(lease, token, out) => {
-                    match self
-                        .write(app, state.version + 1, token, lease.as_ref())
-                        .await?
-                    {
-                        Written::Yes => return Ok(out),
-                        Written::Raced => {
-                            let pause = 5 + fastrand::u64(..20) * (attempt as u64).min(5);
-                            tokio::time::sleep(Duration::from_millis(pause)).await;
-                        }
-                    }
-                }
-            }
+/// The name of version `version` of the app's lock container.
+fn container_name(app: &App, version: u64) -> String {
+    format!("bluegreen-lock-{}-{version}", app.slug())
+}
+
+impl DockerLock {
+    /// Locks kept on the daemon `docker` talks to (see [`crate::connect`]). The lock
+    /// image is built on first use.
+    pub fn new(docker: Docker) -> Self {
+        DockerLock {
+            register: Register::new(Containers {
+                docker,
+                image: Arc::new(OnceCell::new()),
+            }),
         }
-        Err(Error::provider(
-            crate::error::PROVIDER,
-            format!("the lock of {app} changed {ATTEMPTS} times while this change was decided"),
-            true,
-        ))
     }
 
     /// The current holder of the app's lock, if its lease has not passed.
     pub async fn holder(&self, app: &App) -> Result<Option<LockHolder>> {
-        Ok(self
-            .current(app)
-            .await?
-            .lease
-            .filter(Lease::live)
-            .map(|l| LockHolder {
-                deployment: l.deployment,
-                process: l.process,
-            }))
+        self.register.holder(app).await
     }
 
     /// Removes every version of the app's lock: its holder and its last token are
     /// forgotten, and the next token is 1 again. Only when no deployment of the app
     /// can run (tests, an app taken down for good). Idempotent.
     pub async fn forget(&self, app: &App) -> Result<()> {
-        for (_, id, _) in self.versions(app).await? {
-            self.remove_version(&id).await;
-        }
-        Ok(())
+        self.register.forget(app).await
     }
 }
 
@@ -465,22 +270,7 @@ impl Lock for DockerLock {
         holder: &LockHolder,
         lease: Duration,
     ) -> Result<FencingToken> {
-        self.change(app, |state| match &state.lease {
-            Some(l) if l.is(holder) => Decision::Write(
-                Some(lease_for(holder, lease)),
-                state.token,
-                FencingToken(state.token),
-            ),
-            Some(l) if l.live() => Decision::Done(Err(locked(app, l.holder()))),
-            other => {
-                if let Some(l) = other {
-                    tracing::warn!(%app, stale = %l.holder(), "taking over a lock whose lease passed");
-                }
-                let token = state.token + 1;
-                Decision::Write(Some(lease_for(holder, lease)), token, FencingToken(token))
-            }
-        })
-        .await
+        self.register.acquire(app, holder, lease).await
     }
 
     async fn renew(
@@ -490,27 +280,11 @@ impl Lock for DockerLock {
         token: FencingToken,
         lease: Duration,
     ) -> Result<()> {
-        self.change(app, |state| match &state.lease {
-            Some(l) if l.is(holder) && state.token == token.0 => {
-                Decision::Write(Some(lease_for(holder, lease)), state.token, ())
-            }
-            Some(l) => Decision::Done(Err(locked(app, l.holder()))),
-            None => Decision::Done(Err(locked(
-                app,
-                format!("none now (the lock was lost: token {token} is stale)"),
-            ))),
-        })
-        .await
+        self.register.renew(app, holder, token, lease).await
     }
 
     async fn release(&self, app: &App, holder: &LockHolder, token: FencingToken) -> Result<()> {
-        self.change(app, |state| match &state.lease {
-            Some(l) if l.is(holder) && state.token == token.0 => {
-                Decision::Write(None, state.token, ())
-            }
-            _ => Decision::Done(Ok(())),
-        })
-        .await
+        self.register.release(app, holder, token).await
     }
 }
 
@@ -525,16 +299,13 @@ mod tests {
         let mut names = std::collections::BTreeMap::new();
         for app in &apps {
             for version in [1, 7, 10, 11, 100] {
-                let name = DockerLock::name(app, version);
+                let name = container_name(app, version);
                 if let Some(first) = names.insert(name.clone(), (app.clone(), version)) {
                     panic!("{name}: {first:?} and {:?}", (app, version));
                 }
             }
         }
         let web = App::new("web", "production").unwrap();
-        assert_eq!(
-            DockerLock::name(&web, 42),
-            "bluegreen-lock-web-production-42"
-        );
+        assert_eq!(container_name(&web, 42), "bluegreen-lock-web-production-42");
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bluegreen_core::{App, Engine, EngineOptions, ImageSource};
 use bluegreen_docker::{bollard, Docker, EmbeddedProxy, RegistryImage, SwarmFleet};
+#[allow(unused_imports)]
 pub use bluegreen_testkit::scratch::Scratch;
 
 /// What `scripts/swarm` prints.
@@ -61,7 +62,12 @@ pub async fn swarm(test: &str) -> Option<(Harness, Docker)> {
 }
 
 async fn manager(h: &Harness) -> Result<Docker, String> {
-    let d = Docker::connect_with_unix(&h.nodes[0], 600, bollard::API_DEFAULT_VERSION)
+    manager_at(h, 0).await
+}
+
+/// A client of node `n` (0 is node 1), checked to be an active member of the swarm.
+pub async fn manager_at(h: &Harness, n: usize) -> Result<Docker, String> {
+    let d = Docker::connect_with_unix(&h.nodes[n], 600, bollard::API_DEFAULT_VERSION)
         .map_err(|e| e.to_string())?
         .negotiate_version()
         .await
@@ -72,7 +78,7 @@ async fn manager(h: &Harness) -> Result<Docker, String> {
         .and_then(|s| s.local_node_state)
         .map(|s| s.to_string());
     if state.as_deref() != Some("active") {
-        return Err(format!("node 1 is not in a swarm ({state:?})"));
+        return Err(format!("node {} is not in a swarm ({state:?})", n + 1));
     }
     Ok(d)
 }
