@@ -21,10 +21,10 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::future::join_all;
 
-use crate::client::{groups_of, label_filters, labels_of};
 use crate::error::{docker_error, has_status};
-use crate::probe::probe;
+use crate::labels::{groups_of, label_filters, labels_of};
 use crate::settings::{settings_of, Settings};
+use bluegreen_core::probe::http_probe;
 
 /// The label holding a group's whole record ([`Group::to_record`]).
 pub const RECORD_LABEL: &str = "bluegreen.record";
@@ -423,7 +423,7 @@ impl DockerFleet {
         }
         let health = match (&s.health_path, probe_at) {
             (None, _) => Health::Healthy,
-            (Some(path), Some(address)) => probe(address, path).await,
+            (Some(path), Some(address)) => http_probe(address, path).await,
             (Some(_), None) => Health::Starting,
         };
         (health, restarts)

@@ -15,8 +15,8 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::StreamExt;
 
-use crate::client::{label_filters, labels_of};
 use crate::error::{docker_error, has_status, PROVIDER};
+use crate::labels::{label_filters, labels_of};
 
 /// The repository under which images are tagged: `bluegreen/<app>-<environment>`.
 pub fn repository(app: &App) -> String {

@@ -64,8 +64,8 @@ use bollard::Docker;
 use tokio::sync::OnceCell;
 
 use crate::build::{self, ContextFile, ROLE_LABEL};
-use crate::client::{label_filters, labels_of};
 use crate::error::{docker_error, has_status};
+use crate::labels::{label_filters, labels_of};
 use crate::register::{Register, Store, Stored, LOCK_LABEL, ROLE};
 
 /// The image of the lock's containers.

@@ -14,9 +14,9 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::StreamExt;
 
-use crate::client::labels_of;
 use crate::error::{docker_error, has_status, PROVIDER};
 use crate::image::{repository, DockerImage};
+use crate::labels::labels_of;
 use crate::registry_api::{call, MANIFEST_TYPES};
 
 /// The credentials for `registry` (`registry.example.com:5000`) in the Docker

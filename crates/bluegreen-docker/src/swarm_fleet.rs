@@ -20,12 +20,12 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::future::join_all;
 
-use crate::client::{groups_of, label_filters, labels_of};
 use crate::error::{docker_error, has_status};
 use crate::fleet::RECORD_LABEL;
-use crate::probe::probe;
+use crate::labels::{groups_of, label_filters, labels_of};
 use crate::settings::health_config;
 use crate::swarm_settings::{swarm_settings_of, SwarmSettings};
+use bluegreen_core::probe::http_probe;
 
 /// Groups as Docker Swarm services, across the nodes of a swarm.
 ///
@@ -532,7 +532,7 @@ impl Fleet for SwarmFleet {
                     }
                     match (&s.docker.health_path, address) {
                         (None, _) => Health::Healthy,
-                        (Some(path), Some(address)) => probe(address, path).await,
+                        (Some(path), Some(address)) => http_probe(address, path).await,
                         (Some(_), None) => Health::Starting,
                     }
                 }

@@ -57,8 +57,8 @@ use bollard::query_parameters::ListSecretsOptionsBuilder;
 use bollard::Docker;
 
 use crate::build::ROLE_LABEL;
-use crate::client::{label_filters, labels_of};
 use crate::error::{docker_error, has_status};
+use crate::labels::{label_filters, labels_of};
 use crate::register::{Register, Store, Stored, LOCK_LABEL, ROLE};
 
 /// The longest name the swarm gives a secret.

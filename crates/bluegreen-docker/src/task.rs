@@ -16,9 +16,9 @@ use bollard::Docker;
 use futures_util::StreamExt;
 use std::collections::{HashMap, VecDeque};
 
-use crate::client::{label_filters, labels_of};
 use crate::error::{docker_error, has_status};
 use crate::fleet::DockerFleetOptions;
+use crate::labels::{label_filters, labels_of};
 use crate::settings::settings_of;
 
 /// The label marking a group's task container; its value is the id of the release

@@ -19,8 +19,8 @@ use bollard::Docker;
 use futures_util::StreamExt;
 
 use crate::build::{self, ContextFile, ROLE_LABEL};
-use crate::client::labels_of;
 use crate::error::{docker_error, has_status, PROVIDER};
+use crate::labels::labels_of;
 
 const ROLE: &str = "proxy";
 /// The label holding the address a proxy container serves on.
