@@ -642,7 +642,12 @@ fn asg_labels(tags: &[TagDescription]) -> Labels {
 fn asg_owner_filters(app: &App) -> Vec<AsgFilter> {
     labels::app_labels(app)
         .into_iter()
-        .map(|(k, v)| AsgFilter::builder().name(format!("tag:{k}")).values(v).build())
+        .map(|(k, v)| {
+            AsgFilter::builder()
+                .name(format!("tag:{k}"))
+                .values(v)
+                .build()
+        })
         .collect()
 }
 
@@ -939,8 +944,7 @@ impl Fleet for AsgFleet {
             match deleted {
                 Ok(_) => {}
                 Err(e) if e.code() == Some("InvalidLaunchTemplateId.NotFound") => {}
-                Err(e)
-                    if e.code() == Some("InvalidLaunchTemplateName.NotFoundException") => {}
+                Err(e) if e.code() == Some("InvalidLaunchTemplateName.NotFoundException") => {}
                 Err(e) => return Err(map(&format!("DeleteLaunchTemplate {group}"), e)),
             }
         }
@@ -957,7 +961,15 @@ mod tests {
         for good in ["t3.micro", "m7i-flex.large", "c6gn.16xlarge"] {
             check_instance_type("instance_type", good).unwrap();
         }
-        for bad in ["", "t3", ".micro", "t3.", "T3.micro", "t3.micro,m5.large", "t3 .micro"] {
+        for bad in [
+            "",
+            "t3",
+            ".micro",
+            "t3.",
+            "T3.micro",
+            "t3.micro,m5.large",
+            "t3 .micro",
+        ] {
             let e = check_instance_type("settings.instance_type", bad).unwrap_err();
             assert!(
                 e.to_string().contains("settings.instance_type"),

@@ -10,8 +10,8 @@ use std::time::Duration;
 use aws_sdk_autoscaling::types::LaunchTemplateSpecification;
 use aws_sdk_ec2::types::{Filter, RequestLaunchTemplateData};
 use bluegreen_aws::{
-    AmiImage, AmiImageOptions, AsgFleet, AsgFleetOptions, AwsClients, ElbRouter,
-    ElbRouterOptions, TargetRegistration,
+    AmiImage, AmiImageOptions, AsgFleet, AsgFleetOptions, AwsClients, ElbRouter, ElbRouterOptions,
+    TargetRegistration,
 };
 use bluegreen_core::{
     App, DeployRequest, DeploymentId, Engine, EngineOptions, ErrorKind, Event, EventSink, Fleet,
@@ -256,7 +256,11 @@ async fn deploy_canary_rollback_and_retention_with_auto_scaling_groups() {
         .iter()
         .map(|t| t.weight(&v2.live))
         .collect();
-    assert_eq!(weights, [0, 20, 50, 100], "the canary went through its steps");
+    assert_eq!(
+        weights,
+        [0, 20, 50, 100],
+        "the canary went through its steps"
+    );
     assert_eq!(
         rig.router.routes(&app).await.unwrap(),
         RouteTable::single(v2.live.clone())
@@ -285,15 +289,11 @@ async fn deploy_canary_rollback_and_retention_with_auto_scaling_groups() {
         zone_subnets,
         rig.net.subnets.iter().map(String::as_str).collect()
     );
-    assert!(asg
-        .tags()
-        .iter()
-        .any(|t| t.key() == Some("bluegreen.group")
-            && t.value() == Some(v2.live.as_str())
-            && t.propagate_at_launch() == Some(true)));
+    assert!(asg.tags().iter().any(|t| t.key() == Some("bluegreen.group")
+        && t.value() == Some(v2.live.as_str())
+        && t.propagate_at_launch() == Some(true)));
     assert_eq!(
-        asg.launch_template()
-            .and_then(|t| t.launch_template_name()),
+        asg.launch_template().and_then(|t| t.launch_template_name()),
         Some(v2.live.as_str()),
         "the group's own launch template"
     );
@@ -439,12 +439,23 @@ async fn a_two_hundred_instance_deployment_makes_batched_calls() {
             println!("  {op:<34} {}", delta(op));
         }
     }
-    assert_eq!(rig.fleet.instances(&app, &report.live).await.unwrap().len(), 200);
+    assert_eq!(
+        rig.fleet.instances(&app, &report.live).await.unwrap().len(),
+        200
+    );
     assert_eq!(delta("CreateLaunchTemplate"), 1);
-    assert_eq!(delta("CreateAutoScalingGroup"), 1, "one call for 200 instances");
+    assert_eq!(
+        delta("CreateAutoScalingGroup"),
+        1,
+        "one call for 200 instances"
+    );
     assert_eq!(delta("AttachLoadBalancerTargetGroups"), 1);
     assert_eq!(delta("RegisterTargets"), 0, "the group registers its own");
-    assert_eq!(delta("DeleteAutoScalingGroup"), 1, "the old group, in one call");
+    assert_eq!(
+        delta("DeleteAutoScalingGroup"),
+        1,
+        "the old group, in one call"
+    );
     assert_eq!(delta("DeleteLaunchTemplate"), 1);
     assert_eq!(delta("RunInstances"), 1, "the builder only");
     assert_eq!(delta("TerminateInstances"), 1, "the builder only");
@@ -507,13 +518,21 @@ async fn an_interrupted_deployment_converges_with_no_stray_resources() {
             .map(|g| g.id.to_string())
             .collect();
         assert_eq!(groups, live, "after {step}: one group");
-        assert_eq!(rig.asgs(&app).await, live, "after {step}: Auto Scaling groups");
+        assert_eq!(
+            rig.asgs(&app).await,
+            live,
+            "after {step}: Auto Scaling groups"
+        );
         assert_eq!(
             rig.launch_templates(&app).await,
             live,
             "after {step}: launch templates"
         );
-        assert_eq!(rig.target_groups(&app).await, live, "after {step}: target groups");
+        assert_eq!(
+            rig.target_groups(&app).await,
+            live,
+            "after {step}: target groups"
+        );
         let running = rig.live_instances(&app).await;
         assert!(
             running
@@ -558,7 +577,12 @@ async fn a_launch_template_without_its_group_is_listed_and_destroyed() {
     let listed = rig.fleet.groups(&app).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].id, group.id);
-    assert!(rig.fleet.instances(&app, &group.id).await.unwrap().is_empty());
+    assert!(rig
+        .fleet
+        .instances(&app, &group.id)
+        .await
+        .unwrap()
+        .is_empty());
     rig.fleet.destroy(&app, &group.id).await.unwrap();
     assert!(rig.fleet.groups(&app).await.unwrap().is_empty());
     assert!(rig.launch_templates(&app).await.is_empty());
@@ -632,11 +656,7 @@ async fn look_alike_auto_scaling_groups_without_tags_are_never_touched() {
     let e = rig.fleet.launch(&group).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
     rig.fleet.destroy(&app, &group.id).await.unwrap();
-    let e = rig
-        .router
-        .attach(&app, &group.id, &[])
-        .await
-        .unwrap_err();
+    let e = rig.router.attach(&app, &group.id, &[]).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
 
     assert!(
@@ -652,7 +672,10 @@ async fn look_alike_auto_scaling_groups_without_tags_are_never_touched() {
             .await
             .unwrap();
     }
-    assert!(rig.asgs(&app).await.contains(&lookalike), "the look-alike group survived");
+    assert!(
+        rig.asgs(&app).await.contains(&lookalike),
+        "the look-alike group survived"
+    );
     let out = rig
         .clients
         .autoscaling()
@@ -709,7 +732,11 @@ async fn several_instance_types_make_a_mixed_instances_policy() {
         .filter_map(|o| o.instance_type())
         .collect();
     assert_eq!(types, ["m5.large", "m5a.large"]);
-    assert_eq!(rig.fleet.groups(&app).await.unwrap().len(), 1, "adopted once");
+    assert_eq!(
+        rig.fleet.groups(&app).await.unwrap().len(),
+        1,
+        "adopted once"
+    );
     assert_eq!(rig.fleet.instances(&app, &group.id).await.unwrap().len(), 2);
     rig.fleet.destroy(&app, &group.id).await.unwrap();
     assert!(rig.asgs(&app).await.is_empty());
@@ -754,8 +781,16 @@ async fn bad_settings_are_refused_before_any_call() {
         ("port", "http", "settings.port"),
         ("port", "0", "settings.port"),
         ("instance_type", "big", "settings.instance_type"),
-        ("instance_types", "t3.micro,,m5.large", "settings.instance_types"),
-        ("instance_types", "t3.micro,t3.micro", "settings.instance_types"),
+        (
+            "instance_types",
+            "t3.micro,,m5.large",
+            "settings.instance_types",
+        ),
+        (
+            "instance_types",
+            "t3.micro,t3.micro",
+            "settings.instance_types",
+        ),
         ("flavour", "x", "settings.flavour"),
     ];
     let before = clients.call_counts();
