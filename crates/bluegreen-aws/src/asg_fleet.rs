@@ -235,6 +235,10 @@ fn check_instance_type(field: &str, t: &str) -> Result<()> {
 /// is never changed after launch except to delete it: Auto Scaling replaces an
 /// instance that fails its checks, and the replacement is a new member.
 ///
+/// `instances` of a group with neither an Auto Scaling group nor a launch template
+/// of ours is [`Error::NotFound`]; `destroy` of such a group succeeds and changes
+/// nothing.
+///
 /// Only resources with bluegreen's tags are read as groups or deleted: an Auto
 /// Scaling group or launch template with the same name and without them makes
 /// `launch` fail with [`Error::Conflict`] and is never touched.
