@@ -152,30 +152,23 @@ impl Ec2Fleet {
                 ))
                 .build(),
         );
-        let mut out = Vec::new();
-        let mut token = None;
-        loop {
-            let page = self
-                .clients
-                .ec2
-                .describe_instances()
-                .set_filters(Some(filters.clone()))
-                .max_results(BATCH as i32)
-                .set_next_token(token)
-                .send()
-                .await
-                .map_err(|e| map("DescribeInstances", e))?;
-            for r in page.reservations() {
-                out.extend(r.instances().iter().cloned());
-            }
-            token = page
-                .next_token()
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned);
-            if token.is_none() {
-                return Ok(out);
-            }
-        }
+        // the SDK's paginator follows NextToken until it is absent or empty
+        let reservations = self
+            .clients
+            .ec2
+            .describe_instances()
+            .set_filters(Some(filters))
+            .into_paginator()
+            .page_size(BATCH as i32)
+            .items()
+            .send()
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .await
+            .map_err(|e| map("DescribeInstances", e))?;
+        Ok(reservations
+            .iter()
+            .flat_map(|r| r.instances().iter().cloned())
+            .collect())
     }
 
     async fn record_of(&self, instance_id: &str) -> Result<Option<String>> {
