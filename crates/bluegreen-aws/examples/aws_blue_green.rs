@@ -1,5 +1,7 @@
 //! `aws_blue_green`: bake an AMI from a base AMI and a script, launch instances from
-//! it, move the load balancer's listener, terminate the old instances.
+//! it, move the load balancer's listener, terminate the old instances. The deployment
+//! holds the app's `Ec2Lock` (a security group in `--vpc`), so runs from several
+//! machines against one account and region exclude each other.
 //!
 //! ```sh
 //! cargo run -p bluegreen-aws --example aws_blue_green -- \
@@ -12,11 +14,12 @@
 //!
 //! `--endpoint http://127.0.0.1:5000` (or `AWS_ENDPOINT_URL`) points it at an emulator.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bluegreen_aws::{
-    AmiImage, AmiImageOptions, AwsClients, AwsOptions, Ec2Fleet, Ec2FleetOptions, ElbRouter,
-    ElbRouterOptions,
+    AmiImage, AmiImageOptions, AwsClients, AwsOptions, Ec2Fleet, Ec2FleetOptions, Ec2Lock,
+    ElbRouter, ElbRouterOptions,
 };
 use bluegreen_core::{
     App, DeployRequest, Engine, EngineOptions, Event, EventSink, ImageSource, Strategy,
@@ -54,7 +57,7 @@ struct Cli {
     /// Security groups, comma-separated.
     #[arg(long, value_delimiter = ',')]
     security_groups: Vec<String>,
-    /// The VPC of the target groups.
+    /// The VPC of the target groups, which also holds the deployment lock's group.
     #[arg(long)]
     vpc: String,
     /// The listener whose default action carries the traffic.
@@ -107,7 +110,11 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         clients.clone(),
         ElbRouterOptions::new(cli.listener.clone(), cli.vpc.clone()).with_port(cli.port),
     );
+    // the cross-machine lock: every machine deploying this app into the account and
+    // region takes the same one (the default lock only excludes this process)
+    let lock = Arc::new(Ec2Lock::new(clients.clone()).in_vpc(cli.vpc.clone()));
     let engine = Engine::new(image, fleet, router)
+        .with_lock(lock)
         .with_options(
             EngineOptions::default()
                 .with_health_timeout(Duration::from_secs(900))

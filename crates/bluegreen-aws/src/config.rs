@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use aws_config::retry::RetryConfig;
-use aws_config::{BehaviorVersion, Region};
+use aws_config::{BehaviorVersion, Region, SdkConfig};
 
 use crate::calls::CallCounter;
 
@@ -35,10 +35,11 @@ impl AwsOptions {
     }
 }
 
-/// The EC2 and ELBv2 clients that every provider of this crate shares, with one
-/// call counter.
+/// The EC2, ELBv2 and Auto Scaling clients that every provider of this crate shares,
+/// with one call counter.
 #[derive(Clone, Debug)]
 pub struct AwsClients {
+    pub(crate) autoscaling: aws_sdk_autoscaling::Client,
     pub(crate) ec2: aws_sdk_ec2::Client,
     pub(crate) elb: aws_sdk_elasticloadbalancingv2::Client,
     pub(crate) calls: Arc<CallCounter>,
@@ -58,18 +59,36 @@ impl AwsClients {
             loader = loader.endpoint_url(url);
         }
         let shared = loader.load().await;
+        AwsClients::from_sdk_config(&shared)
+    }
+
+    /// The clients from a configuration the caller loaded (its region, credentials,
+    /// endpoint and retry configuration, as given), each with this crate's call
+    /// counter. Makes no call. For retries in one place, load `config` with
+    /// `RetryConfig::disabled()` and wrap providers in `bluegreen_core::Retry`.
+    pub fn from_sdk_config(config: &SdkConfig) -> AwsClients {
         let calls = Arc::new(CallCounter::default());
+        let autoscaling = aws_sdk_autoscaling::Client::from_conf(
+            aws_sdk_autoscaling::config::Builder::from(config)
+                .interceptor(calls.interceptor())
+                .build(),
+        );
         let ec2 = aws_sdk_ec2::Client::from_conf(
-            aws_sdk_ec2::config::Builder::from(&shared)
+            aws_sdk_ec2::config::Builder::from(config)
                 .interceptor(calls.interceptor())
                 .build(),
         );
         let elb = aws_sdk_elasticloadbalancingv2::Client::from_conf(
-            aws_sdk_elasticloadbalancingv2::config::Builder::from(&shared)
+            aws_sdk_elasticloadbalancingv2::config::Builder::from(config)
                 .interceptor(calls.interceptor())
                 .build(),
         );
-        AwsClients { ec2, elb, calls }
+        AwsClients {
+            autoscaling,
+            ec2,
+            elb,
+            calls,
+        }
     }
 
     /// The API calls made so far, per operation (`RunInstances`, `ModifyListener`,
@@ -81,6 +100,11 @@ impl AwsClients {
     /// The EC2 client, for what this crate does not cover.
     pub fn ec2(&self) -> &aws_sdk_ec2::Client {
         &self.ec2
+    }
+
+    /// The Auto Scaling client, for what this crate does not cover.
+    pub fn autoscaling(&self) -> &aws_sdk_autoscaling::Client {
+        &self.autoscaling
     }
 
     /// The ELBv2 client, for what this crate does not cover.

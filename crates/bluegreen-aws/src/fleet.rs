@@ -9,7 +9,6 @@ use aws_sdk_ec2::types::{
     InstanceStateName, InstanceType, LaunchTemplateSpecification, ResourceType, SummaryStatus,
     TagSpecification,
 };
-use base64::Engine as _;
 use bluegreen_core::labels::{self, Labels};
 use bluegreen_core::{
     App, Error, Fleet, FleetCapabilities, Group, GroupId, Health, Instance, Release, Result,
@@ -24,7 +23,6 @@ use crate::tags::{ec2_labels, ec2_owner_filters, ec2_tags};
 pub const BATCH: usize = 1000;
 /// The most instance ids one `DescribeInstanceStatus` call takes.
 const STATUS_BATCH: usize = 100;
-const RECORD_LINE: &str = "# bluegreen-record: ";
 /// The tag that carries the port instances serve on.
 const PORT_TAG: &str = "bluegreen.port";
 
@@ -154,30 +152,23 @@ impl Ec2Fleet {
                 ))
                 .build(),
         );
-        let mut out = Vec::new();
-        let mut token = None;
-        loop {
-            let page = self
-                .clients
-                .ec2
-                .describe_instances()
-                .set_filters(Some(filters.clone()))
-                .max_results(BATCH as i32)
-                .set_next_token(token)
-                .send()
-                .await
-                .map_err(|e| map("DescribeInstances", e))?;
-            for r in page.reservations() {
-                out.extend(r.instances().iter().cloned());
-            }
-            token = page
-                .next_token()
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned);
-            if token.is_none() {
-                return Ok(out);
-            }
-        }
+        // the SDK's paginator follows NextToken until it is absent or empty
+        let reservations = self
+            .clients
+            .ec2
+            .describe_instances()
+            .set_filters(Some(filters))
+            .into_paginator()
+            .page_size(BATCH as i32)
+            .items()
+            .send()
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .await
+            .map_err(|e| map("DescribeInstances", e))?;
+        Ok(reservations
+            .iter()
+            .flat_map(|r| r.instances().iter().cloned())
+            .collect())
     }
 
     async fn record_of(&self, instance_id: &str) -> Result<Option<String>> {
@@ -190,40 +181,10 @@ impl Ec2Fleet {
             .send()
             .await
             .map_err(|e| map("DescribeInstanceAttribute", e))?;
-        let Some(encoded) = out.user_data().and_then(|u| u.value()) else {
-            return Ok(None);
-        };
-        let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(encoded) else {
-            return Ok(None);
-        };
-        let text = String::from_utf8_lossy(&bytes);
-        Ok(text
-            .lines()
-            .find_map(|l| l.strip_prefix(RECORD_LINE))
-            .and_then(|b| {
-                base64::engine::general_purpose::STANDARD
-                    .decode(b.trim())
-                    .ok()
-            })
-            .map(|r| String::from_utf8_lossy(&r).into_owned()))
-    }
-
-    fn user_data(group: &Group, settings: &Settings) -> String {
-        let record = base64::engine::general_purpose::STANDARD.encode(group.to_record());
-        // the environment travels base64-encoded: no value can end a heredoc or run
-        let mut env = String::new();
-        for (k, v) in &group.release.env {
-            env.push_str(&format!("{k}='{}'\n", v.replace('\'', r"'\''")));
-        }
-        let env = base64::engine::general_purpose::STANDARD.encode(env);
-        let mut script = format!(
-            "#!/bin/sh\n{RECORD_LINE}{record}\nmkdir -p /etc/bluegreen\necho '{env}' | base64 -d > /etc/bluegreen/release.env\n"
-        );
-        if let Some(extra) = &settings.user_data {
-            script.push_str(extra);
-            script.push('\n');
-        }
-        base64::engine::general_purpose::STANDARD.encode(script)
+        Ok(out
+            .user_data()
+            .and_then(|u| u.value())
+            .and_then(crate::user_data::record))
     }
 }
 
@@ -300,7 +261,7 @@ impl Fleet for Ec2Fleet {
         let mut tags: Labels = group.labels();
         tags.insert("Name".into(), group.id.to_string());
         tags.insert(PORT_TAG.into(), settings.port.to_string());
-        let user_data = Ec2Fleet::user_data(group, &settings);
+        let user_data = crate::user_data::encode(group, settings.user_data.as_deref());
         for (n, (subnet, count)) in subnets.iter().zip(per_subnet).enumerate() {
             if count == 0 {
                 continue;

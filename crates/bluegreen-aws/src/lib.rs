@@ -3,20 +3,22 @@
 //!
 //! - [`AmiImage`]: AMIs by id, name or tags, or baked from a base AMI and a script.
 //! - [`Ec2Fleet`]: groups of EC2 instances, tagged, spread across subnets, batched.
+//! - [`AsgFleet`]: groups as EC2 Auto Scaling groups, one launch template each; with
+//!   [`ElbRouter`] in [`TargetRegistration::AutoScalingGroup`] mode, the Auto Scaling
+//!   group registers its own instances in its target group.
 //! - [`ElbRouter`]: a target group per group; the listener's default action is the
 //!   route table, weighted for canary steps.
 //! - [`Ec2Lock`]: the app's deployment lock, shared by every machine that deploys it
 //!   (a security group created atomically by name, with a lease and a fencing token
 //!   in its tags).
 //!
-//! All three share one [`AwsClients`], loaded from the standard AWS configuration
+//! All of them share one [`AwsClients`], loaded from the standard AWS configuration
 //! chain with an optional endpoint override (for emulators). The SDK's own retries are
 //! off: the engine's retry layer retries throttling and transient errors, once.
-//!
-//! An Auto Scaling group fleet fits the same `Fleet` trait: a group would be an ASG
-//! with the group's tags, launched at the release's size.
+
 #![deny(missing_docs)]
 
+mod asg_fleet;
 mod calls;
 mod config;
 mod error;
@@ -25,9 +27,11 @@ mod image;
 mod lock;
 mod router;
 mod tags;
+mod user_data;
 
+pub use asg_fleet::{AsgFleet, AsgFleetOptions, ASG_SETTINGS};
 pub use config::{AwsClients, AwsOptions};
 pub use fleet::{Ec2Fleet, Ec2FleetOptions, BATCH, SETTINGS};
 pub use image::{AmiImage, AmiImageOptions};
 pub use lock::{Ec2Lock, EXPIRES_TAG, HOLDER_TAG, TOKEN_TAG};
-pub use router::{target_group_name, ElbRouter, ElbRouterOptions};
+pub use router::{target_group_name, ElbRouter, ElbRouterOptions, TargetRegistration};

@@ -21,6 +21,22 @@ use crate::config::AwsClients;
 use crate::error::map;
 use crate::tags::{elb_labels, elb_tags};
 
+/// Who registers a group's instances in its target group.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TargetRegistration {
+    /// The router registers the instances `attach` is given, and deregisters the
+    /// others (for [`crate::Ec2Fleet`]). Default.
+    #[default]
+    Router,
+    /// The group's Auto Scaling group registers its own instances, a replacement
+    /// included (for [`crate::AsgFleet`]): `attach` attaches the target group to the
+    /// Auto Scaling group named after the group (`AttachLoadBalancerTargetGroups`,
+    /// once) and registers nothing itself; `detach` detaches it
+    /// (`DetachLoadBalancerTargetGroups`) before it deletes the target group.
+    AutoScalingGroup,
+}
+
 /// Where [`ElbRouter`] routes.
 #[non_exhaustive]
 #[derive(Clone, Debug)]
@@ -35,6 +51,8 @@ pub struct ElbRouterOptions {
     pub health_check_path: String,
     /// How long a deregistered target drains. Default 30 s.
     pub deregistration_delay: Duration,
+    /// Who registers a group's instances. Default [`TargetRegistration::Router`].
+    pub registration: TargetRegistration,
 }
 
 impl ElbRouterOptions {
@@ -46,12 +64,19 @@ impl ElbRouterOptions {
             port: 80,
             health_check_path: "/health".into(),
             deregistration_delay: Duration::from_secs(30),
+            registration: TargetRegistration::Router,
         }
     }
 
     /// Sets the port.
     pub fn with_port(mut self, port: u16) -> Self {
         self.port = port;
+        self
+    }
+
+    /// Sets who registers a group's instances.
+    pub fn with_registration(mut self, registration: TargetRegistration) -> Self {
+        self.registration = registration;
         self
     }
 
@@ -70,6 +95,10 @@ impl ElbRouterOptions {
 /// action in one `ModifyListener`: a weighted forward, or a fixed 503 response for
 /// the empty table. `serving` reads target health. Creating a target group that
 /// exists adopts it, when it carries our tags.
+///
+/// Who registers the targets is [`ElbRouterOptions::registration`]: the router (for
+/// bare instances), or the group's Auto Scaling group, to which `attach` attaches the
+/// target group (for [`crate::AsgFleet`]: then `attach` reads no instance it is given).
 #[derive(Clone, Debug)]
 pub struct ElbRouter {
     clients: AwsClients,
@@ -205,6 +234,79 @@ impl ElbRouter {
     }
 }
 
+impl ElbRouter {
+    /// The Auto Scaling group named `group` and its target groups, when it exists;
+    /// one without bluegreen's tags for `group` is [`Error::Conflict`].
+    async fn asg_target_groups(&self, app: &App, group: &GroupId) -> Result<Option<Vec<String>>> {
+        let out = self
+            .clients
+            .autoscaling
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(group.as_str())
+            .send()
+            .await
+            .map_err(|e| map(&format!("DescribeAutoScalingGroups {group}"), e))?;
+        let Some(asg) = out
+            .auto_scaling_groups()
+            .iter()
+            .find(|g| g.auto_scaling_group_name() == Some(group.as_str()))
+        else {
+            return Ok(None);
+        };
+        let tags: labels::Labels = asg
+            .tags()
+            .iter()
+            .filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned())))
+            .collect();
+        if !labels::is_owned_by(&tags, app)
+            || tags.get(labels::GROUP).map(String::as_str) != Some(group.as_str())
+        {
+            return Err(Error::conflict(format!(
+                "Auto Scaling group {group} exists without bluegreen's tags for {app}"
+            )));
+        }
+        Ok(Some(asg.target_group_arns().to_vec()))
+    }
+
+    async fn attach_to_asg(&self, group: &GroupId, attached: &[String], arn: &str) -> Result<()> {
+        if attached.iter().any(|a| a == arn) {
+            return Ok(());
+        }
+        self.clients
+            .autoscaling
+            .attach_load_balancer_target_groups()
+            .auto_scaling_group_name(group.as_str())
+            .target_group_arns(arn)
+            .send()
+            .await
+            .map_err(|e| map(&format!("AttachLoadBalancerTargetGroups {group}"), e))?;
+        Ok(())
+    }
+
+    async fn detach_from_asg(&self, app: &App, group: &GroupId, arn: &str) -> Result<()> {
+        let attached = match self.asg_target_groups(app, group).await {
+            Ok(Some(a)) => a,
+            // no Auto Scaling group (destroyed first), or not ours: nothing of ours
+            // to detach from
+            Ok(None) => return Ok(()),
+            Err(e) if e.kind() == bluegreen_core::ErrorKind::Conflict => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if !attached.iter().any(|a| a == arn) {
+            return Ok(());
+        }
+        self.clients
+            .autoscaling
+            .detach_load_balancer_target_groups()
+            .auto_scaling_group_name(group.as_str())
+            .target_group_arns(arn)
+            .send()
+            .await
+            .map_err(|e| map(&format!("DetachLoadBalancerTargetGroups {group}"), e))?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Router for ElbRouter {
     fn capabilities(&self) -> RouterCapabilities {
@@ -217,6 +319,15 @@ impl Router for ElbRouter {
         group: &GroupId,
         instances: &[Instance],
     ) -> Result<Attachment> {
+        // the Auto Scaling group first: a missing or foreign one gets no target group
+        let asg_attached = match self.options.registration {
+            TargetRegistration::AutoScalingGroup => Some(
+                self.asg_target_groups(app, group)
+                    .await?
+                    .ok_or_else(|| Error::not_found(format!("Auto Scaling group {group}")))?,
+            ),
+            TargetRegistration::Router => None,
+        };
         let arn = match self.find(app, group).await? {
             Some(arn) => arn,
             None => {
@@ -272,6 +383,10 @@ impl Router for ElbRouter {
             .send()
             .await
             .map_err(|e| map("ModifyTargetGroupAttributes", e))?;
+        if let Some(attached) = asg_attached {
+            self.attach_to_asg(group, &attached, &arn).await?;
+            return Ok(Attachment::default());
+        }
         // each target on the port its instance serves on (its address), else the router's
         let ports: BTreeMap<String, i32> = instances
             .iter()
@@ -349,6 +464,9 @@ impl Router for ElbRouter {
             return Err(Error::conflict(format!(
                 "{group} still has {w}% of {app}'s traffic"
             )));
+        }
+        if self.options.registration == TargetRegistration::AutoScalingGroup {
+            self.detach_from_asg(app, group, &arn).await?;
         }
         self.clients
             .elb

@@ -130,7 +130,8 @@ pub async fn network(clients: &AwsClients, name: &str) -> Network {
         let s = ec2
             .create_subnet()
             .vpc_id(&vpc)
-            .cidr_block(format!("10.0.{n}.0/24"))
+            // /20: room for two 200-instance groups in one subnet (moto uses the first)
+            .cidr_block(format!("10.0.{}.0/20", n * 16))
             .availability_zone(*zone)
             .send()
             .await
