@@ -26,16 +26,8 @@ use sha2::{Digest, Sha256};
 
 use crate::config::AwsClients;
 use crate::error::map;
-use crate::tags::{ec2_labels, ec2_owner_filters, ec2_tags};
-
-/// The release settings [`AsgFleet`] reads; any other key is refused.
-///
-/// - `instance_type`: one instance type (`t3.micro`).
-/// - `instance_types`: several, comma-separated, in order of preference: the group
-///   gets a mixed instances policy (all On-Demand, `prioritized`).
-/// - `port`: the port instances serve on (1 to 65535).
-/// - `user_data`: a script appended to the user data.
-pub const ASG_SETTINGS: [&str; 4] = ["instance_type", "instance_types", "port", "user_data"];
+use crate::labels::{ec2_labels, ec2_owner_filters, ec2_tags};
+use crate::settings::{AsgFleetSettings, AsgSettings};
 
 /// The tag that carries the port instances serve on.
 const PORT_TAG: &str = "bluegreen.port";
@@ -252,12 +244,6 @@ pub struct AsgFleet {
     options: AsgFleetOptions,
 }
 
-struct Settings {
-    instance_types: Vec<String>,
-    port: u16,
-    user_data: Option<String>,
-}
-
 /// An Auto Scaling group of ours, with its tags.
 struct Found {
     group: AutoScalingGroup,
@@ -280,24 +266,14 @@ impl AsgFleet {
         Ok(AsgFleet { clients, options })
     }
 
-    fn settings(&self, release: &Release) -> Result<Settings> {
-        release.check_settings("the Auto Scaling fleet", &ASG_SETTINGS)?;
-        let port = match release.settings.get("port") {
-            Some(p) => match p.parse::<u16>() {
-                Ok(port) if port > 0 => port,
-                _ => {
-                    return Err(Error::invalid(
-                        "settings.port",
-                        format!("`{p}` is not a port"),
-                    ))
-                }
-            },
+    fn settings(&self, release: &Release) -> Result<AsgFleetSettings> {
+        let given: AsgSettings = release.settings_as("the Auto Scaling fleet")?;
+        let port = match given.port {
+            Some(0) => return Err(Error::invalid("settings.port", "`0` is not a port")),
+            Some(port) => port,
             None => self.options.port.unwrap_or(80),
         };
-        let instance_types = match (
-            release.settings.get("instance_type"),
-            release.settings.get("instance_types"),
-        ) {
+        let instance_types = match (&given.instance_type, &given.instance_types) {
             (Some(_), Some(_)) => {
                 return Err(Error::invalid(
                     "settings.instance_types",
@@ -327,14 +303,10 @@ impl AsgFleet {
                 .clone()
                 .unwrap_or_else(|| "t3.micro".into())],
         };
-        Ok(Settings {
+        Ok(AsgFleetSettings {
             instance_types,
             port,
-            user_data: release
-                .settings
-                .get("user_data")
-                .cloned()
-                .or_else(|| self.options.user_data.clone()),
+            user_data: given.user_data.or_else(|| self.options.user_data.clone()),
         })
     }
 
@@ -439,7 +411,7 @@ impl AsgFleet {
     async fn ensure_template(
         &self,
         group: &Group,
-        settings: &Settings,
+        settings: &AsgFleetSettings,
         tags: &Labels,
     ) -> Result<(String, String)> {
         if let Some(t) = self.templates(&group.app, Some(&group.id)).await?.pop() {

@@ -17,7 +17,8 @@ use sha2::{Digest, Sha256};
 
 use crate::config::AwsClients;
 use crate::error::map;
-use crate::tags::{ec2_labels, ec2_owner_filters, ec2_tags};
+use crate::labels::{ec2_labels, ec2_owner_filters, ec2_tags};
+use crate::settings::{Ec2Settings, Settings};
 
 /// The most instances one `DescribeInstances` page or `TerminateInstances` call takes.
 pub const BATCH: usize = 1000;
@@ -25,9 +26,6 @@ pub const BATCH: usize = 1000;
 const STATUS_BATCH: usize = 100;
 /// The tag that carries the port instances serve on.
 const PORT_TAG: &str = "bluegreen.port";
-
-/// The release settings the fleet reads; any other key is refused.
-pub const SETTINGS: [&str; 3] = ["instance_type", "port", "user_data"];
 
 /// How [`Ec2Fleet`] launches instances.
 #[non_exhaustive]
@@ -95,12 +93,6 @@ pub struct Ec2Fleet {
     options: Ec2FleetOptions,
 }
 
-struct Settings {
-    instance_type: String,
-    port: u16,
-    user_data: Option<String>,
-}
-
 impl Ec2Fleet {
     /// A fleet.
     pub fn new(clients: AwsClients, options: Ec2FleetOptions) -> Self {
@@ -108,26 +100,14 @@ impl Ec2Fleet {
     }
 
     fn settings(&self, release: &Release) -> Result<Settings> {
-        release.check_settings("the EC2 fleet", &SETTINGS)?;
-        let port = match release.settings.get("port") {
-            Some(p) => p
-                .parse()
-                .map_err(|_| Error::invalid("settings.port", format!("`{p}` is not a port")))?,
-            None => self.options.port.unwrap_or(80),
-        };
+        let given: Ec2Settings = release.settings_as("the EC2 fleet")?;
         Ok(Settings {
-            instance_type: release
-                .settings
-                .get("instance_type")
-                .cloned()
+            instance_type: given
+                .instance_type
                 .or_else(|| self.options.instance_type.clone())
                 .unwrap_or_else(|| "t3.micro".into()),
-            port,
-            user_data: release
-                .settings
-                .get("user_data")
-                .cloned()
-                .or_else(|| self.options.user_data.clone()),
+            port: given.port.or(self.options.port).unwrap_or(80),
+            user_data: given.user_data.or_else(|| self.options.user_data.clone()),
         })
     }
 

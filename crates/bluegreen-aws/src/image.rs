@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::AwsClients;
 use crate::error::map;
-use crate::tags::{ec2_labels, ec2_owner_filters, ec2_tags};
+use crate::labels::{ec2_labels, ec2_owner_filters, ec2_tags};
 
 /// The tag of a baked AMI that names its base and script (a hash).
 const SOURCE_TAG: &str = "bluegreen.source";

@@ -31,7 +31,7 @@ use bluegreen_core::{App, Error, FencingToken, Lock, LockHolder, Result};
 
 use crate::config::AwsClients;
 use crate::error::map;
-use crate::tags::{ec2_labels, ec2_tags};
+use crate::labels::{ec2_labels, ec2_tags};
 
 /// The tag that names the holder; empty once the lock is released.
 pub const HOLDER_TAG: &str = "bluegreen.lock-holder";

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::AwsClients;
 use crate::error::map;
-use crate::tags::{elb_labels, elb_tags};
+use crate::labels::{elb_labels, elb_tags};
 
 /// Who registers a group's instances in its target group.
 #[non_exhaustive]
