@@ -211,17 +211,12 @@ mod tests {
     use super::*;
     use bluegreen_core::ErrorKind;
     use bluegreen_testkit::names::{assert_distinct, near_collisions};
+    use bluegreen_testkit::scratch::Scratch;
 
-    /// A fresh state directory under the system's temporary directory.
-    fn state() -> (StateDir, PathBuf) {
-        let root = std::env::temp_dir().join(format!(
-            "bluegreen-filelock-{}-{:?}",
-            std::process::id(),
-            SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default()
-        ));
-        (StateDir::new(&root).unwrap(), root)
+    /// A fresh state directory, removed when the returned scratch is dropped.
+    fn state() -> (StateDir, Scratch) {
+        let root = Scratch::new("filelock");
+        (StateDir::new(root.path()).unwrap(), root)
     }
 
     #[tokio::test]
@@ -276,7 +271,7 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
-        std::fs::remove_dir_all(root).unwrap();
+        drop(root);
     }
 
     #[test]

@@ -270,8 +270,7 @@ mod tests {
 
     #[test]
     fn last_lines_counts_what_it_drops() {
-        let dir = std::env::temp_dir().join(format!("bg-lines-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = bluegreen_testkit::scratch::Scratch::new("last-lines");
         let path = dir.join("log");
         std::fs::write(&path, "a\nb\nc\nd\n").unwrap();
         assert_eq!(
@@ -280,6 +279,5 @@ mod tests {
         );
         assert_eq!(last_lines(&path, 10).unwrap().1, 0);
         assert_eq!(last_lines(&dir.join("none"), 2).unwrap(), (vec![], 0));
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }

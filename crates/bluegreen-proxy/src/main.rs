@@ -408,8 +408,7 @@ mod tests {
     #[test]
     fn a_token_file_others_may_read_is_refused() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!("bluegreen-token-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = bluegreen_testkit::scratch::Scratch::new("proxy-token");
         let path = dir.join("token");
         std::fs::write(&path, "s3cret-token-123\n").unwrap();
         for (mode, ok) in [
@@ -436,7 +435,7 @@ mod tests {
                 }
             }
         }
-        std::fs::remove_dir_all(&dir).unwrap();
+        drop(dir);
     }
 
     #[test]

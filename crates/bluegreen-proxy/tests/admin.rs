@@ -282,15 +282,14 @@ async fn admin_binds_loopback_only_unless_allowed() {
     assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied);
     assert!(e.to_string().contains("not a loopback"), "{e}");
     // a unix socket is local by nature
-    let dir = std::env::temp_dir().join(format!("bluegreen-proxy-admin-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = bluegreen_testkit::scratch::Scratch::new("proxy-admin");
     let path = dir.join("admin.sock");
     let listener = AdminListener::bind(&AdminAddr::Unix(path.clone()), false)
         .await
         .unwrap();
     assert!(listener.local_addr().is_none());
     drop(listener);
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
 }
 
 #[test]

@@ -274,8 +274,7 @@ async fn previews_can_be_turned_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_router_over_a_unix_socket_keeps_the_contract() {
     let proxy = RunningProxy::start(test_options()).await;
-    let dir = std::env::temp_dir().join(format!("bluegreen-proxy-admin-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = bluegreen_testkit::scratch::Scratch::new("proxy-admin");
     let socket = dir.join("admin.sock");
     let token = AdminToken::new("test-token-0123456789").unwrap();
     let listener = AdminListener::bind(&AdminAddr::Unix(socket.clone()), false)
@@ -291,7 +290,7 @@ async fn remote_router_over_a_unix_socket_keeps_the_contract() {
     assert!(format!("{router:?}").contains("unix:"), "{router:?}");
     own_checks(&router).await;
     preview_checks(&router, &proxy).await;
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
 }
 
 #[test]

@@ -9,16 +9,11 @@ use std::path::{Path, PathBuf};
 
 use bluegreen_core::{ErrorKind, GroupId, RouteTable};
 use bluegreen_proxy::{BackendSpec, Proxy};
+use bluegreen_testkit::scratch::Scratch;
 use support::{get, http1_client, test_options, TestBackend};
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "bluegreen-proxy-state-{name}-{}-{:08x}",
-        std::process::id(),
-        fastrand::u32(..)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn scratch(name: &str) -> Scratch {
+    Scratch::new(&format!("proxy-state-{name}"))
 }
 
 /// Serves `proxy` on a loopback port until the returned sender is dropped.
@@ -137,7 +132,7 @@ async fn a_restored_proxy_serves_the_same_tables_at_once() {
     assert_eq!(again.routes("web.prod").unwrap(), RouteTable::single(b));
     assert_eq!(again.report("web.prod").unwrap().unwrap().groups.len(), 1);
     assert!(!again.report("api.prod").unwrap().unwrap().paused);
-    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
@@ -146,7 +141,7 @@ async fn a_restored_proxy_serves_the_same_tables_at_once() {
         1,
         "no temporary file is left: {leftovers:?}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
+    drop(dir);
 }
 
 #[tokio::test]
@@ -184,7 +179,7 @@ async fn a_state_file_that_does_not_read_is_refused_naming_it() {
     let e = Proxy::restore(test_options()).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Invalid);
     assert!(e.to_string().contains("state_file"), "{e}");
-    std::fs::remove_dir_all(&dir).unwrap();
+    drop(dir);
 }
 
 /// The binary refuses to start on a corrupt state file, and on a token file that
@@ -221,5 +216,5 @@ fn the_binary_refuses_a_corrupt_state_file_and_a_shared_token_file() {
             && stderr.contains("readable by its group or others"),
         "{stderr}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
+    drop(dir);
 }

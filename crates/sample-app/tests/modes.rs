@@ -101,10 +101,8 @@ fn crashes_when_told() {
 
 #[test]
 fn only_the_first_boots_crash() {
-    let dir = std::env::temp_dir().join(format!("sample-app-boots-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = bluegreen_testkit::scratch::Scratch::new("sample-app-boots");
     let boots = dir.join("boots");
-    let _ = std::fs::remove_file(&boots);
     let args = [
         "--crash-after-ms",
         "100",
@@ -122,7 +120,7 @@ fn only_the_first_boots_crash() {
     assert_eq!(get(app.port, "/health").0, 200, "the third start serves");
     assert_eq!(std::fs::read_to_string(&boots).unwrap().trim(), "3");
     drop(app);
-    std::fs::remove_dir_all(&dir).unwrap();
+    drop(dir);
 }
 
 #[test]

@@ -289,7 +289,8 @@ fn heroku_schema_refuses_mismatches() {
 /// is answered 422 and kept as a violation, and so is an answer.
 #[tokio::test]
 async fn the_emulator_refuses_requests_and_keeps_answers_that_break_its_schema() {
-    let path = support::tarball("").with_file_name("schema.json");
+    let dir = bluegreen_testkit::scratch::Scratch::new("paas-schema");
+    let path = dir.join("schema.json");
     std::fs::write(&path, small_schema().to_string()).unwrap();
     let emu = support::emulator_with(EmulatorOptions::new().with_schema(&path)).await;
     assert!(emu.schema_checks());

@@ -7,6 +7,7 @@ use std::time::Duration;
 use bluegreen_core::{App, EngineOptions, ImageSource, RetryOptions};
 use bluegreen_paas::{AppFleet, DomainRouter, ReleaseFleet, ReleaseRouter, SlugImage};
 use bluegreen_testkit::conformance::{Settings, Sources};
+use bluegreen_testkit::scratch::Scratch;
 
 pub use bluegreen_paas::testing::{Emulator, EmulatorOptions, Hang, Schema, SCHEMA_ENV};
 
@@ -62,15 +63,15 @@ pub async fn emulator_with(options: EmulatorOptions) -> Emulator {
         .expect("the emulator starts")
 }
 
-/// A slug tarball with `content`, in a fresh temporary file.
+/// A slug tarball with `content`, in a fresh file of the test program's scratch
+/// directory (slugs outlive the test that made them: a deployment's image keeps
+/// its path).
 pub fn tarball(content: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "bluegreen-paas-{}-{:016x}",
-        std::process::id(),
-        fastrand::u64(..)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("slug.tgz");
+    static SLUGS: OnceLock<Scratch> = OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let dir = SLUGS.get_or_init(|| Scratch::new("paas-slugs"));
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!("slug-{n}.tgz"));
     std::fs::write(&path, content).unwrap();
     path
 }
