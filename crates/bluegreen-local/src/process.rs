@@ -8,6 +8,19 @@ use serde::{Deserialize, Serialize};
 use crate::labels::{MARK_GROUP, MARK_OWNER, MARK_STATE};
 
 /// A process as recorded: its pid and its start time, which together name it even
+/// Whether the local provider runs on the operating system `os` (as in
+/// [`std::env::consts::OS`]): it finds its processes again through `/proc` (their
+/// start times and environment marks), which Linux alone provides in that form.
+pub(crate) fn check_os(os: &str) -> bluegreen_core::Result<()> {
+    if os == "linux" {
+        return Ok(());
+    }
+    Err(bluegreen_core::Error::not_supported(format!(
+        "the local provider on {os}: it finds its processes through /proc, \
+         which it reads on Linux only"
+    )))
+}
+
 /// after the pid is reused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ProcessId {
@@ -116,6 +129,17 @@ mod tests {
 
     #[test]
     fn this_process_has_an_identity() {
+    #[test]
+    fn only_linux_is_supported_and_the_error_names_the_os() {
+        check_os("linux").unwrap();
+        for os in ["macos", "freebsd", "windows"] {
+            let e = check_os(os).unwrap_err();
+            assert_eq!(e.kind(), bluegreen_core::ErrorKind::NotSupported, "{e}");
+            assert!(e.to_string().contains(os), "{e}");
+            assert!(e.to_string().contains("Linux"), "{e}");
+        }
+    }
+
         let me = ProcessId::of(std::process::id()).unwrap();
         assert!(me.is_alive());
         let other = ProcessId {
