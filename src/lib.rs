@@ -42,6 +42,7 @@
 //! # }
 //! ```
 #![deny(missing_docs)]
+#![warn(unreachable_pub)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use bluegreen_core::*;

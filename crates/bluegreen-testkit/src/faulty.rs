@@ -51,6 +51,12 @@ pub struct Faulty<T> {
     plan: Arc<Mutex<FaultPlan>>,
 }
 
+impl<T> std::fmt::Debug for Faulty<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Faulty").finish_non_exhaustive()
+    }
+}
+
 impl<T> Clone for Faulty<T> {
     fn clone(&self) -> Self {
         Faulty {

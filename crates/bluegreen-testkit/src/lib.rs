@@ -40,6 +40,7 @@
 //! - `binaries`: `binaries`, binaries of the workspace built once
 //!   per test program, static ones too (escargot).
 #![deny(missing_docs)]
+#![warn(unreachable_pub)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "binaries")]
