@@ -42,6 +42,7 @@ mod image;
 mod labels;
 mod lock;
 mod process;
+mod program;
 mod router;
 mod settings;
 mod task;
