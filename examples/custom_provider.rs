@@ -29,7 +29,7 @@ use tokio::task::JoinHandle;
 /// The toy platform's images: a reference `toy:<version>` is the "artifact"; an
 /// image id is a content hash of the app and the reference. `toy:broken-*` serves
 /// 500 on its health path, as a release that never becomes healthy.
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct ToyImage {
     images: Arc<Mutex<BTreeMap<ImageId, (ImageRef, Labels)>>>,
 }
@@ -99,6 +99,7 @@ impl Image for ToyImage {
 }
 
 /// One instance: a task serving HTTP on a loopback port.
+#[derive(Debug)]
 struct ToyInstance {
     id: String,
     address: String,
@@ -106,6 +107,7 @@ struct ToyInstance {
 }
 
 /// A group on the toy platform: its labels, its record and its instances.
+#[derive(Debug)]
 struct ToyGroup {
     labels: Labels,
     record: String,
@@ -115,7 +117,7 @@ struct ToyGroup {
 /// The toy platform's fleet. It keeps its groups in memory; a real provider keeps
 /// them on its platform (labels, tags), which is what lets a deployment killed
 /// anywhere converge when run again.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct ToyFleet {
     image: ToyImage,
     groups: Arc<Mutex<BTreeMap<GroupId, ToyGroup>>>,

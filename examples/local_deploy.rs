@@ -14,6 +14,12 @@
 //! cargo run --example local_deploy -- rollback --app web --env production --to sha256:...
 //! cargo run --example local_deploy -- down --app web --env production
 //! ```
+//!
+//! On a terminal a progress bar follows the operation (step, instances healthy,
+//! traffic, bake time left); piped or in CI, the steps print as plain lines.
+
+#[path = "support/progress.rs"]
+mod progress;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,8 +28,8 @@ use std::time::Duration;
 
 use bluegreen::local::{proxy_binary, FileLock, LocalFleet, LocalImage, LocalProxy, StateDir};
 use bluegreen::{
-    App, DeployRequest, Engine, EngineOptions, Event, EventSink, Fleet, GroupId, Image, ImageId,
-    ImageSource, Router, Strategy,
+    App, DeployRequest, Engine, EngineOptions, Event, Fleet, GroupId, Image, ImageId, ImageSource,
+    Router, Strategy,
 };
 use clap::{Args, Parser, Subcommand};
 
@@ -149,28 +155,33 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let proxy = LocalProxy::process(&state, cli.listen, &binary).await?;
     let image = LocalImage::new(state.clone());
     let fleet = LocalFleet::new(state.clone(), image.clone());
-    let events = EventSink::new(|e: &Event| match e {
-        Event::StepStarted { step } => println!("- {step}"),
-        Event::GroupLaunched { group, size } => println!("  launched {group} ({size})"),
-        Event::Health {
-            group,
-            healthy,
-            wanted,
-        } => println!("  {group}: {healthy}/{wanted} healthy"),
-        Event::TrafficShifted { routes } => println!("  routes {routes}"),
-        Event::Baking { weight, duration } => println!("  baking at {weight}% for {duration:?}"),
-        Event::Ready {
-            group,
-            healthy,
-            total,
-            weight,
-        } => println!("  router: {healthy}/{total} of {group} healthy before {weight}%"),
-        Event::Watching { group, duration } => {
-            println!("  watching {group} for {duration:?} after the switch")
-        }
-        Event::GroupDestroyed { group } => println!("  destroyed {group}"),
-        Event::Reverting { reason, .. } => println!("  reverting: {reason}"),
-        _ => {}
+    let shown = progress::Progress::stdout();
+    let events = shown.sink(|e: &Event| {
+        Some(match e {
+            Event::StepStarted { step } => format!("- {step}"),
+            Event::GroupLaunched { group, size } => format!("  launched {group} ({size})"),
+            Event::Health {
+                group,
+                healthy,
+                wanted,
+            } => format!("  {group}: {healthy}/{wanted} healthy"),
+            Event::TrafficShifted { routes } => format!("  routes {routes}"),
+            Event::Baking { weight, duration } => {
+                format!("  baking at {weight}% for {duration:?}")
+            }
+            Event::Ready {
+                group,
+                healthy,
+                total,
+                weight,
+            } => format!("  router: {healthy}/{total} of {group} healthy before {weight}%"),
+            Event::Watching { group, duration } => {
+                format!("  watching {group} for {duration:?} after the switch")
+            }
+            Event::GroupDestroyed { group } => format!("  destroyed {group}"),
+            Event::Reverting { reason, .. } => format!("  reverting: {reason}"),
+            _ => return None,
+        })
     });
     let mut engine = Engine::new(image.clone(), fleet.clone(), proxy.router())
         .with_lock(Arc::new(FileLock::new(&state)))
@@ -180,6 +191,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Deploy(r) => {
             engine = engine.with_options(options(&r));
             let report = engine.deploy(&request(&r)?).await?;
+            shown.clear();
             println!(
                 "{} is live on http://{} (Host: {})",
                 report.live,
@@ -190,6 +202,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Prepare(r) => {
             engine = engine.with_options(options(&r));
             let prepared = engine.prepare(&request(&r)?).await?;
+            shown.clear();
             println!(
                 "{} is ready; promote it with `promote --group {}`",
                 prepared.group.id, prepared.group.id
@@ -203,6 +216,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     &Strategy::blue_green(),
                 )
                 .await?;
+            shown.clear();
             println!("{} is live", report.live);
         }
         Command::Rollback { target, to } => {
@@ -211,6 +225,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 Some(image) => engine.rollback_to(&app, &ImageId::from(image)).await?,
                 None => engine.rollback(&app).await?,
             };
+            shown.clear();
             if report.from == report.to {
                 println!("{} already serves that release", report.to);
             } else {

@@ -7,7 +7,12 @@
 //! version, a verify check asks it for its version through the proxy's preview
 //! address, where the new group is served alone.
 //!
-//! Run it with `cargo run --example quickstart`.
+//! Run it with `cargo run --example quickstart`. On a terminal a progress bar
+//! follows each operation (step, instances healthy, traffic, bake time left); piped
+//! or in CI, the same steps print as plain lines.
+
+#[path = "support/progress.rs"]
+mod progress;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,10 +21,11 @@ use std::time::{Duration, Instant};
 use bluegreen::local::{LocalFleet, LocalImage, LocalProxy, StateDir};
 use bluegreen::proxy::{HealthCheckOptions, ProxyOptions};
 use bluegreen::{
-    check_fn, App, Check, DeployRequest, Engine, EngineOptions, Event, EventSink, Fleet, Image,
-    ImageSource, Router,
+    check_fn, App, Check, DeployRequest, Engine, EngineOptions, Event, Fleet, Image, ImageSource,
+    Router,
 };
 use bluegreen_testkit::http_load::HttpLoad;
+use progress::Progress;
 
 #[tokio::main]
 async fn main() {
@@ -48,8 +54,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let started = Instant::now();
+    let shown = Progress::stdout();
     let engine = Engine::new(image.clone(), fleet.clone(), proxy.router())
-        .with_events(progress(started))
+        .with_events(shown.sink(move |event| line(started, event)))
         .with_options(
             EngineOptions::default()
                 .with_poll_interval(Duration::from_millis(200))
@@ -65,29 +72,33 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .size(3)
         .setting("command", "run")
         .setting("stop_timeout_ms", "5000")
-        .verify(answers_version(v)))
+        .verify(answers_version(v, shown.clone())))
     };
 
     // whatever happens on the way, everything is cleaned up at the end
     let toured: Result<Tour, Box<dyn std::error::Error>> = async {
-        section("1. Deploy version 1: three processes behind the proxy");
+        section(
+            &shown,
+            "1. Deploy version 1: three processes behind the proxy",
+        );
         engine.deploy(&version("1", "")?).await?;
 
-        section("2. Deploy version 2 while 8 clients load the proxy");
+        section(&shown, "2. Deploy version 2 while 8 clients load the proxy");
         let load = HttpLoad::start(proxy.address(), "web.production", 8);
         tokio::time::sleep(Duration::from_millis(500)).await;
         let v2 = engine.deploy(&version("2", "")?).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
 
-        section("3. Deploy version 3, which never becomes healthy");
+        section(&shown, "3. Deploy version 3, which never becomes healthy");
         let failed = engine
             .deploy(&version("3", "--never-healthy")?)
             .await
             .err()
             .ok_or("version 3 went live, though it is never healthy")?;
+        shown.clear();
         println!("   -> {failed}");
 
-        section("4. Roll back by hand");
+        section(&shown, "4. Roll back by hand");
         let back = engine.rollback(&app).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let seen = load.stop().await;
@@ -100,7 +111,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     .await;
 
-    section("5. Clean up");
+    section(&shown, "5. Clean up");
     let router = proxy.router();
     router.set_routes(&app, &Default::default()).await?;
     for g in fleet.groups(&app).await? {
@@ -124,7 +135,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         failed,
         back,
     } = toured?;
-    section("Summary");
+    section(&shown, "Summary");
     println!("   requests served:      {}", seen.ok);
     println!("   failed requests:      {}", seen.failed.len());
     println!("   time to switch to v2: {:?}", v2.switch_time);
@@ -154,16 +165,20 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 
 /// A verify check: the new group, reached alone at its preview address before it
 /// has any traffic, must say it runs version `v`.
-fn answers_version(v: &str) -> Arc<dyn Check> {
+fn answers_version(v: &str, shown: Progress) -> Arc<dyn Check> {
     let want = format!("\"version\":\"{v}\"");
     check_fn(format!("preview answers version {v}"), move |target| {
         let want = want.clone();
+        let shown = shown.clone();
         async move {
             let preview = target.preview.ok_or("the router gave no preview address")?;
             let body = get(&preview, "/version")
                 .await
                 .map_err(|e| format!("GET {preview}version: {e}"))?;
-            println!("            preview {preview}version: {}", body.trim());
+            shown.println(&format!(
+                "            preview {preview}version: {}",
+                body.trim()
+            ));
             if body.contains(&want) {
                 Ok(())
             } else {
@@ -194,7 +209,9 @@ async fn get(base: &str, path: &str) -> std::io::Result<String> {
     }
 }
 
-fn section(title: &str) {
+/// Ends the bar of the operation before, then prints a section's title.
+fn section(shown: &Progress, title: &str) {
+    shown.clear();
     println!("\n== {title}");
 }
 
@@ -206,35 +223,33 @@ struct Tour {
     back: bluegreen::RollbackReport,
 }
 
-/// Prints each step as the engine reports it.
-fn progress(started: Instant) -> EventSink {
-    EventSink::new(move |event: &Event| {
-        let t = started.elapsed().as_secs_f64();
-        match event {
-            Event::StepStarted { step } => println!("   [{t:6.2}s] {step}"),
-            Event::GroupLaunched { group, size } => {
-                println!("            launched {group} ({size} processes)")
-            }
-            Event::Health {
-                group,
-                healthy,
-                wanted,
-            } => println!("            {group}: {healthy}/{wanted} healthy"),
-            Event::Ready {
-                group,
-                healthy,
-                total,
-                ..
-            } => println!("            router: {healthy}/{total} of {group} healthy"),
-            Event::TrafficShifted { routes } => println!("            routes {routes}"),
-            Event::GroupKeptWarm { group } => println!("            {group} kept warm"),
-            Event::GroupDestroyed { group } => println!("            {group} destroyed"),
-            Event::Reverting { step, reason } => {
-                println!("            {step} failed, reverting: {reason}")
-            }
-            Event::Reverted { routes } => println!("            reverted to {routes}"),
-            _ => {}
+/// The line each event prints: the steps, with the time since the start.
+fn line(started: Instant, event: &Event) -> Option<String> {
+    let t = started.elapsed().as_secs_f64();
+    Some(match event {
+        Event::StepStarted { step } => format!("   [{t:6.2}s] {step}"),
+        Event::GroupLaunched { group, size } => {
+            format!("            launched {group} ({size} processes)")
         }
+        Event::Health {
+            group,
+            healthy,
+            wanted,
+        } => format!("            {group}: {healthy}/{wanted} healthy"),
+        Event::Ready {
+            group,
+            healthy,
+            total,
+            ..
+        } => format!("            router: {healthy}/{total} of {group} healthy"),
+        Event::TrafficShifted { routes } => format!("            routes {routes}"),
+        Event::GroupKeptWarm { group } => format!("            {group} kept warm"),
+        Event::GroupDestroyed { group } => format!("            {group} destroyed"),
+        Event::Reverting { step, reason } => {
+            format!("            {step} failed, reverting: {reason}")
+        }
+        Event::Reverted { routes } => format!("            reverted to {routes}"),
+        _ => return None,
     })
 }
 

@@ -42,38 +42,48 @@
 //! # }
 //! ```
 #![deny(missing_docs)]
+#![warn(unreachable_pub)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use bluegreen_core::*;
 
 /// Processes on this machine behind the bluegreen proxy.
 #[cfg(feature = "local")]
+#[cfg_attr(docsrs, doc(cfg(feature = "local")))]
 pub use bluegreen_local as local;
 
 /// Ready-made lifecycle hooks: a local command with `BLUEGREEN_*` variables and a
 /// signed HTTP POST.
 #[cfg(feature = "local")]
+#[cfg_attr(docsrs, doc(cfg(feature = "local")))]
 pub use bluegreen_local::{CommandHook, WebhookHook};
 
 /// The HTTP router data plane and its `Router`.
 #[cfg(feature = "local")]
+#[cfg_attr(docsrs, doc(cfg(feature = "local")))]
 pub use bluegreen_proxy as proxy;
 
 /// Containers on a Docker host.
 #[cfg(feature = "docker")]
+#[cfg_attr(docsrs, doc(cfg(feature = "docker")))]
 pub use bluegreen_docker as docker;
 
 /// AMIs, EC2 instances and Elastic Load Balancing v2.
 #[cfg(feature = "aws")]
+#[cfg_attr(docsrs, doc(cfg(feature = "aws")))]
 pub use bluegreen_aws as aws;
 
 /// The Heroku Platform API.
 #[cfg(feature = "paas")]
+#[cfg_attr(docsrs, doc(cfg(feature = "paas")))]
 pub use bluegreen_paas as paas;
 
 /// An analysis check that evaluates a PromQL expression on a Prometheus server.
 #[cfg(feature = "prometheus")]
+#[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
 pub use bluegreen_prometheus as prometheus;
 
 /// In-memory providers and the conformance suite.
 #[cfg(feature = "testkit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub use bluegreen_testkit as testkit;

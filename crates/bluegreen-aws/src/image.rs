@@ -440,8 +440,113 @@ impl AmiImage {
     }
 }
 
+/// What AMIs come from, for errors.
+const KINDS: &str = "AMIs come by id, reference or bake";
+
+/// The most user data EC2 takes: 16 KiB before base64.
+const USER_DATA_MAX: usize = 16 * 1024;
+
+/// Whether `id` is an AMI id: `ami-` and 8 or 17 lowercase hex digits.
+fn is_ami_id(id: &str) -> bool {
+    id.strip_prefix("ami-").is_some_and(|hex| {
+        matches!(hex.len(), 8 | 17)
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// Checks an instance type's shape, `family.size` (`t3.micro`, `m7i-flex.large`,
+/// `u-6tb1.metal`): lowercase letters, digits and `-` on both sides of one `.`.
+fn check_instance_type(field: &str, value: &str) -> Result<()> {
+    let part = |p: &str| {
+        !p.is_empty()
+            && !p.starts_with('-')
+            && !p.ends_with('-')
+            && p.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    match value.split_once('.') {
+        Some((family, size))
+            if part(family) && part(size) && family.as_bytes()[0].is_ascii_lowercase() =>
+        {
+            Ok(())
+        }
+        _ => Err(Error::invalid(
+            field,
+            format!("`{value}` is not an instance type (family.size, like t3.micro)"),
+        )),
+    }
+}
+
+/// Checks a source, and the builder's instance type for a bake, without a call to
+/// AWS. (The release's own instance types are the fleet's to check.)
+fn check(source: &ImageSource, builder: &str) -> Result<()> {
+    match source {
+        ImageSource::Id(id) if !is_ami_id(id.as_str()) => Err(Error::invalid(
+            "source",
+            format!("`{id}` is not an AMI id (ami- and 8 or 17 hex digits)"),
+        )),
+        ImageSource::Id(_) => Ok(()),
+        ImageSource::Reference(r) => {
+            if r.trim().is_empty() {
+                return Err(Error::invalid(
+                    "source",
+                    "an AMI reference needs a name or tags",
+                ));
+            }
+            if let Some(pairs) = r.strip_prefix("tag:") {
+                if let Some(pair) = pairs
+                    .split(',')
+                    .find(|p| p.split_once('=').is_none_or(|(k, _)| k.is_empty()))
+                {
+                    return Err(Error::invalid(
+                        "source",
+                        format!("`{pair}` is not Key=Value in `{r}`"),
+                    ));
+                }
+            }
+            Ok(())
+        }
+        ImageSource::Bake { base, script } => {
+            if !is_ami_id(base) {
+                return Err(Error::invalid(
+                    "source.base",
+                    format!("`{base}` is not an AMI id (ami- and 8 or 17 hex digits)"),
+                ));
+            }
+            if script.trim().is_empty() {
+                return Err(Error::invalid(
+                    "source.script",
+                    "the provisioning script is empty (it must power the builder off when done)",
+                ));
+            }
+            if script.len() > USER_DATA_MAX {
+                return Err(Error::invalid(
+                    "source.script",
+                    format!(
+                        "the provisioning script is {} bytes; user data holds {USER_DATA_MAX} at most",
+                        script.len()
+                    ),
+                ));
+            }
+            check_instance_type("builder_instance_type", builder)
+        }
+        other => Err(Error::not_supported(format!("{other} ({KINDS})"))),
+    }
+}
+
 #[async_trait]
 impl Image for AmiImage {
+    /// Refuses, without a call to AWS: an id or a bake's base that is not `ami-`
+    /// and 8 or 17 hex digits, a tag reference with a pair that is not `Key=Value`,
+    /// an empty or oversized (16 KiB) provisioning script, a builder instance type
+    /// that is not `family.size` for a bake, all `Invalid` naming the field; and
+    /// kinds of source AMIs do not come from (`NotSupported`).
+    fn check_source(&self, source: &ImageSource, _release: &bluegreen_core::Release) -> Result<()> {
+        check(source, &self.options.builder_instance_type)
+    }
+
     async fn prepare(
         &self,
         app: &App,
@@ -463,9 +568,7 @@ impl Image for AmiImage {
             }
             ImageSource::Reference(r) => self.resolve(app, r).await,
             ImageSource::Bake { base, script } => self.bake(app, base, script, events).await,
-            other => Err(Error::not_supported(format!(
-                "{other} (AMIs come by id, reference or bake)"
-            ))),
+            other => Err(Error::not_supported(format!("{other} ({KINDS})"))),
         }
     }
 
@@ -535,6 +638,45 @@ fn ami_name(app: &App, millis: u128) -> String {
 mod tests {
     use super::*;
     use bluegreen_testkit::names::{assert_distinct, near_collisions};
+
+    #[test]
+    fn ami_ids_and_instance_types_are_checked_by_shape() {
+        assert!(is_ami_id("ami-0123abcd"));
+        assert!(is_ami_id("ami-0123456789abcdef0"));
+        for bad in [
+            "ami-123",
+            "ami-0123ABCD",
+            "ami-0123abcg",
+            "0123abcd",
+            "ami-",
+            "web:2",
+        ] {
+            assert!(!is_ami_id(bad), "{bad}");
+        }
+        for good in [
+            "t3.micro",
+            "m7i-flex.large",
+            "u-6tb1.metal",
+            "c6i.32xlarge",
+            "i7ie.metal-24xl",
+        ] {
+            check_instance_type("f", good).unwrap();
+        }
+        for bad in [
+            "t3",
+            "T3.micro",
+            "t3.",
+            ".micro",
+            "t3 micro",
+            "t3.micro.x",
+            "-t3.micro",
+            "3t.micro",
+        ] {
+            let e = check_instance_type("settings.instance_type", bad).unwrap_err();
+            assert!(e.to_string().contains("settings.instance_type"), "{e}");
+            assert!(e.to_string().contains(bad), "{e}");
+        }
+    }
 
     #[test]
     fn every_app_has_ami_names_of_its_own() {

@@ -17,6 +17,7 @@
 //! off: the engine's retry layer retries throttling and transient errors, once.
 
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod asg_fleet;
 mod calls;

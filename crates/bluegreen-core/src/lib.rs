@@ -27,6 +27,8 @@
 //! Providers implement the three traits and run the testkit's conformance suite
 //! from their own tests.
 #![deny(missing_docs)]
+#![warn(unreachable_pub)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod app;
 mod capabilities;

@@ -161,6 +161,13 @@ pub struct MemoryLock {
     held: Mutex<HashMap<App, Entry>>,
 }
 
+impl std::fmt::Debug for MemoryLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let held = self.held.lock().map(|h| h.len()).unwrap_or_default();
+        f.debug_struct("MemoryLock").field("apps", &held).finish()
+    }
+}
+
 impl MemoryLock {
     /// An empty lock table.
     pub fn new() -> Self {

@@ -196,8 +196,244 @@ fn system_time(date: Option<bollard::models::BollardDate>) -> SystemTime {
     date.map(SystemTime::from).unwrap_or(UNIX_EPOCH)
 }
 
+/// What a Docker image can be prepared from, for errors.
+const KINDS: &str = "use a build context, a tag or an image id";
+
+/// Checks a build context without the daemon: a directory with a `Dockerfile` at its
+/// root, inside it, whose first instruction (after comments, parser directives and
+/// `ARG`s) is `FROM`, and build arguments with names.
+fn check_context(context: &Path, args: &std::collections::BTreeMap<String, String>) -> Result<()> {
+    let shown = context.display();
+    let meta = match std::fs::metadata(context) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::not_found(format!("build context {shown}")))
+        }
+        Err(e) => {
+            return Err(Error::invalid(
+                "source",
+                format!("build context {shown} cannot be read: {e}"),
+            ))
+        }
+    };
+    if !meta.is_dir() {
+        return Err(Error::invalid(
+            "source",
+            format!("build context {shown} is not a directory"),
+        ));
+    }
+    let dockerfile = context.join("Dockerfile");
+    let invalid = |why: String| Error::invalid("source", format!("build context {shown}: {why}"));
+    let real = match dockerfile.canonicalize() {
+        Ok(real) => real,
+        Err(_) if dockerfile.symlink_metadata().is_ok() => {
+            return Err(invalid("its Dockerfile is a link to nothing".into()))
+        }
+        Err(_) => return Err(invalid("it has no Dockerfile at its root".into())),
+    };
+    let root = context
+        .canonicalize()
+        .map_err(|e| invalid(format!("it cannot be read: {e}")))?;
+    if !real.starts_with(&root) {
+        return Err(invalid(format!(
+            "its Dockerfile is a link to {}, outside the context (the daemon sees only the context)",
+            real.display()
+        )));
+    }
+    if !real.is_file() {
+        return Err(invalid("its Dockerfile is not a file".into()));
+    }
+    let text = std::fs::read_to_string(&real)
+        .map_err(|e| invalid(format!("its Dockerfile cannot be read as text: {e}")))?;
+    first_instruction_is_from(&text).map_err(|why| invalid(format!("its Dockerfile {why}")))?;
+    if let Some(name) = args
+        .keys()
+        .find(|k| k.is_empty() || k.contains(|c: char| c == '=' || c.is_whitespace()))
+    {
+        return Err(Error::invalid(
+            "source.args",
+            format!("`{name}` is not a build argument name (no `=`, no spaces, not empty)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a Dockerfile's first instruction is `FROM` (only parser directives,
+/// comments and `ARG` may come before it).
+fn first_instruction_is_from(text: &str) -> std::result::Result<(), String> {
+    let mut continued = false;
+    for line in text.lines() {
+        let line = line.trim();
+        let continues = line.ends_with('\\');
+        if continued || line.is_empty() || line.starts_with('#') {
+            continued = continues && !line.starts_with('#');
+            continue;
+        }
+        continued = continues;
+        let word = line.split_whitespace().next().unwrap_or_default();
+        match word.to_ascii_uppercase().as_str() {
+            "ARG" => continue,
+            "FROM" => return Ok(()),
+            _ => return Err(format!("starts with `{word}`, not `FROM`")),
+        }
+    }
+    Err("has no `FROM` instruction".into())
+}
+
+/// Checks an image reference's syntax (`[registry[:port]/]path[:tag][@digest]`, the
+/// path in lowercase components): `Err` says what is wrong.
+pub(crate) fn check_reference(reference: &str) -> std::result::Result<(), String> {
+    let (rest, digest) = match reference.split_once('@') {
+        Some((rest, digest)) => (rest, Some(digest)),
+        None => (reference, None),
+    };
+    if let Some(digest) = digest {
+        let (algorithm, hex) = digest
+            .split_once(':')
+            .ok_or_else(|| format!("its digest `{digest}` is not algorithm:hex"))?;
+        let algorithm_ok = !algorithm.is_empty()
+            && algorithm.split(['+', '.', '_', '-']).all(|p| {
+                !p.is_empty()
+                    && p.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            });
+        if !algorithm_ok || hex.len() < 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "its digest `{digest}` is not algorithm:hex (32 hex digits or more)"
+            ));
+        }
+    }
+    // a tag follows the last `:` after the last `/` (a `:` before it is a port)
+    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match rest[last_slash..].rfind(':') {
+        Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
+        None => (rest, None),
+    };
+    if let Some(tag) = tag {
+        let ok = (1..=128).contains(&tag.len())
+            && !tag.starts_with(['.', '-'])
+            && tag
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if !ok {
+            return Err(format!(
+                "its tag `{tag}` is not 1 to 128 letters, digits, `_`, `.` and `-` (not first)"
+            ));
+        }
+    }
+    if name.is_empty() || name.len() > 255 {
+        return Err("its name is empty or longer than 255 characters".into());
+    }
+    let mut components: Vec<&str> = name.split('/').collect();
+    let first = components[0];
+    if components.len() > 1
+        && (first.contains(['.', ':'])
+            || first == "localhost"
+            || first.bytes().any(|b| b.is_ascii_uppercase()))
+    {
+        let (host, port) = match first.rsplit_once(':') {
+            Some((host, port))
+                if !host.ends_with(']') || port.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                (host, Some(port))
+            }
+            _ => (first, None),
+        };
+        let host_ok = !host.is_empty()
+            && (host.starts_with('[') && host.ends_with(']')
+                || host.split('.').all(|label| {
+                    !label.is_empty()
+                        && !label.starts_with('-')
+                        && !label.ends_with('-')
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                }));
+        let port_ok = port
+            .is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+        if !host_ok || !port_ok {
+            return Err(format!("its registry `{first}` is not host[:port]"));
+        }
+        components.remove(0);
+    }
+    for component in components {
+        if !path_component_ok(component) {
+            return Err(format!(
+                "`{component}` is not a name component (lowercase letters and digits, \
+                 separated by one `.`, one or two `_`, or `-`s)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `[a-z0-9]+` joined by `.`, `_`, `__` or one or more `-`.
+fn path_component_ok(component: &str) -> bool {
+    let bytes = component.as_bytes();
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    if bytes.is_empty() || !alnum(bytes[0]) || !alnum(bytes[bytes.len() - 1]) {
+        return false;
+    }
+    let mut i = 0;
+    while i < bytes.len() {
+        if alnum(bytes[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && !alnum(bytes[i]) {
+            i += 1;
+        }
+        let separator = &component[start..i];
+        let ok = matches!(separator, "." | "_" | "__") || separator.bytes().all(|b| b == b'-');
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+/// Whether `id` can be an image id: `sha256:` and 64 hex digits, or 12 to 64 hex
+/// digits (an id or its short form).
+fn id_ok(id: &str) -> bool {
+    let hex = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    match id.strip_prefix("sha256:") {
+        Some(digits) => digits.len() == 64 && hex(digits),
+        None => (12..=64).contains(&id.len()) && hex(id),
+    }
+}
+
 #[async_trait]
 impl Image for DockerImage {
+    /// Refuses, without asking the daemon: a build context that is missing
+    /// (`NotFound`), not a directory, without a `Dockerfile` at its root (or with
+    /// one that links outside the context or does not begin with `FROM`), build
+    /// arguments without a name; a tag that is not an image reference; an id that
+    /// is not `sha256:<64 hex>` or 12 to 64 hex digits (`Invalid` naming `source`);
+    /// and kinds of source Docker does not take (`NotSupported`).
+    fn check_source(&self, source: &ImageSource, _release: &bluegreen_core::Release) -> Result<()> {
+        match source {
+            ImageSource::Build { context, args } => check_context(context, args),
+            ImageSource::Reference(reference) => check_reference(reference).map_err(|why| {
+                Error::invalid(
+                    "source",
+                    format!("`{reference}` is not an image reference: {why}"),
+                )
+            }),
+            ImageSource::Id(id) if !id_ok(id.as_str()) => Err(Error::invalid(
+                "source",
+                format!(
+                    "`{id}` is not an image id (sha256:<64 hex digits>, or 12 to 64 hex digits)"
+                ),
+            )),
+            ImageSource::Id(_) => Ok(()),
+            other => Err(Error::not_supported(format!("{other} on Docker ({KINDS})"))),
+        }
+    }
+
     async fn prepare(
         &self,
         app: &App,
@@ -216,11 +452,7 @@ impl Image for DockerImage {
                 .await?
                 .and_then(|i| i.id)
                 .ok_or_else(|| Error::not_found(format!("image {id}")))?,
-            other => {
-                return Err(Error::not_supported(format!(
-                    "{other} on Docker (use a build context, a tag or an image id)"
-                )))
-            }
+            other => return Err(Error::not_supported(format!("{other} on Docker ({KINDS})"))),
         };
         let inspect = self
             .inspect(&id)
@@ -316,5 +548,73 @@ impl Image for DockerImage {
             Err(e) if has_status(&e, 404) => Ok(()),
             Err(e) => Err(docker_error(format!("image {id}"), e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_references_parse_as_docker_parses_them() {
+        for good in [
+            "web",
+            "web:2",
+            "bluegreen/web-production:0123456789ab",
+            "library/busybox:1.36.1",
+            "127.0.0.1:5000/bluegreen/web-x@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "registry.example.com/team/web:v1.2-rc_3",
+            "localhost/web",
+            "localhost:5000/a__b/c.d/e---f:latest",
+            "[::1]:5000/web:1",
+        ] {
+            check_reference(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        for (bad, why) in [
+            ("", "name is empty"),
+            ("Web:2", "`Web` is not a name component"),
+            ("web:", "tag ``"),
+            ("web:-x", "tag `-x`"),
+            ("web:a b", "tag `a b`"),
+            ("web/", "`` is not a name component"),
+            ("we..b", "`we..b`"),
+            ("web_", "`web_`"),
+            ("a___b", "`a___b`"),
+            ("web@sha256:xyz", "digest"),
+            ("web@md5", "digest"),
+            ("exa_mple.com/web", "`exa_mple.com` is not host[:port]"),
+            ("example.com:port/web", "is not host[:port]"),
+            ("/etc/hostname", "`` is not a name component"),
+        ] {
+            let e = check_reference(bad).expect_err(bad);
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        assert!(check_reference(&"a".repeat(256)).is_err());
+        assert!(check_reference(&format!("web:{}", "t".repeat(129))).is_err());
+    }
+
+    #[test]
+    fn a_dockerfile_starts_with_from() {
+        first_instruction_is_from("FROM scratch\n").unwrap();
+        first_instruction_is_from(
+            "# syntax=docker/dockerfile:1\n\nARG BASE=\\\n  scratch\nfrom ${BASE}\n",
+        )
+        .unwrap();
+        let e = first_instruction_is_from("COPY x /x\nFROM scratch\n").unwrap_err();
+        assert!(e.contains("starts with `COPY`"), "{e}");
+        let e = first_instruction_is_from("# only a comment\n\n").unwrap_err();
+        assert!(e.contains("no `FROM`"), "{e}");
+        let e = first_instruction_is_from("just words\n").unwrap_err();
+        assert!(e.contains("`just`"), "{e}");
+    }
+
+    #[test]
+    fn image_ids_are_digests_or_hex() {
+        assert!(id_ok(&format!("sha256:{}", "a".repeat(64))));
+        assert!(id_ok("0123456789ab"));
+        assert!(!id_ok("sha256:abc"));
+        assert!(!id_ok("web:2"));
+        assert!(!id_ok("0123456789AB"));
+        assert!(!id_ok("0123"));
     }
 }

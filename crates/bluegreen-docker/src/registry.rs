@@ -355,6 +355,23 @@ impl RegistryImage {
 
 #[async_trait]
 impl Image for RegistryImage {
+    /// An id or reference with a digest (`<registry>/<repository>@sha256:...`) must
+    /// parse as an image reference; anything else is checked as the local daemon's
+    /// image checks it ([`DockerImage`](crate::DockerImage)).
+    fn check_source(&self, source: &ImageSource, release: &bluegreen_core::Release) -> Result<()> {
+        let pushed = match source {
+            ImageSource::Id(id) if id.as_str().contains('@') => id.as_str(),
+            ImageSource::Reference(r) if r.contains('@') => r.as_str(),
+            _ => return self.local.check_source(source, release),
+        };
+        crate::image::check_reference(pushed).map_err(|why| {
+            Error::invalid(
+                "source",
+                format!("`{pushed}` is not an image reference: {why}"),
+            )
+        })
+    }
+
     async fn prepare(
         &self,
         app: &App,

@@ -33,7 +33,14 @@ pub struct StateDir {
 
 impl StateDir {
     /// State under `root`, created when missing.
+    ///
+    /// # Errors
+    /// On an operating system other than Linux,
+    /// [`Error::NotSupported`](bluegreen_core::Error::NotSupported) naming it, before
+    /// anything is created: every part of this provider starts from a `StateDir`.
+    /// An unusable directory is an I/O error naming it.
     pub fn new(root: impl Into<PathBuf>) -> Result<Self> {
+        crate::process::check_os(std::env::consts::OS)?;
         let root = root.into();
         std::fs::create_dir_all(&root).map_err(|e| io_error(&root, e))?;
         let root = root.canonicalize().map_err(|e| io_error(&root, e))?;

@@ -265,7 +265,7 @@ impl Fleet for LocalFleet {
             processes.insert(p.pid, p);
         }
         for p in processes.values() {
-            p.signal(libc::SIGTERM);
+            p.signal(rustix::process::Signal::TERM);
         }
         let deadline = Instant::now() + stop_timeout;
         while processes.values().any(ProcessId::is_alive) && Instant::now() < deadline {
@@ -273,7 +273,7 @@ impl Fleet for LocalFleet {
         }
         for p in processes.values().filter(|p| p.is_alive()) {
             tracing::warn!(pid = p.pid, %group, "did not stop within {stop_timeout:?}: SIGKILL");
-            p.signal(libc::SIGKILL);
+            p.signal(rustix::process::Signal::KILL);
         }
         // a killed process is gone only once the kernel reaped it: until then it may
         // still write into the group's directory

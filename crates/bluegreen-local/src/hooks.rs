@@ -181,11 +181,10 @@ struct GroupGuard(Option<i32>);
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         if let Some(pgid) = self.0.take() {
-            // SAFETY: kill(2) on the process group this hook started; the group
-            // leader has not been reaped (the guard is disarmed once it is), so the
-            // id is not reused.
-            unsafe {
-                libc::kill(-pgid, libc::SIGKILL);
+            // the process group this hook started; its leader has not been reaped
+            // (the guard is disarmed once it is), so the id is not reused
+            if let Some(pgid) = rustix::process::Pid::from_raw(pgid) {
+                let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
             }
         }
     }

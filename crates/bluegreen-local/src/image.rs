@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::config::{entries, read_json, write_json, StateDir};
 use crate::error::failed;
 use crate::error::io_error;
+use crate::program::check_program;
 
 /// Images of local artifacts: an executable or a directory, copied into the state
 /// directory under its SHA-256 (`sha256:<hex>`), made read-only, and never changed.
@@ -151,52 +152,11 @@ pub(crate) fn remove_tree(path: &Path) -> Result<()> {
     }
 }
 
-/// Whether `program` can run here: an executable file that is an ELF binary or a
-/// script with a `#!` line. `shown` is how the error names it.
-fn check_program(program: &Path, shown: &str) -> Result<()> {
-    let meta = std::fs::metadata(program).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::not_found(format!("artifact {shown}")),
-        _ => io_error(program, e),
-    })?;
-    if !meta.is_file() {
-        return Err(Error::invalid(
-            "source",
-            format!("{shown} cannot run: it is not a file"),
-        ));
-    }
-    if meta.permissions().mode() & 0o111 == 0 {
-        return Err(Error::invalid(
-            "source",
-            format!(
-                "{shown} cannot run: it is not executable (mode {:o})",
-                meta.permissions().mode() & 0o777
-            ),
-        ));
-    }
-    let mut head = [0u8; 4];
-    let read = {
-        use std::io::Read;
-        std::fs::File::open(program)
-            .and_then(|mut f| f.read(&mut head))
-            .map_err(|e| io_error(program, e))?
-    };
-    let elf = read == 4 && head == *b"\x7fELF";
-    let script = read >= 2 && head[..2] == *b"#!";
-    if !(elf || script) {
-        return Err(Error::invalid(
-            "source",
-            format!(
-                "{shown} cannot run: it is neither a program (ELF) nor a script with a `#!` line"
-            ),
-        ));
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl Image for LocalImage {
-    /// An artifact must be a program that can run: an executable ELF file or `#!`
-    /// script, or a directory whose `command` setting names one inside it.
+    /// An artifact must be a program that can run here: an executable ELF file for
+    /// this machine's architecture or a `#!` script whose interpreter exists, or a
+    /// directory whose `command` setting names one inside it.
     fn check_source(&self, source: &ImageSource, release: &Release) -> Result<()> {
         let ImageSource::Artifact(path) = source else {
             return Ok(());
@@ -212,9 +172,9 @@ impl Image for LocalImage {
                 ));
             };
             let program = path.join(command);
-            return check_program(&program, &format!("`{}`", program.display()));
+            return check_program(&program, &format!("`{}`", program.display()), "source");
         }
-        check_program(path, &shown)
+        check_program(path, &shown, "source")
     }
 
     async fn prepare(

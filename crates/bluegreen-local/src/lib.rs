@@ -31,6 +31,8 @@
 //! # Ok(()) }
 //! ```
 #![deny(missing_docs)]
+#![warn(unreachable_pub)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod config;
 mod error;
@@ -40,6 +42,7 @@ mod image;
 mod labels;
 mod lock;
 mod process;
+mod program;
 mod router;
 mod settings;
 mod task;

@@ -2,7 +2,6 @@
 //! on this machine.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -97,10 +96,9 @@ impl FileLock {
         std::fs::create_dir_all(&self.dir).map_err(|e| io_error(&self.dir, e))?;
         let (guard_path, path) = self.paths(app);
         let guard = File::create(&guard_path).map_err(|e| io_error(&guard_path, e))?;
-        // SAFETY: flock(2) on a descriptor this function owns for the whole call.
-        if unsafe { libc::flock(guard.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(io_error(&guard_path, std::io::Error::last_os_error()));
-        }
+        // held while this function owns the descriptor
+        rustix::fs::flock(&guard, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| io_error(&guard_path, e.into()))?;
         let current = LockFile::read(&path)?;
         let out = f(&current).and_then(|(next, out)| match next {
             Some(next) => write_json(&path, &next).map(|()| out),

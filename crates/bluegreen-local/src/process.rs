@@ -3,9 +3,23 @@
 
 use std::path::Path;
 
+use rustix::process::{Pid, Signal};
 use serde::{Deserialize, Serialize};
 
 use crate::labels::{MARK_GROUP, MARK_OWNER, MARK_STATE};
+
+/// Whether the local provider runs on the operating system `os` (as in
+/// [`std::env::consts::OS`]): it finds its processes again through `/proc` (their
+/// start times and environment marks), which Linux alone provides in that form.
+pub(crate) fn check_os(os: &str) -> bluegreen_core::Result<()> {
+    if os == "linux" {
+        return Ok(());
+    }
+    Err(bluegreen_core::Error::not_supported(format!(
+        "the local provider on {os}: it finds its processes through /proc, \
+         which it reads on Linux only"
+    )))
+}
 
 /// A process as recorded: its pid and its start time, which together name it even
 /// after the pid is reused.
@@ -37,13 +51,14 @@ impl ProcessId {
     }
 
     /// Sends `signal` if this very process still runs.
-    pub(crate) fn signal(&self, signal: libc::c_int) {
-        if self.is_alive() {
-            // SAFETY: kill(2) takes any pid and signal number; the identity check
-            // above keeps it from reaching a process that reused the pid.
-            unsafe {
-                libc::kill(self.pid as libc::pid_t, signal);
-            }
+    pub(crate) fn signal(&self, signal: Signal) {
+        // the identity check keeps the signal from a process that reused the pid
+        if !self.is_alive() {
+            return;
+        }
+        if let Some(pid) = i32::try_from(self.pid).ok().and_then(Pid::from_raw) {
+            // it may have ended since the check: nothing left to signal
+            let _ = rustix::process::kill_process(pid, signal);
         }
     }
 }
@@ -113,6 +128,17 @@ pub(crate) fn marked_by(state: &Path, key: &str, value: &str) -> Vec<ProcessId> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_linux_is_supported_and_the_error_names_the_os() {
+        check_os("linux").unwrap();
+        for os in ["macos", "freebsd", "windows"] {
+            let e = check_os(os).unwrap_err();
+            assert_eq!(e.kind(), bluegreen_core::ErrorKind::NotSupported, "{e}");
+            assert!(e.to_string().contains(os), "{e}");
+            assert!(e.to_string().contains("Linux"), "{e}");
+        }
+    }
 
     #[test]
     fn this_process_has_an_identity() {

@@ -21,6 +21,14 @@ pub struct LocalProxy {
     stop: Stop,
 }
 
+impl std::fmt::Debug for LocalProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalProxy")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
 enum Stop {
     Embedded(EmbeddedProxy),
     Process(ProcessId),
@@ -86,7 +94,7 @@ impl LocalProxy {
         while tokio::net::TcpStream::connect(admin).await.is_err() {
             if !process.is_alive() || tokio::time::Instant::now() > deadline {
                 // nothing records it yet: it must not outlive this failure
-                process.signal(libc::SIGKILL);
+                process.signal(rustix::process::Signal::KILL);
                 return Err(failed(format!(
                     "bluegreen-proxy did not start; see {}",
                     log_path.display()
@@ -125,7 +133,7 @@ impl LocalProxy {
     pub fn stop(&mut self) {
         match &mut self.stop {
             Stop::Embedded(proxy) => proxy.stop(),
-            Stop::Process(p) => p.signal(libc::SIGTERM),
+            Stop::Process(p) => p.signal(rustix::process::Signal::TERM),
         }
     }
 }

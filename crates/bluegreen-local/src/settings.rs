@@ -43,7 +43,7 @@ fn stop_timeout() -> Millis {
 
 impl Settings {
     /// Reads and checks the settings of `release`.
-    pub fn of(release: &Release) -> Result<Settings> {
+    pub(crate) fn of(release: &Release) -> Result<Settings> {
         let settings: Settings = release.settings_as("the local fleet")?;
         if !settings.health_path.starts_with('/') {
             return Err(Error::invalid(
@@ -55,7 +55,7 @@ impl Settings {
     }
 
     /// The arguments (`args` split at whitespace).
-    pub fn args(&self) -> Vec<String> {
+    pub(crate) fn args(&self) -> Vec<String> {
         self.args
             .as_deref()
             .map(|a| a.split_whitespace().map(str::to_owned).collect())
@@ -63,7 +63,7 @@ impl Settings {
     }
 
     /// The grace between SIGTERM and SIGKILL.
-    pub fn stop_timeout(&self) -> Duration {
+    pub(crate) fn stop_timeout(&self) -> Duration {
         self.stop_timeout.0
     }
 }

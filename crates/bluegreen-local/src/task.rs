@@ -250,7 +250,7 @@ pub(crate) async fn remove(state: &StateDir, app: &App, group: &GroupId) -> Resu
         processes.insert(p.pid, p);
     }
     for p in processes.values() {
-        p.signal(libc::SIGTERM);
+        p.signal(rustix::process::Signal::TERM);
     }
     let grace = Duration::from_millis(file.stop_timeout_ms);
     let deadline = Instant::now() + grace;
@@ -259,7 +259,7 @@ pub(crate) async fn remove(state: &StateDir, app: &App, group: &GroupId) -> Resu
     }
     for p in processes.values().filter(|p| p.is_alive()) {
         tracing::warn!(pid = p.pid, %group, "the task did not stop within {grace:?}: SIGKILL");
-        p.signal(libc::SIGKILL);
+        p.signal(rustix::process::Signal::KILL);
     }
     remove_tree(&dir)
 }

@@ -209,8 +209,46 @@ async fn an_artifact_that_cannot_run_is_refused_before_anything_happens() {
     let executable_text = rig.tmp.join("notes");
     std::fs::write(&executable_text, "just words\n").unwrap();
     std::fs::set_permissions(&executable_text, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let executable = |name: &str, bytes: &[u8]| {
+        let path = rig.tmp.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    };
+    // an ELF header of a 64-bit executable for a machine that is not this one
+    let (machine, other): (u16, &str) = if std::env::consts::ARCH == "aarch64" {
+        (62, "x86-64")
+    } else {
+        (183, "AArch64")
+    };
+    let mut elf = b"\x7fELF\x02\x01\x01\x00".to_vec();
+    elf.extend([0; 8]);
+    elf.extend(2u16.to_le_bytes());
+    elf.extend(machine.to_le_bytes());
+    elf.extend([0; 44]);
+    let foreign = executable("foreign", &elf);
+    let no_interpreter = executable("script", b"#!/no/such/interpreter\necho hi\n");
+    let dangling = rig.tmp.join("dangling");
+    std::os::unix::fs::symlink(rig.tmp.join("gone"), &dangling).unwrap();
+    let missing = rig.tmp.join("missing-artifact");
+    let artifact = |path: &std::path::Path| {
+        DeployRequest::new(rig.app.clone(), ImageSource::Artifact(path.to_path_buf()))
+    };
     let dir = image_dir(rig.tmp.path(), "1", "");
     let cases: Vec<(DeployRequest, &str, &str)> = vec![
+        (artifact(&foreign), "invalid source", other),
+        (
+            artifact(&no_interpreter),
+            "invalid source",
+            "/no/such/interpreter",
+        ),
+        (artifact(&dangling), "invalid source", "symbolic link"),
+        (artifact(&missing), "not found", "missing-artifact"),
+        (
+            artifact(rig.tmp.path()),
+            "invalid settings.command",
+            "is a directory",
+        ),
         (
             DeployRequest::new(rig.app.clone(), ImageSource::Artifact(text.clone())),
             "invalid source",
@@ -233,6 +271,15 @@ async fn an_artifact_that_cannot_run_is_refused_before_anything_happens() {
             "missing",
         ),
     ];
+    // a text file of the system's, executable or not
+    let hostname = std::path::Path::new("/etc/hostname");
+    let cases = cases.into_iter().chain(hostname.is_file().then(|| {
+        (
+            artifact(hostname),
+            "invalid source",
+            "`/etc/hostname` cannot run",
+        )
+    }));
     for (request, field, why) in cases {
         let e = rig.engine.deploy(&request).await.unwrap_err();
         assert!(e.to_string().contains(field), "{e}");

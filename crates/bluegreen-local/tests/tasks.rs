@@ -119,8 +119,8 @@ fn wait_for(path: &Path) -> String {
 }
 
 fn alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists
-    unsafe { libc::kill(pid, 0) == 0 }
+    rustix::process::Pid::from_raw(pid)
+        .is_some_and(|pid| rustix::process::test_kill_process(pid).is_ok())
 }
 
 #[tokio::test]
@@ -259,8 +259,11 @@ async fn a_task_killed_without_writing_its_status_is_failed_with_a_reason() {
     rig.fleet.start_task(&group).await.unwrap();
     let wrapper: i32 = wait_for(&pid_file).trim().parse().unwrap();
     // the wrapper leads the task's process group: kill all of it at once
-    // SAFETY: kill(2) on a process group this test started
-    unsafe { libc::kill(-wrapper, libc::SIGKILL) };
+    rustix::process::kill_process_group(
+        rustix::process::Pid::from_raw(wrapper).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
     let status = finished(&rig.fleet, &group).await;
     match &status.state {
         TaskState::Failed { exit_code, reason } => {

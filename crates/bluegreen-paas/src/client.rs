@@ -18,6 +18,10 @@ use crate::error::{ApiError, TransportError};
 /// A Platform API client, cheap to clone (the clones share connections and the
 /// rate-limit pause).
 ///
+/// Its requests are the typed operations of this crate's image, fleet and router;
+/// the untyped HTTP methods stay inside the crate ([`testing::RawClient`](crate::testing)
+/// reaches them for tests, with the `testing` feature).
+///
 /// Errors come back in the core's kinds: 404 is `NotFound`, 401 and 403
 /// `PermissionDenied`, 409 `Conflict`, 422 `Invalid`, 429 `RateLimited` and 5xx a
 /// retryable `Provider` error, each naming the platform's error id. Retrying is the
@@ -117,13 +121,13 @@ impl PlatformClient {
     }
 
     /// `GET path`, decoded.
-    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+    pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         let (value, _) = self.request(Method::GET, path, None, None).await?;
         decode(path, value)
     }
 
     /// Every item of a list, following `Next-Range` across pages.
-    pub async fn list<T: DeserializeOwned>(&self, path: &str) -> Result<Vec<T>> {
+    pub(crate) async fn list<T: DeserializeOwned>(&self, path: &str) -> Result<Vec<T>> {
         let mut out = Vec::new();
         let mut range: Option<String> = None;
         loop {
@@ -140,26 +144,26 @@ impl PlatformClient {
     }
 
     /// `POST path` with a JSON body, decoded.
-    pub async fn post<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T> {
+    pub(crate) async fn post<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T> {
         let (value, _) = self.request(Method::POST, path, Some(body), None).await?;
         decode(path, value)
     }
 
     /// `PATCH path` with a JSON body, decoded.
-    pub async fn patch<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T> {
+    pub(crate) async fn patch<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T> {
         let (value, _) = self.request(Method::PATCH, path, Some(body), None).await?;
         decode(path, value)
     }
 
     /// `DELETE path`; a missing resource is `NotFound`.
-    pub async fn delete(&self, path: &str) -> Result<()> {
+    pub(crate) async fn delete(&self, path: &str) -> Result<()> {
         self.request(Method::DELETE, path, None, None).await?;
         Ok(())
     }
 
     /// Uploads `bytes` to a blob URL the platform handed out (a slug's `blob.url`),
     /// without the API token.
-    pub async fn put_blob(&self, url: &str, bytes: Vec<u8>) -> Result<()> {
+    pub(crate) async fn put_blob(&self, url: &str, bytes: Vec<u8>) -> Result<()> {
         let what = "PUT slug blob".to_owned();
         let response = self
             .inner
@@ -181,7 +185,7 @@ impl PlatformClient {
 
     /// Reads a text stream the platform handed out (a build's `output_stream_url`),
     /// without the API token, calling `line` for each line until the stream ends.
-    pub async fn stream_lines(&self, url: &str, mut line: impl FnMut(String)) -> Result<()> {
+    pub(crate) async fn stream_lines(&self, url: &str, mut line: impl FnMut(String)) -> Result<()> {
         let what = "GET output stream".to_owned();
         let mut response = self
             .inner

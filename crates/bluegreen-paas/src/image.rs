@@ -238,8 +238,83 @@ fn image_ref(app: &App, entry: &Entry) -> ImageRef {
     )
 }
 
+/// What slugs come from, for errors.
+const KINDS: &str = "slugs come from a tarball, a source URL or a slug id";
+
+/// Checks a slug tarball without the platform: a file that starts as gzip does.
+fn check_tarball(path: &std::path::Path) -> Result<()> {
+    use std::io::Read;
+    let shown = path.display();
+    let invalid = |why: &str| Error::invalid("source", format!("slug tarball {shown} {why}"));
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::not_found(format!("slug tarball {shown}")),
+        _ => Error::invalid(
+            "source",
+            format!("slug tarball {shown} cannot be read: {e}"),
+        ),
+    })?;
+    if !meta.is_file() {
+        return Err(invalid("is not a file"));
+    }
+    let mut magic = [0u8; 2];
+    let read = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut magic))
+        .map_err(|e| {
+            Error::invalid(
+                "source",
+                format!("slug tarball {shown} cannot be read: {e}"),
+            )
+        })?;
+    if read < 2 || magic != [0x1f, 0x8b] {
+        return Err(invalid(
+            "is not a gzip-compressed tar archive (a slug is `tar czf slug.tgz ./app`)",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a source tarball's URL: `http` or `https`, with a host.
+fn check_source_url(url: &str) -> Result<()> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| Error::invalid("source", format!("`{url}` is not a URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+        return Err(Error::invalid(
+            "source",
+            format!("`{url}` is not an http(s) URL with a host, which the platform fetches"),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `id` is a UUID (`8-4-4-4-12` hex digits), as slug ids are.
+fn is_uuid(id: &str) -> bool {
+    let parts: Vec<&str> = id.split('-').collect();
+    parts.len() == 5
+        && parts
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(p, n)| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 #[async_trait]
 impl Image for SlugImage {
+    /// Refuses, without a platform call: a tarball that is missing (`NotFound`), not
+    /// a file or not gzip-compressed; a source URL that is not `http(s)` with a host;
+    /// a slug id that is not a UUID (`Invalid` naming `source`); and kinds of source
+    /// slugs do not come from (`NotSupported`).
+    fn check_source(&self, source: &ImageSource, _release: &bluegreen_core::Release) -> Result<()> {
+        match source {
+            ImageSource::Artifact(path) => check_tarball(path),
+            ImageSource::SourceUrl(url) => check_source_url(url),
+            ImageSource::Id(id) if !is_uuid(id.as_str()) => Err(Error::invalid(
+                "source",
+                format!("`{id}` is not a slug id (a UUID, 8-4-4-4-12 hex digits)"),
+            )),
+            ImageSource::Id(_) => Ok(()),
+            other => Err(Error::not_supported(format!("{other}: {KINDS}"))),
+        }
+    }
+
     async fn prepare(
         &self,
         app: &App,
@@ -250,9 +325,7 @@ impl Image for SlugImage {
             source,
             ImageSource::Artifact(_) | ImageSource::SourceUrl(_) | ImageSource::Id(_)
         ) {
-            return Err(Error::not_supported(format!(
-                "{source}: slugs come from a tarball, a source URL or a slug id"
-            )));
+            return Err(Error::not_supported(format!("{source}: {KINDS}")));
         }
         let (control, vars) = self.control(app).await?;
         match source {

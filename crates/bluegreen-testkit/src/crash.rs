@@ -131,6 +131,12 @@ pub struct Rig {
     pub request: DeployRequest,
 }
 
+impl std::fmt::Debug for Rig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rig").finish_non_exhaustive()
+    }
+}
+
 impl Rig {
     /// A rig with a `MemoryLock` and the engine's default options.
     pub fn new(
@@ -222,6 +228,12 @@ pub struct CrashHarness<S> {
     at: At,
     timeout: Duration,
     leftovers: Option<usize>,
+}
+
+impl<S> std::fmt::Debug for CrashHarness<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CrashHarness").finish_non_exhaustive()
+    }
 }
 
 impl<S: Subject> CrashHarness<S> {

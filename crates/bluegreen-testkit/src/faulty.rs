@@ -51,6 +51,12 @@ pub struct Faulty<T> {
     plan: Arc<Mutex<FaultPlan>>,
 }
 
+impl<T> std::fmt::Debug for Faulty<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Faulty").finish_non_exhaustive()
+    }
+}
+
 impl<T> Clone for Faulty<T> {
     fn clone(&self) -> Self {
         Faulty {
@@ -143,6 +149,11 @@ impl<T: Image> Image for Faulty<T> {
     ) -> Result<ImageRef> {
         self.call(Op::Prepare).await?;
         self.inner.prepare(app, source, events).await
+    }
+
+    /// The wrapped provider's check: it makes no platform call, so no fault applies.
+    fn check_source(&self, source: &ImageSource, release: &bluegreen_core::Release) -> Result<()> {
+        self.inner.check_source(source, release)
     }
 
     async fn images(&self, app: &App) -> Result<Vec<ImageRef>> {

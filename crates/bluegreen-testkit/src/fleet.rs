@@ -19,6 +19,12 @@ pub struct MemoryFleet {
     pub(crate) platform: MemoryPlatform,
 }
 
+impl std::fmt::Debug for MemoryFleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryFleet").finish_non_exhaustive()
+    }
+}
+
 pub(crate) fn health_of(instance: &StoredInstance, boot_time: std::time::Duration) -> Health {
     if instance.killed {
         return Health::Stopped {

@@ -81,6 +81,12 @@ pub struct HttpLoad {
     clients: Vec<tokio::task::JoinHandle<()>>,
 }
 
+impl std::fmt::Debug for HttpLoad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpLoad").finish_non_exhaustive()
+    }
+}
+
 impl HttpLoad {
     /// Starts the clients.
     pub fn start(address: SocketAddr, host: &str, clients: usize) -> HttpLoad {

@@ -18,6 +18,12 @@ pub struct MemoryImage {
     pub(crate) platform: MemoryPlatform,
 }
 
+impl std::fmt::Debug for MemoryImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryImage").finish_non_exhaustive()
+    }
+}
+
 fn content_id(text: &str) -> ImageId {
     // FNV-1a: stable across runs and Rust versions
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;

@@ -40,24 +40,31 @@
 //! - `binaries`: `binaries`, binaries of the workspace built once
 //!   per test program, static ones too (escargot).
 #![deny(missing_docs)]
+#![warn(unreachable_pub)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "binaries")]
+#[cfg_attr(docsrs, doc(cfg(feature = "binaries")))]
 pub mod binaries;
 pub mod conformance;
 #[cfg(feature = "crash")]
+#[cfg_attr(docsrs, doc(cfg(feature = "crash")))]
 pub mod crash;
 mod fault;
 mod faulty;
 mod fleet;
 #[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http_load;
 mod image;
 pub mod names;
 mod platform;
 mod router;
 #[cfg(feature = "scratch")]
+#[cfg_attr(docsrs, doc(cfg(feature = "scratch")))]
 pub mod scratch;
 #[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod zero_downtime;
 
 pub use fault::{Behaviour, Fault, Op, TaskBehaviour};

@@ -31,6 +31,12 @@ pub struct MemoryPlatform {
     pub(crate) inner: Arc<Mutex<State>>,
 }
 
+impl std::fmt::Debug for MemoryPlatform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryPlatform").finish_non_exhaustive()
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct State {
     pub(crate) epoch: Option<(SystemTime, Instant)>,

@@ -25,6 +25,12 @@ pub struct MemoryRouter {
     pub(crate) platform: MemoryPlatform,
 }
 
+impl std::fmt::Debug for MemoryRouter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryRouter").finish_non_exhaustive()
+    }
+}
+
 #[async_trait]
 impl Router for MemoryRouter {
     fn capabilities(&self) -> RouterCapabilities {

@@ -96,6 +96,12 @@ pub struct UnderLoad {
     phases: Vec<Phase>,
 }
 
+impl std::fmt::Debug for UnderLoad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnderLoad").finish_non_exhaustive()
+    }
+}
+
 impl UnderLoad {
     /// Runs `operation` under the load, lets the load settle, and records what the
     /// load saw meanwhile as the phase `name`. Returns what `operation` returned.

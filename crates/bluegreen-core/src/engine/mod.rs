@@ -137,6 +137,14 @@ pub struct Engine {
     events: EventSink,
 }
 
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Engine {
     /// An engine over three providers, with default options, default retries
     /// ([`RetryOptions::default`]) and a [`MemoryLock`].

@@ -17,7 +17,9 @@
 //! ```
 
 mod emulator;
+mod raw;
 mod schema;
 
 pub use emulator::{Emulator, EmulatorError, EmulatorOptions, Hang, TOKEN};
+pub use raw::RawClient;
 pub use schema::{Schema, SchemaError, SCHEMA_ENV};

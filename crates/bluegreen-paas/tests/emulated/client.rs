@@ -1,6 +1,7 @@
 use std::time::Instant;
 
 use bluegreen_core::{ErrorKind, Fleet, Retry};
+use bluegreen_paas::testing::RawClient;
 use bluegreen_paas::AppFleet;
 use serde_json::{json, Value};
 
@@ -59,14 +60,14 @@ async fn a_5xx_is_retryable_and_retried_by_the_layer() {
 #[tokio::test]
 async fn a_spent_budget_pauses_the_next_request() {
     let emu = support::emulator().await;
-    let client = emu.client();
+    let client = RawClient::new(emu.client());
     emu.spend_budget();
     client.list::<Value>("/apps").await.unwrap();
     let started = Instant::now();
     client.list::<Value>("/apps").await.unwrap();
     // a lower bound only: the client sleeps at least its pause
     assert!(
-        started.elapsed() >= client.options().rate_limit_pause,
+        started.elapsed() >= client.client().options().rate_limit_pause,
         "the client paused after RateLimit-Remaining: 0"
     );
 }
@@ -78,7 +79,7 @@ async fn lists_follow_next_range_across_pages() {
     for n in 0..5 {
         emu.add_foreign_app(&format!("other-{n}"), &[("A", "1")], None);
     }
-    let client = emu.client();
+    let client = RawClient::new(emu.client());
     let before = emu.log().len();
     let apps: Vec<Value> = client.list("/apps").await.unwrap();
     assert_eq!(apps.len(), 5);
@@ -116,7 +117,7 @@ async fn lists_follow_next_range_across_pages() {
 #[tokio::test]
 async fn api_errors_keep_their_kind_and_id() {
     let emu = support::emulator().await;
-    let client = emu.client();
+    let client = RawClient::new(emu.client());
     let e = client.get::<Value>("/apps/missing-app").await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound);
     assert!(e.to_string().contains("not_found"), "{e}");

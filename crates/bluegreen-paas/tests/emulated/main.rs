@@ -9,4 +9,5 @@ mod engine;
 mod interrupt;
 mod ownership;
 mod schema;
+mod sources;
 mod tasks;

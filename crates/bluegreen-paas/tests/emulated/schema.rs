@@ -3,6 +3,7 @@
 //! (when `HEROKU_PLATFORM_API_SCHEMA` gives it), and through the emulator.
 
 use bluegreen_core::ErrorKind;
+use bluegreen_paas::testing::RawClient;
 use serde_json::{json, Value};
 
 use crate::support::{self, EmulatorOptions, Schema};
@@ -294,7 +295,7 @@ async fn the_emulator_refuses_requests_and_keeps_answers_that_break_its_schema()
     std::fs::write(&path, small_schema().to_string()).unwrap();
     let emu = support::emulator_with(EmulatorOptions::new().with_schema(&path)).await;
     assert!(emu.schema_checks());
-    let client = emu.client();
+    let client = RawClient::new(emu.client());
 
     let e = client
         .post::<Value>("/apps", &json!({ "name": "web", "stack": "heroku-22" }))
@@ -335,7 +336,7 @@ async fn heroku_schema_catches_a_broken_answer_of_the_emulator() {
         return;
     };
     let emu = support::emulator_with(EmulatorOptions::new().with_schema(&path)).await;
-    let client = emu.client();
+    let client = RawClient::new(emu.client());
     client
         .post::<Value>("/apps", &json!({ "name": "web-test" }))
         .await
@@ -359,7 +360,7 @@ async fn without_a_schema_nothing_is_checked() {
     let emu = support::emulator_with(EmulatorOptions::new().without_schema()).await;
     assert!(!emu.schema_checks());
     emu.tamper_next_answer(|v| v["maintenance"] = json!("no"));
-    emu.client()
+    RawClient::new(emu.client())
         .post::<Value>("/apps", &json!({ "name": "web-test" }))
         .await
         .unwrap();

@@ -119,10 +119,13 @@ fn running(r: &RunRec) -> bool {
 /// Stops a one-off dyno's process group (SIGKILL), if it still runs.
 pub(super) fn stop_run(r: &RunRec) {
     if running(r) {
-        // SAFETY: kill(2) on the process group the emulator started; its leader is
-        // reaped only by the waiting thread, which marks the run ended first.
-        unsafe {
-            libc::kill(-(r.pid as libc::pid_t), libc::SIGKILL);
+        // the process group the emulator started; its leader is reaped only by the
+        // waiting thread, which marks the run ended first
+        if let Some(pgid) = i32::try_from(r.pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
         }
     }
 }
