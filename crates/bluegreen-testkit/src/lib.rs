@@ -52,6 +52,7 @@ mod fleet;
 #[cfg(feature = "http")]
 pub mod http_load;
 mod image;
+mod look_alikes;
 pub mod names;
 mod platform;
 mod router;
@@ -64,5 +65,6 @@ pub use fault::{Behaviour, Fault, Op, TaskBehaviour};
 pub use faulty::Faulty;
 pub use fleet::MemoryFleet;
 pub use image::MemoryImage;
+pub use look_alikes::MemoryLookAlikes;
 pub use platform::MemoryPlatform;
 pub use router::MemoryRouter;
