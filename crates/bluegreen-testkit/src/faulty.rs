@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use bluegreen_core::{
     async_trait, App, Attachment, EventSink, Fleet, FleetCapabilities, Group, GroupId, Image,
-    ImageCapabilities, ImageId, ImageRef, ImageSource, Instance, Release, Result, RouteTable, Router,
-    RouterCapabilities, Serving, TaskStatus,
+    ImageCapabilities, ImageId, ImageRef, ImageSource, Instance, Release, Result, RouteTable,
+    Router, RouterCapabilities, Serving, TaskStatus,
 };
 
 use crate::fault::{meet, Fault, FaultPlan, Op};
