@@ -1,4 +1,4 @@
-//! What a fleet and a router can do. The engine and the conformance suite adapt to
+//! What an image provider, a fleet and a router can do. The engine and the conformance suite adapt to
 //! these declarations instead of special-casing providers, and the engine says so
 //! with an [`Event::StrategyAdapted`](crate::Event::StrategyAdapted).
 
@@ -64,6 +64,42 @@ impl FleetCapabilities {
     /// Sets [`FleetCapabilities::tasks`].
     pub fn with_tasks(mut self, yes: bool) -> Self {
         self.tasks = yes;
+        self
+    }
+}
+
+/// What an [`Image`](crate::Image) provider declares.
+///
+/// ```
+/// use bluegreen_core::ImageCapabilities;
+/// let caps = ImageCapabilities::default();
+/// assert!(caps.refuses_removal_in_use);
+/// assert!(!caps.with_refuses_removal_in_use(false).refuses_removal_in_use);
+/// ```
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageCapabilities {
+    /// [`Image::remove`](crate::Image::remove) sees the instances that use an image
+    /// and refuses to remove one still in use ([`Error::Conflict`](crate::Error::Conflict)),
+    /// as its contract says. Default true. A provider whose images run where it
+    /// cannot look (instances of another platform's fleet) declares false; the
+    /// conformance suite then skips that check and says why, and the engine's
+    /// retention still keeps the images of every group it keeps.
+    pub refuses_removal_in_use: bool,
+}
+
+impl Default for ImageCapabilities {
+    fn default() -> Self {
+        ImageCapabilities {
+            refuses_removal_in_use: true,
+        }
+    }
+}
+
+impl ImageCapabilities {
+    /// Sets [`ImageCapabilities::refuses_removal_in_use`].
+    pub fn with_refuses_removal_in_use(mut self, yes: bool) -> Self {
+        self.refuses_removal_in_use = yes;
         self
     }
 }

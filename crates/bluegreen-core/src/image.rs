@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::app::App;
+use crate::capabilities::ImageCapabilities;
 use crate::error::Result;
 use crate::event::EventSink;
 use crate::id::string_id;
@@ -143,6 +144,12 @@ pub trait Image: Send + Sync {
     /// - An image still used by an instance is
     ///   [`Error::Conflict`](crate::Error::Conflict).
     async fn remove(&self, app: &App, id: &ImageId) -> Result<()>;
+
+    /// What the provider can do: whether `remove` refuses an image still in use.
+    /// The default declares the whole contract.
+    fn capabilities(&self) -> ImageCapabilities {
+        ImageCapabilities::default()
+    }
 }
 
 #[async_trait]
@@ -163,5 +170,8 @@ impl<T: Image + ?Sized> Image for std::sync::Arc<T> {
     }
     async fn remove(&self, app: &App, id: &ImageId) -> Result<()> {
         (**self).remove(app, id).await
+    }
+    fn capabilities(&self) -> ImageCapabilities {
+        (**self).capabilities()
     }
 }

@@ -60,7 +60,7 @@ mod task;
 pub use async_trait::async_trait;
 
 pub use app::{App, MAX_NAME_LEN};
-pub use capabilities::{FleetCapabilities, RouterCapabilities};
+pub use capabilities::{FleetCapabilities, ImageCapabilities, RouterCapabilities};
 pub use check::{check_fn, Check, CheckTarget};
 pub use checked_router::CheckedRouter;
 pub use engine::{

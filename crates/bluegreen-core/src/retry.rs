@@ -191,6 +191,9 @@ impl<T: Image> Image for Retry<T> {
             .run("remove", || self.inner.remove(app, id))
             .await
     }
+    fn capabilities(&self) -> crate::capabilities::ImageCapabilities {
+        self.inner.capabilities()
+    }
 }
 
 #[async_trait]

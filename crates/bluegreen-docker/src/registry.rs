@@ -6,7 +6,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use base64::Engine as _;
 use bluegreen_core::labels;
-use bluegreen_core::{App, Error, Event, EventSink, Image, ImageId, ImageRef, ImageSource, Result};
+use bluegreen_core::{
+    App, Error, Event, EventSink, Image, ImageCapabilities, ImageId, ImageRef, ImageSource, Result,
+};
 use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{
     PushImageOptionsBuilder, RemoveImageOptionsBuilder, TagImageOptionsBuilder,
@@ -136,6 +138,11 @@ fn rfc3339_seconds(t: &str) -> Option<u64> {
 /// registry behind TLS lists no image here and keeps its manifests. The push itself
 /// goes through the daemon, which must trust the registry (for plain HTTP, the
 /// daemon's `insecure-registries`).
+///
+/// The registry does not know which services run an image, and the swarm's nodes
+/// run its containers where this daemon cannot look, so `remove` does not refuse an
+/// image in use: it declares [`ImageCapabilities::refuses_removal_in_use`] false.
+/// The engine's retention keeps the images of the groups it keeps.
 #[derive(Clone, Debug)]
 pub struct RegistryImage {
     local: DockerImage,
@@ -424,6 +431,10 @@ impl Image for RegistryImage {
             }
         }
         Ok(images)
+    }
+
+    fn capabilities(&self) -> ImageCapabilities {
+        ImageCapabilities::default().with_refuses_removal_in_use(false)
     }
 
     async fn remove(&self, app: &App, id: &ImageId) -> Result<()> {

@@ -15,12 +15,18 @@ use sha2::{Digest, Sha256};
 use crate::config::{entries, read_json, write_json, StateDir};
 use crate::error::failed;
 use crate::error::io_error;
+<<<<<<< HEAD
 use crate::program::check_program;
+=======
+use crate::labels::GroupFile;
+>>>>>>> kitharness
 
 /// Images of local artifacts: an executable or a directory, copied into the state
 /// directory under its SHA-256 (`sha256:<hex>`), made read-only, and never changed.
 ///
-/// Supports [`ImageSource::Artifact`] and [`ImageSource::Id`].
+/// Supports [`ImageSource::Artifact`] and [`ImageSource::Id`]. [`Image::remove`] of
+/// an image that a group of the app in the same state directory runs is
+/// [`Error::Conflict`] naming the group, and removes nothing.
 #[derive(Clone, Debug)]
 pub struct LocalImage {
     state: StateDir,
@@ -244,6 +250,18 @@ impl Image for LocalImage {
         };
         if !labels::is_owned_by(&record.labels, app) {
             return Ok(());
+        }
+        // a group whose instances run from it keeps it
+        for group in entries(&self.state.groups(app))? {
+            let Some(file) = read_json::<GroupFile>(&group.join("group.json"))? else {
+                continue;
+            };
+            if file.labels.get(labels::IMAGE).map(String::as_str) == Some(id.as_str()) {
+                return Err(Error::conflict(format!(
+                    "image {id} is used by the instances of {}",
+                    group.file_name().unwrap_or_default().to_string_lossy()
+                )));
+            }
         }
         remove_tree(&dir.join(hex))?;
         std::fs::remove_file(&record_path).map_err(|e| io_error(&record_path, e))

@@ -11,6 +11,7 @@ use bluegreen_core::{
 use bluegreen_local::{FileLock, LocalFleet, LocalImage, LocalProxy, StateDir};
 use bluegreen_testkit::conformance::{self, Settings, Sources};
 use bluegreen_testkit::zero_downtime::ZeroDowntime;
+use support::look_alikes::LocalLookAlikes;
 use support::{image_dir, state, Scratch};
 
 fn fast_proxy() -> bluegreen_proxy::ProxyOptions {
@@ -21,7 +22,7 @@ fn fast_proxy() -> bluegreen_proxy::ProxyOptions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_local_provider_passes_the_conformance_suite() {
-    let (tmp, _, image, fleet, proxy) = rig("conformance").await;
+    let (tmp, state, image, fleet, proxy) = rig("conformance").await;
     let sources = Sources {
         good: ImageSource::Artifact(image_dir(tmp.path(), "1", "")),
         other: ImageSource::Artifact(image_dir(tmp.path(), "2", "")),
@@ -34,9 +35,10 @@ async fn the_local_provider_passes_the_conformance_suite() {
     let settings = Settings::default()
         .with_setting("command", "run")
         .with_setting("stop_timeout_ms", "3000")
-        .with_health_timeout(Duration::from_secs(20));
+        .with_health_timeout(Duration::from_secs(20))
+        .with_look_alikes(Arc::new(LocalLookAlikes::new(&state)));
     let app = App::new("conformance", "local").unwrap();
-    conformance::run_all(
+    let report = conformance::run_all(
         Arc::new(image),
         Arc::new(fleet),
         Arc::new(proxy.router()),
@@ -45,6 +47,7 @@ async fn the_local_provider_passes_the_conformance_suite() {
         &settings,
     )
     .await;
+    assert_eq!(report.skipped(), 0, "every rule applies here: {report}");
 }
 
 /// A deployment, a rollback and a failing deployment under constant load through

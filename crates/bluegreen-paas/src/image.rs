@@ -6,7 +6,8 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bluegreen_core::labels as core_labels;
 use bluegreen_core::{
-    App, Error, ErrorKind, Event, EventSink, Image, ImageId, ImageRef, ImageSource, Result,
+    App, Error, ErrorKind, Event, EventSink, Image, ImageCapabilities, ImageId, ImageRef,
+    ImageSource, Result,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -50,7 +51,11 @@ struct Entry {
 ///
 /// Retention: the platform cannot delete a slug, so [`Image::remove`] forgets it:
 /// the slug leaves the list and is never offered again, while the platform keeps its
-/// archive for as long as it keeps slugs.
+/// archive for as long as it keeps slugs. It does not look whether a group still
+/// runs the slug (the groups are apps or releases, as the fleet's mode has them), so
+/// it declares [`ImageCapabilities::refuses_removal_in_use`] false; forgetting a slug
+/// never stops what runs it, and the engine's retention keeps the images of the
+/// groups it keeps.
 #[derive(Clone, Debug)]
 pub struct SlugImage {
     client: PlatformClient,
@@ -358,6 +363,10 @@ impl Image for SlugImage {
             }
             _ => Ok(Vec::new()),
         }
+    }
+
+    fn capabilities(&self) -> ImageCapabilities {
+        ImageCapabilities::default().with_refuses_removal_in_use(false)
     }
 
     async fn remove(&self, app: &App, id: &ImageId) -> Result<()> {

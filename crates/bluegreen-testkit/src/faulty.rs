@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use bluegreen_core::{
     async_trait, App, Attachment, EventSink, Fleet, FleetCapabilities, Group, GroupId, Image,
-    ImageId, ImageRef, ImageSource, Instance, Release, Result, RouteTable, Router,
-    RouterCapabilities, Serving, TaskStatus,
+    ImageCapabilities, ImageId, ImageRef, ImageSource, Instance, Release, Result, RouteTable,
+    Router, RouterCapabilities, Serving, TaskStatus,
 };
 
 use crate::fault::{meet, Fault, FaultPlan, Op};
@@ -164,6 +164,14 @@ impl<T: Image> Image for Faulty<T> {
     async fn remove(&self, app: &App, id: &ImageId) -> Result<()> {
         self.call(Op::RemoveImage).await?;
         self.inner.remove(app, id).await
+    }
+
+    fn check_source(&self, source: &ImageSource, release: &Release) -> Result<()> {
+        self.inner.check_source(source, release)
+    }
+
+    fn capabilities(&self) -> ImageCapabilities {
+        self.inner.capabilities()
     }
 }
 

@@ -57,6 +57,7 @@ mod fleet;
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http_load;
 mod image;
+mod look_alikes;
 pub mod names;
 mod platform;
 mod router;
@@ -71,5 +72,6 @@ pub use fault::{Behaviour, Fault, Op, TaskBehaviour};
 pub use faulty::Faulty;
 pub use fleet::MemoryFleet;
 pub use image::MemoryImage;
+pub use look_alikes::MemoryLookAlikes;
 pub use platform::MemoryPlatform;
 pub use router::MemoryRouter;

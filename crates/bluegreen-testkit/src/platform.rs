@@ -250,6 +250,14 @@ impl MemoryPlatform {
         });
     }
 
+    /// The conformance suite's look-alike hook on this platform
+    /// ([`conformance::LookAlikes`](crate::conformance::LookAlikes)).
+    pub fn look_alikes(&self) -> crate::MemoryLookAlikes {
+        crate::MemoryLookAlikes {
+            platform: self.clone(),
+        }
+    }
+
     /// Adds a look-alike image without bluegreen's labels.
     pub fn add_foreign_image(&self, app: &App, id: &str) {
         let mut state = self.state();

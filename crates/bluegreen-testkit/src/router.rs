@@ -15,10 +15,13 @@ use crate::platform::MemoryPlatform;
 /// table it is given ([`MemoryPlatform::route_history`]).
 ///
 /// It works with the [`MemoryFleet`](crate::MemoryFleet) of the same platform only:
-/// it reads its members' health from that platform's instances, so members of
-/// another fleet's groups are never healthy to it, and a deployment of another
-/// fleet through it fails before the switch. To test your own fleet, pair it with a
-/// router that reaches its instances (the bluegreen proxy's `EmbeddedProxy`, as
+/// it reads its members' health from that platform's instances, not from the
+/// instances themselves. [`Router::attach`] of an instance this platform did not
+/// make (another fleet's, or another `MemoryPlatform`'s) is
+/// [`Error::Invalid`](bluegreen_core::Error::Invalid) naming `instances.<id>` and
+/// saying so, before anything changes, so a deployment of another fleet through it
+/// fails at its attach step. To test your own fleet, pair it with a router that
+/// reaches its instances (the bluegreen proxy's `EmbeddedProxy`, as
 /// `examples/custom_provider.rs` does).
 #[derive(Clone)]
 pub struct MemoryRouter {
@@ -59,6 +62,14 @@ impl Router for MemoryRouter {
             ));
         }
         let mut state = self.platform.state();
+        if let Some(i) = instances.iter().find(|i| !made_by(&state, i.id.as_str())) {
+            return Err(Error::invalid(
+                format!("instances.{}", i.id),
+                "is not an instance of this MemoryPlatform: MemoryRouter reads health from its \
+                 own platform, so it routes only to its MemoryFleet's groups (pair another \
+                 fleet with a router that reaches its instances, such as the bluegreen proxy)",
+            ));
+        }
         state
             .routers
             .entry(app.clone())
@@ -192,6 +203,15 @@ impl Router for MemoryRouter {
         let (requests, errors) = routes.served.get(group).copied().unwrap_or_default();
         Ok(Serving::new(healthy, members.len()).with_counts(requests as u64, errors as u64))
     }
+}
+
+/// Whether the platform gave out the instance id `id` (`i-` and its counter in hex),
+/// now or before: a destroyed group's instance is still one of its own.
+fn made_by(state: &crate::platform::State, id: &str) -> bool {
+    id.strip_prefix("i-")
+        .filter(|n| n.len() >= 8)
+        .and_then(|n| u64::from_str_radix(n, 16).ok())
+        .is_some_and(|n| n >= 1 && n <= state.next_instance)
 }
 
 /// Synthetic traffic: 1,000 requests a second per app, shared by weight since the

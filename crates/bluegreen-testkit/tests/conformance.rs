@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bluegreen_core::{App, Fleet, Image, ImageSource, Router};
-use bluegreen_testkit::conformance::{self, Settings, Sources};
+use bluegreen_testkit::conformance::{self, Outcome, Settings, Sources};
 use bluegreen_testkit::{Behaviour, MemoryPlatform};
 
 fn sources(platform: &MemoryPlatform) -> Sources {
@@ -25,13 +25,13 @@ async fn memory_platform_passes_the_suite() {
     let image: Arc<dyn Image> = Arc::new(platform.image());
     let fleet: Arc<dyn Fleet> = Arc::new(platform.fleet());
     let router: Arc<dyn Router> = Arc::new(platform.router());
-    conformance::run_all(
+    let report = conformance::run_all(
         image,
         fleet,
         router,
         &app,
         &sources(&platform),
-        &Settings::default(),
+        &Settings::default().with_look_alikes(Arc::new(platform.look_alikes())),
     )
     .await;
     assert_eq!(
@@ -39,6 +39,27 @@ async fn memory_platform_passes_the_suite() {
         0,
         "the suite cleans up after itself"
     );
+    // the report names every rule: these held, and only the split refusal (for
+    // routers without weights) was skipped
+    for (part, rule) in [
+        ("image", "a running instance uses is Conflict"),
+        ("router", "weights read back as set"),
+        ("look-alikes", "destroy and the clean-up leave look-alikes"),
+        ("deployment", "never becomes healthy is reverted"),
+    ] {
+        let checked = report.find(part, rule).expect(rule);
+        assert_eq!(checked.outcome, Outcome::Passed, "{checked}");
+    }
+    let skipped = report
+        .find("router", "a split is refused")
+        .expect("the rule is reported");
+    assert!(
+        matches!(&skipped.outcome, Outcome::Skipped { reason } if reason.contains("weighted_routing = true")),
+        "{skipped}"
+    );
+    assert_eq!(report.skipped(), 1, "{report}");
+    assert!(report.passed() >= 15, "{report}");
+    assert!(report.to_string().contains("rules passed"), "{report}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -46,7 +67,7 @@ async fn an_unweighted_memory_router_passes_the_suite() {
     let platform = MemoryPlatform::new();
     platform.without_weights().set_batch_size(2);
     let app = App::new("conformance", "unweighted").unwrap();
-    conformance::run_all(
+    let report = conformance::run_all(
         Arc::new(platform.image()),
         Arc::new(platform.fleet()),
         Arc::new(platform.router()),
@@ -55,6 +76,22 @@ async fn an_unweighted_memory_router_passes_the_suite() {
         &Settings::default().with_size(5),
     )
     .await;
+    let weights = report.find("router", "weights read back").unwrap();
+    assert!(
+        matches!(&weights.outcome, Outcome::Skipped { reason } if reason.contains("weighted_routing = false")),
+        "{weights}"
+    );
+    assert_eq!(
+        report.find("router", "a split is refused").unwrap().outcome,
+        Outcome::Passed
+    );
+    // without a hook, the look-alike rules are skipped and say so
+    for c in report.checks.iter().filter(|c| c.part == "look-alikes") {
+        assert!(
+            matches!(&c.outcome, Outcome::Skipped { reason } if reason.contains("no LookAlikes hook")),
+            "{c}"
+        );
+    }
 }
 
 /// The suite can fail: a router that forgets its attachments is caught.
@@ -163,6 +200,216 @@ async fn the_lock_contract_catches_a_renewal_that_takes_a_free_lock() {
         &app,
         &other,
         Duration::from_secs(30),
+    )
+    .await;
+}
+
+/// An image provider that answers success instead of `Conflict` when asked to remove
+/// an image in use (it keeps the image, but says nothing).
+struct Silent(bluegreen_testkit::MemoryImage, bool);
+
+#[async_trait::async_trait]
+impl Image for Silent {
+    async fn prepare(
+        &self,
+        app: &App,
+        source: &ImageSource,
+        events: &bluegreen_core::EventSink,
+    ) -> bluegreen_core::Result<bluegreen_core::ImageRef> {
+        self.0.prepare(app, source, events).await
+    }
+    async fn images(&self, app: &App) -> bluegreen_core::Result<Vec<bluegreen_core::ImageRef>> {
+        self.0.images(app).await
+    }
+    async fn remove(&self, app: &App, id: &bluegreen_core::ImageId) -> bluegreen_core::Result<()> {
+        match self.0.remove(app, id).await {
+            Err(e) if e.kind() == bluegreen_core::ErrorKind::Conflict => Ok(()),
+            other => other,
+        }
+    }
+    fn capabilities(&self) -> bluegreen_core::ImageCapabilities {
+        bluegreen_core::ImageCapabilities::default().with_refuses_removal_in_use(self.1)
+    }
+}
+
+/// The suite catches an image provider that removes (or says it removed) an image a
+/// running instance uses.
+#[tokio::test(start_paused = true)]
+#[should_panic(expected = "removing an image that a running instance uses must fail")]
+async fn the_suite_catches_an_image_removed_while_in_use() {
+    let platform = MemoryPlatform::new();
+    let app = App::new("conformance", "inuse").unwrap();
+    conformance::image_in_use(
+        &Silent(platform.image(), true),
+        &platform.fleet(),
+        &app,
+        &sources(&platform).good,
+        &Settings::default(),
+    )
+    .await;
+}
+
+/// A provider that declares it cannot see its images' users gets the rule skipped,
+/// with the capability that decided.
+#[tokio::test(start_paused = true)]
+async fn an_image_provider_that_cannot_see_its_users_is_skipped_and_told_why() {
+    let platform = MemoryPlatform::new();
+    let app = App::new("conformance", "inuse").unwrap();
+    let report = conformance::image_in_use(
+        &Silent(platform.image(), false),
+        &platform.fleet(),
+        &app,
+        &sources(&platform).good,
+        &Settings::default(),
+    )
+    .await;
+    assert_eq!(report.passed(), 0, "{report}");
+    assert_eq!(report.skipped(), 1, "{report}");
+    assert!(
+        matches!(&report.checks[0].outcome, Outcome::Skipped { reason } if reason.contains("refuses_removal_in_use = false")),
+        "{report}"
+    );
+    assert_eq!(
+        platform.instance_count(),
+        0,
+        "a skipped rule launches nothing"
+    );
+}
+
+/// Look-alikes of a test platform: names in a shared set, as resources that
+/// bluegreen did not create.
+#[derive(Default)]
+struct Foreign(std::sync::Mutex<std::collections::BTreeSet<String>>);
+
+#[async_trait::async_trait]
+impl conformance::LookAlikes for Foreign {
+    async fn create(&self, _: &App, group: &bluegreen_core::GroupId) -> Vec<String> {
+        let made = vec![format!("{group}-0-copy"), format!("{group}-unlabelled")];
+        self.0.lock().unwrap().extend(made.iter().cloned());
+        made
+    }
+    async fn existing(&self, _: &App, group: &bluegreen_core::GroupId) -> Vec<String> {
+        let prefix = format!("{group}-");
+        let set = self.0.lock().unwrap();
+        set.iter()
+            .filter(|n| n.starts_with(&prefix))
+            .cloned()
+            .collect()
+    }
+    async fn remove(&self, _: &App, group: &bluegreen_core::GroupId) {
+        let prefix = format!("{group}-");
+        self.0.lock().unwrap().retain(|n| !n.starts_with(&prefix));
+    }
+}
+
+/// A fleet whose destroy sweeps everything named after the group, labelled or not
+/// (a destroy by name prefix).
+struct Sweeping(bluegreen_testkit::MemoryFleet, Arc<Foreign>);
+
+#[async_trait::async_trait]
+impl Fleet for Sweeping {
+    async fn launch(&self, group: &bluegreen_core::Group) -> bluegreen_core::Result<()> {
+        self.0.launch(group).await
+    }
+    async fn groups(&self, app: &App) -> bluegreen_core::Result<Vec<bluegreen_core::Group>> {
+        self.0.groups(app).await
+    }
+    async fn instances(
+        &self,
+        app: &App,
+        group: &bluegreen_core::GroupId,
+    ) -> bluegreen_core::Result<Vec<bluegreen_core::Instance>> {
+        self.0.instances(app, group).await
+    }
+    async fn destroy(
+        &self,
+        app: &App,
+        group: &bluegreen_core::GroupId,
+    ) -> bluegreen_core::Result<()> {
+        use conformance::LookAlikes;
+        self.1.remove(app, group).await;
+        self.0.destroy(app, group).await
+    }
+}
+
+/// With a look-alike hook, a fleet that leaves look-alikes alone passes, and the
+/// report says the rules were checked.
+#[tokio::test(start_paused = true)]
+async fn look_alikes_survive_the_memory_fleet() {
+    let platform = MemoryPlatform::new();
+    let app = App::new("conformance", "alike").unwrap();
+    let foreign = Arc::new(Foreign::default());
+    let report = conformance::look_alikes_untouched(
+        &platform.image(),
+        &platform.fleet(),
+        &platform.router(),
+        &app,
+        &sources(&platform).good,
+        &Settings::default().with_look_alikes(foreign.clone()),
+    )
+    .await;
+    assert_eq!((report.passed(), report.skipped()), (2, 0), "{report}");
+    assert!(
+        foreign.0.lock().unwrap().is_empty(),
+        "the hook removed its look-alikes"
+    );
+}
+
+/// The suite catches a fleet whose destroy sweeps look-alikes.
+#[tokio::test(start_paused = true)]
+#[should_panic(expected = "must survive destroy of their id")]
+async fn the_suite_catches_a_destroy_that_sweeps_look_alikes() {
+    let platform = MemoryPlatform::new();
+    let app = App::new("conformance", "alike").unwrap();
+    let foreign = Arc::new(Foreign::default());
+    conformance::look_alikes_untouched(
+        &platform.image(),
+        &Sweeping(platform.fleet(), foreign.clone()),
+        &platform.router(),
+        &app,
+        &sources(&platform).good,
+        &Settings::default().with_look_alikes(foreign),
+    )
+    .await;
+}
+
+/// A router that never reports a member healthy fails within the settings' health
+/// timeout, and says so.
+#[tokio::test(start_paused = true)]
+#[should_panic(expected = "healthy within 3s")]
+async fn a_router_that_never_sees_health_fails_within_the_settings_timeout() {
+    use async_trait::async_trait;
+    use bluegreen_core::{Attachment, GroupId, Instance, Result, RouteTable, Serving};
+
+    struct Blind(bluegreen_testkit::MemoryRouter);
+    #[async_trait]
+    impl Router for Blind {
+        async fn attach(&self, app: &App, g: &GroupId, i: &[Instance]) -> Result<Attachment> {
+            self.0.attach(app, g, i).await
+        }
+        async fn detach(&self, app: &App, g: &GroupId) -> Result<()> {
+            self.0.detach(app, g).await
+        }
+        async fn routes(&self, app: &App) -> Result<RouteTable> {
+            self.0.routes(app).await
+        }
+        async fn set_routes(&self, app: &App, t: &RouteTable) -> Result<()> {
+            self.0.set_routes(app, t).await
+        }
+        async fn serving(&self, app: &App, g: &GroupId) -> Result<Serving> {
+            let s = self.0.serving(app, g).await?;
+            Ok(Serving::new(0, s.total))
+        }
+    }
+    let platform = MemoryPlatform::new();
+    let app = App::new("conformance", "blind").unwrap();
+    conformance::router_routes_and_attachments(
+        &platform.image(),
+        &platform.fleet(),
+        &Blind(platform.router()),
+        &app,
+        &sources(&platform),
+        &Settings::default().with_health_timeout(Duration::from_secs(3)),
     )
     .await;
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod killed;
+pub mod look_alikes;
 
 use std::path::{Path, PathBuf};
 

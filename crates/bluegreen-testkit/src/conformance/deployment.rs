@@ -5,7 +5,9 @@ use bluegreen_core::{
     RouteTable, Router,
 };
 
-use super::{clean, Settings, Sources};
+use super::{clean, Report, Settings, Sources};
+
+const PART: &str = "deployment";
 
 /// A whole deployment through the [`Engine`]: deploy, deploy again with the first
 /// group kept warm, an automatic rollback of a release that never becomes healthy
@@ -17,7 +19,8 @@ pub async fn deployment_with_rollback(
     app: &App,
     sources: &Sources,
     settings: &Settings,
-) {
+) -> Report {
+    let mut report = Report::default();
     clean(&*fleet, &*router, app).await;
     let shifted: Arc<Mutex<Vec<RouteTable>>> = Arc::default();
     let sink = EventSink::new({
@@ -30,6 +33,7 @@ pub async fn deployment_with_rollback(
     });
     let options = EngineOptions::default()
         .with_health_timeout(settings.health_timeout)
+        .with_confirm_timeout(settings.health_timeout)
         .with_poll_interval(settings.poll_interval)
         .with_drain(settings.drain)
         .with_keep(1);
@@ -59,23 +63,31 @@ pub async fn deployment_with_rollback(
         RouteTable::single(first.live.clone()),
         "after a deployment the new group has all traffic"
     );
+    report.pass(PART, "a first deployment gives the new group all traffic");
     let second = engine
         .deploy(&request(&sources.other))
         .await
         .unwrap_or_else(|e| panic!("the second deployment must succeed: {e}"));
     assert_eq!(second.previous.as_ref(), Some(&first.live));
     let groups_after_second = fleet.groups(app).await.unwrap().len();
+    report.pass(PART, "a second deployment replaces the first");
+    let warm = "keep = 1 keeps the previous group warm";
     if fleet.capabilities().warm_groups {
-        assert_eq!(
-            second.kept_warm,
-            vec![first.live.clone()],
-            "keep = 1 keeps the old group warm"
-        );
-        assert_eq!(groups_after_second, 2);
+        assert_eq!(second.kept_warm, vec![first.live.clone()], "{warm}");
+        assert_eq!(groups_after_second, 2, "{warm}");
+        report.pass(PART, warm);
+    } else {
+        report.skip(PART, warm, "the fleet declares warm_groups = false");
     }
 
     // a fleet whose launch is the switch cannot keep traffic off a new group
     let launch_is_switch = fleet.capabilities().launch_is_switch;
+    let revert = "a release that never becomes healthy is reverted, and traffic never moves to it";
+    if launch_is_switch {
+        report.skip(PART, revert, "the fleet declares launch_is_switch = true");
+    } else if sources.never_healthy.is_none() {
+        report.skip(PART, revert, "no never_healthy source was given");
+    }
     if let Some(bad) = sources.never_healthy.as_ref().filter(|_| !launch_is_switch) {
         shifted.lock().unwrap().clear();
         let e = engine
@@ -102,6 +114,7 @@ pub async fn deployment_with_rollback(
             groups_after_second,
             "the failed group is destroyed"
         );
+        report.pass(PART, revert);
     }
 
     let back = engine
@@ -135,6 +148,14 @@ pub async fn deployment_with_rollback(
         Some(first_group.release.clone()),
         "the rollback runs the first release again, image and configuration"
     );
+    report.pass(
+        PART,
+        if fleet.capabilities().warm_groups {
+            "rollback reuses the previous release's warm group, image and configuration"
+        } else {
+            "rollback relaunches the previous release, image and configuration"
+        },
+    );
     clean(&*fleet, &*router, app).await;
     for img in image.images(app).await.unwrap() {
         image
@@ -142,4 +163,5 @@ pub async fn deployment_with_rollback(
             .await
             .expect("remove must succeed");
     }
+    report
 }

@@ -1,12 +1,14 @@
 use bluegreen_core::{
-    App, DeploymentId, ErrorKind, EventSink, Fleet, Generation, Group, GroupId, Image, ImageSource,
-    Release,
+    App, ErrorKind, EventSink, Fleet, Generation, Group, GroupId, Image, ImageSource,
 };
 
-use super::{wait_healthy, Settings};
+use super::{remove_groups, test_group, wait_healthy, Report, Settings};
+
+const PART: &str = "fleet";
 
 /// [`Fleet`]: a missing group's instances are `NotFound`; destroying it succeeds.
-pub async fn fleet_missing_resources(fleet: &dyn Fleet, app: &App) {
+pub async fn fleet_missing_resources(fleet: &dyn Fleet, app: &App) -> Report {
+    let mut report = Report::default();
     let missing = Group::id_for(app, Generation(999));
     let e = fleet
         .instances(app, &missing)
@@ -21,6 +23,11 @@ pub async fn fleet_missing_resources(fleet: &dyn Fleet, app: &App) {
         .destroy(app, &missing)
         .await
         .expect("destroying a missing group must succeed (idempotent)");
+    report.pass(
+        PART,
+        "a missing group's instances are NotFound, and destroying it succeeds",
+    );
+    report
 }
 
 /// [`Fleet`]: launch is idempotent and keeps the group's record, `groups` lists it,
@@ -31,28 +38,16 @@ pub async fn fleet_launch_list_destroy(
     app: &App,
     source: &ImageSource,
     settings: &Settings,
-) {
-    for g in fleet.groups(app).await.expect("groups must list") {
-        fleet
-            .destroy(app, &g.id)
-            .await
-            .expect("destroy must succeed");
-    }
+) -> Report {
+    let mut report = Report::default();
+    remove_groups(fleet, app).await;
     let img = image
         .prepare(app, source, &EventSink::none())
         .await
         .expect("prepare must succeed");
-    let mut release = Release::new(img.id.clone(), settings.size);
-    release.settings = settings.release_settings.clone();
-    release.env = settings.release_env.clone();
-    let release = release.with_env("BLUEGREEN_CONFORMANCE", "1");
-    let group = Group::new(
-        app.clone(),
-        Generation(1),
-        release.clone(),
-        DeploymentId::new("d-conformance"),
-        None,
-    );
+    let mut group = test_group(app, Generation(1), img.id.clone(), settings);
+    group.release = group.release.with_env("BLUEGREEN_CONFORMANCE", "1");
+    let release = group.release.clone();
     fleet.launch(&group).await.expect("launch must succeed");
     fleet
         .launch(&group)
@@ -75,6 +70,10 @@ pub async fn fleet_launch_list_destroy(
         instances.iter().all(|i| i.address.is_some()),
         "healthy instances must have an address: {instances:?}"
     );
+    report.pass(
+        PART,
+        "launch is idempotent, groups gives the group back unchanged, and its size of instances become healthy",
+    );
 
     let mut conflicting = group.clone();
     conflicting.release = release.clone().with_env("BLUEGREEN_CONFORMANCE", "2");
@@ -83,6 +82,10 @@ pub async fn fleet_launch_list_destroy(
         .await
         .expect_err("launching an existing group id with another release must fail");
     assert_eq!(e.kind(), ErrorKind::Conflict, "conflicting launch: {e}");
+    report.pass(
+        PART,
+        "launching an existing group id with another release is Conflict",
+    );
 
     let other_app = App::new(
         format!("{}x", &app.name()[..app.name().len().min(29)]),
@@ -106,6 +109,10 @@ pub async fn fleet_launch_list_destroy(
         1,
         "destroy by another app must not destroy"
     );
+    report.pass(
+        PART,
+        "another app neither lists nor destroys the group (the call succeeds)",
+    );
 
     fleet
         .destroy(app, &group.id)
@@ -125,4 +132,9 @@ pub async fn fleet_launch_list_destroy(
         .expect_err("instances of a destroyed group must fail");
     assert_eq!(e.kind(), ErrorKind::NotFound);
     let _ = image.remove(app, &img.id).await;
+    report.pass(
+        PART,
+        "destroy is idempotent; a destroyed group is not listed and its instances are NotFound",
+    );
+    report
 }

@@ -3,8 +3,14 @@
 //!
 //! Each function cleans its fixtures first, panics with a message that names the
 //! broken rule, and cleans up after itself. Which checks apply is decided by the
-//! provider's declared [`FleetCapabilities`](bluegreen_core::FleetCapabilities) and [`RouterCapabilities`](bluegreen_core::RouterCapabilities), never by its
-//! name.
+//! provider's declared [`ImageCapabilities`](bluegreen_core::ImageCapabilities),
+//! [`FleetCapabilities`](bluegreen_core::FleetCapabilities) and
+//! [`RouterCapabilities`](bluegreen_core::RouterCapabilities), never by its name, and
+//! by what the [`Settings`] give (a never-healthy source, a [`LookAlikes`] hook).
+//! Each returns a [`Report`] of the rules it checked and those it skipped, with the
+//! reason, and prints each rule as it ends (`conformance: passed  fleet: ...`), so
+//! that a failing test shows what held before the rule that broke. Every wait is
+//! bounded by the settings' health timeout, so a broken provider fails in that time.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
@@ -20,10 +26,14 @@
 //!     other: ImageSource::Reference("app:2".into()),
 //!     never_healthy: None,
 //! };
-//! conformance::run_all(
+//! let report = conformance::run_all(
 //!     Arc::new(platform.image()), Arc::new(platform.fleet()), Arc::new(platform.router()),
 //!     &app, &sources, &conformance::Settings::default(),
 //! ).await;
+//! assert!(report.passed() > 10);
+//! // without a never-healthy source, the revert check is skipped, and says why
+//! let revert = report.find("deployment", "never becomes healthy").unwrap();
+//! assert!(matches!(&revert.outcome, conformance::Outcome::Skipped { reason } if reason.contains("never_healthy")));
 //! # }
 //! ```
 
@@ -31,19 +41,27 @@ mod deployment;
 mod fleet;
 mod image;
 mod lock;
+mod look_alike;
+mod report;
 mod router;
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bluegreen_core::{App, Fleet, Health, Image, ImageSource, Instance, Router};
+use bluegreen_core::{
+    App, DeploymentId, Fleet, Generation, Group, Health, Image, ImageId, ImageSource, Instance,
+    Release, Router,
+};
 
 pub use deployment::deployment_with_rollback;
 pub use fleet::{fleet_launch_list_destroy, fleet_missing_resources};
-pub use image::image_prepare_list_remove;
+pub use image::{image_in_use, image_prepare_list_remove};
 pub use lock::{lock_contract, lock_contract_across};
-pub use router::{router_contract, router_routes_and_attachments};
+pub use look_alike::{look_alikes_untouched, LookAlikes};
+pub use report::{Checked, Outcome, Report};
+pub use router::{router_contract, router_contract_with, router_routes_and_attachments};
 
 /// The image sources a provider's suite deploys.
 #[derive(Clone, Debug)]
@@ -59,9 +77,11 @@ pub struct Sources {
 
 /// Bounds and settings for a provider's suite.
 #[non_exhaustive]
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Settings {
-    /// How long instances may take to become healthy.
+    /// How long instances may take to become healthy, at the fleet and at the
+    /// router: every wait of the suite is bounded by it (the engine's health and
+    /// confirm timeouts too). Default 120 s.
     pub health_timeout: Duration,
     /// How often to poll.
     pub poll_interval: Duration,
@@ -73,6 +93,23 @@ pub struct Settings {
     pub release_env: BTreeMap<String, String>,
     /// How long requests drain after a switch (short in tests).
     pub drain: Duration,
+    /// Makes look-alike resources on the provider's platform, for
+    /// [`look_alikes_untouched`]. None by default: that check is then skipped.
+    pub look_alikes: Option<Arc<dyn LookAlikes>>,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("health_timeout", &self.health_timeout)
+            .field("poll_interval", &self.poll_interval)
+            .field("size", &self.size)
+            .field("release_settings", &self.release_settings)
+            .field("release_env", &self.release_env)
+            .field("drain", &self.drain)
+            .field("look_alikes", &self.look_alikes.is_some())
+            .finish()
+    }
 }
 
 impl Default for Settings {
@@ -84,6 +121,7 @@ impl Default for Settings {
             release_settings: BTreeMap::new(),
             release_env: BTreeMap::new(),
             drain: Duration::from_millis(100),
+            look_alikes: None,
         }
     }
 }
@@ -92,6 +130,18 @@ impl Settings {
     /// Sets the health timeout.
     pub fn with_health_timeout(mut self, timeout: Duration) -> Self {
         self.health_timeout = timeout;
+        self
+    }
+
+    /// Sets how often the suite polls.
+    pub fn with_poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// Gives the hook that makes look-alike resources.
+    pub fn with_look_alikes(mut self, hook: Arc<dyn LookAlikes>) -> Self {
+        self.look_alikes = Some(hook);
         self
     }
 
@@ -114,7 +164,8 @@ impl Settings {
     }
 }
 
-/// Runs every check of the suite that the providers' capabilities allow.
+/// Runs every part of the suite, checking each rule that the providers'
+/// capabilities and the settings allow, prints the [`Report`] and returns it.
 pub async fn run_all(
     image: Arc<dyn Image>,
     fleet: Arc<dyn Fleet>,
@@ -122,12 +173,45 @@ pub async fn run_all(
     app: &App,
     sources: &Sources,
     settings: &Settings,
-) {
-    image_prepare_list_remove(&*image, app, &sources.good).await;
-    fleet_missing_resources(&*fleet, app).await;
-    fleet_launch_list_destroy(&*image, &*fleet, app, &sources.good, settings).await;
-    router_routes_and_attachments(&*image, &*fleet, &*router, app, sources, settings).await;
-    deployment_with_rollback(image, fleet, router, app, sources, settings).await;
+) -> Report {
+    let mut report = image_prepare_list_remove(&*image, app, &sources.good).await;
+    report.extend(image_in_use(&*image, &*fleet, app, &sources.good, settings).await);
+    report.extend(fleet_missing_resources(&*fleet, app).await);
+    report.extend(fleet_launch_list_destroy(&*image, &*fleet, app, &sources.good, settings).await);
+    report.extend(
+        router_routes_and_attachments(&*image, &*fleet, &*router, app, sources, settings).await,
+    );
+    report.extend(
+        look_alikes_untouched(&*image, &*fleet, &*router, app, &sources.good, settings).await,
+    );
+    report.extend(deployment_with_rollback(image, fleet, router, app, sources, settings).await);
+    println!("{report}");
+    report
+}
+
+/// Destroys every group of `app` the fleet lists.
+async fn remove_groups(fleet: &dyn Fleet, app: &App) {
+    for g in fleet.groups(app).await.expect("groups must list") {
+        fleet
+            .destroy(app, &g.id)
+            .await
+            .expect("destroy must succeed");
+    }
+}
+
+/// A group of `app` the suite launches itself: `image`, the settings' size,
+/// instance settings and environment.
+fn test_group(app: &App, generation: Generation, image: ImageId, settings: &Settings) -> Group {
+    let mut release = Release::new(image, settings.size);
+    release.settings = settings.release_settings.clone();
+    release.env = settings.release_env.clone();
+    Group::new(
+        app.clone(),
+        generation,
+        release,
+        DeploymentId::new("d-conformance"),
+        None,
+    )
 }
 
 /// Destroys every group of `app` and clears its routes: the fixture cleaning each

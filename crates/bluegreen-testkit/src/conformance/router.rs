@@ -1,11 +1,10 @@
-use std::time::Duration;
-
 use bluegreen_core::{
-    App, DeploymentId, ErrorKind, EventSink, Fleet, Generation, Group, GroupId, Image, Instance,
-    Release, RouteTable, Router,
+    App, ErrorKind, EventSink, Fleet, Generation, GroupId, Image, Instance, RouteTable, Router,
 };
 
-use super::{clean, wait_healthy, Settings, Sources};
+use super::{clean, test_group, wait_healthy, Report, Settings, Sources};
+
+const PART: &str = "router";
 
 /// [`Router`] against two groups launched by `fleet`: see [`router_contract`].
 pub async fn router_routes_and_attachments(
@@ -15,7 +14,7 @@ pub async fn router_routes_and_attachments(
     app: &App,
     sources: &Sources,
     settings: &Settings,
-) {
+) -> Report {
     clean(fleet, router, app).await;
     let mut groups = Vec::new();
     for (n, source) in [&sources.good, &sources.other].into_iter().enumerate() {
@@ -23,37 +22,43 @@ pub async fn router_routes_and_attachments(
             .prepare(app, source, &EventSink::none())
             .await
             .expect("prepare must succeed");
-        let mut release = Release::new(img.id, settings.size);
-        release.settings = settings.release_settings.clone();
-        release.env = settings.release_env.clone();
-        let group = Group::new(
-            app.clone(),
-            Generation(n as u32 + 1),
-            release,
-            DeploymentId::new("d-conformance"),
-            None,
-        );
+        let group = test_group(app, Generation(n as u32 + 1), img.id, settings);
         fleet.launch(&group).await.expect("launch must succeed");
         let instances = wait_healthy(fleet, app, &group.id, settings.size, settings).await;
         groups.push((group.id, instances));
     }
     let b = groups.pop().expect("two groups");
     let a = groups.pop().expect("two groups");
-    router_contract(router, app, a, b).await;
+    let report = router_contract_with(router, app, a, b, settings).await;
     clean(fleet, router, app).await;
+    report
 }
 
 /// [`Router`]'s contract, for a router given two groups with reachable members:
 /// an unknown app has no routes; routes to an unattached group are refused and
 /// change nothing; attach is idempotent; a switch is read back as set; weights are
 /// kept where the router weighs and refused where it does not; a group with traffic
-/// cannot be detached; detach is idempotent.
+/// cannot be detached; detach is idempotent. Waits for the router's health within
+/// the default [`Settings`]' health timeout: see [`router_contract_with`].
 pub async fn router_contract(
     router: &dyn Router,
     app: &App,
     a: (GroupId, Vec<Instance>),
     b: (GroupId, Vec<Instance>),
-) {
+) -> Report {
+    router_contract_with(router, app, a, b, &Settings::default()).await
+}
+
+/// [`router_contract`], waiting for the router to report members healthy within
+/// `settings.health_timeout`, polling every `settings.poll_interval`.
+pub async fn router_contract_with(
+    router: &dyn Router,
+    app: &App,
+    a: (GroupId, Vec<Instance>),
+    b: (GroupId, Vec<Instance>),
+    settings: &Settings,
+) -> Report {
+    let mut report = Report::default();
     let (ga, ia) = a;
     let (gb, ib) = b;
     let caps = router.capabilities();
@@ -75,6 +80,7 @@ pub async fn router_contract(
             .is_empty(),
         "an app without routes has the empty table"
     );
+    report.pass(PART, "an app without routes has the empty table");
 
     let e = router
         .set_routes(app, &RouteTable::single(ga.clone()))
@@ -94,6 +100,10 @@ pub async fn router_contract(
         .await
         .expect_err("serving of an unattached group must fail");
     assert_eq!(e.kind(), ErrorKind::NotFound);
+    report.pass(
+        PART,
+        "routes to an unattached group are NotFound and change nothing; its serving is NotFound",
+    );
 
     let attachment = router
         .attach(app, &ga, &ia)
@@ -103,10 +113,18 @@ pub async fn router_contract(
         .attach(app, &ga, &ia)
         .await
         .expect("attaching again must succeed (idempotent)");
+    report.pass(PART, "attach is idempotent");
     if caps.preview {
         assert!(
             attachment.preview.is_some(),
             "a router declaring previews must give one"
+        );
+        report.pass(PART, "an attachment has a preview address");
+    } else {
+        report.skip(
+            PART,
+            "an attachment has a preview address",
+            "the router declares preview = false",
         );
     }
     router
@@ -128,7 +146,11 @@ pub async fn router_contract(
         all_a,
         "routes must read back as set"
     );
-    wait_serving(router, app, &ga, ia.len()).await;
+    wait_serving(router, app, &ga, ia.len(), settings).await;
+    report.pass(
+        PART,
+        "a table reads back as set, and the router reports every member of the group with traffic healthy",
+    );
 
     let split = RouteTable::weighted([(ga.clone(), 90), (gb.clone(), 10)]).unwrap();
     if caps.weighted_routing {
@@ -140,6 +162,12 @@ pub async fn router_contract(
             router.routes(app).await.unwrap(),
             split,
             "weights must read back as set"
+        );
+        report.pass(PART, "weights read back as set");
+        report.skip(
+            PART,
+            "a split is refused as NotSupported and changes nothing",
+            "the router declares weighted_routing = true",
         );
     } else {
         let e = router
@@ -156,6 +184,15 @@ pub async fn router_contract(
             all_a,
             "a refused table must change nothing"
         );
+        report.skip(
+            PART,
+            "weights read back as set",
+            "the router declares weighted_routing = false",
+        );
+        report.pass(
+            PART,
+            "a split is refused as NotSupported and changes nothing",
+        );
     }
 
     let e = router
@@ -167,6 +204,7 @@ pub async fn router_contract(
         ErrorKind::Conflict,
         "detaching a group with traffic: {e}"
     );
+    report.pass(PART, "a group with traffic cannot be detached (Conflict)");
 
     let all_b = RouteTable::single(gb.clone());
     router
@@ -178,7 +216,7 @@ pub async fn router_contract(
         all_b,
         "the switch must read back"
     );
-    wait_serving(router, app, &gb, ib.len()).await;
+    wait_serving(router, app, &gb, ib.len(), settings).await;
     router
         .detach(app, &ga)
         .await
@@ -198,11 +236,23 @@ pub async fn router_contract(
         .await
         .expect("clearing must succeed");
     router.detach(app, &gb).await.expect("detach must succeed");
+    report.pass(
+        PART,
+        "a switch reads back; detach is idempotent; a detached group's serving is NotFound",
+    );
+    report
 }
 
-/// Polls until the router reports every member of `group` healthy (60 s at most).
-async fn wait_serving(router: &dyn Router, app: &App, group: &GroupId, members: usize) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+/// Polls until the router reports every member of `group` healthy, within the
+/// settings' health timeout.
+async fn wait_serving(
+    router: &dyn Router,
+    app: &App,
+    group: &GroupId,
+    members: usize,
+    settings: &Settings,
+) {
+    let deadline = tokio::time::Instant::now() + settings.health_timeout;
     loop {
         let s = router.serving(app, group).await.expect("serving must read");
         assert_eq!(s.total, members, "serving must count every attached member");
@@ -211,8 +261,9 @@ async fn wait_serving(router: &dyn Router, app: &App, group: &GroupId, members: 
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the router never reported {group} healthy: {s:?}"
+            "the router did not report {group} healthy within {:?}: {s:?}",
+            settings.health_timeout
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(settings.poll_interval).await;
     }
 }
