@@ -20,6 +20,7 @@
 
 mod asg_fleet;
 mod calls;
+mod checks;
 mod config;
 mod error;
 mod fleet;
