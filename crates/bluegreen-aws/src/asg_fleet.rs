@@ -24,6 +24,7 @@ use bluegreen_core::{
 };
 use sha2::{Digest, Sha256};
 
+use crate::checks::{self, LaunchOptions};
 use crate::config::AwsClients;
 use crate::error::map;
 use crate::labels::{ec2_labels, ec2_owner_filters, ec2_tags};
@@ -73,6 +74,10 @@ pub struct AsgFleetOptions {
     /// group's launch template (polled with the SDK's `GroupNotExists` waiter).
     /// Default 240 s; past it, `destroy` fails retryably and a later call goes on.
     pub delete_wait: Duration,
+    /// The most items a describe page asks for (default: each call's maximum), so
+    /// that tests reach a second page with a few instances.
+    #[doc(hidden)]
+    pub page_size: Option<i32>,
 }
 
 impl Default for AsgFleetOptions {
@@ -87,6 +92,7 @@ impl Default for AsgFleetOptions {
             user_data: None,
             health_check_grace_period: Duration::from_secs(300),
             delete_wait: Duration::from_secs(240),
+            page_size: None,
         }
     }
 }
@@ -139,41 +145,23 @@ impl AsgFleetOptions {
         self
     }
 
+    /// Sets [`AsgFleetOptions::page_size`] (for tests).
+    #[doc(hidden)]
+    pub fn with_page_size(mut self, size: i32) -> Self {
+        self.page_size = Some(size);
+        self
+    }
+
     fn check(&self) -> Result<()> {
-        if self.subnets.is_empty() {
-            return Err(Error::invalid(
-                "subnets",
-                "an Auto Scaling group needs at least one subnet",
-            ));
+        LaunchOptions {
+            subnets: &self.subnets,
+            subnets_required: true,
+            security_groups: &self.security_groups,
+            instance_type: self.instance_type.as_deref(),
+            port: self.port,
         }
-        for s in &self.subnets {
-            if !s.starts_with("subnet-") {
-                return Err(Error::invalid(
-                    "subnets",
-                    format!("`{s}` is no subnet id (subnet-...)"),
-                ));
-            }
-        }
-        if let Some(dup) = first_duplicate(&self.subnets) {
-            return Err(Error::invalid(
-                "subnets",
-                format!("`{dup}` is listed twice"),
-            ));
-        }
-        for g in &self.security_groups {
-            if !g.starts_with("sg-") {
-                return Err(Error::invalid(
-                    "security_groups",
-                    format!("`{g}` is no security group id (sg-...)"),
-                ));
-            }
-        }
-        if let Some(t) = &self.instance_type {
-            check_instance_type("instance_type", t)?;
-        }
-        if self.port == Some(0) {
-            return Err(Error::invalid("port", "0 is not a port"));
-        }
+        .check()?;
+        checks::page_size(self.page_size)?;
         let grace = self.health_check_grace_period;
         if grace.subsec_nanos() != 0 || i32::try_from(grace.as_secs()).is_err() {
             return Err(Error::invalid(
@@ -191,31 +179,6 @@ impl AsgFleetOptions {
     }
 }
 
-fn first_duplicate(items: &[String]) -> Option<&String> {
-    let mut seen = BTreeSet::new();
-    items.iter().find(|i| !seen.insert(i.as_str()))
-}
-
-/// An instance type is `family.size`: lower-case letters, digits and `-`.
-fn check_instance_type(field: &str, t: &str) -> Result<()> {
-    let ok = t.split_once('.').is_some_and(|(family, size)| {
-        let part = |p: &str| {
-            !p.is_empty()
-                && p.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        };
-        part(family) && part(size)
-    });
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(
-            field,
-            format!("`{t}` is no instance type (family.size, such as t3.micro)"),
-        ))
-    }
-}
-
 /// Groups as EC2 Auto Scaling groups.
 ///
 /// A group is an Auto Scaling group named after the group id, created once from a
@@ -224,8 +187,11 @@ fn check_instance_type(field: &str, t: &str) -> Result<()> {
 /// groups, instance profile), with minimum = maximum = desired = the release's size,
 /// across the options' subnets, the group's labels as tags propagated to its
 /// instances, and health check type `ELB` with the options' grace period. The group
-/// is never changed after launch except to delete it: Auto Scaling replaces an
-/// instance that fails its checks, and the replacement is a new member.
+/// is never changed after launch except to delete it, and, when the engine keeps
+/// warm groups scaled in (`EngineOptions::warm_size`), to set its minimum and
+/// desired capacity ([`Fleet::scale`]: `UpdateAutoScalingGroup`, the maximum stays
+/// the release's size). Auto Scaling replaces an instance that fails its checks,
+/// and the replacement is a new member.
 ///
 /// `instances` of a group with neither an Auto Scaling group nor a launch template
 /// of ours is [`Error::NotFound`]; `destroy` of such a group succeeds and changes
@@ -266,13 +232,15 @@ impl AsgFleet {
         Ok(AsgFleet { clients, options })
     }
 
+    /// A describe call's page size: `max`, or the options' smaller one.
+    fn page(&self, max: i32) -> i32 {
+        self.options.page_size.map_or(max, |p| p.min(max))
+    }
+
     fn settings(&self, release: &Release) -> Result<AsgFleetSettings> {
         let given: AsgSettings = release.settings_as("the Auto Scaling fleet")?;
-        let port = match given.port {
-            Some(0) => return Err(Error::invalid("settings.port", "`0` is not a port")),
-            Some(port) => port,
-            None => self.options.port.unwrap_or(80),
-        };
+        checks::port("settings.port", given.port)?;
+        let port = given.port.or(self.options.port).unwrap_or(80);
         let instance_types = match (&given.instance_type, &given.instance_types) {
             (Some(_), Some(_)) => {
                 return Err(Error::invalid(
@@ -281,20 +249,15 @@ impl AsgFleet {
                 ))
             }
             (Some(t), None) => {
-                check_instance_type("settings.instance_type", t)?;
+                checks::instance_type("settings.instance_type", t)?;
                 vec![t.clone()]
             }
             (None, Some(list)) => {
                 let types: Vec<String> = list.split(',').map(|t| t.trim().to_owned()).collect();
                 for t in &types {
-                    check_instance_type("settings.instance_types", t)?;
+                    checks::instance_type("settings.instance_types", t)?;
                 }
-                if let Some(dup) = first_duplicate(&types) {
-                    return Err(Error::invalid(
-                        "settings.instance_types",
-                        format!("`{dup}` is listed twice"),
-                    ));
-                }
+                checks::no_duplicate("settings.instance_types", &types)?;
                 types
             }
             (None, None) => vec![self
@@ -349,7 +312,7 @@ impl AsgFleet {
             .describe_launch_templates()
             .set_filters(Some(filters))
             .into_paginator()
-            .page_size(TEMPLATES_PAGE)
+            .page_size(self.page(TEMPLATES_PAGE))
             .items()
             .send()
             .collect::<std::result::Result<Vec<_>, _>>()
@@ -563,7 +526,7 @@ impl AsgFleet {
                     .build(),
             )
             .into_paginator()
-            .page_size(DESCRIBE_PAGE)
+            .page_size(self.page(DESCRIBE_PAGE))
             .send()
             .collect::<std::result::Result<Vec<_>, _>>()
             .await
@@ -679,8 +642,9 @@ impl Fleet for AsgFleet {
     }
 
     fn capabilities(&self) -> FleetCapabilities {
-        // one CreateAutoScalingGroup and one DeleteAutoScalingGroup per group
-        FleetCapabilities::default()
+        // one CreateAutoScalingGroup and one DeleteAutoScalingGroup per group; a
+        // warm group is scaled with UpdateAutoScalingGroup
+        FleetCapabilities::default().with_scaling(true)
     }
 
     async fn launch(&self, group: &Group) -> Result<()> {
@@ -766,7 +730,7 @@ impl Fleet for AsgFleet {
             .describe_auto_scaling_groups()
             .set_filters(Some(asg_owner_filters(app)))
             .into_paginator()
-            .page_size(GROUPS_PAGE)
+            .page_size(self.page(GROUPS_PAGE))
             .items()
             .send()
             .collect::<std::result::Result<Vec<_>, _>>()
@@ -862,6 +826,40 @@ impl Fleet for AsgFleet {
             .collect())
     }
 
+    /// Sets the group's minimum and desired capacity to `size`, its maximum (the
+    /// release's size) unchanged: the one change made to a group after launch.
+    async fn scale(&self, app: &App, group: &GroupId, size: u32) -> Result<()> {
+        let found = self
+            .asg(group)
+            .await?
+            .filter(|f| labels::is_owned_by(&f.tags, app) && f.group.status() != Some(DELETING))
+            .ok_or_else(|| Error::not_found(format!("Auto Scaling group {group}")))?;
+        let max = found.group.max_size().unwrap_or(0);
+        let wanted = i32::try_from(size)
+            .ok()
+            .filter(|s| *s <= max)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "size",
+                    format!("{size} is above the maximum of Auto Scaling group {group} ({max})"),
+                )
+            })?;
+        let g = &found.group;
+        if g.min_size() == Some(wanted) && g.desired_capacity() == Some(wanted) {
+            return Ok(());
+        }
+        self.clients
+            .autoscaling
+            .update_auto_scaling_group()
+            .auto_scaling_group_name(group.as_str())
+            .min_size(wanted)
+            .desired_capacity(wanted)
+            .send()
+            .await
+            .map_err(|e| map(&format!("UpdateAutoScalingGroup {group}"), e))?;
+        Ok(())
+    }
+
     async fn destroy(&self, app: &App, group: &GroupId) -> Result<()> {
         if let Some(found) = self.asg(group).await? {
             if !labels::is_owned_by(&found.tags, app)
@@ -925,32 +923,5 @@ impl Fleet for AsgFleet {
             }
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn instance_types_are_family_dot_size() {
-        for good in ["t3.micro", "m7i-flex.large", "c6gn.16xlarge"] {
-            check_instance_type("instance_type", good).unwrap();
-        }
-        for bad in [
-            "",
-            "t3",
-            ".micro",
-            "t3.",
-            "T3.micro",
-            "t3.micro,m5.large",
-            "t3 .micro",
-        ] {
-            let e = check_instance_type("settings.instance_type", bad).unwrap_err();
-            assert!(
-                e.to_string().contains("settings.instance_type"),
-                "{bad}: {e}"
-            );
-        }
     }
 }

@@ -15,6 +15,7 @@ use bluegreen_core::{
 };
 use sha2::{Digest, Sha256};
 
+use crate::checks::{self, LaunchOptions};
 use crate::config::AwsClients;
 use crate::error::map;
 use crate::labels::{ec2_labels, ec2_owner_filters, ec2_tags};
@@ -48,6 +49,10 @@ pub struct Ec2FleetOptions {
     pub port: Option<u16>,
     /// A script appended to the user data (setting `user_data` overrides it).
     pub user_data: Option<String>,
+    /// The most instances a `DescribeInstances` page asks for (default
+    /// [`BATCH`]), so that tests reach a second page with a few instances.
+    #[doc(hidden)]
+    pub page_size: Option<i32>,
 }
 
 impl Ec2FleetOptions {
@@ -77,6 +82,43 @@ impl Ec2FleetOptions {
         self.port = Some(port);
         self
     }
+
+    /// Sets the launch template (`lt-...`, optionally `:version`).
+    pub fn with_launch_template(mut self, template: impl Into<String>) -> Self {
+        self.launch_template = Some(template.into());
+        self
+    }
+
+    /// Sets [`Ec2FleetOptions::page_size`] (for tests).
+    #[doc(hidden)]
+    pub fn with_page_size(mut self, size: i32) -> Self {
+        self.page_size = Some(size);
+        self
+    }
+
+    fn check(&self) -> Result<()> {
+        checks::page_size(self.page_size)?;
+        LaunchOptions {
+            subnets: &self.subnets,
+            subnets_required: false,
+            security_groups: &self.security_groups,
+            instance_type: self.instance_type.as_deref(),
+            port: self.port,
+        }
+        .check()?;
+        if let Some(template) = &self.launch_template {
+            let id = template
+                .split_once(':')
+                .map_or(template.as_str(), |(id, _)| id);
+            if !id.starts_with("lt-") || id.len() == 3 {
+                return Err(Error::invalid(
+                    "launch_template",
+                    format!("`{template}` is no launch template id (lt-...[:version])"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Groups of EC2 instances.
@@ -94,13 +136,20 @@ pub struct Ec2Fleet {
 }
 
 impl Ec2Fleet {
-    /// A fleet.
-    pub fn new(clients: AwsClients, options: Ec2FleetOptions) -> Self {
-        Ec2Fleet { clients, options }
+    /// A fleet. Bad options are [`Error::Invalid`] naming the option (`subnets`,
+    /// `security_groups`, `instance_type`, `port`, `launch_template`); no call is
+    /// made.
+    pub fn new(clients: AwsClients, options: Ec2FleetOptions) -> Result<Self> {
+        options.check()?;
+        Ok(Ec2Fleet { clients, options })
     }
 
     fn settings(&self, release: &Release) -> Result<Settings> {
         let given: Ec2Settings = release.settings_as("the EC2 fleet")?;
+        if let Some(t) = &given.instance_type {
+            checks::instance_type("settings.instance_type", t)?;
+        }
+        checks::port("settings.port", given.port)?;
         Ok(Settings {
             instance_type: given
                 .instance_type
@@ -139,7 +188,7 @@ impl Ec2Fleet {
             .describe_instances()
             .set_filters(Some(filters))
             .into_paginator()
-            .page_size(BATCH as i32)
+            .page_size(self.options.page_size.unwrap_or(BATCH as i32))
             .items()
             .send()
             .collect::<std::result::Result<Vec<_>, _>>()

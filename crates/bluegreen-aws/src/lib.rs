@@ -21,6 +21,7 @@
 
 mod asg_fleet;
 mod calls;
+mod checks;
 mod config;
 mod error;
 mod fleet;

@@ -563,14 +563,19 @@ impl Router for ElbRouter {
             .send()
             .await
             .map_err(|e| map("DescribeTargetHealth", e))?;
-        let all = health.target_health_descriptions();
-        let healthy = all
+        // a draining target is leaving (deregistered: Auto Scaling scaled the group
+        // in or replaced it) and gets no new request: not a member any more
+        let members: Vec<_> = health
+            .target_health_descriptions()
             .iter()
-            .filter(|d| {
-                d.target_health().and_then(|h| h.state()) == Some(&TargetHealthStateEnum::Healthy)
-            })
+            .map(|d| d.target_health().and_then(|h| h.state()))
+            .filter(|s| *s != Some(&TargetHealthStateEnum::Draining))
+            .collect();
+        let healthy = members
+            .iter()
+            .filter(|s| **s == Some(&TargetHealthStateEnum::Healthy))
             .count();
-        Ok(Serving::new(healthy, all.len()))
+        Ok(Serving::new(healthy, members.len()))
     }
 }
 

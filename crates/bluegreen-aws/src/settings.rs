@@ -58,3 +58,38 @@ pub(crate) struct AsgFleetSettings {
     /// A script appended to the user data.
     pub user_data: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use bluegreen_core::settings::parse;
+    use serde::de::DeserializeOwned;
+
+    use super::*;
+
+    /// `keys` are exactly the fields of `T`: each is read, and the error for an
+    /// unknown key lists the fields, in their order, as `keys`.
+    fn lists_the_fields<T: DeserializeOwned>(keys: &[&str]) {
+        let mut given: BTreeMap<String, String> = keys
+            .iter()
+            .map(|k| (k.to_string(), if *k == "port" { "80" } else { "x" }.into()))
+            .collect();
+        parse::<T>("the fleet", &given).unwrap_or_else(|e| panic!("{keys:?}: {e}"));
+        given.insert("unknown".into(), "x".into());
+        let e = parse::<T>("the fleet", &given).err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "invalid settings.unknown: the fleet does not know it (it reads {})",
+                keys.join(", ")
+            )
+        );
+    }
+
+    #[test]
+    fn the_public_lists_are_the_settings_read() {
+        lists_the_fields::<Ec2Settings>(&SETTINGS);
+        lists_the_fields::<AsgSettings>(&ASG_SETTINGS);
+    }
+}

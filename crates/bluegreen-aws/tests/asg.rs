@@ -5,74 +5,65 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_sdk_autoscaling::types::LaunchTemplateSpecification;
-use aws_sdk_ec2::types::{Filter, RequestLaunchTemplateData};
+use aws_sdk_ec2::types::RequestLaunchTemplateData;
 use bluegreen_aws::{
-    AmiImage, AmiImageOptions, AsgFleet, AsgFleetOptions, AwsClients, ElbRouter, ElbRouterOptions,
-    TargetRegistration,
+    AsgFleet, AsgFleetOptions, AwsClients, ElbRouter, ElbRouterOptions, TargetRegistration,
 };
 use bluegreen_core::{
     App, DeployRequest, DeploymentId, Engine, EngineOptions, ErrorKind, Event, EventSink, Fleet,
-    Generation, Group, Health, Image, ImageId, ImageSource, Release, RouteTable, Router, Step,
-    Strategy,
+    Generation, Group, Health, Image, ImageId, Release, RouteTable, Router, Step, Strategy,
 };
 use bluegreen_testkit::conformance::{self, Settings, Sources};
-use support::{clients, network, stop_builders, Network};
+use support::{base, clients, Base};
 
 struct Rig {
-    clients: AwsClients,
-    net: Network,
-    image: AmiImage,
+    base: Base,
     fleet: AsgFleet,
     router: ElbRouter,
 }
 
+impl std::ops::Deref for Rig {
+    type Target = Base;
+    fn deref(&self) -> &Base {
+        &self.base
+    }
+}
+
 async fn rig(name: &str) -> Rig {
-    let clients = clients().await;
-    let net = network(&clients, name).await;
-    stop_builders(&clients);
-    let image = AmiImage::new(
-        clients.clone(),
-        AmiImageOptions::default()
-            .with_poll_interval(Duration::from_millis(100))
-            .with_builder_subnet(net.subnets[0].clone()),
-    );
+    rig_with(name, |o| o).await
+}
+
+/// A rig whose fleet options are `adjust`ed.
+async fn rig_with(name: &str, adjust: impl FnOnce(AsgFleetOptions) -> AsgFleetOptions) -> Rig {
+    let base = base(name).await;
     let fleet = AsgFleet::new(
-        clients.clone(),
-        AsgFleetOptions::new(net.subnets.clone())
-            .with_port(8080)
-            .with_health_check_grace_period(Duration::from_secs(120))
-            .with_delete_wait(Duration::from_secs(60)),
+        base.clients.clone(),
+        adjust(
+            AsgFleetOptions::new(base.net.subnets.clone())
+                .with_port(8080)
+                .with_health_check_grace_period(Duration::from_secs(120))
+                .with_delete_wait(Duration::from_secs(60)),
+        ),
     )
     .unwrap();
     let router = ElbRouter::new(
-        clients.clone(),
-        ElbRouterOptions::new(net.listener.clone(), net.vpc.clone())
+        base.clients.clone(),
+        ElbRouterOptions::new(base.net.listener.clone(), base.net.vpc.clone())
             .with_port(8080)
             .with_deregistration_delay(Duration::from_secs(5))
             .with_registration(TargetRegistration::AutoScalingGroup),
     );
     Rig {
-        clients,
-        net,
-        image,
+        base,
         fleet,
         router,
     }
 }
 
 impl Rig {
-    fn bake(&self, version: &str) -> ImageSource {
-        ImageSource::Bake {
-            base: self.net.base_ami.clone(),
-            script: format!(
-                "#!/bin/sh\necho version {version} > /etc/app-version\nshutdown -h now\n"
-            ),
-        }
-    }
-
     fn engine(&self, keep: usize) -> Engine {
         Engine::new(self.image.clone(), self.fleet.clone(), self.router.clone()).with_options(
             EngineOptions::default()
@@ -117,60 +108,14 @@ impl Rig {
             .collect()
     }
 
-    async fn target_groups(&self, app: &App) -> BTreeSet<String> {
-        let out = self
-            .clients
-            .elb()
-            .describe_target_groups()
-            .send()
-            .await
-            .unwrap();
-        out.target_groups()
-            .iter()
-            .filter_map(|t| t.target_group_name())
-            .filter(|n| n.starts_with(&app.slug()))
-            .map(str::to_owned)
-            .collect()
-    }
-
-    /// Instances not terminated (nor terminating) of the app, with their group tag.
+    /// Instances not terminated (nor terminating) of the app's groups, with their
+    /// group tag.
     async fn live_instances(&self, app: &App) -> Vec<(String, Option<String>)> {
-        let out = self
-            .clients
-            .ec2()
-            .describe_instances()
-            .filters(
-                Filter::builder()
-                    .name("instance-state-name")
-                    .set_values(Some(
-                        ["pending", "running", "stopping", "stopped"]
-                            .map(String::from)
-                            .to_vec(),
-                    ))
-                    .build(),
-            )
-            .filters(
-                Filter::builder()
-                    .name("tag:bluegreen.app")
-                    .values(app.name())
-                    .build(),
-            )
-            .send()
+        self.base
+            .live_instances(&[("bluegreen.app", app.name())])
             .await
-            .unwrap();
-        out.reservations()
-            .iter()
-            .flat_map(|r| r.instances())
-            .filter(|i| !i.tags().iter().any(|t| t.value() == Some("builder")))
-            .map(|i| {
-                let group = i
-                    .tags()
-                    .iter()
-                    .find(|t| t.key() == Some("bluegreen.group"))
-                    .and_then(|t| t.value())
-                    .map(str::to_owned);
-                (i.instance_id().unwrap().to_owned(), group)
-            })
+            .into_iter()
+            .filter(|(_, g)| g.is_some())
             .collect()
     }
 
@@ -810,4 +755,124 @@ async fn bad_settings_are_refused_before_any_call() {
         assert_eq!(e.kind(), ErrorKind::Invalid, "{key}={value}: {e}");
     }
     assert_eq!(clients.call_counts(), before, "no call was made");
+}
+
+/// The group's minimum, maximum and desired capacity.
+async fn capacity(clients: &AwsClients, group: &str) -> (i32, i32, i32) {
+    let out = clients
+        .autoscaling()
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(group)
+        .send()
+        .await
+        .unwrap();
+    let g = &out.auto_scaling_groups()[0];
+    (
+        g.min_size().unwrap(),
+        g.max_size().unwrap(),
+        g.desired_capacity().unwrap(),
+    )
+}
+
+/// With `EngineOptions::warm_size`, the previous group is scaled in after the switch
+/// (minimum and desired only) and back, healthy, before a rollback moves the
+/// listener to it. Describe calls go through a page size of 1, so that the groups
+/// and the scaled-back group's instances (two reservations) take several pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_group_is_scaled_in_and_back_before_a_rollback() {
+    let rig = rig_with("asg-warm", |o| o.with_page_size(1)).await;
+    let app = App::new("warm", "asg").unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let engine = rig
+        .engine(1)
+        .with_options(
+            EngineOptions::default()
+                .with_poll_interval(Duration::from_millis(200))
+                .with_drain(Duration::from_millis(100))
+                .with_keep(1)
+                .with_warm_size(Some(1)),
+        )
+        .with_events(EventSink::new({
+            let seen = seen.clone();
+            move |e: &Event| seen.lock().unwrap().push((Instant::now(), e.clone()))
+        }));
+    let request = |v: &str| DeployRequest::new(app.clone(), rig.bake(v)).size(3);
+    let v1 = engine.deploy(&request("1")).await.unwrap().live;
+    let before = rig.clients.call_counts();
+    let v2 = engine.deploy(&request("2")).await.unwrap().live;
+    let updates = |counts: &std::collections::BTreeMap<String, u64>| {
+        counts.get("UpdateAutoScalingGroup").copied().unwrap_or(0)
+    };
+    assert_eq!(
+        updates(&rig.clients.call_counts()) - updates(&before),
+        1,
+        "one UpdateAutoScalingGroup scales v1 in"
+    );
+    assert_eq!(capacity(&rig.clients, v1.as_str()).await, (1, 3, 1));
+    assert_eq!(capacity(&rig.clients, v2.as_str()).await, (3, 3, 3));
+    assert_eq!(rig.fleet.instances(&app, &v1).await.unwrap().len(), 1);
+
+    // the groups, one a page
+    let before = rig.clients.call_counts();
+    let groups = rig.fleet.groups(&app).await.unwrap();
+    assert_eq!(groups.len(), 2, "{groups:?}");
+    let pages = rig.clients.call_counts()["DescribeAutoScalingGroups"]
+        - before["DescribeAutoScalingGroups"];
+    assert!(pages >= 2, "{pages} pages for two groups");
+
+    seen.lock().unwrap().clear();
+    let started = Instant::now();
+    let back = engine.rollback(&app).await.unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!((back.to.clone(), back.relaunched), (v1.clone(), false));
+    let events = seen.lock().unwrap().clone();
+    let at = |wanted: &dyn Fn(&Event) -> bool| {
+        events
+            .iter()
+            .position(|(_, e)| wanted(e))
+            .unwrap_or_else(|| panic!("{events:#?}"))
+    };
+    let scaled = at(&|e| matches!(e, Event::GroupScaledOut { size: 3, .. }));
+    let healthy = at(&|e| matches!(e, Event::Health { healthy: 3, .. }));
+    let shifted = at(&|e| matches!(e, Event::TrafficShifted { .. }));
+    assert!(scaled < healthy && healthy < shifted, "{events:#?}");
+    println!(
+        "scaled back 1 -> 3 on moto: healthy {:?} after the scale-out call, listener moved after {:?}; the whole rollback {elapsed:?}",
+        events[healthy].0 - events[scaled].0,
+        events[shifted].0 - events[scaled].0,
+    );
+    assert_eq!(
+        rig.router.routes(&app).await.unwrap(),
+        RouteTable::single(v1.clone())
+    );
+    assert_eq!(capacity(&rig.clients, v1.as_str()).await, (3, 3, 3));
+    assert_eq!(
+        capacity(&rig.clients, v2.as_str()).await,
+        (1, 3, 1),
+        "the group rolled back from is scaled in"
+    );
+
+    // the scaled-back group's instances: one reservation from its launch, one from
+    // its scale-out, read on two pages at least, every one with its address
+    let before = rig.clients.call_counts();
+    let instances = rig.fleet.instances(&app, &v1).await.unwrap();
+    let pages = rig.clients.call_counts()["DescribeInstances"] - before["DescribeInstances"];
+    assert!(pages >= 2, "{pages} pages");
+    assert_eq!(instances.len(), 3, "{instances:?}");
+    assert!(
+        instances
+            .iter()
+            .all(|i| i.health.is_healthy() && i.address.is_some()),
+        "{instances:?}"
+    );
+
+    // scaling is idempotent, refuses a size above the maximum, and a missing group
+    let calls = rig.clients.call_counts();
+    rig.fleet.scale(&app, &v1, 3).await.unwrap();
+    assert_eq!(updates(&rig.clients.call_counts()), updates(&calls));
+    let e = rig.fleet.scale(&app, &v1, 4).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Invalid, "{e}");
+    let missing = Group::id_for(&app, Generation(99));
+    let e = rig.fleet.scale(&app, &missing, 1).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
 }

@@ -6,66 +6,51 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
-use bluegreen_aws::{
-    AmiImage, AmiImageOptions, AwsClients, Ec2Fleet, Ec2FleetOptions, ElbRouter, ElbRouterOptions,
-};
+use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
+use bluegreen_aws::{Ec2Fleet, Ec2FleetOptions, ElbRouter, ElbRouterOptions};
 use bluegreen_core::{
-    App, DeployRequest, Engine, EngineOptions, Event, EventSink, Fleet, Image, ImageSource,
-    RouteTable, Router, Step, Strategy,
+    App, DeployRequest, Engine, EngineOptions, ErrorKind, Event, EventSink, Fleet, Image, ImageId,
+    Release, RouteTable, Router, Step, Strategy,
 };
 use bluegreen_testkit::conformance::{self, Settings, Sources};
-use support::{clients, network, stop_builders, Network};
+use support::{base, Base};
 
 struct Rig {
-    clients: AwsClients,
-    net: Network,
-    image: AmiImage,
+    base: Base,
     fleet: Ec2Fleet,
     router: ElbRouter,
 }
 
+impl std::ops::Deref for Rig {
+    type Target = Base;
+    fn deref(&self) -> &Base {
+        &self.base
+    }
+}
+
 async fn rig(name: &str) -> Rig {
-    let clients = clients().await;
-    let net = network(&clients, name).await;
-    stop_builders(&clients);
-    let image = AmiImage::new(
-        clients.clone(),
-        AmiImageOptions::default()
-            .with_poll_interval(Duration::from_millis(100))
-            .with_builder_subnet(net.subnets[0].clone()),
-    );
+    let base = base(name).await;
     let fleet = Ec2Fleet::new(
-        clients.clone(),
+        base.clients.clone(),
         Ec2FleetOptions::default()
-            .with_subnets(net.subnets.clone())
+            .with_subnets(base.net.subnets.clone())
             .with_port(8080),
-    );
+    )
+    .unwrap();
     let router = ElbRouter::new(
-        clients.clone(),
-        ElbRouterOptions::new(net.listener.clone(), net.vpc.clone())
+        base.clients.clone(),
+        ElbRouterOptions::new(base.net.listener.clone(), base.net.vpc.clone())
             .with_port(8080)
             .with_deregistration_delay(Duration::from_secs(5)),
     );
     Rig {
-        clients,
-        net,
-        image,
+        base,
         fleet,
         router,
     }
 }
 
 impl Rig {
-    fn bake(&self, version: &str) -> ImageSource {
-        ImageSource::Bake {
-            base: self.net.base_ami.clone(),
-            script: format!(
-                "#!/bin/sh\necho version {version} > /etc/app-version\nshutdown -h now\n"
-            ),
-        }
-    }
-
     fn engine(&self) -> Engine {
         Engine::new(self.image.clone(), self.fleet.clone(), self.router.clone()).with_options(
             EngineOptions::default()
@@ -73,64 +58,6 @@ impl Rig {
                 .with_drain(Duration::from_millis(100))
                 .with_keep(0),
         )
-    }
-
-    /// Instances not terminated (nor terminating) with all of `filter_tags`, and
-    /// their group tag.
-    async fn live_instances(&self, filter_tags: &[(&str, &str)]) -> Vec<(String, Option<String>)> {
-        let mut filters = vec![Filter::builder()
-            .name("instance-state-name")
-            .set_values(Some(
-                ["pending", "running", "stopping", "stopped"]
-                    .map(String::from)
-                    .to_vec(),
-            ))
-            .build()];
-        for (k, v) in filter_tags {
-            filters.push(
-                Filter::builder()
-                    .name(format!("tag:{k}"))
-                    .values(*v)
-                    .build(),
-            );
-        }
-        let out = self
-            .clients
-            .ec2()
-            .describe_instances()
-            .set_filters(Some(filters))
-            .send()
-            .await
-            .unwrap();
-        out.reservations()
-            .iter()
-            .flat_map(|r| r.instances())
-            .map(|i| {
-                let group = i
-                    .tags()
-                    .iter()
-                    .find(|t| t.key() == Some("bluegreen.group"))
-                    .and_then(|t| t.value())
-                    .map(str::to_owned);
-                (i.instance_id().unwrap().to_owned(), group)
-            })
-            .collect()
-    }
-
-    async fn target_groups(&self, app: &App) -> BTreeSet<String> {
-        let out = self
-            .clients
-            .elb()
-            .describe_target_groups()
-            .send()
-            .await
-            .unwrap();
-        out.target_groups()
-            .iter()
-            .filter_map(|t| t.target_group_name())
-            .filter(|n| n.starts_with(&app.slug()))
-            .map(str::to_owned)
-            .collect()
     }
 }
 
@@ -404,4 +331,86 @@ async fn look_alike_instances_without_tags_survive() {
     for id in &foreign {
         assert!(running.contains(id), "{id} (no owner tag) survived");
     }
+}
+
+/// `DescribeInstances` through the SDK's paginator, a page of one reservation: a
+/// group launched in two subnets (two reservations) is read on two pages, whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_on_several_pages_are_all_read() {
+    let rig = rig("paged").await;
+    let fleet = Ec2Fleet::new(
+        rig.clients.clone(),
+        Ec2FleetOptions::default()
+            .with_subnets(rig.net.subnets.clone())
+            .with_port(8080)
+            .with_page_size(1),
+    )
+    .unwrap();
+    let app = App::new("paged", "aws").unwrap();
+    let engine = Engine::new(rig.image.clone(), fleet.clone(), rig.router.clone()).with_options(
+        EngineOptions::default()
+            .with_poll_interval(Duration::from_millis(200))
+            .with_drain(Duration::from_millis(100))
+            .with_keep(0),
+    );
+    let live = engine
+        .deploy(&DeployRequest::new(app.clone(), rig.bake("1")).size(4))
+        .await
+        .unwrap()
+        .live;
+    let pages = |before: &std::collections::BTreeMap<String, u64>| {
+        rig.clients.call_counts()["DescribeInstances"] - before["DescribeInstances"]
+    };
+    let before = rig.clients.call_counts();
+    let instances = fleet.instances(&app, &live).await.unwrap();
+    assert_eq!(instances.len(), 4, "{instances:?}");
+    assert!(instances.iter().all(|i| i.address.is_some()));
+    assert_eq!(pages(&before), 2, "one reservation a page");
+    let before = rig.clients.call_counts();
+    let groups = fleet.groups(&app).await.unwrap();
+    assert_eq!(groups.len(), 1);
+    assert_eq!(pages(&before), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_options_are_refused_before_any_call() {
+    let clients = support::clients().await;
+    let bad = [
+        (
+            Ec2FleetOptions::default().with_subnets(["sub-1"]),
+            "subnets",
+        ),
+        (
+            Ec2FleetOptions::default().with_subnets(["subnet-1", "subnet-1"]),
+            "subnets",
+        ),
+        (
+            Ec2FleetOptions::default().with_security_groups(["default"]),
+            "security_groups",
+        ),
+        (
+            Ec2FleetOptions::default().with_instance_type("large"),
+            "instance_type",
+        ),
+        (Ec2FleetOptions::default().with_port(0), "port"),
+        (Ec2FleetOptions::default().with_page_size(0), "page_size"),
+        (
+            Ec2FleetOptions::default().with_launch_template("my-template"),
+            "launch_template",
+        ),
+    ];
+    let before = clients.call_counts();
+    for (options, field) in bad {
+        let e = Ec2Fleet::new(clients.clone(), options).err().unwrap();
+        assert_eq!(e.kind(), ErrorKind::Invalid, "{field}: {e}");
+        assert!(e.to_string().contains(field), "{field}: {e}");
+    }
+    let fleet = Ec2Fleet::new(clients.clone(), Ec2FleetOptions::default()).unwrap();
+    for (key, value) in [("port", "0"), ("instance_type", "big"), ("flavour", "x")] {
+        let release = Release::new(ImageId::new("ami-12345678"), 1).with_setting(key, value);
+        let e = fleet.check_release(&release).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Invalid, "{key}={value}: {e}");
+        assert!(e.to_string().contains(&format!("settings.{key}")), "{e}");
+    }
+    assert_eq!(clients.call_counts(), before, "no call was made");
 }

@@ -8,7 +8,7 @@
 /// use bluegreen_core::FleetCapabilities;
 /// let caps = FleetCapabilities::default().with_batch_size(50);
 /// assert_eq!(caps.batch_size, Some(50));
-/// assert!(caps.warm_groups && !caps.launch_is_switch);
+/// assert!(caps.warm_groups && !caps.launch_is_switch && !caps.scaling);
 /// ```
 #[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,6 +29,11 @@ pub struct FleetCapabilities {
     /// The fleet runs release tasks ([`Fleet::start_task`](crate::Fleet::start_task)).
     /// Default false: a release with a task is then refused before anything happens.
     pub tasks: bool,
+    /// The fleet can change how many instances a group runs
+    /// ([`Fleet::scale`](crate::Fleet::scale)), so that a warm group waits scaled in
+    /// ([`EngineOptions::warm_size`](crate::EngineOptions::warm_size)). Default false:
+    /// the option is then refused before anything happens.
+    pub scaling: bool,
 }
 
 impl Default for FleetCapabilities {
@@ -38,6 +43,7 @@ impl Default for FleetCapabilities {
             warm_groups: true,
             launch_is_switch: false,
             tasks: false,
+            scaling: false,
         }
     }
 }
@@ -64,6 +70,12 @@ impl FleetCapabilities {
     /// Sets [`FleetCapabilities::tasks`].
     pub fn with_tasks(mut self, yes: bool) -> Self {
         self.tasks = yes;
+        self
+    }
+
+    /// Sets [`FleetCapabilities::scaling`].
+    pub fn with_scaling(mut self, yes: bool) -> Self {
+        self.scaling = yes;
         self
     }
 }

@@ -214,6 +214,22 @@ pub enum Event {
         /// The group.
         group: GroupId,
     },
+    /// A group kept warm was scaled in to `size` instances
+    /// ([`EngineOptions::warm_size`](crate::EngineOptions::warm_size)).
+    GroupScaledIn {
+        /// The group.
+        group: GroupId,
+        /// The instances it keeps.
+        size: u32,
+    },
+    /// A warm group was scaled back to its release's size before a rollback moves
+    /// traffic to it; the rollback waits until every instance is healthy.
+    GroupScaledOut {
+        /// The group.
+        group: GroupId,
+        /// Its release's size.
+        size: u32,
+    },
     /// A group was destroyed.
     GroupDestroyed {
         /// The group.
@@ -374,6 +390,12 @@ impl fmt::Display for Event {
             Event::StrategyAdapted { reason } => write!(f, "strategy adapted: {reason}"),
             Event::Draining { duration } => write!(f, "draining for {duration:?}"),
             Event::GroupKeptWarm { group } => write!(f, "{group} kept warm"),
+            Event::GroupScaledIn { group, size } => {
+                write!(f, "{group} scaled in to {size} instances")
+            }
+            Event::GroupScaledOut { group, size } => {
+                write!(f, "{group} scaled back to {size} instances")
+            }
             Event::GroupDestroyed { group } => write!(f, "{group} destroyed"),
             Event::ImageRemoved { image } => write!(f, "image {image} removed"),
             Event::Reverting { step, reason } => write!(f, "{step} failed, reverting: {reason}"),

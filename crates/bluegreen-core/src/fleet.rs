@@ -71,6 +71,29 @@ pub trait Fleet: Send + Sync {
     ///   still runs, even when the group has no instance.
     async fn destroy(&self, app: &App, group: &GroupId) -> Result<()>;
 
+    /// Sets how many instances `group` runs to `size` (0 allowed), and returns
+    /// without waiting for new instances to become healthy. The engine scales a
+    /// group kept warm in after it lost its traffic, and back to its release's size
+    /// before a rollback moves traffic to it
+    /// ([`EngineOptions::warm_size`](crate::EngineOptions::warm_size)).
+    ///
+    /// # Behavior
+    /// - Idempotent: scaling to the size the group has changes nothing. Instances
+    ///   beyond `size` are stopped (the platform chooses which); missing ones are
+    ///   started as [`Fleet::launch`] starts them, with [`Group::labels`].
+    /// - The group's record is unchanged (`release.size` stays the full size);
+    ///   [`Fleet::instances`] lists the instances it runs now.
+    /// - A group that does not exist is [`Error::NotFound`](crate::Error::NotFound).
+    /// - A fleet that cannot scale (the default) is
+    ///   [`Error::NotSupported`](crate::Error::NotSupported); it declares
+    ///   [`FleetCapabilities::scaling`] when it can.
+    async fn scale(&self, app: &App, group: &GroupId, size: u32) -> Result<()> {
+        let _ = (app, group, size);
+        Err(crate::Error::NotSupported {
+            what: "scaling a group on this fleet".into(),
+        })
+    }
+
     /// Starts the release task of `group` (`group.release.task`): its command, run
     /// once from the group's image with the release's environment and settings,
     /// labelled with [`Group::labels`]. Returns without waiting for it to finish.
@@ -121,6 +144,9 @@ impl<T: Fleet + ?Sized> Fleet for std::sync::Arc<T> {
     }
     async fn destroy(&self, app: &App, group: &GroupId) -> Result<()> {
         (**self).destroy(app, group).await
+    }
+    async fn scale(&self, app: &App, group: &GroupId, size: u32) -> Result<()> {
+        (**self).scale(app, group, size).await
     }
     async fn start_task(&self, group: &Group) -> Result<()> {
         (**self).start_task(group).await

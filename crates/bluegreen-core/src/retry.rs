@@ -222,6 +222,11 @@ impl<T: Fleet> Fleet for Retry<T> {
             .run("destroy", || self.inner.destroy(app, group))
             .await
     }
+    async fn scale(&self, app: &App, group: &GroupId, size: u32) -> Result<()> {
+        self.options
+            .run("scale", || self.inner.scale(app, group, size))
+            .await
+    }
     async fn start_task(&self, group: &Group) -> Result<()> {
         self.options
             .run("start_task", || self.inner.start_task(group))

@@ -41,11 +41,13 @@ pub enum Op {
     Task,
     /// [`Router::set_routes_many`](bluegreen_core::Router::set_routes_many).
     SetRoutesMany,
+    /// [`Fleet::scale`](bluegreen_core::Fleet::scale).
+    Scale,
 }
 
 impl Op {
     /// Every operation.
-    pub const ALL: [Op; 15] = [
+    pub const ALL: [Op; 16] = [
         Op::Prepare,
         Op::Images,
         Op::RemoveImage,
@@ -61,6 +63,7 @@ impl Op {
         Op::StartTask,
         Op::Task,
         Op::SetRoutesMany,
+        Op::Scale,
     ];
 
     /// Whether the operation changes the platform.
@@ -76,6 +79,7 @@ impl Op {
                 | Op::SetRoutes
                 | Op::StartTask
                 | Op::SetRoutesMany
+                | Op::Scale
         )
     }
 }

@@ -205,6 +205,11 @@ impl<T: Fleet> Fleet for Faulty<T> {
         self.inner.destroy(app, group).await
     }
 
+    async fn scale(&self, app: &App, group: &GroupId, size: u32) -> Result<()> {
+        self.call(Op::Scale).await?;
+        self.inner.scale(app, group, size).await
+    }
+
     async fn start_task(&self, group: &Group) -> Result<()> {
         self.call(Op::StartTask).await?;
         self.inner.start_task(group).await

@@ -49,7 +49,9 @@ pub(crate) fn health_of(instance: &StoredInstance, boot_time: std::time::Duratio
 #[async_trait]
 impl Fleet for MemoryFleet {
     fn capabilities(&self) -> FleetCapabilities {
-        let caps = FleetCapabilities::default().with_tasks(true);
+        let caps = FleetCapabilities::default()
+            .with_tasks(true)
+            .with_scaling(true);
         match self.platform.state().batch_size {
             Some(b) => caps.with_batch_size(b),
             None => caps,
@@ -201,6 +203,41 @@ impl Fleet for MemoryFleet {
             remove_task(&self.platform, app, group);
         }
         out
+    }
+
+    async fn scale(&self, app: &App, group: &GroupId, size: u32) -> Result<()> {
+        self.platform.call(Op::Scale).await?;
+        let mut state = self.platform.state();
+        let state = &mut *state;
+        let g = state
+            .groups
+            .iter_mut()
+            .find(|g| &g.id == group && labels::is_owned_by(&g.labels, app))
+            .ok_or_else(|| Error::not_found(format!("group {group}")))?;
+        let size = size as usize;
+        if g.instances.len() > size {
+            // like an Auto Scaling group's default policy: the oldest go first
+            g.instances.drain(..g.instances.len() - size);
+            return Ok(());
+        }
+        let record = Group::from_record(&g.record, &g.labels)?;
+        let behaviour = state
+            .images
+            .get(&record.release.image)
+            .ok_or_else(|| Error::not_found(format!("image {}", record.release.image)))?
+            .behaviour
+            .clone();
+        let now = Instant::now();
+        while g.instances.len() < size {
+            state.next_instance += 1;
+            g.instances.push(StoredInstance {
+                id: format!("i-{:08x}", state.next_instance),
+                launched: now,
+                behaviour: behaviour.clone(),
+                killed: false,
+            });
+        }
+        Ok(())
     }
 
     async fn start_task(&self, group: &Group) -> Result<()> {

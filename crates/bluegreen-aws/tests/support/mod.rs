@@ -1,13 +1,16 @@
 //! The AWS API in the tests: a real `moto` server on a free loopback port, installed
-//! into the project's `.venv` when missing, and the network a test deploys into.
+//! into the project's `.venv` when missing, the network a test deploys into, and
+//! what every rig reads back from the account.
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use bluegreen_aws::{AwsClients, AwsOptions};
+use bluegreen_aws::{AmiImage, AmiImageOptions, AwsClients, AwsOptions};
+use bluegreen_core::{App, ImageSource};
 
 struct Moto {
     endpoint: String,
@@ -258,4 +261,105 @@ pub fn stop_builders(_clients: &AwsClients) {
             });
         });
     });
+}
+
+/// What every rig starts from: clients pointed at moto, a network of its own (one
+/// load balancer listener serves one app), builders stopped as their script would,
+/// and an image provider that bakes from the network's base AMI.
+pub struct Base {
+    pub clients: AwsClients,
+    pub net: Network,
+    pub image: AmiImage,
+}
+
+pub async fn base(name: &str) -> Base {
+    let clients = clients().await;
+    let net = network(&clients, name).await;
+    stop_builders(&clients);
+    let image = AmiImage::new(
+        clients.clone(),
+        AmiImageOptions::default()
+            .with_poll_interval(Duration::from_millis(100))
+            .with_builder_subnet(net.subnets[0].clone()),
+    );
+    Base {
+        clients,
+        net,
+        image,
+    }
+}
+
+impl Base {
+    /// A bake of version `version` from the base AMI.
+    pub fn bake(&self, version: &str) -> ImageSource {
+        ImageSource::Bake {
+            base: self.net.base_ami.clone(),
+            script: format!(
+                "#!/bin/sh\necho version {version} > /etc/app-version\nshutdown -h now\n"
+            ),
+        }
+    }
+
+    /// Target groups whose name starts with the app's slug.
+    pub async fn target_groups(&self, app: &App) -> BTreeSet<String> {
+        let out = self
+            .clients
+            .elb()
+            .describe_target_groups()
+            .send()
+            .await
+            .unwrap();
+        out.target_groups()
+            .iter()
+            .filter_map(|t| t.target_group_name())
+            .filter(|n| n.starts_with(&app.slug()))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Instances not terminated (nor terminating) with all of `filter_tags`, and
+    /// their group tag (builders have none).
+    pub async fn live_instances(
+        &self,
+        filter_tags: &[(&str, &str)],
+    ) -> Vec<(String, Option<String>)> {
+        use aws_sdk_ec2::types::Filter;
+        let mut filters = vec![Filter::builder()
+            .name("instance-state-name")
+            .set_values(Some(
+                ["pending", "running", "stopping", "stopped"]
+                    .map(String::from)
+                    .to_vec(),
+            ))
+            .build()];
+        for (k, v) in filter_tags {
+            filters.push(
+                Filter::builder()
+                    .name(format!("tag:{k}"))
+                    .values(*v)
+                    .build(),
+            );
+        }
+        let out = self
+            .clients
+            .ec2()
+            .describe_instances()
+            .set_filters(Some(filters))
+            .send()
+            .await
+            .unwrap();
+        out.reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .map(|i| {
+                let group = i
+                    .tags()
+                    .iter()
+                    .find(|t| t.key() == Some("bluegreen.group"))
+                    .and_then(|t| t.value())
+                    .map(str::to_owned);
+                (i.instance_id().unwrap().to_owned(), group)
+            })
+            .collect()
+    }
 }

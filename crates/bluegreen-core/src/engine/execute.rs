@@ -178,6 +178,10 @@ impl Run<'_> {
                         observed.groups.push(group.clone());
                     }
                 }),
+                Plan::ScaleOut => self
+                    .step(Step::Launch, self.scale_out(group))
+                    .await
+                    .map(|()| progress.scaled_out = true),
                 Plan::WaitHealthy => self
                     .step(Step::WaitHealthy, self.wait_healthy(group))
                     .await
@@ -463,6 +467,21 @@ impl Run<'_> {
         self.emit(Event::GroupLaunched {
             group: group.id.clone(),
             size: group.release.size,
+        });
+        Ok(())
+    }
+
+    /// Scales a warm group back to its release's size.
+    async fn scale_out(&self, group: &Group) -> Result<()> {
+        let size = group.release.size;
+        self.change(
+            "scale out",
+            self.engine.fleet.scale(self.app, &group.id, size),
+        )
+        .await?;
+        self.emit(Event::GroupScaledOut {
+            group: group.id.clone(),
+            size,
         });
         Ok(())
     }
@@ -986,7 +1005,7 @@ fn step_of(plan: &Plan) -> Option<Step> {
     Some(match plan {
         Plan::RunTask => Step::Task,
         Plan::Hook { .. } => Step::Hook,
-        Plan::Launch => Step::Launch,
+        Plan::Launch | Plan::ScaleOut => Step::Launch,
         Plan::WaitHealthy => Step::WaitHealthy,
         Plan::Attach => Step::Attach,
         Plan::Verify => Step::Verify,

@@ -388,7 +388,18 @@ impl Engine {
     }
 
     fn validate_options(&self) -> Result<()> {
-        self.options.validate()
+        self.options.validate()?;
+        if self.options.warm_size.is_some() {
+            let fleet = self.fleet.capabilities();
+            if !fleet.scaling || !fleet.warm_groups || fleet.launch_is_switch {
+                return Err(Error::invalid(
+                    "options.warm_size",
+                    "this fleet cannot scale a warm group (it does not declare \
+                     FleetCapabilities::scaling, or keeps no warm group)",
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn validate(&self, request: &DeployRequest) -> Result<()> {

@@ -35,6 +35,14 @@ pub struct EngineOptions {
     /// How many earlier groups stay warm (launched, attached, without traffic) for an
     /// instant rollback. Default 1.
     pub keep: usize,
+    /// Scale the groups kept warm down to this many instances (0 allowed) once the
+    /// switch is done, and back to their release's size, waiting until every
+    /// instance is healthy and the router says so, before a rollback moves traffic
+    /// to one. `None` (the default) keeps them at full size. Needs a fleet that
+    /// declares [`FleetCapabilities::scaling`](crate::FleetCapabilities::scaling).
+    /// A rollback to a scaled-in group takes as long as its new instances take to
+    /// become healthy, instead of a route change.
+    pub warm_size: Option<u32>,
     /// Keep a new group that failed (for debugging) instead of destroying it.
     /// Default false.
     pub keep_failed: bool,
@@ -59,6 +67,7 @@ impl Default for EngineOptions {
             prepare_timeout: Duration::from_secs(3600),
             drain: Duration::from_secs(10),
             keep: 1,
+            warm_size: None,
             keep_failed: false,
             retain_images: 3,
             lock_lease: Duration::from_secs(60),
@@ -99,6 +108,9 @@ impl EngineOptions {
     setter!(
         /// Sets [`EngineOptions::keep`].
         with_keep, keep: usize);
+    setter!(
+        /// Sets [`EngineOptions::warm_size`].
+        with_warm_size, warm_size: Option<u32>);
     setter!(
         /// Sets [`EngineOptions::keep_failed`].
         with_keep_failed, keep_failed: bool);

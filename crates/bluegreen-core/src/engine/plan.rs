@@ -65,6 +65,10 @@ pub(crate) struct Observed {
     /// Groups the router had attached when the operation chose its target (the
     /// target only, where the executor asked).
     pub(crate) attached: BTreeSet<GroupId>,
+    /// Warm groups may run scaled in
+    /// ([`EngineOptions::warm_size`](crate::EngineOptions::warm_size)): a rollback
+    /// brings one back to its size instead of passing it over.
+    pub(crate) warm_scaled: bool,
 }
 
 impl Observed {
@@ -100,6 +104,26 @@ impl Observed {
         self.instances
             .get(group)
             .map(|list| list.iter().filter(|i| i.health.is_healthy()).count())
+    }
+
+    /// Whether a warm group can take traffic back: all its instances healthy, or,
+    /// where warm groups run scaled in, none of them failing (it is scaled back and
+    /// waited for first).
+    fn ready_to_return(&self, group: &Group) -> bool {
+        let Some(list) = self.instances.get(&group.id) else {
+            return false;
+        };
+        if self.healthy(&group.id).unwrap_or(0) >= group.release.size as usize {
+            return true;
+        }
+        self.warm_scaled
+            && list.len() <= group.release.size as usize
+            && list.iter().all(|i| {
+                matches!(
+                    i.health,
+                    crate::instance::Health::Healthy | crate::instance::Health::Starting
+                )
+            })
     }
 }
 
@@ -141,6 +165,8 @@ pub(crate) struct Progress {
     pub(crate) retired: bool,
     /// The release task succeeded (this run started it or found it finished).
     pub(crate) task_done: bool,
+    /// The warm target was scaled back to its size by this run.
+    pub(crate) scaled_out: bool,
     /// Hook stages answered in this run, with the weight they were at.
     pub(crate) hooks_done: BTreeSet<(Stage, u8)>,
 }
@@ -159,6 +185,8 @@ pub(crate) enum Plan {
     Hook { stage: Stage, weight: u8 },
     /// Launch the target group (idempotent).
     Launch,
+    /// Scale a warm target back to its release's size (idempotent).
+    ScaleOut,
     /// Wait until every wanted instance is healthy.
     WaitHealthy,
     /// Attach the group to the router without traffic.
@@ -388,7 +416,7 @@ fn choose_release(
         .iter()
         .filter(|g| g.id != live.id && g.release == release)
         .filter(|g| !strict_history || same_history(g))
-        .filter(|g| observed.healthy(&g.id).unwrap_or(0) >= g.release.size as usize)
+        .filter(|g| observed.ready_to_return(g))
         .max_by_key(|g| g.generation);
     if let Some(g) = warm {
         return Target {
@@ -511,6 +539,15 @@ fn next(
     // finish a launch an interrupted run left half done
     if !exists || (target.disposable && !progress.launched) {
         return Plan::Launch;
+    }
+    // a warm group brought back may run scaled in: it gets its size back before it
+    // is waited for, and it gets no traffic before every instance is healthy
+    if observed.warm_scaled
+        && !target.disposable
+        && !progress.scaled_out
+        && progress.healthy.is_none()
+    {
+        return Plan::ScaleOut;
     }
     if progress.healthy.is_none() {
         return Plan::WaitHealthy;
@@ -674,6 +711,7 @@ mod tests {
             routes,
             instances: BTreeMap::new(),
             attached: BTreeSet::new(),
+            warm_scaled: false,
         }
     }
 
@@ -1013,6 +1051,106 @@ mod tests {
         o.instances.insert(gid(2), healthy(1));
         let t = chosen(&o, &Intent::Rollback { force: false });
         assert_eq!(t.group.id, gid(4));
+    }
+
+    #[test]
+    fn a_scaled_in_warm_group_is_scaled_back_and_waited_for_before_traffic() {
+        let v2 = group(2, "r1", &[]);
+        let v3 = group(3, "r2", &["r1"]);
+        let starting = |n: usize| -> Vec<Instance> {
+            (0..n)
+                .map(|i| Instance::new(format!("s-{i}"), None, Health::Starting))
+                .collect()
+        };
+        let rollback = Intent::Rollback { force: false };
+        // scaled in to 0, to 1, or scaled back and still booting after a crash
+        for listed in [
+            vec![],
+            healthy(1),
+            starting(2),
+            [healthy(1), starting(1)].concat(),
+        ] {
+            let mut o = observed(vec![v2.clone(), v3.clone()], RouteTable::single(gid(3)));
+            o.warm_scaled = true;
+            o.instances.insert(gid(2), listed.clone());
+            let t = chosen(&o, &rollback);
+            assert_eq!(t.group.id, gid(2), "{listed:?}");
+            assert!(!t.disposable);
+            let mut p = Progress {
+                target: Some(t.clone()),
+                ..Progress::default()
+            };
+            assert_eq!(plan(&o, &p, &rollback, &Policy::default()), Plan::ScaleOut);
+            p.scaled_out = true;
+            assert_eq!(
+                plan(&o, &p, &rollback, &Policy::default()),
+                Plan::WaitHealthy
+            );
+            // healthy: then attached again (with every member), verified, and asked
+            // at the router before the switch
+            p.healthy = Some(healthy(2));
+            assert_eq!(plan(&o, &p, &rollback, &Policy::default()), Plan::Attach);
+            let p = Progress {
+                scaled_out: true,
+                ..verified(t)
+            };
+            assert!(matches!(
+                plan(&o, &p, &rollback, &Policy::default()),
+                Plan::Ready { weight: 100, .. }
+            ));
+        }
+        // a failing instance: the group is passed over, a new one launched
+        for listed in [
+            vec![Instance::new(
+                "x",
+                None,
+                Health::Unhealthy {
+                    reason: "500".into(),
+                },
+            )],
+            vec![Instance::new(
+                "x",
+                None,
+                Health::Stopped {
+                    reason: "terminated".into(),
+                },
+            )],
+            healthy(3),
+        ] {
+            let mut o = observed(vec![v2.clone(), v3.clone()], RouteTable::single(gid(3)));
+            o.warm_scaled = true;
+            o.instances.insert(gid(2), listed.clone());
+            let t = chosen(&o, &rollback);
+            if listed.len() == 3 {
+                // more than its size, all healthy: ready as it is, scaled to its size
+                assert_eq!(t.group.id, gid(2));
+            } else {
+                assert_eq!(t.group.id, gid(4), "{listed:?}");
+            }
+        }
+        // without scaled warm groups, a group short of instances is not used
+        let mut o = observed(vec![v2, v3], RouteTable::single(gid(3)));
+        o.instances.insert(gid(2), healthy(1));
+        assert_eq!(chosen(&o, &rollback).group.id, gid(4));
+    }
+
+    #[test]
+    fn a_deployment_never_scales_its_own_group() {
+        let mut o = observed(vec![group(1, "r1", &[])], RouteTable::single(gid(1)));
+        o.warm_scaled = true;
+        let intent = deploy("r2");
+        let t = chosen(&o, &intent);
+        let p = Progress {
+            target: Some(t),
+            ..Progress::default()
+        };
+        assert_eq!(plan(&o, &p, &intent, &Policy::default()), Plan::Launch);
+        let p = Progress {
+            launched: true,
+            ..p
+        };
+        o.groups.push(p.target.clone().unwrap().group);
+        assert_eq!(plan(&o, &p, &intent, &Policy::default()), Plan::WaitHealthy);
     }
 
     #[test]

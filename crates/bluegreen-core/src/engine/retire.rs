@@ -1,5 +1,5 @@
-//! Step 8: drain and retire: keep the last `keep` groups warm, destroy older ones,
-//! remove images beyond retention.
+//! Step 8: drain and retire: keep the last `keep` groups warm (scaled in to
+//! `warm_size` when set), destroy older ones, remove images beyond retention.
 
 use std::collections::BTreeSet;
 
@@ -36,7 +36,13 @@ impl Run<'_> {
                     )
                 });
                 let destroy = others.split_off(options.keep.min(others.len()));
-                if destroy.iter().any(|g| before.weight(&g.id) > 0) && !options.drain.is_zero() {
+                // groups that lose instances: those destroyed, and those kept warm
+                // scaled in
+                let scaled = others.iter().filter(|g| scales_in(g, options.warm_size));
+                let shrinking = destroy.iter().chain(scaled);
+                if shrinking.into_iter().any(|g| before.weight(&g.id) > 0)
+                    && !options.drain.is_zero()
+                {
                     self.emit(Event::Draining {
                         duration: options.drain,
                     });
@@ -61,6 +67,16 @@ impl Run<'_> {
             for g in &destroy {
                 self.destroy_group(&g.id).await?;
                 destroyed.push(g.id.clone());
+            }
+            if let Some(size) = options.warm_size {
+                for g in keep.iter().filter(|g| scales_in(g, Some(size))) {
+                    self.change("scale in", self.engine.fleet.scale(self.app, &g.id, size))
+                        .await?;
+                    self.emit(Event::GroupScaledIn {
+                        group: g.id.clone(),
+                        size,
+                    });
+                }
             }
             let mut images = self
                 .call("list images", self.engine.image.images(self.app))
@@ -89,4 +105,9 @@ impl Run<'_> {
         })
         .await
     }
+}
+
+/// Whether a group kept warm is scaled in to `warm_size`: only below its size.
+fn scales_in(group: &Group, warm_size: Option<u32>) -> bool {
+    warm_size.is_some_and(|size| size < group.release.size)
 }

@@ -104,6 +104,7 @@ impl Run<'_> {
                 routes,
                 instances: Default::default(),
                 attached: Default::default(),
+                warm_scaled: self.engine.options.warm_size.is_some(),
             })
         })
         .await
