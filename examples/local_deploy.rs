@@ -172,8 +172,8 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Event::Reverting { reason, .. } => println!("  reverting: {reason}"),
         _ => {}
     });
-    let mut engine = Engine::new(image.clone(), fleet.clone(), proxy.router())
-        .with_lock(Arc::new(FileLock::new(&state)))
+    // the image, the fleet, the proxy's router and the machine's FileLock
+    let mut engine = Engine::from_parts(fleet.parts(proxy.router()))
         .with_events(events);
     let app_of = |t: &Target| App::new(&t.app, &t.environment);
     match cli.command {

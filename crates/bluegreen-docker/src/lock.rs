@@ -168,7 +168,7 @@ impl Store for Containers {
                     .map(|n| n.trim_start_matches('/').to_owned())
                     .unwrap_or_default();
                 Stored {
-                    data: Data::Labels(labels_of(c.labels.as_ref()),
+                    data: Data::Labels(labels_of(c.labels.as_ref())),
                     id: c.id.unwrap_or_else(|| name.clone()),
                     name,
                 }

@@ -123,7 +123,7 @@ impl Store for Secrets {
                 let spec = s.spec.as_ref();
                 let name = spec.and_then(|s| s.name.clone()).unwrap_or_default();
                 Stored {
-                    data: Data::Labels(labels_of(spec.and_then(|s| s.labels.as_ref())),
+                    data: Data::Labels(labels_of(spec.and_then(|s| s.labels.as_ref()))),
                     id: s.id.unwrap_or_else(|| name.clone()),
                     name,
                 }
