@@ -17,10 +17,9 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use bluegreen::local::{proxy_binary, FileLock, LocalFleet, LocalImage, LocalProxy, StateDir};
+use bluegreen::local::{proxy_binary, LocalFleet, LocalImage, LocalProxy, StateDir};
 use bluegreen::{
     App, DeployRequest, Engine, EngineOptions, Event, EventSink, Fleet, GroupId, Image, ImageId,
     ImageSource, Router, Strategy,
