@@ -23,10 +23,9 @@ mod progress;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use bluegreen::local::{proxy_binary, FileLock, LocalFleet, LocalImage, LocalProxy, StateDir};
+use bluegreen::local::{proxy_binary, LocalFleet, LocalImage, LocalProxy, StateDir};
 use bluegreen::{
     App, DeployRequest, Engine, EngineOptions, Event, Fleet, GroupId, Image, ImageId, ImageSource,
     Router, Strategy,
@@ -183,8 +182,8 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             _ => return None,
         })
     });
-    let mut engine = Engine::new(image.clone(), fleet.clone(), proxy.router())
-        .with_lock(Arc::new(FileLock::new(&state)))
+    // the image, the fleet, the proxy's router and the machine's FileLock
+    let mut engine = Engine::from_parts(fleet.parts(proxy.router()))
         .with_events(events);
     let app_of = |t: &Target| App::new(&t.app, &t.environment);
     match cli.command {

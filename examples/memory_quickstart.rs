@@ -48,7 +48,7 @@ async fn main() -> Result<(), bluegreen::Error> {
         .set_boot_time(Duration::from_secs(8))
         .set_latency(Duration::from_millis(50))
         .set_behaviour("web:3", Behaviour::NeverHealthy);
-    let engine = Engine::new(platform.image(), platform.fleet(), platform.router())
+    let engine = Engine::from_parts(platform.parts())
         .with_options(EngineOptions::default().with_health_timeout(Duration::from_secs(60)))
         .with_events(progress());
     let app = App::new("web", "production")?;

@@ -55,7 +55,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     let started = Instant::now();
     let shown = Progress::stdout();
-    let engine = Engine::new(image.clone(), fleet.clone(), proxy.router())
+    // the image, the fleet, the proxy's router and the machine's FileLock
+    let engine = Engine::from_parts(fleet.parts(proxy.router()))
         .with_events(shown.sink(move |event| line(started, event)))
         .with_options(
             EngineOptions::default()

@@ -38,7 +38,7 @@ async fn replace(size: u32) -> Figures {
         .set_latency(LATENCY)
         .set_boot_time(BOOT)
         .set_batch_size(BATCH);
-    let engine = Engine::new(platform.image(), platform.fleet(), platform.router()).with_options(
+    let engine = Engine::from_parts(platform.parts()).with_options(
         EngineOptions::default()
             .with_keep(0)
             .with_drain(DRAIN)

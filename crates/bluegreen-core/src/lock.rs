@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -82,11 +82,17 @@ impl fmt::Display for FencingToken {
 /// when the lock has been released since.
 ///
 /// What a lock excludes is where its state lives:
-/// - [`MemoryLock`]: deployments in one process (engines sharing the value);
+/// - [`MemoryLock`]: deployments in one process (engines sharing the value;
+///   [`MemoryLock::process`], the engine's default, is shared by every engine of the
+///   process);
 /// - `FileLock` (`bluegreen-local`): every process on one machine that uses the same
 ///   state directory;
+/// - `DockerLock` (`bluegreen-docker`): every machine that deploys through one Docker
+///   daemon; `SwarmLock`: every machine that deploys to one swarm;
 /// - `Ec2Lock` (`bluegreen-aws`): every machine that reaches the AWS account and
-///   region (and VPC).
+///   region (and VPC);
+/// - `PlatformLock` (`bluegreen-paas`): every machine that deploys through one
+///   platform account (with one name prefix).
 ///
 /// An implementation keeps, per app, the current holder with its token and lease,
 /// and the last token it gave, also after a release. The testkit's
@@ -154,6 +160,10 @@ struct Entry {
 /// expires leases too). Engines that share it exclude each other; nothing outside
 /// this process sees it.
 ///
+/// [`MemoryLock::process`] is the one every engine of the process uses unless given
+/// another: two engines of one process deploying one app exclude each other. A
+/// [`MemoryLock::new`] is a table of its own, shared only by the engines given it.
+///
 /// Tokens count from 1 per app. A holder whose lease passed while nobody took the
 /// lock keeps it: its renewal succeeds, and taking it again gives the same token.
 #[derive(Default)]
@@ -169,9 +179,18 @@ impl std::fmt::Debug for MemoryLock {
 }
 
 impl MemoryLock {
-    /// An empty lock table.
+    /// An empty lock table of its own.
     pub fn new() -> Self {
         MemoryLock::default()
+    }
+
+    /// This process's lock table: the same value on every call, the default lock of
+    /// every [`Engine`](crate::Engine). Its leases run on the clock of the tokio
+    /// runtime that calls it; programs that run several runtimes with paused clocks
+    /// (tests) should give each its own [`MemoryLock::new`].
+    pub fn process() -> Arc<MemoryLock> {
+        static PROCESS: OnceLock<Arc<MemoryLock>> = OnceLock::new();
+        PROCESS.get_or_init(|| Arc::new(MemoryLock::new())).clone()
     }
 
     /// The current holder of `app`'s lock, if its lease has not passed.

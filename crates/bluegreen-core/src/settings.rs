@@ -66,6 +66,64 @@ pub fn parse<T: DeserializeOwned>(
     })
 }
 
+/// The keys a settings struct reads: the fields of `T` (after serde's `rename`), in
+/// their order, as its derived `Deserialize` gives them to `deserialize_struct`. A
+/// provider derives its list of settings from its struct with it, so that the list
+/// and what is read cannot disagree. Empty for a type that is not a plain struct
+/// (one with `#[serde(flatten)]`, a map).
+///
+/// ```
+/// use bluegreen_core::settings::{fields, Millis};
+/// use serde::Deserialize;
+///
+/// #[derive(Deserialize)]
+/// #[serde(deny_unknown_fields)]
+/// struct MySettings {
+///     port: Option<u16>,
+///     #[serde(rename = "stop_timeout_ms")]
+///     stop_timeout: Option<Millis>,
+/// }
+/// assert_eq!(fields::<MySettings>(), ["port", "stop_timeout_ms"]);
+/// ```
+pub fn fields<T: DeserializeOwned>() -> &'static [&'static str] {
+    let mut seen = None;
+    // the deserializer records the fields and stops: the error is expected
+    let _ = T::deserialize(FieldNames { seen: &mut seen });
+    seen.unwrap_or(&[])
+}
+
+/// A deserializer that records the fields a struct asks for, and reads nothing.
+struct FieldNames<'a> {
+    seen: &'a mut Option<&'static [&'static str]>,
+}
+
+impl<'de> de::Deserializer<'de> for FieldNames<'_> {
+    type Error = SettingError;
+
+    fn deserialize_any<V: Visitor<'de>>(
+        self,
+        _visitor: V,
+    ) -> std::result::Result<V::Value, SettingError> {
+        Err(de::Error::custom("not a struct"))
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        _visitor: V,
+    ) -> std::result::Result<V::Value, SettingError> {
+        *self.seen = Some(fields);
+        Err(de::Error::custom("fields recorded"))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct newtype_struct seq tuple
+        tuple_struct map enum identifier ignored_any
+    }
+}
+
 /// A duration given in whole milliseconds (`"2500"`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Millis(pub Duration);

@@ -83,6 +83,7 @@ impl Guard {
     }
     fn engine(&self) -> Engine {
         Engine::new(self.platform.image(), self.fleet(), self.router())
+            .with_lock(self.platform.lock())
     }
 }
 
@@ -730,7 +731,7 @@ async fn rollback_follows_a_stack_through_deploys_failures_and_rollback_to() {
 #[tokio::test(start_paused = true)]
 async fn rollback_walks_back_history_len_releases_then_refuses() {
     let platform = MemoryPlatform::new();
-    let engine = Engine::new(platform.image(), platform.fleet(), platform.router())
+    let engine = Engine::from_parts(platform.parts())
         .with_options(options().with_keep(1).with_drain(Duration::ZERO));
     let tags: Vec<String> = (1..=12).map(|n| format!("r{n}")).collect();
     for t in &tags {
@@ -757,7 +758,7 @@ async fn rollback_walks_back_history_len_releases_then_refuses() {
 async fn rollback_to_the_live_image_changes_no_route_and_unknown_is_not_found() {
     let platform = MemoryPlatform::new();
     let engine =
-        Engine::new(platform.image(), platform.fleet(), platform.router()).with_options(options());
+        Engine::from_parts(platform.parts()).with_options(options());
     engine.deploy(&req("1")).await.unwrap();
     engine.deploy(&req("2")).await.unwrap();
     let two = image_id(&platform, &app(), "2").await;
@@ -987,7 +988,7 @@ async fn concurrent_apps_are_independent_and_the_sink_follows_each() {
     platform.set_latency(Duration::from_millis(100));
     platform.set_behaviour("web:bad", Behaviour::NeverHealthy);
     let (sink, seen) = recording();
-    let engine = Engine::new(platform.image(), platform.fleet(), platform.router())
+    let engine = Engine::from_parts(platform.parts())
         .with_options(options().with_health_timeout(Duration::from_secs(30)))
         .with_events(sink);
     let web = app();
@@ -1129,7 +1130,7 @@ async fn events_of_a_reverted_canary_make_sense() {
     let platform = MemoryPlatform::new();
     platform.set_behaviour("web:err", Behaviour::ErrorRate(0.5));
     let (sink, seen) = recording();
-    let engine = Engine::new(platform.image(), platform.fleet(), platform.router())
+    let engine = Engine::from_parts(platform.parts())
         .with_options(options())
         .with_events(sink);
     engine.deploy(&req("1")).await.unwrap();
@@ -1214,7 +1215,7 @@ async fn a_release_as_good_as_the_baseline_passes_the_increase_limit_after_the_s
     platform.set_behaviour("web:1", Behaviour::ErrorRate(0.2));
     platform.set_behaviour("web:2", Behaviour::ErrorRate(0.2));
     let engine =
-        Engine::new(platform.image(), platform.fleet(), platform.router()).with_options(options());
+        Engine::from_parts(platform.parts()).with_options(options());
     engine.deploy(&req("1")).await.unwrap();
     tokio::time::sleep(Duration::from_secs(60)).await;
     let r = engine
@@ -1236,7 +1237,7 @@ async fn a_worse_release_breaks_the_increase_limit() {
     platform.set_behaviour("web:1", Behaviour::ErrorRate(0.05));
     platform.set_behaviour("web:2", Behaviour::ErrorRate(0.4));
     let engine =
-        Engine::new(platform.image(), platform.fleet(), platform.router()).with_options(options());
+        Engine::from_parts(platform.parts()).with_options(options());
     engine.deploy(&req("1")).await.unwrap();
     let e = engine
         .deploy(&req("2").strategy(
@@ -1271,7 +1272,7 @@ async fn a_worse_release_breaks_the_increase_limit() {
 #[tokio::test(start_paused = true)]
 async fn analysis_checks_run_at_each_step_and_every_poll_of_the_bake() {
     let platform = MemoryPlatform::new();
-    let engine = Engine::new(platform.image(), platform.fleet(), platform.router())
+    let engine = Engine::from_parts(platform.parts())
         .with_options(options().with_poll_interval(Duration::from_secs(5)));
     engine.deploy(&req("1")).await.unwrap();
     let calls: Shared<(u8, bool, bool, String)> = Arc::default();
@@ -1321,7 +1322,7 @@ async fn analysis_checks_run_at_each_step_and_every_poll_of_the_bake() {
 async fn a_failing_analysis_check_in_the_bake_switches_back_in_one_change() {
     let platform = MemoryPlatform::new();
     let engine =
-        Engine::new(platform.image(), platform.fleet(), platform.router()).with_options(options());
+        Engine::from_parts(platform.parts()).with_options(options());
     engine.deploy(&req("1")).await.unwrap();
     let n = Arc::new(AtomicU32::new(0));
     let check = check_fn("flaky", {
@@ -1364,7 +1365,7 @@ async fn a_failing_analysis_check_in_the_bake_switches_back_in_one_change() {
 async fn a_first_deployment_has_no_watch() {
     let platform = MemoryPlatform::new();
     let (sink, seen) = recording();
-    let engine = Engine::new(platform.image(), platform.fleet(), platform.router())
+    let engine = Engine::from_parts(platform.parts())
         .with_options(options())
         .with_events(sink);
     let t = Instant::now();
@@ -1581,7 +1582,7 @@ async fn every_bad_input_names_its_field_with_zero_platform_calls() {
     ];
     for (field, request) in cases {
         let platform = MemoryPlatform::new();
-        let engine = Engine::new(platform.image(), platform.fleet(), platform.router())
+        let engine = Engine::from_parts(platform.parts())
             .with_options(options());
         for (op, r) in [
             ("deploy", engine.deploy(&request).await.map(|_| ())),
@@ -1631,7 +1632,7 @@ async fn every_bad_input_names_its_field_with_zero_platform_calls() {
     for (field, o) in bad_options {
         let platform = MemoryPlatform::new();
         let engine =
-            Engine::new(platform.image(), platform.fleet(), platform.router()).with_options(o);
+            Engine::from_parts(platform.parts()).with_options(o);
         let results = [
             ("deploy", engine.deploy(&req("1")).await.map(|_| ())),
             ("rollback", engine.rollback(&app()).await.map(|_| ())),
@@ -1674,7 +1675,7 @@ async fn every_bad_input_names_its_field_with_zero_platform_calls() {
 async fn promote_and_rollback_with_validate_before_any_call() {
     let platform = MemoryPlatform::new();
     let engine =
-        Engine::new(platform.image(), platform.fleet(), platform.router()).with_options(options());
+        Engine::from_parts(platform.parts()).with_options(options());
     engine.deploy(&req("1")).await.unwrap();
     engine.deploy(&req("2")).await.unwrap();
     let calls = platform.call_log().len();
@@ -1714,7 +1715,7 @@ async fn foreign_resources_are_never_touched() {
     platform.add_foreign_group("web-production-v002", 2);
     platform.add_foreign_group("web-production-v009", 1);
     platform.add_foreign_image(&app(), "mem-foreign");
-    let engine = Engine::new(platform.image(), platform.fleet(), platform.router())
+    let engine = Engine::from_parts(platform.parts())
         .with_options(options().with_keep(0).with_retain_images(0));
     for tag in ["1", "2", "3"] {
         engine.deploy(&req(tag)).await.unwrap();
@@ -1750,13 +1751,13 @@ async fn a_lease_lost_during_the_bake_after_the_switch_ends_locked() {
         let shared = Arc::new(MemoryLock::new());
         let lease = Duration::from_secs(30);
         let opts = options().with_lock_lease(lease).with_keep(1);
-        let a = Engine::new(platform.image(), platform.fleet(), platform.router())
+        let a = Engine::from_parts(platform.parts())
             .with_options(opts.clone())
             .with_lock(shared.clone());
         a.deploy(&req("1")).await.unwrap();
         // renewals: the first succeeds (10 s), then the store stops answering
         let a = a.with_lock(BadLock::over(shared.clone(), 1, RenewFault::Unavailable));
-        let b = Engine::new(platform.image(), platform.fleet(), platform.router())
+        let b = Engine::from_parts(platform.parts())
             .with_options(opts.with_lock_wait(Some(Duration::from_secs(600))))
             .with_lock(shared.clone());
         let ra =

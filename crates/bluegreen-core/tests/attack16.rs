@@ -26,6 +26,8 @@ fn again(rig: &Rig) -> Engine {
         rig.platform.fleet(),
         rig.platform.router(),
     )
+    // a new process: a lock table of its own
+    .with_lock(Arc::new(MemoryLock::new()))
 }
 
 fn api() -> App {
@@ -282,7 +284,8 @@ async fn a_task_the_fleet_reports_gone_fails_closed_within_its_timeout() {
             platform.image(),
             ForgetfulFleet(platform.fleet()),
             platform.router(),
-        );
+        )
+        .with_lock(platform.lock());
         engine.deploy(&request("1")).await.unwrap();
         let started = tokio::time::Instant::now();
         let result = tokio::time::timeout(
@@ -462,7 +465,7 @@ async fn a_panicking_hook_leaves_the_old_release_serving_and_the_app_deployable(
         let lock = Arc::new(MemoryLock::new());
         let platform = MemoryPlatform::new();
         let engine = Arc::new(
-            Engine::new(platform.image(), platform.fleet(), platform.router())
+            Engine::from_parts(platform.parts())
                 .with_lock(lock.clone() as Arc<dyn Lock>),
         );
         engine.deploy(&request("1")).await.unwrap();
@@ -843,7 +846,7 @@ async fn a_pause_releases_the_lock_and_reports_the_weight() {
     ] {
         let lock = Arc::new(MemoryLock::new());
         let platform = MemoryPlatform::new();
-        let engine = Engine::new(platform.image(), platform.fleet(), platform.router())
+        let engine = Engine::from_parts(platform.parts())
             .with_lock(lock.clone() as Arc<dyn Lock>);
         engine.deploy(&request("1")).await.unwrap();
         let w = if stage == Stage::AfterTrafficStep {
@@ -958,6 +961,7 @@ impl Watched {
                 log: self.log.clone(),
             },
         )
+        .with_lock(self.platform.lock())
     }
 
     /// Every recorded moment since `from` has web and api on the same generation
@@ -1285,7 +1289,7 @@ async fn bad_sets_are_refused_before_any_call_naming_the_request() {
 #[tokio::test(start_paused = true)]
 async fn sixteen_apps_move_in_one_change() {
     let platform = MemoryPlatform::new();
-    let engine = Engine::new(platform.image(), platform.fleet(), platform.router());
+    let engine = Engine::from_parts(platform.parts());
     let set = |tag: &str| -> Vec<DeployRequest> {
         (0..MAX_APPS_TOGETHER)
             .map(|i| {
@@ -1368,10 +1372,10 @@ async fn overlapping_sets_in_opposite_orders_do_not_deadlock() {
     platform.set_latency(Duration::from_millis(500));
     let lock: Arc<dyn Lock> = Arc::new(MemoryLock::new());
     let options = EngineOptions::default().with_lock_wait(Some(Duration::from_secs(3600)));
-    let e1 = Engine::new(platform.image(), platform.fleet(), platform.router())
+    let e1 = Engine::from_parts(platform.parts())
         .with_options(options.clone())
         .with_lock(lock.clone());
-    let e2 = Engine::new(platform.image(), platform.fleet(), platform.router())
+    let e2 = Engine::from_parts(platform.parts())
         .with_options(options)
         .with_lock(lock.clone());
     let a = vec![request("1"), api_req("1")];
@@ -1398,7 +1402,7 @@ async fn a_set_meeting_a_held_lock_changes_nothing_and_gives_its_locks_back() {
     platform.set_boot_time(Duration::from_secs(10));
     let lock = Arc::new(MemoryLock::new());
     let engine = Arc::new(
-        Engine::new(platform.image(), platform.fleet(), platform.router())
+        Engine::from_parts(platform.parts())
             .with_lock(lock.clone() as Arc<dyn Lock>),
     );
     // web is being deployed by someone else: a hook that takes its time
@@ -1458,7 +1462,7 @@ async fn one_by_one_says_so_and_finishes() {
         move |e: &Event| events.lock().unwrap().push(e.clone())
     });
     let engine =
-        Engine::new(platform.image(), platform.fleet(), platform.router()).with_events(sink);
+        Engine::from_parts(platform.parts()).with_events(sink);
     engine
         .deploy_all(&pair("1", "1"), SwitchAll::AtomicOrOneByOne)
         .await
@@ -1532,7 +1536,7 @@ async fn two_programs_resuming_at_once_run_the_task_once() {
     platform.set_boot_time(Duration::from_secs(10));
     let lock: Arc<dyn Lock> = Arc::new(MemoryLock::new());
     let engine = || {
-        Engine::new(platform.image(), platform.fleet(), platform.router()).with_lock(lock.clone())
+        Engine::from_parts(platform.parts()).with_lock(lock.clone())
     };
     engine().deploy(&request("1")).await.unwrap();
     let r = request("2")
@@ -1682,7 +1686,7 @@ async fn a_panicking_hook_fails_closed_like_a_failing_hook() {
         let lock = Arc::new(MemoryLock::new());
         let platform = MemoryPlatform::new();
         let engine = Arc::new(
-            Engine::new(platform.image(), platform.fleet(), platform.router())
+            Engine::from_parts(platform.parts())
                 .with_lock(lock.clone() as Arc<dyn Lock>),
         );
         engine.deploy(&request("1")).await.unwrap();

@@ -415,11 +415,7 @@ async fn bad_requests_fail_clearly_with_zero_platform_calls() {
             "{name}: `{e}` lacks `{expected}`"
         );
     }
-    let bad_options = Engine::new(
-        rig.platform.image(),
-        rig.platform.fleet(),
-        rig.platform.router(),
-    )
+    let bad_options = Engine::from_parts(rig.platform.parts())
     .with_options(options().with_health_timeout(Duration::ZERO));
     let e = bad_options.deploy(&request("1")).await.unwrap_err();
     assert!(

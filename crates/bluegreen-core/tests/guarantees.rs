@@ -298,7 +298,7 @@ async fn one_sink_follows_concurrent_deployments() {
                 .push((ctx.app.to_string(), ctx.deployment.to_string(), e.clone()));
         }
     });
-    let engine = Engine::new(platform.image(), platform.fleet(), platform.router())
+    let engine = Engine::from_parts(platform.parts())
         .with_options(options())
         .with_lock(Arc::new(MemoryLock::new()))
         .with_events(sink);

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bluegreen_core::{
     hook_fn, App, Decision, DeployRequest, Engine, EngineOptions, Error, ErrorKind, Event, Fleet,
-    FleetCapabilities, Group, GroupId, Hook, HookContext, ImageSource, Instance, ReleaseTask,
-    RollbackRequest, RouteTable, Router, Stage, Strategy, SwitchAll, TaskPhase,
+    FleetCapabilities, Group, GroupId, Hook, HookContext, ImageSource, Instance, MemoryLock,
+    ReleaseTask, RollbackRequest, RouteTable, Router, Stage, Strategy, SwitchAll, TaskPhase,
 };
 use bluegreen_testkit::{Behaviour, Fault, MemoryPlatform, Op, TaskBehaviour};
 use support::{app, gid, request, rig, Rig};
@@ -33,6 +33,8 @@ fn again(rig: &Rig) -> Engine {
         rig.platform.fleet(),
         rig.platform.router(),
     )
+    // a new process: a lock table of its own
+    .with_lock(Arc::new(MemoryLock::new()))
 }
 
 // ---------------------------------------------------------------- release tasks
@@ -222,7 +224,8 @@ async fn a_task_on_a_fleet_without_tasks_is_refused_before_any_call() {
         platform.image(),
         NoTasks(platform.fleet()),
         platform.router(),
-    );
+    )
+    .with_lock(platform.lock());
     let err = engine.deploy(&with_task("1", migrate())).await.unwrap_err();
     assert!(
         matches!(&err, Error::Invalid { field, .. } if field == "task"),

@@ -147,3 +147,55 @@ async fn a_deployment_that_lost_its_lock_does_not_roll_back_over_the_next_one() 
         "B's deployment must stand"
     );
 }
+
+/// Two engines of one process built with `Engine::new` share the process's lock:
+/// while one deploys an app, the other's deployment of that app is `Locked`, and
+/// then it gets its turn. An engine given a lock of its own does not see it.
+#[tokio::test(start_paused = true)]
+async fn two_engines_of_one_process_exclude_each_other_by_default() {
+    let platform = MemoryPlatform::new();
+    platform.set_boot_time(Duration::from_secs(20));
+    // an app no other test of this program deploys through the process's lock
+    let app = App::new("process-lock", "test").unwrap();
+    let request =
+        |tag: &str| DeployRequest::new(app.clone(), ImageSource::Reference(format!("web:{tag}")));
+    let first = Engine::new(platform.image(), platform.fleet(), platform.router());
+    let second = Engine::new(platform.image(), platform.fleet(), platform.router());
+    let deploying = tokio::spawn({
+        let r = request("1");
+        async move { first.deploy(&r).await }
+    });
+    // the first deployment holds the lock while its instances boot
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        MemoryLock::process().holder(&app).is_some(),
+        "the first engine holds the process's lock"
+    );
+    let e = second.deploy(&request("2")).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Locked, "{e}");
+    let elsewhere = Engine::new(platform.image(), platform.fleet(), platform.router())
+        .with_lock(Arc::new(MemoryLock::new()));
+    assert!(
+        elsewhere.status(&app).await.is_ok(),
+        "status takes no lock"
+    );
+    deploying.await.unwrap().unwrap();
+    assert_eq!(MemoryLock::process().holder(&app), None, "released");
+    second.deploy(&request("2")).await.unwrap();
+    // a platform's parts carry the platform's lock: two engines from them exclude
+    // each other too, and neither uses the process's
+    let (a, b) = (
+        Engine::from_parts(platform.parts()),
+        Engine::from_parts(platform.parts()),
+    );
+    let deploying = tokio::spawn({
+        let r = request("3");
+        async move { a.deploy(&r).await }
+    });
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(platform.lock().holder(&app).is_some());
+    assert_eq!(MemoryLock::process().holder(&app), None);
+    let e = b.deploy(&request("4")).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Locked, "{e}");
+    deploying.await.unwrap().unwrap();
+}

@@ -188,7 +188,7 @@ proptest! {
             .build()
             .unwrap();
         let platform = MemoryPlatform::new();
-        let engine = Engine::new(platform.image(), platform.fleet(), platform.router());
+        let engine = Engine::from_parts(platform.parts());
         let result = runtime.block_on(engine.promote(&a, &id, &Switch::blue_green()));
         match result {
             Err(Error::Invalid { field, reason }) if a != b => {

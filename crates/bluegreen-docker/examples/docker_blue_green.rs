@@ -43,7 +43,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bluegreen_core::{
@@ -185,8 +184,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         proxy.name(),
         proxy.address()
     );
-    let engine = Engine::new(image, fleet, proxy.router())
-        .with_lock(Arc::new(lock))
+    // a DockerImage, the fleet, the proxy container's router and the daemon's DockerLock
+    let engine = Engine::from_parts(fleet.parts(proxy.router()))
         .with_events(EventSink::new(show))
         .with_options(
             EngineOptions::default()

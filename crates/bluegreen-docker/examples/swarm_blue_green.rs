@@ -20,12 +20,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bluegreen_core::{App, DeployRequest, Engine, EngineOptions, Event, EventSink, ImageSource};
 use bluegreen_docker::bollard::{Docker, API_DEFAULT_VERSION};
-use bluegreen_docker::{EmbeddedProxy, RegistryImage, SwarmFleet, SwarmLock};
+use bluegreen_docker::{EmbeddedProxy, RegistryImage, SwarmFleet};
 use clap::Parser;
 
 /// Blue/green deployment of a Docker build context on a swarm.
@@ -150,8 +149,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let image = RegistryImage::new(docker.clone(), args.registry.clone())?;
     let fleet = SwarmFleet::new(docker.clone()).with_registry_auth(image.credentials().cloned());
     let proxy = EmbeddedProxy::start(args.listen, Default::default()).await?;
-    let engine = Engine::new(image.clone(), fleet.clone(), proxy.router())
-        .with_lock(Arc::new(SwarmLock::new(docker)))
+    // the registry image, the fleet, the proxy's router and the swarm's SwarmLock
+    let engine = Engine::from_parts(fleet.parts(image.clone(), proxy.router()))
         .with_events(EventSink::new(show))
         .with_options(
             EngineOptions::default()

@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use crate::error::{docker_error, has_status, PROVIDER};
 
 /// The label that says what a bluegreen object is for (`lock`, `proxy`).
-pub const ROLE_LABEL: &str = "bluegreen.role";
+pub const ROLE_LABEL: &str = bluegreen_core::register::ROLE_LABEL;
 
 /// One file of a build context.
 pub(crate) struct ContextFile {

@@ -118,7 +118,7 @@ impl DockerFleetOptions {
 /// network the probe uses the container's address on that network.
 #[derive(Clone, Debug)]
 pub struct DockerFleet {
-    docker: Docker,
+    pub(crate) docker: Docker,
     options: DockerFleetOptions,
 }
 

@@ -48,7 +48,6 @@
 //! touched. `docker container prune` removes created containers, and with them the
 //! lock's last token: exclude them (`--filter label!=bluegreen.role=lock`).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,7 +65,7 @@ use tokio::sync::OnceCell;
 use crate::build::{self, ContextFile, ROLE_LABEL};
 use crate::error::{docker_error, has_status};
 use crate::labels::{label_filters, labels_of};
-use crate::register::{Register, Store, Stored, LOCK_LABEL, ROLE};
+use bluegreen_core::register::{self, Data, Found, Register, Store, Stored, LOCK_LABEL, ROLE};
 
 /// The image of the lock's containers.
 pub const LOCK_IMAGE: &str = "bluegreen/lock:1";
@@ -169,7 +168,7 @@ impl Store for Containers {
                     .map(|n| n.trim_start_matches('/').to_owned())
                     .unwrap_or_default();
                 Stored {
-                    labels: labels_of(c.labels.as_ref()),
+                    data: Data::Labels(labels_of(c.labels.as_ref())),
                     id: c.id.unwrap_or_else(|| name.clone()),
                     name,
                 }
@@ -177,7 +176,12 @@ impl Store for Containers {
             .collect())
     }
 
-    async fn create(&self, name: &str, labels: HashMap<String, String>) -> Result<bool> {
+    fn provider(&self) -> &'static str {
+        crate::error::PROVIDER
+    }
+
+    async fn create(&self, name: &str, labels: Labels) -> Result<bool> {
+        let labels = register::to_map(&labels);
         let body = ContainerCreateBody {
             image: Some(self.image().await?),
             labels: Some(labels),
@@ -202,16 +206,16 @@ impl Store for Containers {
         }
     }
 
-    async fn labels_of(&self, name: &str) -> Result<Option<Labels>> {
+    async fn find(&self, name: &str) -> Result<Found> {
         match self
             .docker
             .inspect_container(name, None::<InspectContainerOptions>)
             .await
         {
-            Ok(c) => Ok(Some(labels_of(
+            Ok(c) => Ok(Found::Labelled(labels_of(
                 c.config.as_ref().and_then(|c| c.labels.as_ref()),
             ))),
-            Err(e) if has_status(&e, 404) => Ok(None),
+            Err(e) if has_status(&e, 404) => Ok(Found::Missing),
             Err(e) => Err(docker_error(format!("lock container {name}"), e)),
         }
     }

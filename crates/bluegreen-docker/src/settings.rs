@@ -1,9 +1,12 @@
 //! The release settings the Docker fleet reads.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
+use bluegreen_core::settings::{self, Millis, Words};
 use bluegreen_core::{Error, Release, Result};
 use bollard::models::HealthConfig;
+use serde::Deserialize;
 
 /// The release settings [`DockerFleet`](crate::DockerFleet) reads; any other key is
 /// refused with [`Error::Invalid`] naming `settings.<key>`.
@@ -22,20 +25,30 @@ use bollard::models::HealthConfig;
 /// | `health_start_period_ms` | Docker health check start period | Docker's (0) |
 /// | `health_path` | the fleet's own HTTP probe (`GET`, 2xx is healthy); `none` disables it | `/health` |
 /// | `stop_timeout_ms` | grace between SIGTERM and SIGKILL when a group is destroyed | `10000` |
-pub const SETTINGS: [&str; 12] = [
-    "port",
-    "command",
-    "memory",
-    "cpus",
-    "restart",
-    "health_cmd",
-    "health_interval_ms",
-    "health_timeout_ms",
-    "health_retries",
-    "health_start_period_ms",
-    "health_path",
-    "stop_timeout_ms",
-];
+///
+/// The list is the fields of the struct the fleet reads them into
+/// ([`settings::fields`]), in its order: it cannot miss one.
+pub static SETTINGS: LazyLock<&'static [&'static str]> = LazyLock::new(settings::fields::<Raw>);
+
+/// The settings as read by the core's parser ([`Release::settings_as`]), before the
+/// checks that span more than one value's type. Unknown keys are refused by the
+/// caller ([`Release::check_settings`]): the Swarm fleet reads these and more.
+#[derive(Deserialize)]
+pub(crate) struct Raw {
+    port: Option<u16>,
+    command: Option<Words>,
+    memory: Option<String>,
+    cpus: Option<f64>,
+    /// Checked by each fleet: Docker's and the swarm's policies differ.
+    pub(crate) restart: Option<String>,
+    health_cmd: Option<Words>,
+    health_interval_ms: Option<Millis>,
+    health_timeout_ms: Option<Millis>,
+    health_retries: Option<i64>,
+    health_start_period_ms: Option<Millis>,
+    health_path: Option<String>,
+    stop_timeout_ms: Option<Millis>,
+}
 
 /// A release's settings, parsed and checked.
 #[derive(Clone, Debug, PartialEq)]
@@ -52,24 +65,6 @@ pub(crate) struct Settings {
     pub health_start_period: Option<Duration>,
     pub health_path: Option<String>,
     pub stop_timeout: Duration,
-}
-
-fn millis(release: &Release, key: &str) -> Result<Option<Duration>> {
-    release
-        .settings
-        .get(key)
-        .map(|v| {
-            v.trim()
-                .parse::<u64>()
-                .map(Duration::from_millis)
-                .map_err(|_| {
-                    Error::invalid(
-                        format!("settings.{key}"),
-                        format!("`{v}` is not a number of milliseconds"),
-                    )
-                })
-        })
-        .transpose()
 }
 
 /// Bytes from `256m`, `1g`, `512k`, `1048576`.
@@ -98,63 +93,53 @@ fn memory(value: &str) -> Result<i64> {
     }
 }
 
+/// The settings of the Docker fleet in `release`, checked; any other key is refused.
 pub(crate) fn settings_of(release: &Release) -> Result<Settings> {
     release.check_settings("the Docker fleet", &SETTINGS)?;
-    parse(release)
-}
-
-/// The settings of [`SETTINGS`] in `release`, checked, without refusing other keys
-/// (the Swarm fleet reads more).
-pub(crate) fn parse(release: &Release) -> Result<Settings> {
-    let get = |k: &str| release.settings.get(k).map(|v| v.trim());
-    let port = match get("port") {
-        Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
-            Error::invalid("settings.port", format!("`{p}` is not a port number"))
-        })?,
-        None => 8080,
-    };
-    let words = |k: &str| -> Result<Option<Vec<String>>> {
-        match get(k) {
-            None => Ok(None),
-            Some(v) => {
-                let w: Vec<String> = v.split_whitespace().map(str::to_owned).collect();
-                if w.is_empty() {
-                    Err(Error::invalid(format!("settings.{k}"), "must not be empty"))
-                } else {
-                    Ok(Some(w))
-                }
-            }
-        }
-    };
-    let nano_cpus = match get("cpus") {
-        Some(c) => Some(
-            c.parse::<f64>()
-                .ok()
-                .filter(|c| c.is_finite() && *c > 0.0 && *c <= 1024.0)
-                .map(|c| (c * 1e9).round() as i64)
-                .ok_or_else(|| {
-                    Error::invalid("settings.cpus", format!("`{c}` is not a number of cores"))
-                })?,
-        ),
-        None => None,
-    };
-    let restart = get("restart").unwrap_or("unless-stopped").to_owned();
+    let raw: Raw = release.settings_as("the Docker fleet")?;
+    let restart = raw
+        .restart
+        .clone()
+        .unwrap_or_else(|| "unless-stopped".to_owned());
     if !["no", "always", "unless-stopped", "on-failure"].contains(&restart.as_str()) {
         return Err(Error::invalid(
             "settings.restart",
             format!("`{restart}` is not no, always, unless-stopped or on-failure"),
         ));
     }
-    let health_retries = match get("health_retries") {
-        Some(r) => Some(r.parse::<i64>().ok().filter(|r| *r > 0).ok_or_else(|| {
-            Error::invalid(
-                "settings.health_retries",
-                format!("`{r}` is not a positive number"),
-            )
-        })?),
+    checked(raw, restart)
+}
+
+/// Checks `raw`, read by the core's parser, with the restart policy `restart`
+/// checked by the caller.
+pub(crate) fn checked(raw: Raw, restart: String) -> Result<Settings> {
+    let port = match raw.port {
+        Some(0) => {
+            return Err(Error::invalid(
+                "settings.port",
+                "`0` is not a port number (1 to 65535)",
+            ))
+        }
+        Some(p) => p,
+        None => 8080,
+    };
+    let nano_cpus = match raw.cpus {
+        Some(c) if c.is_finite() && c > 0.0 && c <= 1024.0 => Some((c * 1e9).round() as i64),
+        Some(c) => {
+            return Err(Error::invalid(
+                "settings.cpus",
+                format!("`{c}` is not a number of cores (above 0, at most 1024)"),
+            ))
+        }
         None => None,
     };
-    let health_path = match get("health_path") {
+    if let Some(r) = raw.health_retries.filter(|r| *r <= 0) {
+        return Err(Error::invalid(
+            "settings.health_retries",
+            format!("`{r}` is not a positive number"),
+        ));
+    }
+    let health_path = match raw.health_path.as_deref().map(str::trim) {
         Some("none") => None,
         Some(p) if p.starts_with('/') => Some(p.to_owned()),
         Some(p) => {
@@ -165,8 +150,11 @@ pub(crate) fn parse(release: &Release) -> Result<Settings> {
         }
         None => Some("/health".to_owned()),
     };
-    for key in ["health_interval_ms", "health_timeout_ms"] {
-        if millis(release, key)?.is_some_and(|d| d < Duration::from_millis(1)) {
+    for (key, value) in [
+        ("health_interval_ms", raw.health_interval_ms),
+        ("health_timeout_ms", raw.health_timeout_ms),
+    ] {
+        if value.is_some_and(|d| d.0 < Duration::from_millis(1)) {
             return Err(Error::invalid(
                 format!("settings.{key}"),
                 "must be at least 1 ms",
@@ -175,17 +163,19 @@ pub(crate) fn parse(release: &Release) -> Result<Settings> {
     }
     Ok(Settings {
         port,
-        command: words("command")?,
-        memory: get("memory").map(memory).transpose()?,
+        command: raw.command.map(|w| w.0),
+        memory: raw.memory.as_deref().map(memory).transpose()?,
         nano_cpus,
         restart,
-        health_cmd: words("health_cmd")?,
-        health_interval: millis(release, "health_interval_ms")?,
-        health_timeout: millis(release, "health_timeout_ms")?,
-        health_retries,
-        health_start_period: millis(release, "health_start_period_ms")?,
+        health_cmd: raw.health_cmd.map(|w| w.0),
+        health_interval: raw.health_interval_ms.map(|m| m.0),
+        health_timeout: raw.health_timeout_ms.map(|m| m.0),
+        health_retries: raw.health_retries,
+        health_start_period: raw.health_start_period_ms.map(|m| m.0),
         health_path,
-        stop_timeout: millis(release, "stop_timeout_ms")?.unwrap_or(Duration::from_secs(10)),
+        stop_timeout: raw
+            .stop_timeout_ms
+            .map_or(Duration::from_secs(10), |m| m.0),
     })
 }
 
@@ -233,6 +223,35 @@ mod tests {
             .fold(Release::new("sha256:x".into(), 1), |r, (k, v)| {
                 r.with_setting(*k, *v)
             })
+    }
+
+    #[test]
+    fn the_list_is_the_struct() {
+        assert_eq!(
+            *SETTINGS,
+            [
+                "port",
+                "command",
+                "memory",
+                "cpus",
+                "restart",
+                "health_cmd",
+                "health_interval_ms",
+                "health_timeout_ms",
+                "health_retries",
+                "health_start_period_ms",
+                "health_path",
+                "stop_timeout_ms",
+            ]
+        );
+        let e = settings_of(&release(&[("comand", "x")])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "invalid settings.comand: the Docker fleet does not know it (it reads {})",
+                SETTINGS.join(", ")
+            )
+        );
     }
 
     #[test]

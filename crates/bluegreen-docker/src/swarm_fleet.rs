@@ -82,7 +82,7 @@ use bluegreen_core::probe::http_probe;
 /// [`Error::NotFound`], both before the service is created.
 #[derive(Clone, Debug)]
 pub struct SwarmFleet {
-    docker: Docker,
+    pub(crate) docker: Docker,
     credentials: Option<DockerCredentials>,
 }
 

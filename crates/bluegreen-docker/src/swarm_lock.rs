@@ -45,7 +45,6 @@
 //! never updates a secret (the API can change a secret's labels: nothing else
 //! should either).
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -59,7 +58,7 @@ use bollard::Docker;
 use crate::build::ROLE_LABEL;
 use crate::error::{docker_error, has_status};
 use crate::labels::{label_filters, labels_of};
-use crate::register::{Register, Store, Stored, LOCK_LABEL, ROLE};
+use bluegreen_core::register::{self, Data, Found, Register, Store, Stored, LOCK_LABEL, ROLE};
 
 /// The longest name the swarm gives a secret.
 const MAX_NAME: usize = 64;
@@ -124,7 +123,7 @@ impl Store for Secrets {
                 let spec = s.spec.as_ref();
                 let name = spec.and_then(|s| s.name.clone()).unwrap_or_default();
                 Stored {
-                    labels: labels_of(spec.and_then(|s| s.labels.as_ref())),
+                    data: Data::Labels(labels_of(spec.and_then(|s| s.labels.as_ref()))),
                     id: s.id.unwrap_or_else(|| name.clone()),
                     name,
                 }
@@ -132,7 +131,12 @@ impl Store for Secrets {
             .collect())
     }
 
-    async fn create(&self, name: &str, labels: HashMap<String, String>) -> Result<bool> {
+    fn provider(&self) -> &'static str {
+        crate::error::PROVIDER
+    }
+
+    async fn create(&self, name: &str, labels: Labels) -> Result<bool> {
+        let labels = register::to_map(&labels);
         let data = format!(
             "bluegreen lock {} version {}\n",
             labels.get(LOCK_LABEL).map_or("", String::as_str),
@@ -151,12 +155,12 @@ impl Store for Secrets {
         }
     }
 
-    async fn labels_of(&self, name: &str) -> Result<Option<Labels>> {
+    async fn find(&self, name: &str) -> Result<Found> {
         match self.docker.inspect_secret(name).await {
-            Ok(s) => Ok(Some(labels_of(
+            Ok(s) => Ok(Found::Labelled(labels_of(
                 s.spec.as_ref().and_then(|s| s.labels.as_ref()),
             ))),
-            Err(e) if has_status(&e, 404) => Ok(None),
+            Err(e) if has_status(&e, 404) => Ok(Found::Missing),
             Err(e) => Err(docker_error(format!("lock secret {name}"), e)),
         }
     }

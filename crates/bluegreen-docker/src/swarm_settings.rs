@@ -1,11 +1,14 @@
 //! The release settings the Swarm fleet reads: the Docker fleet's, plus placement,
 //! the published port and the restart policy's limits.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
+use bluegreen_core::settings::{self, Millis};
 use bluegreen_core::{Error, Release, Result};
+use serde::Deserialize;
 
-use crate::settings::{parse, Settings, SETTINGS};
+use crate::settings::{checked, Raw, Settings, SETTINGS};
 
 /// The release settings [`SwarmFleet`](crate::SwarmFleet) reads: those of
 /// [`SETTINGS`](crate::SETTINGS) and these; any other key is refused with
@@ -20,14 +23,22 @@ use crate::settings::{parse, Settings, SETTINGS};
 /// | `constraints` | placement constraints, separated by `;` (`node.role==worker;node.labels.zone!=b`) | none |
 /// | `spread` | a placement preference: spread the tasks over the values of this node attribute (`node.labels.zone`) | none |
 /// | `max_per_node` | the most tasks of the group on one node | unlimited |
-pub const SWARM_SETTINGS: [&str; 6] = [
-    "restart_delay_ms",
-    "restart_max_attempts",
-    "published_port",
-    "constraints",
-    "spread",
-    "max_per_node",
-];
+///
+/// The list is the fields of the struct the fleet reads them into
+/// ([`settings::fields`]), in its order: it cannot miss one.
+pub static SWARM_SETTINGS: LazyLock<&'static [&'static str]> =
+    LazyLock::new(settings::fields::<Extra>);
+
+/// The settings only the swarm reads, as the core's parser reads them.
+#[derive(Deserialize)]
+struct Extra {
+    restart_delay_ms: Option<Millis>,
+    restart_max_attempts: Option<i64>,
+    published_port: Option<u16>,
+    constraints: Option<String>,
+    spread: Option<String>,
+    max_per_node: Option<i64>,
+}
 
 /// A release's settings for a swarm, parsed and checked.
 #[derive(Clone, Debug, PartialEq)]
@@ -43,31 +54,30 @@ pub(crate) struct SwarmSettings {
     pub max_per_node: Option<i64>,
 }
 
-fn positive(release: &Release, key: &str) -> Result<Option<i64>> {
-    release
-        .settings
-        .get(key)
-        .map(|v| {
-            v.trim()
-                .parse::<i64>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| {
-                    Error::invalid(
-                        format!("settings.{key}"),
-                        format!("`{v}` is not a positive number"),
-                    )
-                })
-        })
-        .transpose()
+/// `value` when it is above 0.
+fn positive(key: &str, value: Option<i64>) -> Result<Option<i64>> {
+    match value {
+        Some(n) if n <= 0 => Err(Error::invalid(
+            format!("settings.{key}"),
+            format!("`{n}` is not a positive number"),
+        )),
+        other => Ok(other),
+    }
 }
 
 /// Parses and checks `release`'s settings for the Swarm fleet. Makes no call.
 pub(crate) fn swarm_settings_of(release: &Release) -> Result<SwarmSettings> {
-    let known: Vec<&str> = SETTINGS.iter().chain(&SWARM_SETTINGS).copied().collect();
+    let known: Vec<&str> = SETTINGS.iter().chain(SWARM_SETTINGS.iter()).copied().collect();
     release.check_settings("the Swarm fleet", &known)?;
-    let get = |k: &str| release.settings.get(k).map(|v| v.trim());
-    let restart = match get("restart").unwrap_or("any") {
+    // each struct reads its own keys out of the whole map
+    let only = |keys: &[&str]| {
+        let mut r = release.clone();
+        r.settings.retain(|k, _| keys.contains(&k.as_str()));
+        r
+    };
+    let raw: Raw = only(&SETTINGS).settings_as("the Swarm fleet")?;
+    let extra: Extra = only(&SWARM_SETTINGS).settings_as("the Swarm fleet")?;
+    let restart = match raw.restart.as_deref().map(str::trim).unwrap_or("any") {
         "none" | "no" => "none",
         "on-failure" => "on-failure",
         "any" | "always" | "unless-stopped" => "any",
@@ -78,31 +88,16 @@ pub(crate) fn swarm_settings_of(release: &Release) -> Result<SwarmSettings> {
             ))
         }
     };
-    // the Docker settings, without the restart policy, which a swarm names otherwise
-    let mut docker_only = release.clone();
-    docker_only
-        .settings
-        .retain(|k, _| k != "restart" && !SWARM_SETTINGS.contains(&k.as_str()));
-    let docker = parse(&docker_only)?;
-    let restart_delay = match get("restart_delay_ms") {
-        Some(v) => Some(v.parse::<u64>().map(Duration::from_millis).map_err(|_| {
-            Error::invalid(
-                "settings.restart_delay_ms",
-                format!("`{v}` is not a number of milliseconds"),
-            )
-        })?),
-        None => None,
-    };
-    let published_port = match get("published_port") {
-        Some(p) => Some(p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
-            Error::invalid(
-                "settings.published_port",
-                format!("`{p}` is not a port number"),
-            )
-        })?),
-        None => None,
-    };
-    let constraints = match get("constraints") {
+    // the Docker settings; the restart policy, which a swarm names otherwise, is
+    // carried as the swarm's
+    let docker = checked(raw, restart.to_owned())?;
+    if extra.published_port == Some(0) {
+        return Err(Error::invalid(
+            "settings.published_port",
+            "`0` is not a port number (1 to 65535)",
+        ));
+    }
+    let constraints = match extra.constraints.as_deref() {
         Some(c) => {
             let list: Vec<String> = c
                 .split(';')
@@ -123,7 +118,7 @@ pub(crate) fn swarm_settings_of(release: &Release) -> Result<SwarmSettings> {
         }
         None => Vec::new(),
     };
-    let spread = match get("spread") {
+    let spread = match extra.spread.as_deref().map(str::trim) {
         Some(s) if s.starts_with("node.") || s.starts_with("engine.labels.") => Some(s.to_owned()),
         Some(s) => {
             return Err(Error::invalid(
@@ -136,12 +131,12 @@ pub(crate) fn swarm_settings_of(release: &Release) -> Result<SwarmSettings> {
     Ok(SwarmSettings {
         docker,
         restart,
-        restart_delay,
-        restart_max_attempts: positive(release, "restart_max_attempts")?,
-        published_port,
+        restart_delay: extra.restart_delay_ms.map(|m| m.0),
+        restart_max_attempts: positive("restart_max_attempts", extra.restart_max_attempts)?,
+        published_port: extra.published_port,
         constraints,
         spread,
-        max_per_node: positive(release, "max_per_node")?,
+        max_per_node: positive("max_per_node", extra.max_per_node)?,
     })
 }
 
@@ -155,6 +150,21 @@ mod tests {
             .fold(Release::new("sha256:x".into(), 1), |r, (k, v)| {
                 r.with_setting(*k, *v)
             })
+    }
+
+    #[test]
+    fn the_list_is_the_struct() {
+        assert_eq!(
+            *SWARM_SETTINGS,
+            [
+                "restart_delay_ms",
+                "restart_max_attempts",
+                "published_port",
+                "constraints",
+                "spread",
+                "max_per_node",
+            ]
+        );
     }
 
     #[test]

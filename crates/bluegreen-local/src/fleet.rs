@@ -49,8 +49,8 @@ use bluegreen_core::probe::http_probe;
 /// `stop_timeout_ms`) and removes the record.
 #[derive(Clone, Debug)]
 pub struct LocalFleet {
-    state: StateDir,
-    images: LocalImage,
+    pub(crate) state: StateDir,
+    pub(crate) images: LocalImage,
 }
 
 #[derive(Clone, Serialize, Deserialize)]

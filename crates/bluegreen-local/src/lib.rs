@@ -10,20 +10,21 @@
 //! - [`LocalProxy`]: the bluegreen proxy, embedded or as its own process, and its
 //!   `ProxyRouter`.
 //! - [`FileLock`]: the deployment lock shared by every program on this machine.
+//! - [`LocalFleet::parts`]: the image, the fleet, a router and the [`FileLock`] as
+//!   one value for [`Engine::from_parts`](bluegreen_core::Engine::from_parts).
 //! - [`CommandHook`] and [`WebhookHook`]: ready-made lifecycle hooks, a local
 //!   command with `BLUEGREEN_*` variables and a signed HTTP POST.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), bluegreen_core::Error> {
 //! use bluegreen_core::{App, DeployRequest, Engine, ImageSource};
-//! use bluegreen_local::{FileLock, LocalFleet, LocalImage, LocalProxy, StateDir};
-//! use std::sync::Arc;
+//! use bluegreen_local::{LocalFleet, LocalImage, LocalProxy, StateDir};
 //!
 //! let state = StateDir::default_location()?;
-//! let image = LocalImage::new(state.clone());
-//! let fleet = LocalFleet::new(state.clone(), image.clone());
+//! let fleet = LocalFleet::new(state.clone(), LocalImage::new(state));
 //! let proxy = LocalProxy::embedded("127.0.0.1:8080".parse().unwrap(), Default::default()).await?;
-//! let engine = Engine::new(image, fleet, proxy.router()).with_lock(Arc::new(FileLock::new(&state)));
+//! // the image, the fleet, the proxy's router and the machine's FileLock
+//! let engine = Engine::from_parts(fleet.parts(proxy.router()));
 //! let app = App::new("web", "production")?;
 //! engine
 //!     .deploy(&DeployRequest::new(app, ImageSource::Artifact("target/release/web".into())).size(3))
@@ -41,6 +42,7 @@ mod hooks;
 mod image;
 mod labels;
 mod lock;
+mod parts;
 mod process;
 mod program;
 mod router;

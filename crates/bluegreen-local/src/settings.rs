@@ -1,8 +1,9 @@
 //! The release settings the local fleet reads.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
-use bluegreen_core::settings::Millis;
+use bluegreen_core::settings::{self, Millis};
 use bluegreen_core::{Error, Release, Result};
 use serde::Deserialize;
 
@@ -15,7 +16,10 @@ use serde::Deserialize;
 /// | `args` | its arguments, whitespace-separated | none |
 /// | `health_path` | the path of the fleet's HTTP probe (`GET`, 2xx is healthy), starting with `/` | `/health` |
 /// | `stop_timeout_ms` | grace between SIGTERM and SIGKILL when a group is destroyed, in milliseconds | `10000` |
-pub const SETTINGS: [&str; 4] = ["command", "args", "health_path", "stop_timeout_ms"];
+///
+/// The list is the fields of the struct the fleet reads them into
+/// ([`settings::fields`]), in its order: it cannot miss one.
+pub static SETTINGS: LazyLock<&'static [&'static str]> = LazyLock::new(settings::fields::<Settings>);
 
 /// A release's settings, parsed and checked.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -75,9 +79,10 @@ mod tests {
     #[test]
     fn every_documented_key_is_read_and_no_other() {
         let mut release = Release::new("img".into(), 1);
-        for key in SETTINGS {
-            let value = if key == "stop_timeout_ms" { "5" } else { "/x" };
-            release = release.with_setting(key, value);
+        assert_eq!(*SETTINGS, ["command", "args", "health_path", "stop_timeout_ms"]);
+        for key in SETTINGS.iter() {
+            let value = if *key == "stop_timeout_ms" { "5" } else { "/x" };
+            release = release.with_setting(*key, value);
         }
         let s = Settings::of(&release).unwrap();
         assert_eq!(s.stop_timeout(), Duration::from_millis(5));

@@ -21,7 +21,7 @@
 use std::process::ExitCode;
 
 use bluegreen_core::{App, DeployRequest, Engine, Event, EventSink, ImageId, ImageSource};
-use bluegreen_paas::{AppFleet, DomainRouter, PlatformClient, ReleaseFleet, SlugImage};
+use bluegreen_paas::{AppFleet, DomainRouter, PlatformClient, ReleaseFleet};
 
 struct Args {
     base_url: Option<String>,
@@ -102,7 +102,6 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> Result<(), bluegreen_core::Error> {
     let client = PlatformClient::from_env(args.base_url.as_deref())?;
     let app = App::new(args.app, args.env)?;
-    let image = SlugImage::new(client.clone());
     let events = EventSink::new(|e: &Event| match e {
         Event::BuildOutput { line } => println!("  | {line}"),
         Event::StepStarted { step } => println!("-> {step}"),
@@ -111,18 +110,18 @@ async fn run(args: Args) -> Result<(), bluegreen_core::Error> {
         Event::Failed { error, .. } => println!("failed: {error}"),
         _ => {}
     });
-    let engine = if args.mode == "app" {
-        let fleet = AppFleet::new(client);
-        let router = DomainRouter::new(fleet.clone()).with_domains(&app, args.domains);
-        Engine::new(image, fleet, router)
+    // each mode's parts carry the platform's lock: runs from several machines exclude
+    // each other
+    let parts = if args.mode == "app" {
+        DomainRouter::new(AppFleet::new(client)).with_domains(&app, args.domains).parts()
     } else {
         let mut fleet = ReleaseFleet::new(client);
         if let Some(name) = args.heroku_app {
             fleet = fleet.with_app_name(&app, name);
         }
-        let router = fleet.router();
-        Engine::new(image, fleet, router)
-    }
+        fleet.parts()
+    };
+    let engine = Engine::from_parts(parts)
     .with_events(events);
     if args.rollback {
         let back = engine.rollback(&app).await?;

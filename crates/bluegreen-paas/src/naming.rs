@@ -25,6 +25,12 @@ const BASE_MAX: usize = 23;
 const HASH_LEN: usize = 6;
 /// What follows the base in the control app's name.
 const CONTROL_SUFFIX: &str = "--slugs";
+/// The longest base of a lock version's name; `--l` and the version follow it.
+const LOCK_BASE_MAX: usize = 16;
+/// What follows the lock base in a lock version's name, before the version.
+const LOCK_INFIX: &str = "--l";
+/// The longest app name.
+const NAME_MAX: usize = 30;
 
 impl Naming {
     /// Names without a prefix: `web-production-v007`.
@@ -68,22 +74,79 @@ impl Naming {
     /// assert_eq!(base, n.base(&long));
     /// ```
     pub fn base(&self, app: &App) -> String {
-        let full = format!("{}{}", self.prefix, app.slug());
-        if full.len() <= BASE_MAX {
-            return full;
-        }
-        let digest = Sha256::digest(full.as_bytes());
-        let mut n = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"));
-        let mut hash = String::with_capacity(HASH_LEN);
-        hash.push(char::from(b'0' + (n % 10) as u8));
-        n /= 10;
-        for _ in 1..HASH_LEN {
-            hash.push(char::from_digit((n % 36) as u32, 36).expect("a base-36 digit"));
-            n /= 36;
-        }
-        let head = full[..BASE_MAX - 1 - HASH_LEN].trim_end_matches('-');
-        format!("{head}-{hash}")
+        cut(format!("{}{}", self.prefix, app.slug()), BASE_MAX)
     }
+
+    /// The app that holds version `version` of the deployment lock of `app`
+    /// (`web-production--l2s`): the prefix and slug cut to 16 characters as
+    /// [`Naming::base`] cuts them to 23, `--l`, and the version in base 36 (digits,
+    /// then lowercase letters), up to 11 of them. `None` past that (36^11 - 1
+    /// versions). No group app, control app or release-mode app has such a name:
+    /// after the prefix only these and control apps have `--`, and a control app's
+    /// name goes on with `s`.
+    ///
+    /// ```
+    /// use bluegreen_core::App;
+    /// use bluegreen_paas::Naming;
+    /// let web = App::new("web", "production").unwrap();
+    /// assert_eq!(Naming::new().lock_app(&web, 100).as_deref(), Some("web-production--l2s"));
+    /// ```
+    pub fn lock_app(&self, app: &App, version: u64) -> Option<String> {
+        let name = format!(
+            "{}{}",
+            self.lock_prefix(app),
+            base36(version)
+        );
+        (version > 0 && name.len() <= NAME_MAX).then_some(name)
+    }
+
+    /// What every lock app of `app` starts with.
+    pub(crate) fn lock_prefix(&self, app: &App) -> String {
+        let base = cut(format!("{}{}", self.prefix, app.slug()), LOCK_BASE_MAX);
+        format!("{base}{LOCK_INFIX}")
+    }
+
+    /// The lock version an app name stands for, when it is one of `app`'s lock apps.
+    pub(crate) fn lock_version(&self, app: &App, name: &str) -> Option<u64> {
+        let digits = name.strip_prefix(&self.lock_prefix(app))?;
+        let version = u64::from_str_radix(digits, 36).ok()?;
+        (self.lock_app(app, version).as_deref() == Some(name)).then_some(version)
+    }
+}
+
+/// `full` when it has at most `max` characters; otherwise its start, `-`, and 6
+/// characters of its SHA-256: a digit, then letters and digits.
+fn cut(full: String, max: usize) -> String {
+    if full.len() <= max {
+        return full;
+    }
+    let digest = Sha256::digest(full.as_bytes());
+    let mut n = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"));
+    let mut hash = String::with_capacity(HASH_LEN);
+    hash.push(char::from(b'0' + (n % 10) as u8));
+    n /= 10;
+    for _ in 1..HASH_LEN {
+        hash.push(char::from_digit((n % 36) as u32, 36).expect("a base-36 digit"));
+        n /= 36;
+    }
+    let head = full[..max - 1 - HASH_LEN].trim_end_matches('-');
+    format!("{head}-{hash}")
+}
+
+/// `n` in base 36, lowercase.
+fn base36(mut n: u64) -> String {
+    let mut out = Vec::new();
+    loop {
+        out.push(char::from_digit((n % 36) as u32, 36).expect("a base-36 digit"));
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.iter().rev().collect()
+}
+
+impl Naming {
 
     /// The app of group `group` of `app` (`web-production-v007`), or `None` when the
     /// id is not one of `app`'s groups.

@@ -66,7 +66,7 @@ impl DnsHook for NoDns {
 /// dynos that are up.
 #[derive(Clone)]
 pub struct DomainRouter {
-    fleet: AppFleet,
+    pub(crate) fleet: AppFleet,
     domains: BTreeMap<App, Vec<String>>,
     dns: Arc<dyn DnsHook>,
 }

@@ -1,6 +1,9 @@
 //! The release settings the provider reads, and the checks of a release's
 //! environment.
 
+use std::sync::LazyLock;
+
+use bluegreen_core::settings;
 use bluegreen_core::{Error, Release, Result};
 use serde::Deserialize;
 
@@ -24,7 +27,11 @@ fn web() -> String {
 /// The setting keys the provider knows: `process_type` (the process type that
 /// serves, default `web`) and `dyno_size` (the formation's dyno size, default the
 /// platform's); any other key is refused with `Invalid` naming `settings.<key>`.
-pub const SETTINGS: [&str; 2] = ["process_type", "dyno_size"];
+///
+/// The list is the fields of the struct the provider reads them into
+/// ([`settings::fields`]), in its order: it cannot miss one.
+pub static SETTINGS: LazyLock<&'static [&'static str]> =
+    LazyLock::new(settings::fields::<ReleaseSettings>);
 
 /// Checks a release for this platform: known settings only, config var names of
 /// `A-Z a-z 0-9 _`, none of bluegreen's marks.
@@ -75,5 +82,23 @@ mod tests {
         let s = check_release(&r).unwrap();
         assert_eq!(s.process_type, "web");
         assert_eq!(s.dyno_size.as_deref(), Some("standard-2X"));
+    }
+
+    #[test]
+    fn the_list_is_the_struct_and_every_key_on_it_is_read() {
+        assert_eq!(*SETTINGS, ["process_type", "dyno_size"]);
+        let mut r = Release::new("s".into(), 1);
+        for key in SETTINGS.iter() {
+            r = r.with_setting(*key, "x");
+        }
+        check_release(&r).unwrap();
+        let e = check_release(&r.with_setting("size", "1")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "invalid settings.size: the PaaS fleet does not know it (it reads {})",
+                SETTINGS.join(", ")
+            )
+        );
     }
 }

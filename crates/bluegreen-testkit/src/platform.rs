@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use bluegreen_core::labels::Labels;
-use bluegreen_core::{App, Error, GroupId, ImageId, Instance, ReleaseId, Result, RouteTable};
+use bluegreen_core::{
+    App, Error, GroupId, ImageId, Instance, MemoryLock, Parts, ReleaseId, Result, RouteTable,
+};
 use tokio::time::Instant;
 
 use crate::fault::{meet, Behaviour, Fault, FaultPlan, Op, TaskBehaviour};
@@ -29,6 +31,8 @@ use crate::{MemoryFleet, MemoryImage, MemoryRouter};
 #[derive(Clone, Default)]
 pub struct MemoryPlatform {
     pub(crate) inner: Arc<Mutex<State>>,
+    /// The platform's lock: engines deploying to this platform share it.
+    lock: Arc<MemoryLock>,
 }
 
 impl std::fmt::Debug for MemoryPlatform {
@@ -127,6 +131,24 @@ impl MemoryPlatform {
         MemoryRouter {
             platform: self.clone(),
         }
+    }
+
+    /// The platform's deployment lock (a [`MemoryLock`] of its own, on tokio's
+    /// clock): every engine built from [`MemoryPlatform::parts`] shares it.
+    pub fn lock(&self) -> Arc<MemoryLock> {
+        self.lock.clone()
+    }
+
+    /// The image, fleet and router with the platform's [`lock`](MemoryPlatform::lock),
+    /// for [`Engine::from_parts`](bluegreen_core::Engine::from_parts): engines on one
+    /// platform exclude each other, engines on two platforms do not.
+    pub fn parts(&self) -> Parts {
+        Parts::from_arcs(
+            Arc::new(self.image()),
+            Arc::new(self.fleet()),
+            Arc::new(self.router()),
+            self.lock.clone(),
+        )
     }
 
     /// Every platform call takes this long.

@@ -56,8 +56,9 @@
 //! - Providers keep their trait's `# Behavior` contract: idempotent launch and
 //!   destroy, atomic route changes, labels given back unchanged. The testkit's
 //!   conformance suite checks it.
-//! - All deployments of an app share one [`Lock`]; the default, [`MemoryLock`],
-//!   excludes deployments in one process only.
+//! - All deployments of an app share one [`Lock`]; the default, this process's
+//!   [`MemoryLock`], excludes deployments in one process only. A provider's
+//!   [`Parts`] carry a lock that excludes every deployer of its platform.
 //! - A lock's lease lasts at least as long as the engine counts it on its own clock.
 //!
 //! # Caveats
@@ -102,6 +103,7 @@ use crate::fleet::Fleet;
 use crate::group::{DeploymentId, GroupId};
 use crate::image::{Image, ImageId};
 use crate::lock::{Lock, LockHolder, MemoryLock};
+use crate::parts::Parts;
 use crate::retry::{Retry, RetryOptions};
 use crate::router::Router;
 
@@ -147,7 +149,10 @@ impl std::fmt::Debug for Engine {
 
 impl Engine {
     /// An engine over three providers, with default options, default retries
-    /// ([`RetryOptions::default`]) and a [`MemoryLock`].
+    /// ([`RetryOptions::default`]) and this process's [`MemoryLock`]
+    /// ([`MemoryLock::process`]): it excludes the deployments of every engine in this
+    /// process, and nothing outside it. Deployers on several machines need the
+    /// provider's own lock: [`Engine::from_parts`], or [`Engine::with_lock`].
     pub fn new(
         image: impl Image + 'static,
         fleet: impl Fleet + 'static,
@@ -156,7 +161,13 @@ impl Engine {
         Engine::from_arcs(Arc::new(image), Arc::new(fleet), Arc::new(router))
     }
 
-    /// An engine over shared providers.
+    /// An engine over a provider's [`Parts`], with their lock.
+    pub fn from_parts(parts: Parts) -> Self {
+        Engine::from_arcs(parts.image, parts.fleet, parts.router).with_lock(parts.lock)
+    }
+
+    /// An engine over shared providers, with this process's [`MemoryLock`] (see
+    /// [`Engine::new`]).
     pub fn from_arcs(
         image: Arc<dyn Image>,
         fleet: Arc<dyn Fleet>,
@@ -167,7 +178,7 @@ impl Engine {
             fleet: fleet.clone(),
             router: router.clone(),
             unwrapped: (image, fleet, router),
-            lock: Arc::new(MemoryLock::new()),
+            lock: MemoryLock::process(),
             options: EngineOptions::default(),
             events: EventSink::none(),
         }
@@ -198,7 +209,8 @@ impl Engine {
         self
     }
 
-    /// Uses a shared lock, so that engines sharing it exclude each other.
+    /// Uses `lock` instead of the one the engine has, so that engines sharing it
+    /// exclude each other.
     pub fn with_lock(mut self, lock: Arc<dyn Lock>) -> Self {
         self.lock = lock;
         self

@@ -38,7 +38,7 @@ pub fn rig(options: EngineOptions) -> Rig {
         let events = events.clone();
         move |e: &Event| events.lock().unwrap().push(e.clone())
     });
-    let engine = Engine::new(platform.image(), platform.fleet(), platform.router())
+    let engine = Engine::from_parts(platform.parts())
         .with_options(options)
         .with_events(sink);
     Rig {

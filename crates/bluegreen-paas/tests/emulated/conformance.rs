@@ -38,7 +38,9 @@ async fn app_mode_conforms() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_mode_conforms() {
     let emu = support::emulator().await;
-    let app = support::app("conformance");
+    let app = // another app than app mode's: the two run at once in this process, and the
+    // suite's deployments take the process's lock
+    support::app("conformance-rel");
     let (image, fleet, router) = support::release_mode(&emu);
     let sources = support::sources();
     let settings = support::settings();

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bluegreen_core::{App, DeployRequest, Engine, Fleet, Image, RouteTable, Router};
+use bluegreen_core::{App, DeployRequest, Engine, Fleet, Image, MemoryLock, RouteTable, Router};
 
 use crate::support::{self, Emulator, Hang};
 
@@ -28,7 +28,9 @@ async fn interrupted_everywhere(
             emu.set_boot_time(Duration::from_millis(30));
             let (image, fleet, router) = mode(&emu, &app);
             let engine = || {
+                // each engine a new process, with a lock table of its own
                 Engine::from_arcs(image.clone(), fleet.clone(), router.clone())
+                    .with_lock(Arc::new(MemoryLock::new()))
                     .with_options(support::engine_options())
                     .with_retry(support::retry())
             };
@@ -140,7 +142,9 @@ async fn release_mode_rerun_waits_for_the_dynos_whatever_the_timing() {
                 .await;
                 let (image, fleet, router) = support::release_mode(&emu);
                 let engine = || {
+                    // each engine a new process, with a lock table of its own
                     Engine::new(image.clone(), fleet.clone(), router.clone())
+                        .with_lock(Arc::new(MemoryLock::new()))
                         .with_options(support::engine_options())
                         .with_retry(support::retry())
                 };

@@ -7,6 +7,7 @@ mod client;
 mod conformance;
 mod engine;
 mod interrupt;
+mod lock;
 mod ownership;
 mod schema;
 mod sources;
