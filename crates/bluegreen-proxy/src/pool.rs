@@ -194,9 +194,9 @@ impl Pool {
         let mut cx = Context::from_waker(Waker::noop());
         let gone: Vec<Idle> = {
             let mut idle = self.lock();
-            let (kept, gone) = std::mem::take(&mut *idle).into_iter().partition(|e| {
-                now.saturating_duration_since(e.since) < self.limits.idle_timeout
-            });
+            let (kept, gone) = std::mem::take(&mut *idle)
+                .into_iter()
+                .partition(|e| now.saturating_duration_since(e.since) < self.limits.idle_timeout);
             *idle = kept;
             let mut gone = gone;
             let mut i = 0;

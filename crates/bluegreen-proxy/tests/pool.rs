@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use bluegreen_core::{GroupId, RouteTable};
 use bluegreen_proxy::BackendSpec;
+use support::*;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use support::*;
 
 const HOST: &str = "web.production";
 /// Only stops a hung test.
@@ -272,7 +272,10 @@ async fn a_backend_closing_idle_connections_fails_no_request_under_load() {
                             break;
                         }
                     }
-                    (status.split(' ').nth(1).unwrap().parse::<u16>().unwrap(), String::new())
+                    (
+                        status.split(' ').nth(1).unwrap().parse::<u16>().unwrap(),
+                        String::new(),
+                    )
                 } else {
                     read_response(&mut stream).await
                 };
