@@ -14,6 +14,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Serialize};
 
 use crate::options::HealthCheckOptions;
+use crate::pool::{Pool, PoolLimits};
 
 /// One backend of a group, as given to the proxy: where to reach it and which
 /// instance it is.
@@ -145,6 +146,8 @@ pub(crate) struct Backend {
     pub(crate) authority: Authority,
     health: AtomicU8,
     epoch: Arc<Epoch>,
+    /// Idle HTTP/1 connections to it, shared by every client connection.
+    pub(crate) pool: Pool,
 }
 
 pub(crate) type CheckClient = Client<HttpConnector, Empty<Bytes>>;
@@ -156,19 +159,22 @@ pub(crate) fn check_client() -> CheckClient {
 }
 
 impl Backend {
-    /// A backend whose checks start at once and stop when it is dropped.
+    /// A backend whose checks start at once and stop when it is dropped; its
+    /// idle connections are swept after each check.
     pub(crate) fn start(
         spec: BackendSpec,
         authority: Authority,
         epoch: Arc<Epoch>,
         client: CheckClient,
         options: HealthCheckOptions,
+        pool: PoolLimits,
     ) -> Arc<Backend> {
         let backend = Arc::new(Backend {
             spec,
             authority,
             health: AtomicU8::new(0),
             epoch,
+            pool: Pool::new(pool),
         });
         tokio::spawn(check_loop(Arc::downgrade(&backend), client, options));
         backend
@@ -259,6 +265,7 @@ async fn check_loop(backend: Weak<Backend>, client: CheckClient, options: Health
                 _ => {}
             }
         }
+        b.pool.sweep();
         drop(b);
         tokio::time::sleep(options.interval).await;
     }

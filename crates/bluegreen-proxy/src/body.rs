@@ -16,6 +16,7 @@ use crate::conn::ActiveGuard;
 use crate::drain::DrainTimeout;
 use crate::stall::StreamProgress;
 use crate::state::GroupState;
+use crate::upstream::Lease;
 
 /// The client's request body, shared between the attempts of one request: left
 /// here until its first read (so that a request whose body was never sent can go
@@ -221,6 +222,10 @@ pub(crate) struct BackendBody {
     /// client's flow-control window is seen (see [`crate::stall`]).
     sending: Option<Arc<StreamProgress>>,
     handed: bool,
+    /// For a response on a pooled HTTP/1 connection: told when the body was
+    /// read to its end, so that the connection goes back to the pool; dropped
+    /// before, the connection closes.
+    lease: Option<Lease>,
 }
 
 impl BackendBody {
@@ -233,6 +238,23 @@ impl BackendBody {
             waiting: None,
             sending: None,
             handed: false,
+            lease: None,
+        }
+    }
+
+    /// Tells `lease` when the body was read to its end.
+    pub(crate) fn leased(mut self, lease: Lease) -> Self {
+        if self.body.is_end_stream() {
+            lease.done();
+        } else {
+            self.lease = Some(lease);
+        }
+        self
+    }
+
+    fn ended(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.done();
         }
     }
 
@@ -263,6 +285,10 @@ impl BackendBody {
 impl Drop for BackendBody {
     fn drop(&mut self) {
         self.taken();
+        // a client that stops asking once the length it was told is reached
+        if !self.group.is_cut() && self.body.is_end_stream() {
+            self.ended();
+        }
     }
 }
 
@@ -314,6 +340,9 @@ impl Body for BackendBody {
         }
         match Pin::new(&mut this.body).poll_frame(cx) {
             Poll::Ready(Some(frame)) => {
+                if frame.is_ok() && this.body.is_end_stream() {
+                    this.ended();
+                }
                 if let (Some(a), Ok(_)) = (&this.sending, &frame) {
                     a.frame_sent();
                     this.handed = true;
@@ -322,7 +351,10 @@ impl Body for BackendBody {
             }
             // a connection dropped by the cut ends its body as if whole
             Poll::Ready(None) if this.group.is_cut() => Poll::Ready(Some(Err(this.cut()))),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                this.ended();
+                Poll::Ready(None)
+            }
             Poll::Pending => {
                 if let Some(epoch) = &this.epoch {
                     let wait = this.waiting.get_or_insert_with(|| {

@@ -4,8 +4,9 @@
 //! When a change takes a group's traffic away, the group's state is replaced and
 //! the old one is retired: no new request goes to it, its requests in flight go
 //! on. [`ProxyOptions::drain_timeout`](crate::ProxyOptions::drain_timeout) later,
-//! unless the group has traffic again, the old state is *cut*: backend
-//! connections that client connections keep for it are dropped, a request still
+//! unless the group has traffic again, the old state is *cut*: its backend
+//! connections still in use are dropped (its idle ones closed when it was
+//! retired), a request still
 //! waiting for its response headers gets a 504, a response still streaming ends
 //! with an error (so the client sees it incomplete, never cut short as if whole),
 //! and upgraded connections close.

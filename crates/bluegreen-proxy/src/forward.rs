@@ -583,6 +583,9 @@ async fn forward(
     let mut exclude: Option<Arc<Backend>> = None;
     let mut prefer = sticky;
     let mut attempt = 0;
+    // set once a pooled connection went stale under the request: its next
+    // attempt goes on a new connection
+    let mut fresh = false;
     loop {
         let choice = match choose(
             proxy,
@@ -609,6 +612,7 @@ async fn forward(
         let request = outgoing.request(&choice.backend, headers, body, pooled);
         let started = Instant::now();
         let deadline = started + proxy.inner.options.upstream_timeout;
+        let mut lease = None;
         let result = if pooled {
             let watch = watch_backend(&choice.group, &choice.backend, &proxy.inner.epoch, deadline);
             tokio::select! {
@@ -618,7 +622,10 @@ async fn forward(
         } else {
             let watch = watch_driven(&choice.group, &choice.backend, deadline);
             tokio::select! {
-                r = affinity.send(&choice.group, &choice.backend, request) => r,
+                r = affinity.send(&choice.group, &choice.backend, request, fresh) => r.map(|(response, l)| {
+                    lease = Some(l);
+                    response
+                }),
                 e = watch => Err(e),
             }
         };
@@ -661,6 +668,9 @@ async fn forward(
                 }
                 let epoch = pooled.then(|| proxy.inner.epoch.clone());
                 let mut body = BackendBody::new(rbody, choice.group, epoch);
+                if let Some(lease) = lease {
+                    body = body.leased(lease);
+                }
                 if parts.version == Version::HTTP_2 {
                     if let Some(progress) = StreamProgress::current() {
                         body = body.reporting_to(progress);
@@ -716,16 +726,36 @@ async fn forward(
                 );
             }
             Err(error) => {
+                let again = || {
+                    if empty_body {
+                        Some(UpstreamBody::Empty)
+                    } else {
+                        slot.as_ref()
+                            .and_then(|s| Some(UpstreamBody::again(s, s.take_back()?)))
+                    }
+                };
+                // the backend closed an idle connection as the request went out on
+                // it: the backend is fine, and a request safe to repeat goes again
+                // on a new connection, once, without counting as an attempt
+                if let (UpstreamError::Stale(_), false, true) = (&error, fresh, idempotent) {
+                    if let Some(again) = again() {
+                        tracing::debug!(
+                            host = %app.host,
+                            backend = %choice.backend.authority,
+                            error = %error_chain(&error),
+                            "pooled connection closed by the backend; sending again"
+                        );
+                        body = again;
+                        fresh = true;
+                        prefer = Some(choice.group.id.to_string());
+                        continue;
+                    }
+                }
                 let connect = error.is_connect();
                 if connect {
                     choice.backend.connection_failed();
                 }
-                let again = if empty_body {
-                    Some(UpstreamBody::Empty)
-                } else {
-                    slot.as_ref()
-                        .and_then(|s| Some(UpstreamBody::again(s, s.take_back()?)))
-                };
+                let again = again();
                 let retry = !last_try
                     && (connect || idempotent)
                     && again.is_some()

@@ -13,6 +13,7 @@ mod forward;
 mod metrics;
 mod options;
 pub mod pin;
+mod pool;
 mod preview;
 mod router;
 mod server;

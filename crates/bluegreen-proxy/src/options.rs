@@ -169,7 +169,15 @@ pub struct ProxyOptions {
     /// detached) may go on; then they are cut. Default 30 s.
     pub drain_timeout: Duration,
     /// How long an idle keep-alive connection to a backend is kept. Default 60 s.
+    /// Keep it below the backends' own idle timeout: a connection the backend
+    /// closes while idle is noticed when it is next taken, but one it closes at
+    /// that very moment fails the request sent on it (sent again on a new
+    /// connection when it is idempotent, else answered 502).
     pub pool_idle_timeout: Duration,
+    /// The most idle HTTP/1 connections kept per backend, shared by every client
+    /// connection; past it the oldest closes. 0 keeps none: every request opens
+    /// a connection. Default 256.
+    pub pool_max_idle: usize,
     /// The address that [preview listeners](crate::Proxy::preview_address) bind,
     /// one port per attached group; `None` gives no previews. Default `127.0.0.1`:
     /// a group without traffic is reachable from this machine only.
@@ -248,6 +256,7 @@ impl Default for ProxyOptions {
             shutdown_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),
             pool_idle_timeout: Duration::from_secs(60),
+            pool_max_idle: 256,
             preview_bind: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             header_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
@@ -292,6 +301,14 @@ impl ProxyOptions {
     /// Sets [`ProxyOptions::preview_bind`].
     pub fn with_preview_bind(mut self, ip: Option<IpAddr>) -> Self {
         self.preview_bind = ip;
+        self
+    }
+
+    /// Sets [`ProxyOptions::pool_max_idle`] and
+    /// [`ProxyOptions::pool_idle_timeout`].
+    pub fn with_pool(mut self, max_idle: usize, idle_timeout: Duration) -> Self {
+        self.pool_max_idle = max_idle;
+        self.pool_idle_timeout = idle_timeout;
         self
     }
 

@@ -18,6 +18,7 @@ use crate::body::UpstreamBody;
 use crate::drain;
 use crate::options::ProxyOptions;
 use crate::pin;
+use crate::pool::PoolLimits;
 use crate::preview::Previews;
 use crate::stats::{AppStats, GroupStats, StatsSnapshot};
 
@@ -36,8 +37,14 @@ pub(crate) struct GroupState {
     pub(crate) retired: AtomicBool,
     /// Set when the drain timeout cut the requests still in flight.
     pub(crate) cut: AtomicBool,
+    /// Unique to this state: the mark of its idle connections in its backends'
+    /// pools.
+    pub(crate) serial: u64,
     next: AtomicUsize,
 }
+
+/// The next [`GroupState::serial`].
+static SERIALS: AtomicU64 = AtomicU64::new(0);
 
 impl GroupState {
     fn new(
@@ -53,7 +60,15 @@ impl GroupState {
             client: upstream_client(options),
             retired: AtomicBool::new(false),
             cut: AtomicBool::new(false),
+            serial: SERIALS.fetch_add(1, Ordering::Relaxed),
             next: AtomicUsize::new(fastrand::usize(..1024)),
+        }
+    }
+
+    /// Closes this state's idle connections in its backends' pools.
+    pub(crate) fn retire_pooled(&self) {
+        for backend in &self.backends {
+            backend.pool.purge(self.serial);
         }
     }
 
@@ -626,6 +641,8 @@ impl Proxy {
                     if !group.retired.swap(true, Ordering::AcqRel) {
                         group.stats.draining.fetch_add(1, Ordering::Relaxed);
                     }
+                    // its idle connections close; those in use close once done
+                    group.retire_pooled();
                     // its requests in flight drain once the group is out of traffic
                     // (now, or later for a state replaced by a new attachment)
                     drain::cut_after(
@@ -679,6 +696,7 @@ impl Proxy {
                         self.inner.epoch.clone(),
                         self.inner.check_client.clone(),
                         self.inner.options.health.clone(),
+                        PoolLimits::new(&self.inner.options),
                     );
                     fresh.push(b.clone());
                     b

@@ -168,7 +168,7 @@ pub(crate) struct GroupStats {
     /// The sum of the recorded latencies, in microseconds.
     latency_sum: AtomicU64,
     /// Retired states of the group still alive: requests in flight (or a client
-    /// connection's kept backend connection) keep them.
+    /// connection's backend connection in use) keep them.
     pub(crate) draining: AtomicU64,
 }
 

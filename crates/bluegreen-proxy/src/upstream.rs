@@ -1,38 +1,42 @@
-//! Backend connections kept by one HTTP/1 client connection and driven by the
+//! HTTP/1 requests of a client connection, on backend connections driven by the
 //! client connection's own task.
 //!
-//! A client connection keeps the backend connections it opened, and sends its
-//! next requests on them: a request and its response then never leave the
-//! client connection's task (the shared pool's connections each run as a task of
-//! their own, so that every request there goes to another task and back).
-//! A connection is kept only while its group keeps its state: a group that loses
-//! its traffic (or its members) is retired, and its kept connections close as
-//! soon as their requests are done.
+//! A request takes an idle connection from its backend's [`Pool`](crate::pool::Pool) (or opens
+//! one), and the connection is driven by the task of the client connection
+//! while the request and its response last: a request and its response then
+//! never leave the client connection's task (the shared pool's connections of
+//! HTTP/2 streams and upgrades each run as a task of their own, so that every
+//! request there goes to another task and back). Once the response was read to
+//! its end and the request sent whole, the connection goes back to the pool,
+//! where any client connection on the same thread takes it: an idle client
+//! connection holds no backend connection. A connection whose response was
+//! abandoned (the client left, a timeout, the drain cut) closes.
+//!
+//! A connection is reused only while its group keeps its state: a group that
+//! loses its traffic (or its members) is retired, its idle connections close,
+//! and its connections in use close as soon as their requests are done.
 
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
+use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::backend::Backend;
 use crate::body::UpstreamBody;
+use crate::pool::BackendConn;
 use crate::state::GroupState;
 
-/// The most backend connections one client connection keeps.
-const MAX_KEPT: usize = 4;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-type Conn = http1::Connection<TokioIo<TcpStream>, UpstreamBody>;
 
 /// Why a request to a backend failed.
 #[derive(Debug)]
@@ -41,6 +45,9 @@ pub(crate) enum UpstreamError {
     Connect(io::Error),
     /// The HTTP exchange failed (on a connection of the client connection).
     Http(hyper::Error),
+    /// A pooled connection ended after the request was written and before any
+    /// response: the backend had closed it while it was idle, most likely.
+    Stale(hyper::Error),
     /// The shared pool failed.
     Pool(hyper_util::client::legacy::Error),
     /// The drain timeout cut the request before its response came.
@@ -56,7 +63,7 @@ impl UpstreamError {
     pub(crate) fn is_connect(&self) -> bool {
         match self {
             UpstreamError::Connect(_) => true,
-            UpstreamError::Http(_) => false,
+            UpstreamError::Http(_) | UpstreamError::Stale(_) => false,
             UpstreamError::Pool(e) => e.is_connect(),
             UpstreamError::Cut | UpstreamError::Timeout | UpstreamError::Unhealthy => false,
         }
@@ -68,6 +75,7 @@ impl std::fmt::Display for UpstreamError {
         match self {
             UpstreamError::Connect(e) => write!(f, "connect: {e}"),
             UpstreamError::Http(e) => e.fmt(f),
+            UpstreamError::Stale(e) => write!(f, "idle connection closed by the backend: {e}"),
             UpstreamError::Pool(e) => e.fmt(f),
             UpstreamError::Cut => f.write_str("cut by the drain timeout"),
             UpstreamError::Timeout => f.write_str("no response within the upstream timeout"),
@@ -80,38 +88,66 @@ impl std::error::Error for UpstreamError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             UpstreamError::Connect(e) => e.source(),
-            UpstreamError::Http(e) => e.source(),
+            UpstreamError::Http(e) | UpstreamError::Stale(e) => e.source(),
             UpstreamError::Pool(e) => e.source(),
             UpstreamError::Cut | UpstreamError::Timeout | UpstreamError::Unhealthy => None,
         }
     }
 }
 
-struct Kept {
-    group: Arc<GroupState>,
-    backend: Arc<Backend>,
-    sender: SendRequest<UpstreamBody>,
+/// Where a leased connection is: its request and response still going, its
+/// response read to the end (it may go back to the pool), or abandoned (it closes).
+const IN_USE: u8 = 0;
+const DONE: u8 = 1;
+const ABANDONED: u8 = 2;
+
+/// What the response of a leased connection tells its client connection's driver.
+struct LeaseState {
+    state: AtomicU8,
+    /// The driver, woken when the response is done or abandoned.
+    driver: Waker,
 }
 
-impl Kept {
-    fn matches(&self, group: &Arc<GroupState>, backend: &Arc<Backend>) -> bool {
-        Arc::ptr_eq(&self.group, group) && Arc::ptr_eq(&self.backend, backend)
-    }
+/// A backend connection lent to one request: held by its response body, it says
+/// whether the response was read to the end. Dropped without
+/// [`Lease::done`], the connection closes.
+pub(crate) struct Lease(Arc<LeaseState>);
 
-    fn usable(&self) -> bool {
-        !self.group.retired.load(Ordering::Acquire) && !self.sender.is_closed()
+impl Lease {
+    /// The response was read to its end: the connection may be reused once its
+    /// request was sent whole.
+    pub(crate) fn done(self) {
+        self.0.state.store(DONE, Ordering::Release);
+        self.0.driver.wake_by_ref();
+        std::mem::forget(self);
     }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.0.state.store(ABANDONED, Ordering::Release);
+        self.0.driver.wake_by_ref();
+    }
+}
+
+/// A connection in use by a request of the client connection.
+struct InUse {
+    group: Arc<GroupState>,
+    backend: Arc<Backend>,
+    conn: BackendConn,
+    lease: Arc<LeaseState>,
 }
 
 #[derive(Default)]
 struct State {
-    kept: Vec<Kept>,
-    /// Connections opened since the driver last ran, with their group.
-    opened: Vec<(Arc<GroupState>, Pin<Box<Conn>>)>,
+    /// Connections taken or opened since the driver last ran.
+    opened: Vec<InUse>,
     driver: Option<Waker>,
 }
 
-/// The backend connections of one client connection.
+/// The backend connections in use by one client connection's requests. Between
+/// requests it holds none: each goes back to its backend's [`Pool`](crate::pool::Pool) once its
+/// response was read to the end.
 #[derive(Default)]
 pub(crate) struct Affinity {
     state: Mutex<State>,
@@ -122,43 +158,7 @@ impl Affinity {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn take(
-        &self,
-        group: &Arc<GroupState>,
-        backend: &Arc<Backend>,
-    ) -> Option<SendRequest<UpstreamBody>> {
-        let mut state = self.lock();
-        state.kept.retain(Kept::usable);
-        let i = state.kept.iter().position(|k| k.matches(group, backend))?;
-        Some(state.kept.swap_remove(i).sender)
-    }
-
-    fn keep(
-        &self,
-        group: &Arc<GroupState>,
-        backend: &Arc<Backend>,
-        sender: SendRequest<UpstreamBody>,
-    ) {
-        let kept = Kept {
-            group: group.clone(),
-            backend: backend.clone(),
-            sender,
-        };
-        if !kept.usable() {
-            return;
-        }
-        let mut state = self.lock();
-        if state.kept.len() >= MAX_KEPT {
-            state.kept.remove(0);
-        }
-        state.kept.push(kept);
-    }
-
-    async fn connect(
-        &self,
-        group: &Arc<GroupState>,
-        backend: &Backend,
-    ) -> Result<SendRequest<UpstreamBody>, UpstreamError> {
+    async fn connect(backend: &Backend) -> Result<BackendConn, UpstreamError> {
         let stream = tokio::time::timeout(
             CONNECT_TIMEOUT,
             TcpStream::connect(backend.authority.as_str()),
@@ -176,49 +176,89 @@ impl Affinity {
             .handshake(TokioIo::new(stream))
             .await
             .map_err(UpstreamError::Http)?;
+        Ok(BackendConn::new(sender, conn))
+    }
+
+    /// Hands `conn` to the driver, lent to the request being sent on it.
+    fn lend(&self, group: &Arc<GroupState>, backend: &Arc<Backend>, conn: BackendConn) -> Lease {
         let mut state = self.lock();
-        state.opened.push((group.clone(), Box::pin(conn)));
+        let driver = state
+            .driver
+            .clone()
+            .unwrap_or_else(|| Waker::noop().clone());
+        let lease = Arc::new(LeaseState {
+            state: AtomicU8::new(IN_USE),
+            driver,
+        });
+        state.opened.push(InUse {
+            group: group.clone(),
+            backend: backend.clone(),
+            conn,
+            lease: lease.clone(),
+        });
         if let Some(w) = &state.driver {
             w.wake_by_ref();
         }
-        Ok(sender)
+        Lease(lease)
     }
 
-    /// Sends `request` to `backend` of `group` on a kept connection, or on a new
-    /// one kept for the next requests.
+    /// Sends `request` to `backend` of `group` on an idle pooled connection, or
+    /// on a new one when there is none (or `fresh`). A request that a pooled
+    /// connection did not send (the backend had closed it) goes on the next one.
+    /// A request sent on a pooled connection that ended before any response
+    /// fails with [`UpstreamError::Stale`]: the caller may send it again, on a
+    /// fresh connection, when that is safe.
     pub(crate) async fn send(
         &self,
         group: &Arc<GroupState>,
         backend: &Arc<Backend>,
         mut request: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        if let Some(mut sender) = self.take(group, backend) {
-            if sender.ready().await.is_ok() {
-                match sender.try_send_request(request).await {
-                    Ok(response) => {
-                        self.keep(group, backend, sender);
-                        return Ok(response);
-                    }
+        fresh: bool,
+    ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
+        if !fresh && !group.retired.load(Ordering::Acquire) {
+            while let Some(mut conn) =
+                poll_fn(|cx| Poll::Ready(backend.pool.take(group.serial, cx))).await
+            {
+                let sent = conn.sender.try_send_request(request);
+                let lease = self.lend(group, backend, conn);
+                match sent.await {
+                    Ok(response) => return Ok((response, lease)),
                     Err(mut e) => match e.take_message() {
-                        // never written: a new connection takes it
+                        // never written: the next connection takes it
                         Some(r) => request = r,
-                        None => return Err(UpstreamError::Http(e.into_error())),
+                        None => {
+                            let e = e.into_error();
+                            return Err(if e.is_parse() || e.is_user() {
+                                UpstreamError::Http(e)
+                            } else {
+                                UpstreamError::Stale(e)
+                            });
+                        }
                     },
                 }
             }
         }
-        let mut sender = self.connect(group, backend).await?;
-        match sender.try_send_request(request).await {
-            Ok(response) => {
-                self.keep(group, backend, sender);
-                Ok(response)
-            }
+        let mut conn = Self::connect(backend).await?;
+        let sent = conn.sender.try_send_request(request);
+        let lease = self.lend(group, backend, conn);
+        match sent.await {
+            Ok(response) => Ok((response, lease)),
             Err(e) => Err(UpstreamError::Http(e.into_error())),
         }
     }
+}
 
-    fn retire(&self) {
-        self.lock().kept.retain(Kept::usable);
+/// Returns `c` to its backend's pool when its response was read to the end and
+/// its request sent whole, and its group state still serves; else it closes.
+fn release(c: InUse) {
+    if c.group.retired.load(Ordering::Acquire) {
+        return;
+    }
+    c.backend.pool.put(c.group.serial, c.conn);
+    // a retirement between the check and the put has purged the pool before
+    // the put: purge again
+    if c.group.retired.load(Ordering::Acquire) {
+        c.backend.pool.purge(c.group.serial);
     }
 }
 
@@ -270,6 +310,30 @@ impl Wake for ChangeWake {
     }
 }
 
+/// Polls the connections in use (when `cx` is given): those whose response was
+/// read to the end and whose request was sent whole go back to their pools,
+/// those that ended or whose response was abandoned close.
+fn drive_conns(conns: &mut Vec<InUse>, mut cx: Option<&mut Context<'_>>) {
+    let mut i = 0;
+    while i < conns.len() {
+        let c = &mut conns[i];
+        let open = match cx.as_mut() {
+            Some(cx) => c.conn.poll_open(cx),
+            None => !c.conn.sender.is_closed(),
+        };
+        let state = c.lease.state.load(Ordering::Acquire);
+        let ready = state == DONE && c.conn.sender.is_ready();
+        if open && (state == IN_USE || (state == DONE && !ready)) {
+            i += 1;
+            continue;
+        }
+        let c = conns.swap_remove(i);
+        if open && ready {
+            release(c);
+        }
+    }
+}
+
 /// Rounds of polling in one poll of the task, at most: past them the task yields.
 const MAX_ROUNDS: usize = 8;
 
@@ -283,7 +347,7 @@ pub(crate) async fn drive<F: Future>(
     epoch: watch::Receiver<u64>,
 ) -> F::Output {
     let mut served = std::pin::pin!(served);
-    let mut conns: Vec<(Arc<GroupState>, Pin<Box<Conn>>)> = Vec::new();
+    let mut conns: Vec<InUse> = Vec::new();
     let mut changes = Some(next_change(epoch));
     let rounds = Arc::new(Rounds {
         polling: AtomicBool::new(false),
@@ -316,27 +380,20 @@ pub(crate) async fn drive<F: Future>(
             rounds.woken.store(false, Ordering::SeqCst);
             if let Poll::Ready(out) = served.as_mut().poll(&mut cx) {
                 rounds.polling.store(false, Ordering::SeqCst);
+                // the last responses' connections go back to their pools
+                conns.append(&mut affinity.lock().opened);
+                drive_conns(&mut conns, None);
                 return Poll::Ready(out);
             }
             conns.append(&mut affinity.lock().opened);
-            if !conns.is_empty() {
-                conns.retain_mut(|(_, c)| match c.as_mut().poll(&mut cx) {
-                    Poll::Pending => true,
-                    Poll::Ready(Err(e)) => {
-                        tracing::debug!(error = %e, "backend connection ended");
-                        false
-                    }
-                    Poll::Ready(Ok(())) => false,
-                });
-            }
+            drive_conns(&mut conns, Some(&mut cx));
             if change_wake.woken.swap(false, Ordering::SeqCst) {
                 let mut change_cx = Context::from_waker(&change_waker);
                 while let Some(ch) = changes.as_mut() {
                     match ch.as_mut().poll(&mut change_cx) {
                         Poll::Pending => break,
                         Poll::Ready(rx) => {
-                            affinity.retire();
-                            conns.retain(|(group, _)| !group.is_cut());
+                            conns.retain(|c| !c.group.is_cut());
                             changes = rx.map(next_change);
                         }
                     }
