@@ -42,6 +42,6 @@ impl LookAlikes for MemoryLookAlikes {
         self.platform
             .state()
             .groups
-            .retain(|g| !(&g.id == group && !g.labels.contains_key(labels::OWNER)));
+            .retain(|g| &g.id != group || g.labels.contains_key(labels::OWNER));
     }
 }

@@ -11,10 +11,13 @@ use bluegreen_core::{async_trait, App, GroupId};
 use bluegreen_local::StateDir;
 use bluegreen_testkit::conformance::LookAlikes;
 
-/// What it made per group: the processes, and the directory when it made one.
+/// What it made for one group: the processes, and the directory when it made one.
+type Made = (Vec<Child>, Option<PathBuf>);
+
+/// Look-alikes per group, in one state directory.
 pub struct LocalLookAlikes {
     state: StateDir,
-    made: Mutex<BTreeMap<GroupId, (Vec<Child>, Option<PathBuf>)>>,
+    made: Mutex<BTreeMap<GroupId, Made>>,
 }
 
 impl LocalLookAlikes {
@@ -84,7 +87,7 @@ impl LookAlikes for LocalLookAlikes {
     }
 }
 
-fn names(entry: &(Vec<Child>, Option<PathBuf>)) -> Vec<String> {
+fn names(entry: &Made) -> Vec<String> {
     let mut out: Vec<String> = entry
         .0
         .iter()
