@@ -2,8 +2,8 @@
 //!
 //! A [`Release`](crate::Release) carries its provider-specific settings as text
 //! (`settings.port = "8080"`). A provider declares what it reads as a struct that
-//! derives [`serde::Deserialize`] and reads it with [`Release::settings_as`]
-//! (crate::Release::settings_as); every provider then refuses an unknown or bad
+//! derives [`serde::Deserialize`] and reads it with
+//! [`Release::settings_as`](crate::Release::settings_as); every provider then refuses an unknown or bad
 //! setting the same way, before any side effect, with [`Error::Invalid`] naming
 //! `settings.<key>`:
 //!

@@ -70,8 +70,8 @@ use bluegreen_core::register::{self, Data, Found, Register, Store, Stored, LOCK_
 /// The image of the lock's containers.
 pub const LOCK_IMAGE: &str = "bluegreen/lock:1";
 
-/// A lease lock per app on a Docker daemon, with fencing tokens; see the [module
-/// documentation](self) for its design.
+/// A lease lock per app on a Docker daemon, with fencing tokens; its design is
+/// described at the top of its source file.
 ///
 /// Tokens count from 1 per app (and per daemon). A holder whose lease passed while
 /// nobody took the lock keeps it: its renewal succeeds, and taking it again gives

@@ -63,8 +63,8 @@ use bluegreen_core::register::{self, Data, Found, Register, Store, Stored, LOCK_
 /// The longest name the swarm gives a secret.
 const MAX_NAME: usize = 64;
 
-/// A lease lock per app in a Docker Swarm, with fencing tokens; see the [module
-/// documentation](self) for its design.
+/// A lease lock per app in a Docker Swarm, with fencing tokens; its design is
+/// described at the top of its source file.
 ///
 /// Tokens count from 1 per app (and per swarm). A holder whose lease passed while
 /// nobody took the lock keeps it: its renewal succeeds, and taking it again gives

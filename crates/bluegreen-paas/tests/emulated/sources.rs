@@ -44,7 +44,7 @@ async fn impossible_sources_are_refused_before_any_request() {
         (
             ImageSource::SourceUrl("not a url".into()),
             ErrorKind::Invalid,
-            "`not a url` is not a URL",
+            "`not a url` is not an http(s) URL",
         ),
         (
             ImageSource::SourceUrl("file:///etc/hostname".into()),
