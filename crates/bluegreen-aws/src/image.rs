@@ -86,7 +86,9 @@ impl AmiImageOptions {
 ///   terminated first.
 ///
 /// Baked AMIs carry bluegreen's tags; `images` and `remove` (deregister, then delete the
-/// snapshots) see only those.
+/// snapshots) see only those. `remove` refuses an AMI that an instance not yet
+/// terminated was launched from ([`Error::Conflict`]); a missing AMI is removed
+/// already (`Ok`).
 #[derive(Clone, Debug)]
 pub struct AmiImage {
     clients: AwsClients,
@@ -302,6 +304,51 @@ impl AmiImage {
                 .map_err(|e| map("TerminateInstances (stray builders)", e))?;
         }
         Ok(())
+    }
+
+    /// [`Error::Conflict`] when an instance that is not terminated (pending, running,
+    /// stopping or stopped) was launched from `id`: deregistering the AMI would
+    /// leave a fleet that cannot replace its instances.
+    async fn refuse_if_in_use(&self, id: &ImageId) -> Result<()> {
+        let filters = vec![
+            Filter::builder()
+                .name("image-id")
+                .values(id.as_str())
+                .build(),
+            Filter::builder()
+                .name("instance-state-name")
+                .set_values(Some(vec![
+                    "pending".into(),
+                    "running".into(),
+                    "stopping".into(),
+                    "stopped".into(),
+                ]))
+                .build(),
+        ];
+        let out = self
+            .clients
+            .ec2
+            .describe_instances()
+            .set_filters(Some(filters))
+            .max_results(5)
+            .send()
+            .await
+            .map_err(|e| map(&format!("DescribeInstances (users of {id})"), e))?;
+        let users: Vec<&str> = out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .filter_map(|i| i.instance_id())
+            .collect();
+        if users.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Conflict {
+            message: format!(
+                "image {id} is in use by instance {}: destroy its group first",
+                users.join(", ")
+            ),
+        })
     }
 
     async fn bake_on(
@@ -602,6 +649,7 @@ impl Image for AmiImage {
         if !labels::is_owned_by(&ec2_labels(ami.tags()), app) {
             return Ok(());
         }
+        self.refuse_if_in_use(id).await?;
         let snapshots: Vec<String> = ami
             .block_device_mappings()
             .iter()

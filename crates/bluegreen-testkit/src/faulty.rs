@@ -151,11 +151,6 @@ impl<T: Image> Image for Faulty<T> {
         self.inner.prepare(app, source, events).await
     }
 
-    /// The wrapped provider's check: it makes no platform call, so no fault applies.
-    fn check_source(&self, source: &ImageSource, release: &bluegreen_core::Release) -> Result<()> {
-        self.inner.check_source(source, release)
-    }
-
     async fn images(&self, app: &App) -> Result<Vec<ImageRef>> {
         self.call(Op::Images).await?;
         self.inner.images(app).await
@@ -166,6 +161,7 @@ impl<T: Image> Image for Faulty<T> {
         self.inner.remove(app, id).await
     }
 
+    /// The wrapped provider's check: it makes no platform call, so no fault applies.
     fn check_source(&self, source: &ImageSource, release: &Release) -> Result<()> {
         self.inner.check_source(source, release)
     }
