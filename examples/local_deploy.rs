@@ -183,8 +183,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         })
     });
     // the image, the fleet, the proxy's router and the machine's FileLock
-    let mut engine = Engine::from_parts(fleet.parts(proxy.router()))
-        .with_events(events);
+    let mut engine = Engine::from_parts(fleet.parts(proxy.router())).with_events(events);
     let app_of = |t: &Target| App::new(&t.app, &t.environment);
     match cli.command {
         Command::Deploy(r) => {

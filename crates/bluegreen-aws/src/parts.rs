@@ -11,7 +11,9 @@ use crate::router::{ElbRouter, ElbRouterOptions};
 
 /// The EC2 provider's parts: an [`AmiImage`], an [`Ec2Fleet`], an [`ElbRouter`], and
 /// an [`Ec2Lock`] in the router's VPC, all through `clients`. Engines built from them,
-/// on any machine that reaches the account and region, exclude each other.
+/// on any machine that reaches the account and region, exclude each other. Invalid
+/// fleet options are [`Error::Invalid`](bluegreen_core::Error::Invalid), as from
+/// [`Ec2Fleet::new`].
 ///
 /// ```no_run
 /// # async fn run() -> bluegreen_core::Result<()> {
@@ -23,7 +25,7 @@ use crate::router::{ElbRouter, ElbRouterOptions};
 ///     Default::default(),
 ///     Default::default(),
 ///     ElbRouterOptions::new("arn:aws:elasticloadbalancing:...:listener/app/web/1/2", "vpc-1"),
-/// ));
+/// )?);
 /// # Ok(()) }
 /// ```
 pub fn ec2_parts(
@@ -31,14 +33,14 @@ pub fn ec2_parts(
     image: AmiImageOptions,
     fleet: Ec2FleetOptions,
     router: ElbRouterOptions,
-) -> Parts {
+) -> Result<Parts> {
     let lock = Ec2Lock::new(clients.clone()).in_vpc(router.vpc_id.clone());
-    Parts::new(
+    Ok(Parts::new(
         AmiImage::new(clients.clone(), image),
-        Ec2Fleet::new(clients.clone(), fleet),
+        Ec2Fleet::new(clients.clone(), fleet)?,
         ElbRouter::new(clients.clone(), router),
         lock,
-    )
+    ))
 }
 
 /// The Auto Scaling provider's parts: an [`AmiImage`], an [`AsgFleet`], an

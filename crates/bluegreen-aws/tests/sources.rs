@@ -25,7 +25,7 @@ async fn impossible_sources_are_refused_before_any_call() {
         options.builder_instance_type = builder.into();
         Engine::new(
             AmiImage::new(clients.clone(), options),
-            Ec2Fleet::new(clients.clone(), Ec2FleetOptions::default()),
+            Ec2Fleet::new(clients.clone(), Ec2FleetOptions::default()).unwrap(),
             ElbRouter::new(
                 clients.clone(),
                 ElbRouterOptions::new(

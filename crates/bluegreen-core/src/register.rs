@@ -507,8 +507,5 @@ pub fn ours(labels: &Labels, slug: &str) -> bool {
 
 /// Labels as the `HashMap` some platform clients take.
 pub fn to_map(labels: &Labels) -> HashMap<String, String> {
-    labels
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
+    labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }

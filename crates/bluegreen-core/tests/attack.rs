@@ -757,8 +757,7 @@ async fn rollback_walks_back_history_len_releases_then_refuses() {
 #[tokio::test(start_paused = true)]
 async fn rollback_to_the_live_image_changes_no_route_and_unknown_is_not_found() {
     let platform = MemoryPlatform::new();
-    let engine =
-        Engine::from_parts(platform.parts()).with_options(options());
+    let engine = Engine::from_parts(platform.parts()).with_options(options());
     engine.deploy(&req("1")).await.unwrap();
     engine.deploy(&req("2")).await.unwrap();
     let two = image_id(&platform, &app(), "2").await;
@@ -1214,8 +1213,7 @@ async fn a_release_as_good_as_the_baseline_passes_the_increase_limit_after_the_s
     let platform = MemoryPlatform::new();
     platform.set_behaviour("web:1", Behaviour::ErrorRate(0.2));
     platform.set_behaviour("web:2", Behaviour::ErrorRate(0.2));
-    let engine =
-        Engine::from_parts(platform.parts()).with_options(options());
+    let engine = Engine::from_parts(platform.parts()).with_options(options());
     engine.deploy(&req("1")).await.unwrap();
     tokio::time::sleep(Duration::from_secs(60)).await;
     let r = engine
@@ -1236,8 +1234,7 @@ async fn a_worse_release_breaks_the_increase_limit() {
     let platform = MemoryPlatform::new();
     platform.set_behaviour("web:1", Behaviour::ErrorRate(0.05));
     platform.set_behaviour("web:2", Behaviour::ErrorRate(0.4));
-    let engine =
-        Engine::from_parts(platform.parts()).with_options(options());
+    let engine = Engine::from_parts(platform.parts()).with_options(options());
     engine.deploy(&req("1")).await.unwrap();
     let e = engine
         .deploy(&req("2").strategy(
@@ -1321,8 +1318,7 @@ async fn analysis_checks_run_at_each_step_and_every_poll_of_the_bake() {
 #[tokio::test(start_paused = true)]
 async fn a_failing_analysis_check_in_the_bake_switches_back_in_one_change() {
     let platform = MemoryPlatform::new();
-    let engine =
-        Engine::from_parts(platform.parts()).with_options(options());
+    let engine = Engine::from_parts(platform.parts()).with_options(options());
     engine.deploy(&req("1")).await.unwrap();
     let n = Arc::new(AtomicU32::new(0));
     let check = check_fn("flaky", {
@@ -1582,8 +1578,7 @@ async fn every_bad_input_names_its_field_with_zero_platform_calls() {
     ];
     for (field, request) in cases {
         let platform = MemoryPlatform::new();
-        let engine = Engine::from_parts(platform.parts())
-            .with_options(options());
+        let engine = Engine::from_parts(platform.parts()).with_options(options());
         for (op, r) in [
             ("deploy", engine.deploy(&request).await.map(|_| ())),
             ("prepare", engine.prepare(&request).await.map(|_| ())),
@@ -1631,8 +1626,7 @@ async fn every_bad_input_names_its_field_with_zero_platform_calls() {
     ];
     for (field, o) in bad_options {
         let platform = MemoryPlatform::new();
-        let engine =
-            Engine::from_parts(platform.parts()).with_options(o);
+        let engine = Engine::from_parts(platform.parts()).with_options(o);
         let results = [
             ("deploy", engine.deploy(&req("1")).await.map(|_| ())),
             ("rollback", engine.rollback(&app()).await.map(|_| ())),
@@ -1674,8 +1668,7 @@ async fn every_bad_input_names_its_field_with_zero_platform_calls() {
 #[tokio::test(start_paused = true)]
 async fn promote_and_rollback_with_validate_before_any_call() {
     let platform = MemoryPlatform::new();
-    let engine =
-        Engine::from_parts(platform.parts()).with_options(options());
+    let engine = Engine::from_parts(platform.parts()).with_options(options());
     engine.deploy(&req("1")).await.unwrap();
     engine.deploy(&req("2")).await.unwrap();
     let calls = platform.call_log().len();

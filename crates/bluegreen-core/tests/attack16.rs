@@ -464,10 +464,8 @@ async fn a_panicking_hook_leaves_the_old_release_serving_and_the_app_deployable(
     for stage in Stage::ALL {
         let lock = Arc::new(MemoryLock::new());
         let platform = MemoryPlatform::new();
-        let engine = Arc::new(
-            Engine::from_parts(platform.parts())
-                .with_lock(lock.clone() as Arc<dyn Lock>),
-        );
+        let engine =
+            Arc::new(Engine::from_parts(platform.parts()).with_lock(lock.clone() as Arc<dyn Lock>));
         engine.deploy(&request("1")).await.unwrap();
         let boom = hook_fn("boom", move |ctx: HookContext| async move {
             if ctx.stage == stage {
@@ -846,8 +844,7 @@ async fn a_pause_releases_the_lock_and_reports_the_weight() {
     ] {
         let lock = Arc::new(MemoryLock::new());
         let platform = MemoryPlatform::new();
-        let engine = Engine::from_parts(platform.parts())
-            .with_lock(lock.clone() as Arc<dyn Lock>);
+        let engine = Engine::from_parts(platform.parts()).with_lock(lock.clone() as Arc<dyn Lock>);
         engine.deploy(&request("1")).await.unwrap();
         let w = if stage == Stage::AfterTrafficStep {
             Some(weight)
@@ -1401,10 +1398,8 @@ async fn a_set_meeting_a_held_lock_changes_nothing_and_gives_its_locks_back() {
     let platform = MemoryPlatform::new();
     platform.set_boot_time(Duration::from_secs(10));
     let lock = Arc::new(MemoryLock::new());
-    let engine = Arc::new(
-        Engine::from_parts(platform.parts())
-            .with_lock(lock.clone() as Arc<dyn Lock>),
-    );
+    let engine =
+        Arc::new(Engine::from_parts(platform.parts()).with_lock(lock.clone() as Arc<dyn Lock>));
     // web is being deployed by someone else: a hook that takes its time
     struct Slow;
     #[async_trait]
@@ -1461,8 +1456,7 @@ async fn one_by_one_says_so_and_finishes() {
         let events = events.clone();
         move |e: &Event| events.lock().unwrap().push(e.clone())
     });
-    let engine =
-        Engine::from_parts(platform.parts()).with_events(sink);
+    let engine = Engine::from_parts(platform.parts()).with_events(sink);
     engine
         .deploy_all(&pair("1", "1"), SwitchAll::AtomicOrOneByOne)
         .await
@@ -1535,9 +1529,7 @@ async fn two_programs_resuming_at_once_run_the_task_once() {
     let platform = MemoryPlatform::new();
     platform.set_boot_time(Duration::from_secs(10));
     let lock: Arc<dyn Lock> = Arc::new(MemoryLock::new());
-    let engine = || {
-        Engine::from_parts(platform.parts()).with_lock(lock.clone())
-    };
+    let engine = || Engine::from_parts(platform.parts()).with_lock(lock.clone());
     engine().deploy(&request("1")).await.unwrap();
     let r = request("2")
         .task(ReleaseTask::new(["migrate"]).with_phase(TaskPhase::AfterHealthy))
@@ -1685,10 +1677,8 @@ async fn a_panicking_hook_fails_closed_like_a_failing_hook() {
     for stage in Stage::ALL {
         let lock = Arc::new(MemoryLock::new());
         let platform = MemoryPlatform::new();
-        let engine = Arc::new(
-            Engine::from_parts(platform.parts())
-                .with_lock(lock.clone() as Arc<dyn Lock>),
-        );
+        let engine =
+            Arc::new(Engine::from_parts(platform.parts()).with_lock(lock.clone() as Arc<dyn Lock>));
         engine.deploy(&request("1")).await.unwrap();
         let boom = hook_fn("boom", move |ctx: HookContext| async move {
             if ctx.stage == stage {

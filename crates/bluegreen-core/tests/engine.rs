@@ -416,7 +416,7 @@ async fn bad_requests_fail_clearly_with_zero_platform_calls() {
         );
     }
     let bad_options = Engine::from_parts(rig.platform.parts())
-    .with_options(options().with_health_timeout(Duration::ZERO));
+        .with_options(options().with_health_timeout(Duration::ZERO));
     let e = bad_options.deploy(&request("1")).await.unwrap_err();
     assert!(
         e.to_string().contains("invalid options.health_timeout"),

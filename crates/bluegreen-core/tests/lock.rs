@@ -175,10 +175,7 @@ async fn two_engines_of_one_process_exclude_each_other_by_default() {
     assert_eq!(e.kind(), ErrorKind::Locked, "{e}");
     let elsewhere = Engine::new(platform.image(), platform.fleet(), platform.router())
         .with_lock(Arc::new(MemoryLock::new()));
-    assert!(
-        elsewhere.status(&app).await.is_ok(),
-        "status takes no lock"
-    );
+    assert!(elsewhere.status(&app).await.is_ok(), "status takes no lock");
     deploying.await.unwrap().unwrap();
     assert_eq!(MemoryLock::process().holder(&app), None, "released");
     second.deploy(&request("2")).await.unwrap();

@@ -20,6 +20,7 @@ mod swarm_lock;
 mod swarm_settings;
 mod task;
 
+pub use bluegreen_core::register::LOCK_LABEL;
 pub use bluegreen_proxy::{EmbeddedProxy, ProxyRouter};
 pub use bollard::{self, Docker};
 pub use build::ROLE_LABEL;
@@ -27,7 +28,6 @@ pub use config::connect;
 pub use fleet::{DockerFleet, DockerFleetOptions, INDEX_LABEL, RECORD_LABEL};
 pub use image::{repository, DockerImage};
 pub use lock::{DockerLock, LOCK_IMAGE};
-pub use bluegreen_core::register::LOCK_LABEL;
 pub use registry::{registry_credentials, RegistryImage};
 pub use router::{ProxyContainer, ProxyContainerOptions, PROXY_DIR_LABEL, PROXY_LISTEN_LABEL};
 pub use settings::SETTINGS;

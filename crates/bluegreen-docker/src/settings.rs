@@ -173,9 +173,7 @@ pub(crate) fn checked(raw: Raw, restart: String) -> Result<Settings> {
         health_retries: raw.health_retries,
         health_start_period: raw.health_start_period_ms.map(|m| m.0),
         health_path,
-        stop_timeout: raw
-            .stop_timeout_ms
-            .map_or(Duration::from_secs(10), |m| m.0),
+        stop_timeout: raw.stop_timeout_ms.map_or(Duration::from_secs(10), |m| m.0),
     })
 }
 

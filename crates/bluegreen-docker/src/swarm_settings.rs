@@ -67,7 +67,11 @@ fn positive(key: &str, value: Option<i64>) -> Result<Option<i64>> {
 
 /// Parses and checks `release`'s settings for the Swarm fleet. Makes no call.
 pub(crate) fn swarm_settings_of(release: &Release) -> Result<SwarmSettings> {
-    let known: Vec<&str> = SETTINGS.iter().chain(SWARM_SETTINGS.iter()).copied().collect();
+    let known: Vec<&str> = SETTINGS
+        .iter()
+        .chain(SWARM_SETTINGS.iter())
+        .copied()
+        .collect();
     release.check_settings("the Swarm fleet", &known)?;
     // each struct reads its own keys out of the whole map
     let only = |keys: &[&str]| {

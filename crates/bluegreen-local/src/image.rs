@@ -15,11 +15,8 @@ use sha2::{Digest, Sha256};
 use crate::config::{entries, read_json, write_json, StateDir};
 use crate::error::failed;
 use crate::error::io_error;
-<<<<<<< HEAD
-use crate::program::check_program;
-=======
 use crate::labels::GroupFile;
->>>>>>> kitharness
+use crate::program::check_program;
 
 /// Images of local artifacts: an executable or a directory, copied into the state
 /// directory under its SHA-256 (`sha256:<hex>`), made read-only, and never changed.

@@ -19,7 +19,8 @@ use serde::Deserialize;
 ///
 /// The list is the fields of the struct the fleet reads them into
 /// ([`settings::fields`]), in its order: it cannot miss one.
-pub static SETTINGS: LazyLock<&'static [&'static str]> = LazyLock::new(settings::fields::<Settings>);
+pub static SETTINGS: LazyLock<&'static [&'static str]> =
+    LazyLock::new(settings::fields::<Settings>);
 
 /// A release's settings, parsed and checked.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -79,7 +80,10 @@ mod tests {
     #[test]
     fn every_documented_key_is_read_and_no_other() {
         let mut release = Release::new("img".into(), 1);
-        assert_eq!(*SETTINGS, ["command", "args", "health_path", "stop_timeout_ms"]);
+        assert_eq!(
+            *SETTINGS,
+            ["command", "args", "health_path", "stop_timeout_ms"]
+        );
         for key in SETTINGS.iter() {
             let value = if *key == "stop_timeout_ms" { "5" } else { "/x" };
             release = release.with_setting(*key, value);

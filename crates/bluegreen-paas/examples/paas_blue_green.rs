@@ -113,7 +113,9 @@ async fn run(args: Args) -> Result<(), bluegreen_core::Error> {
     // each mode's parts carry the platform's lock: runs from several machines exclude
     // each other
     let parts = if args.mode == "app" {
-        DomainRouter::new(AppFleet::new(client)).with_domains(&app, args.domains).parts()
+        DomainRouter::new(AppFleet::new(client))
+            .with_domains(&app, args.domains)
+            .parts()
     } else {
         let mut fleet = ReleaseFleet::new(client);
         if let Some(name) = args.heroku_app {
@@ -121,8 +123,7 @@ async fn run(args: Args) -> Result<(), bluegreen_core::Error> {
         }
         fleet.parts()
     };
-    let engine = Engine::from_parts(parts)
-    .with_events(events);
+    let engine = Engine::from_parts(parts).with_events(events);
     if args.rollback {
         let back = engine.rollback(&app).await?;
         println!("rolled back from {} to {}", back.from, back.to);

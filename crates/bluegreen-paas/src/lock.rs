@@ -116,7 +116,10 @@ impl LockApps {
     fn labels_of(vars: &Vars) -> Labels {
         register::LABELS
             .iter()
-            .filter_map(|k| vars.get(&var_for_label(k)).map(|v| ((*k).to_owned(), v.clone())))
+            .filter_map(|k| {
+                vars.get(&var_for_label(k))
+                    .map(|v| ((*k).to_owned(), v.clone()))
+            })
             .collect()
     }
 
@@ -134,7 +137,6 @@ impl LockApps {
             Data::Labels(Self::labels_of(&vars))
         }))
     }
-
 }
 
 #[async_trait]

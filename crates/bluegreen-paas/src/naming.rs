@@ -92,11 +92,7 @@ impl Naming {
     /// assert_eq!(Naming::new().lock_app(&web, 100).as_deref(), Some("web-production--l2s"));
     /// ```
     pub fn lock_app(&self, app: &App, version: u64) -> Option<String> {
-        let name = format!(
-            "{}{}",
-            self.lock_prefix(app),
-            base36(version)
-        );
+        let name = format!("{}{}", self.lock_prefix(app), base36(version));
         (version > 0 && name.len() <= NAME_MAX).then_some(name)
     }
 
@@ -147,7 +143,6 @@ fn base36(mut n: u64) -> String {
 }
 
 impl Naming {
-
     /// The app of group `group` of `app` (`web-production-v007`), or `None` when the
     /// id is not one of `app`'s groups.
     pub fn group_app(&self, app: &App, group: &GroupId) -> Option<String> {

@@ -5,7 +5,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use bluegreen_core::{ErrorKind, GroupId, RouteTable};
 use bluegreen_proxy::{BackendSpec, Proxy};

@@ -11,7 +11,7 @@ use crate::platform::MemoryPlatform;
 /// Look-alikes on a [`MemoryPlatform`] ([`MemoryPlatform::look_alikes`]): a group
 /// with the very id asked for and two instances, without bluegreen's labels
 /// ([`MemoryPlatform::add_foreign_group`]).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct MemoryLookAlikes {
     pub(crate) platform: MemoryPlatform,
 }

@@ -32,14 +32,22 @@ async fn the_platform_lock_keeps_the_contract_through_one_and_two_handles() {
     conformance::lock_contract(&here, &app, &other, LEASE).await;
     conformance::lock_contract_across(&here, &there, &app, &other, LEASE).await;
     // the last token is kept in one app per lock, the old versions are gone
-    assert_eq!(lock_apps(&emu, &app).len(), 1, "{:?}", lock_apps(&emu, &app));
+    assert_eq!(
+        lock_apps(&emu, &app).len(),
+        1,
+        "{:?}",
+        lock_apps(&emu, &app)
+    );
     assert_eq!(lock_apps(&emu, &other).len(), 1);
     let current = &lock_apps(&emu, &app)[0];
     let vars = emu.config(current).unwrap();
     assert_eq!(vars["BLUEGREEN_OWNER"], "bluegreen");
     assert_eq!(vars["BLUEGREEN_ROLE"], "lock");
     assert_eq!(vars["BLUEGREEN_LOCK"], "lock-test");
-    assert!(!vars.contains_key("BLUEGREEN_LOCK_DEPLOYMENT"), "released: {vars:?}");
+    assert!(
+        !vars.contains_key("BLUEGREEN_LOCK_DEPLOYMENT"),
+        "released: {vars:?}"
+    );
     here.forget(&app).await.unwrap();
     there.forget(&other).await.unwrap();
     assert!(lock_apps(&emu, &app).is_empty());
@@ -72,7 +80,11 @@ async fn of_many_acquirers_at_once_exactly_one_wins_and_tokens_grow() {
                 Err(e) => assert_eq!(e.kind(), ErrorKind::Locked, "{holder}: {e}"),
             }
         }
-        assert_eq!(winners.len(), 1, "round {round}: exactly one wins: {winners:?}");
+        assert_eq!(
+            winners.len(),
+            1,
+            "round {round}: exactly one wins: {winners:?}"
+        );
         let (holder, token) = winners.pop().unwrap();
         assert!(token > last, "round {round}: {token} > {last}");
         assert_eq!(
@@ -87,7 +99,12 @@ async fn of_many_acquirers_at_once_exactly_one_wins_and_tokens_grow() {
         last = token;
     }
     assert_eq!(last, FencingToken(5), "one token per round, from 1");
-    assert_eq!(lock_apps(&emu, &app).len(), 1, "{:?}", lock_apps(&emu, &app));
+    assert_eq!(
+        lock_apps(&emu, &app).len(),
+        1,
+        "{:?}",
+        lock_apps(&emu, &app)
+    );
 }
 
 /// An app created at the next version's name with no config vars is what a writer
@@ -174,11 +191,9 @@ async fn apps_at_lock_names_without_our_marks_are_left_alone() {
 
 #[tokio::test]
 async fn a_write_window_under_two_seconds_is_refused() {
-    let client = bluegreen_paas::PlatformClient::new(
-        "http://127.0.0.1:9",
-        bluegreen_paas::Token::new("t"),
-    )
-    .unwrap();
+    let client =
+        bluegreen_paas::PlatformClient::new("http://127.0.0.1:9", bluegreen_paas::Token::new("t"))
+            .unwrap();
     let e = PlatformLock::new(client)
         .with_write_window(Duration::from_millis(1999))
         .unwrap_err();
