@@ -1,58 +1,5 @@
 //! [`PlatformLock`]: the deployment lock kept on the platform itself, shared by every
 //! machine that deploys through one account.
-//!
-//! # Design
-//!
-//! The Platform API has no compare-and-swap on config vars, but an app's name is
-//! taken atomically: of two `POST /apps` with one name, one gets `201`, the other
-//! `422` ("Name is already taken"). The lock of an app is therefore the core's
-//! register of versions ([`bluegreen_core::register`], the same code as the Docker
-//! locks), each version an app of its own: version `n` of the lock of
-//! `web.production` is the app `web-production--l<n in base 36>` ([`Naming::lock_app`]).
-//! Its config vars hold the version's state: bluegreen's owner mark,
-//! `BLUEGREEN_ROLE=lock`, `BLUEGREEN_LOCK=<slug>`, the version, the fencing token,
-//! and while the lock is held the holder and the end of its lease
-//! (`BLUEGREEN_LOCK_UNTIL`, Unix milliseconds). The current state is the highest
-//! version. Every change (acquire, renew, release) reads it, decides, and creates the
-//! next version's app; of all the programs that decided on version `n`, one creates
-//! `n + 1`, the others get `422`, read again and decide again. Old versions are
-//! deleted after each change; the current one (which keeps the last token after a
-//! release) never.
-//!
-//! # Not yet written
-//!
-//! An app is created empty: its config vars are written by a second call. A version
-//! whose app has no config vars is **pending**: held by a writer that has not
-//! written yet, until its `created_at` plus the write window ([`WRITE_WINDOW`], 20 s
-//! by default); every change waits for it. A writer counts its version as written
-//! only when its config vars landed within half the window on its own clock;
-//! otherwise it deletes the app it created and decides again. After the window a
-//! pending version is **abandoned** (its writer died between the two calls): it is
-//! skipped, the state is the highest version written, and the next change takes the
-//! version after the abandoned one. An abandoned app carries no mark, so nothing
-//! proves it is bluegreen's: it is left in place (delete it by hand).
-//!
-//! # What it excludes, and its clock
-//!
-//! Every program that deploys the app through the same platform with the same
-//! [`Naming`] prefix and a token that sees the lock's apps (one account or team).
-//! App names are global on the platform: a lock name taken by an app this account
-//! cannot see is [`Error::Conflict`](bluegreen_core::Error::Conflict) (choose another
-//! prefix). Leases and the write window are measured on the deployers' wall clocks
-//! against the platform's `created_at`: the clocks must agree far better than a
-//! quarter of the window and than the lease.
-//!
-//! # Cost
-//!
-//! Each change lists the account's apps (`GET /apps`, every page), reads the config
-//! vars of each lock app of the app (one or two), creates an app, sets its config
-//! vars, lists again and deletes the old version: about seven calls per acquire,
-//! renewal or release. Each version is an app, so creating one needs a free app
-//! slot in the account.
-//!
-//! Apps at a lock name that carry config vars without the lock's marks are never
-//! read as versions, changed or deleted; creating over one is
-//! [`Error::Conflict`](bluegreen_core::Error::Conflict).
 
 use std::time::{Duration, SystemTime};
 
@@ -72,8 +19,60 @@ use crate::naming::Naming;
 /// still be waiting for its config vars before it counts as abandoned.
 pub const WRITE_WINDOW: Duration = Duration::from_secs(20);
 
-/// A lease lock per app kept in platform apps, with fencing tokens; see the [module
-/// documentation](self) for its design.
+/// A lease lock per app kept in platform apps, with fencing tokens.
+///
+/// # Design
+///
+/// The Platform API has no compare-and-swap on config vars, but an app's name is
+/// taken atomically: of two `POST /apps` with one name, one gets `201`, the other
+/// `422` ("Name is already taken"). The lock of an app is therefore the core's
+/// register of versions ([`bluegreen_core::register`], the same code as the Docker
+/// locks), each version an app of its own: version `n` of the lock of
+/// `web.production` is the app `web-production--l<n in base 36>` ([`Naming::lock_app`]).
+/// Its config vars hold the version's state: bluegreen's owner mark,
+/// `BLUEGREEN_ROLE=lock`, `BLUEGREEN_LOCK=<slug>`, the version, the fencing token,
+/// and while the lock is held the holder and the end of its lease
+/// (`BLUEGREEN_LOCK_UNTIL`, Unix milliseconds). The current state is the highest
+/// version. Every change (acquire, renew, release) reads it, decides, and creates the
+/// next version's app; of all the programs that decided on version `n`, one creates
+/// `n + 1`, the others get `422`, read again and decide again. Old versions are
+/// deleted after each change; the current one (which keeps the last token after a
+/// release) never.
+///
+/// # Not yet written
+///
+/// An app is created empty: its config vars are written by a second call. A version
+/// whose app has no config vars is **pending**: held by a writer that has not
+/// written yet, until its `created_at` plus the write window ([`WRITE_WINDOW`], 20 s
+/// by default); every change waits for it. A writer counts its version as written
+/// only when its config vars landed within half the window on its own clock;
+/// otherwise it deletes the app it created and decides again. After the window a
+/// pending version is **abandoned** (its writer died between the two calls): it is
+/// skipped, the state is the highest version written, and the next change takes the
+/// version after the abandoned one. An abandoned app carries no mark, so nothing
+/// proves it is bluegreen's: it is left in place (delete it by hand).
+///
+/// # What it excludes, and its clock
+///
+/// Every program that deploys the app through the same platform with the same
+/// [`Naming`] prefix and a token that sees the lock's apps (one account or team).
+/// App names are global on the platform: a lock name taken by an app this account
+/// cannot see is [`Error::Conflict`](bluegreen_core::Error::Conflict) (choose another
+/// prefix). Leases and the write window are measured on the deployers' wall clocks
+/// against the platform's `created_at`: the clocks must agree far better than a
+/// quarter of the window and than the lease.
+///
+/// # Cost
+///
+/// Each change lists the account's apps (`GET /apps`, every page), reads the config
+/// vars of each lock app of the app (one or two), creates an app, sets its config
+/// vars, lists again and deletes the old version: about seven calls per acquire,
+/// renewal or release. Each version is an app, so creating one needs a free app
+/// slot in the account.
+///
+/// Apps at a lock name that carry config vars without the lock's marks are never
+/// read as versions, changed or deleted; creating over one is
+/// [`Error::Conflict`](bluegreen_core::Error::Conflict).
 ///
 /// Tokens count from 1 per app (and per platform and prefix). A holder whose lease
 /// passed while nobody took the lock keeps it: its renewal succeeds, and taking it
@@ -265,7 +264,7 @@ impl PlatformLock {
         }
     }
 
-    /// Sets the write window (see the [module documentation](self)); at least 2 s,
+    /// Sets the write window (see [`PlatformLock`]'s design); at least 2 s,
     /// and far above a create and a config var change. Every deployer of an app must
     /// use the same.
     pub fn with_write_window(self, window: Duration) -> Result<Self> {
