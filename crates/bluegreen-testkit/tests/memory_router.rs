@@ -88,7 +88,7 @@ async fn attaching_instances_of_another_platform_is_refused_naming_them() {
 #[tokio::test(start_paused = true)]
 async fn a_deployment_of_another_fleet_through_it_fails_at_attach_and_is_reverted() {
     let platform = MemoryPlatform::new();
-    let app = App::new("web", "test").unwrap();
+    let app = App::new("web", "elsewhere").unwrap();
     let engine = Engine::new(
         platform.image(),
         Elsewhere(platform.fleet()),
