@@ -196,9 +196,11 @@ async fn an_interrupted_deployment_converges_with_no_stray_resources() {
             _ = engine.deploy(&second) => panic!("the deployment ended before {step}"),
             _ = rx.recv() => {}
         }
-        // the dropped deployment left its lock in that engine; a new process has its own
+        // the dropped deployment left its lock held in this process's lock; a new
+        // process has its own
         let report = rig
             .engine()
+            .with_lock(std::sync::Arc::new(bluegreen_core::MemoryLock::new()))
             .deploy(&request("2"))
             .await
             .unwrap_or_else(|e| panic!("after {step}: {e}"));
