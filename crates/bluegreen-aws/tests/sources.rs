@@ -60,7 +60,7 @@ async fn impossible_sources_are_refused_before_any_call() {
             "t3.micro",
             ImageSource::Reference("  ".into()),
             ErrorKind::Invalid,
-            "needs a name or tags",
+            "invalid source: must not be empty",
         ),
         (
             "t3.micro",
