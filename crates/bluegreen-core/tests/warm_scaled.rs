@@ -141,8 +141,11 @@ fn guarded(platform: &MemoryPlatform, options: EngineOptions) -> (Engine, Guard)
         fleet: platform.fleet(),
         broken: Arc::default(),
     };
-    let engine =
-        Engine::new(platform.image(), platform.fleet(), guard.clone()).with_options(options);
+    // its own lock: the tests of this program run at once on paused clocks of their
+    // own, so they must not share the process's lock
+    let engine = Engine::new(platform.image(), platform.fleet(), guard.clone())
+        .with_options(options)
+        .with_lock(Arc::new(MemoryLock::new()));
     (engine, guard)
 }
 
