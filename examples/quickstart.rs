@@ -254,28 +254,14 @@ fn line(started: Instant, event: &Event) -> Option<String> {
     })
 }
 
-/// The sample app, built with cargo when it is not built yet.
+/// The sample app, built like this example (debug or release) when missing or out
+/// of date, by the builder the tests use.
 fn sample_app_binary() -> Result<PathBuf, Box<dyn std::error::Error>> {
-    let exe = std::env::current_exe()?;
-    // target/<profile>/examples/quickstart -> target/<profile>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or("no target directory")?;
-    let path = profile_dir.join("sample-app");
-    if !path.is_file() {
-        println!("building the sample app ...");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = std::process::Command::new(cargo);
-        build.args(["build", "-q", "-p", "sample-app"]);
-        if profile_dir.ends_with("release") {
-            build.arg("--release");
-        }
-        if !build.status()?.success() {
-            return Err("cargo build -p sample-app failed".into());
-        }
-    }
-    Ok(path)
+    println!("building the sample app if needed ...");
+    Ok(bluegreen_testkit::binaries::try_binary(
+        "sample-app",
+        "sample-app",
+    )?)
 }
 
 /// An image directory: the sample app and a `run` script that starts it as

@@ -8,7 +8,8 @@ use std::time::Duration;
 use bluegreen_aws::{
     AmiImage, AmiImageOptions, Ec2Fleet, Ec2FleetOptions, ElbRouter, ElbRouterOptions,
 };
-use bluegreen_core::{App, DeployRequest, Engine, ErrorKind, ImageId, ImageSource};
+use bluegreen_core::{App, Engine, ErrorKind, ImageId, ImageSource};
+use bluegreen_testkit::conformance::{self, Refused};
 
 fn bake(base: &str, script: &str) -> ImageSource {
     ImageSource::Bake {
@@ -95,12 +96,8 @@ async fn impossible_sources_are_refused_before_any_call() {
     ];
     let before = clients.call_counts();
     for (builder, source, kind, why) in cases {
-        let e = engine(builder)
-            .deploy(&DeployRequest::new(app.clone(), source.clone()))
-            .await
-            .unwrap_err();
-        assert_eq!(e.kind(), kind, "{source}: {e}");
-        assert!(e.to_string().contains(why), "{source}: {e}");
+        let refused = [Refused::new(source, kind, why)];
+        conformance::sources_refused(&engine(builder), &app, &refused).await;
     }
     assert_eq!(clients.call_counts(), before, "no call was made");
 }

@@ -187,7 +187,16 @@ impl MemoryLock {
     /// This process's lock table: the same value on every call, the default lock of
     /// every [`Engine`](crate::Engine). Its leases run on the clock of the tokio
     /// runtime that calls it; programs that run several runtimes with paused clocks
-    /// (tests) should give each its own [`MemoryLock::new`].
+    /// should give each its own [`MemoryLock::new`].
+    ///
+    /// That includes tests: cargo runs the tests of one file in one process, at the
+    /// same time, each `#[tokio::test]` on a runtime (and, with `start_paused`, a
+    /// clock) of its own. Two such tests whose engines deploy the same app through
+    /// this table exclude each other, and a lease written on one test's paused clock
+    /// is read on the other's: one of them fails with [`Error::Locked`] or sees a
+    /// lease that never ends. Give each test's engines their own table
+    /// (`Engine::new(..).with_lock(Arc::new(MemoryLock::new()))`), or distinct app
+    /// names.
     pub fn process() -> Arc<MemoryLock> {
         static PROCESS: OnceLock<Arc<MemoryLock>> = OnceLock::new();
         PROCESS.get_or_init(|| Arc::new(MemoryLock::new())).clone()

@@ -11,6 +11,9 @@
 //!   attributed to the engine that made it and checked against the lock table);
 //! - no group without traffic beyond `keep`, no orphan (every attached group is a
 //!   group of the fleet, every instance belongs to a listed group), the lock free;
+//! - with warm groups scaled in (`warm_size`, drawn per case), the live group runs
+//!   its release's full size (a rollback to a scaled-in group scaled it back), and
+//!   a kept group runs its full size or the warm size, nothing else;
 //! - the live release is the model's, and its group's history is the model's
 //!   history, so that `rollback` walks it strictly backwards;
 //! - a release task ran exactly once for every release that went live with one,
@@ -205,6 +208,10 @@ impl<T: Fleet> Fleet for Guarded<T> {
     async fn task(&self, app: &App, group: &GroupId) -> Result<Option<TaskStatus>> {
         self.inner.task(app, group).await
     }
+    async fn scale(&self, app: &App, group: &GroupId, size: u32) -> Result<()> {
+        self.check("scale");
+        self.inner.scale(app, group, size).await
+    }
 }
 
 #[async_trait]
@@ -296,10 +303,12 @@ struct World {
     /// The reference model: the app's releases, oldest first, the live one last.
     history: Vec<String>,
     next_tag: u32,
+    /// The engines' `warm_size`: kept groups are scaled in to it.
+    warm: Option<u32>,
 }
 
 impl World {
-    fn new(seed: u64) -> World {
+    fn new(seed: u64, warm: Option<u32>) -> World {
         let platform = MemoryPlatform::new();
         platform
             .set_boot_time(Duration::from_secs(10))
@@ -313,6 +322,7 @@ impl World {
             images: Arc::default(),
             history: Vec::new(),
             next_tag: 1,
+            warm,
         }
     }
 
@@ -371,7 +381,8 @@ impl World {
                 .with_health_timeout(Duration::from_secs(40))
                 .with_confirm_timeout(Duration::from_secs(20))
                 .with_drain(Duration::from_secs(2))
-                .with_lock_lease(LEASE),
+                .with_lock_lease(LEASE)
+                .with_warm_size(self.warm),
         )
         .with_retry(RetryOptions::default())
         .with_lock(lock)
@@ -654,6 +665,7 @@ async fn apply(world: &mut World, cmd: &Cmd) -> std::result::Result<(), TestCase
                     .with_keep(KEEP)
                     .with_drain(Duration::from_secs(2))
                     .with_lock_lease(LEASE)
+                    .with_warm_size(world.warm)
                     .with_lock_wait(Some(Duration::from_secs(300))),
             );
             let ra = DeployRequest::new(app(), ImageSource::Reference(format!("web:{a}")))
@@ -712,10 +724,29 @@ async fn check_invariants(world: &World) -> std::result::Result<(), TestCaseErro
     if let Some(orphan) = attached.iter().find(|g| !ids.contains(g)) {
         return Err(fail(format!("{orphan} is attached but is no group")));
     }
+    let mut counted = 0;
+    for g in &groups {
+        let n = fleet.instances(&app(), &g.id).await.unwrap().len();
+        counted += n;
+        let full = g.release.size as usize;
+        let fits = if routes.weight(&g.id) > 0 {
+            n == full
+        } else {
+            n == full || world.warm.is_some_and(|w| n == w as usize)
+        };
+        if !fits {
+            return Err(fail(format!(
+                "{} ({}% of the traffic) runs {n} instances; size {full}, warm size {:?}",
+                g.id,
+                routes.weight(&g.id),
+                world.warm
+            )));
+        }
+    }
     let instances = world.platform.instance_count();
-    if instances != groups.len() * SIZE as usize {
+    if instances != counted {
         return Err(fail(format!(
-            "{instances} instances for {} groups",
+            "{instances} instances, {counted} of them in the {} groups",
             groups.len()
         )));
     }
@@ -767,14 +798,14 @@ async fn check_invariants(world: &World) -> std::result::Result<(), TestCaseErro
     Ok(())
 }
 
-fn run_case(cmds: &[Cmd], seed: u64) -> std::result::Result<(), TestCaseError> {
+fn run_case(cmds: &[Cmd], seed: u64, warm: Option<u32>) -> std::result::Result<(), TestCaseError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)
         .build()
         .unwrap();
     rt.block_on(async {
-        let mut world = World::new(seed);
+        let mut world = World::new(seed, warm);
         for (i, cmd) in cmds.iter().enumerate() {
             apply(&mut world, cmd)
                 .await
@@ -812,8 +843,14 @@ fn random_operations_keep_the_invariants() {
     };
     let mut runner =
         TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes));
-    let strategy = (proptest::collection::vec(cmd(), 1..9), any::<u64>());
-    let result = runner.run(&strategy, |(cmds, fault_seed)| run_case(&cmds, fault_seed));
+    let strategy = (
+        proptest::collection::vec(cmd(), 1..9),
+        any::<u64>(),
+        prop_oneof![Just(None), Just(Some(1))],
+    );
+    let result = runner.run(&strategy, |(cmds, fault_seed, warm)| {
+        run_case(&cmds, fault_seed, warm)
+    });
     if let Err(e) = result {
         panic!("the model test failed with BLUEGREEN_MODEL_SEED={seed}: {e}");
     }

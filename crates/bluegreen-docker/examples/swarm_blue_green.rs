@@ -101,31 +101,13 @@ fn sample_context(version: &str) -> Result<PathBuf, Box<dyn std::error::Error>> 
     Ok(dir)
 }
 
-/// `cargo build` of the static sample app, the way the tests build it.
+/// The static sample app (for a `FROM scratch` image), built by the builder the
+/// tests use.
 fn static_sample_app() -> Result<PathBuf, Box<dyn std::error::Error>> {
-    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-    let triple = "x86_64-unknown-linux-gnu";
-    let status =
-        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "sample-app",
-                "--bin",
-                "sample-app",
-                "--target",
-                triple,
-            ])
-            .env("RUSTFLAGS", "-C target-feature=+crt-static")
-            .status()?;
-    if !status.success() {
-        return Err("building the static sample app failed".into());
-    }
-    Ok(PathBuf::from(target)
-        .join(triple)
-        .join("release")
-        .join("sample-app"))
+    Ok(bluegreen_testkit::binaries::try_static_binary(
+        "sample-app",
+        "sample-app",
+    )?)
 }
 
 #[tokio::main]

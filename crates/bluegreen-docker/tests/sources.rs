@@ -6,8 +6,9 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use bluegreen_core::{DeployRequest, Engine, ErrorKind, Image, ImageId, ImageSource};
+use bluegreen_core::{Engine, ErrorKind, Image, ImageId, ImageSource};
 use bluegreen_docker::{DockerFleet, DockerFleetOptions, DockerImage, EmbeddedProxy};
+use bluegreen_testkit::conformance::{self, Refused};
 use support::{docker, labelled_containers, Cleanup, Scratch};
 
 fn build(context: &Path) -> ImageSource {
@@ -63,7 +64,7 @@ async fn impossible_sources_are_refused_before_anything_reaches_the_daemon() {
         args: bad_args,
     };
 
-    let cases: Vec<(ImageSource, ErrorKind, &str)> = vec![
+    let cases: Vec<Refused> = [
         (
             build(&no_dockerfile),
             ErrorKind::Invalid,
@@ -102,18 +103,11 @@ async fn impossible_sources_are_refused_before_anything_reaches_the_daemon() {
             ErrorKind::NotSupported,
             "on Docker",
         ),
-    ];
-    for (source, kind, why) in cases {
-        let e = engine
-            .deploy(&DeployRequest::new(app.clone(), source.clone()))
-            .await
-            .unwrap_err();
-        assert_eq!(e.kind(), kind, "{source}: {e}");
-        if kind == ErrorKind::Invalid {
-            assert!(e.to_string().contains("invalid source"), "{source}: {e}");
-        }
-        assert!(e.to_string().contains(why), "{source}: {e}");
-    }
+    ]
+    .into_iter()
+    .map(|(source, kind, why)| Refused::new(source, kind, why))
+    .collect();
+    conformance::sources_refused(&engine, &app, &cases).await;
     assert!(
         image.images(&app).await.unwrap().is_empty(),
         "nothing was built"

@@ -4,6 +4,10 @@
 //! Built with `escargot` (`cargo build --message-format=json`), which names the
 //! artifact cargo produced instead of a guessed path under `target/`, in the target
 //! directory of the running test program, so that the build shares its cache.
+//!
+//! [`binary`] and [`static_binary`] panic when the build fails, as a test wants;
+//! [`try_binary`] and [`try_static_binary`] return the failure, for examples and
+//! tools that report it to their user.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,27 +20,87 @@ use std::sync::Mutex;
 /// let proxy = bluegreen_testkit::binaries::binary("bluegreen-proxy", "bluegreen-proxy");
 /// assert!(proxy.is_file());
 /// ```
+///
+/// # Panics
+///
+/// When cargo fails to build it; [`try_binary`] returns the failure instead.
 pub fn binary(package: &str, bin: &str) -> PathBuf {
+    try_binary(package, bin).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`binary`], returning a failed build instead of panicking.
+///
+/// # Errors
+///
+/// [`BuildError`] when cargo cannot be run, the build fails, or the artifact it
+/// names is missing.
+///
+/// ```no_run
+/// # fn main() -> Result<(), bluegreen_testkit::binaries::BuildError> {
+/// let app = bluegreen_testkit::binaries::try_binary("sample-app", "sample-app")?;
+/// println!("{}", app.display());
+/// # Ok(())
+/// # }
+/// ```
+pub fn try_binary(package: &str, bin: &str) -> Result<PathBuf, BuildError> {
     built(package, bin, None)
 }
 
 /// The binary `bin` of `package`, built in release mode for this machine's target
 /// with the C runtime linked in (`-C target-feature=+crt-static`): it runs alone, in
 /// a `FROM scratch` container image.
+///
+/// # Panics
+///
+/// When cargo fails to build it; [`try_static_binary`] returns the failure instead.
 pub fn static_binary(package: &str, bin: &str) -> PathBuf {
+    try_static_binary(package, bin).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`static_binary`], returning a failed build instead of panicking.
+///
+/// # Errors
+///
+/// [`BuildError`] as for [`try_binary`].
+pub fn try_static_binary(package: &str, bin: &str) -> Result<PathBuf, BuildError> {
     built(package, bin, Some(escargot::CURRENT_TARGET))
 }
+
+/// A binary that could not be built: the package, the binary and cargo's reason.
+#[derive(Debug)]
+pub struct BuildError {
+    package: String,
+    bin: String,
+    reason: String,
+}
+
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "building {} of {}: {}",
+            self.bin, self.package, self.reason
+        )
+    }
+}
+
+impl std::error::Error for BuildError {}
 
 /// A package, a binary, and whether it is static.
 type Key = (String, String, bool);
 
-fn built(package: &str, bin: &str, static_target: Option<&str>) -> PathBuf {
+fn built(package: &str, bin: &str, static_target: Option<&str>) -> Result<PathBuf, BuildError> {
     static BUILT: Mutex<Option<HashMap<Key, PathBuf>>> = Mutex::new(None);
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     let key = (package.to_owned(), bin.to_owned(), static_target.is_some());
     if let Some(path) = built.get_or_insert_with(HashMap::new).get(&key) {
-        return path.clone();
+        return Ok(path.clone());
     }
+    let failed = |reason: String| BuildError {
+        package: package.to_owned(),
+        bin: bin.to_owned(),
+        reason,
+    };
     let mut build = escargot::CargoBuild::new()
         .package(package)
         .bin(bin)
@@ -51,14 +115,19 @@ fn built(package: &str, bin: &str, static_target: Option<&str>) -> PathBuf {
     };
     let path = build
         .run()
-        .unwrap_or_else(|e| panic!("building {bin} of {package}: {e}"))
+        .map_err(|e| failed(e.to_string()))?
         .path()
         .to_path_buf();
-    assert!(path.is_file(), "{} is missing", path.display());
+    if !path.is_file() {
+        return Err(failed(format!(
+            "cargo named {}, which is missing",
+            path.display()
+        )));
+    }
     built
         .get_or_insert_with(HashMap::new)
         .insert(key, path.clone());
-    path
+    Ok(path)
 }
 
 /// The target directory of the running program (`<target>/<profile>/deps/<test>`

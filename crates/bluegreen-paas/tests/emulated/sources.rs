@@ -2,6 +2,7 @@
 //! naming the field and why, before any request reaches the platform.
 
 use bluegreen_core::{DeployRequest, Engine, ErrorKind, ImageId, ImageSource};
+use bluegreen_testkit::conformance::{self, Refused};
 
 use crate::support;
 
@@ -20,7 +21,7 @@ async fn impossible_sources_are_refused_before_any_request() {
     std::fs::write(&empty, "").unwrap();
     let missing = dir.join("missing.tgz");
 
-    let cases: Vec<(ImageSource, ErrorKind, &str)> = vec![
+    let cases: Vec<Refused> = [
         (
             ImageSource::Artifact(dir.clone()),
             ErrorKind::Invalid,
@@ -61,19 +62,12 @@ async fn impossible_sources_are_refused_before_any_request() {
             ErrorKind::NotSupported,
             "slugs come from",
         ),
-    ];
+    ]
+    .into_iter()
+    .map(|(source, kind, why)| Refused::new(source, kind, why))
+    .collect();
     let before = emu.requests();
-    for (source, kind, why) in cases {
-        let e = engine
-            .deploy(&DeployRequest::new(app.clone(), source.clone()))
-            .await
-            .unwrap_err();
-        assert_eq!(e.kind(), kind, "{source}: {e}");
-        if kind == ErrorKind::Invalid {
-            assert!(e.to_string().contains("invalid source"), "{source}: {e}");
-        }
-        assert!(e.to_string().contains(why), "{source}: {e}");
-    }
+    conformance::sources_refused(&engine, &app, &cases).await;
     assert_eq!(emu.requests(), before, "no request reached the platform");
     assert!(emu.app_names().is_empty(), "nothing was created");
 

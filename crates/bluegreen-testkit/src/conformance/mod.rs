@@ -44,6 +44,7 @@ mod lock;
 mod look_alike;
 mod report;
 mod router;
+mod sources;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -62,6 +63,7 @@ pub use lock::{lock_contract, lock_contract_across};
 pub use look_alike::{look_alikes_untouched, LookAlikes};
 pub use report::{Checked, Outcome, Report};
 pub use router::{router_contract, router_contract_with, router_routes_and_attachments};
+pub use sources::{sources_refused, Refused};
 
 /// The image sources a provider's suite deploys.
 #[derive(Clone, Debug)]

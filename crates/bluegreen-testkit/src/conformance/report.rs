@@ -15,7 +15,8 @@ pub struct Report {
 #[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Checked {
-    /// The part of the suite: `image`, `fleet`, `router`, `deployment`, `look-alikes`.
+    /// The part of the suite: `image`, `fleet`, `router`, `deployment`, `look-alikes`,
+    /// `sources`, `lock`.
     pub part: &'static str,
     /// The rule, as the traits' `# Behavior` sections state it.
     pub rule: String,
