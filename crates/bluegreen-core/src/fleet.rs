@@ -84,6 +84,9 @@ pub trait Fleet: Send + Sync {
     /// - The group's record is unchanged (`release.size` stays the full size);
     ///   [`Fleet::instances`] lists the instances it runs now.
     /// - A group that does not exist is [`Error::NotFound`](crate::Error::NotFound).
+    /// - The engine scales only between 1 and `release.size`; a fleet may refuse a
+    ///   size above `release.size` with [`Error::Invalid`](crate::Error::Invalid)
+    ///   naming `size` (an Auto Scaling group keeps its launch size as maximum).
     /// - A fleet that cannot scale (the default) is
     ///   [`Error::NotSupported`](crate::Error::NotSupported); it declares
     ///   [`FleetCapabilities::scaling`] when it can.

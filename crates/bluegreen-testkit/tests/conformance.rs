@@ -59,6 +59,11 @@ async fn memory_platform_passes_the_suite() {
     );
     assert_eq!(report.skipped(), 1, "{report}");
     assert!(report.passed() >= 15, "{report}");
+    // the memory fleet scales: the scaling rules ran
+    let scaled = report
+        .find("fleet", "scaling in twice leaves one instance")
+        .expect("the scaling rule is reported");
+    assert_eq!(scaled.outcome, Outcome::Passed, "{scaled}");
     assert!(report.to_string().contains("rules passed"), "{report}");
 }
 
@@ -133,6 +138,49 @@ async fn the_suite_catches_a_broken_router() {
         &router,
         &app,
         &sources(&platform),
+        &Settings::default(),
+    )
+    .await;
+}
+
+/// The suite can fail: a fleet wrapper that forwards `capabilities()` (declaring
+/// scaling) but not the defaulted `scale` is caught.
+#[tokio::test(start_paused = true)]
+#[should_panic(expected = "scaling a missing group: not supported")]
+async fn the_suite_catches_a_wrapper_that_declares_scaling_but_does_not_forward_it() {
+    use async_trait::async_trait;
+    use bluegreen_core::{FleetCapabilities, Group, GroupId, Instance, Release, Result};
+
+    struct Forgetful(bluegreen_testkit::MemoryFleet);
+    #[async_trait]
+    impl Fleet for Forgetful {
+        fn capabilities(&self) -> FleetCapabilities {
+            self.0.capabilities()
+        }
+        fn check_release(&self, release: &Release) -> Result<()> {
+            self.0.check_release(release)
+        }
+        async fn launch(&self, group: &Group) -> Result<()> {
+            self.0.launch(group).await
+        }
+        async fn groups(&self, app: &App) -> Result<Vec<Group>> {
+            self.0.groups(app).await
+        }
+        async fn instances(&self, app: &App, group: &GroupId) -> Result<Vec<Instance>> {
+            self.0.instances(app, group).await
+        }
+        async fn destroy(&self, app: &App, group: &GroupId) -> Result<()> {
+            self.0.destroy(app, group).await
+        }
+    }
+    let platform = MemoryPlatform::new();
+    let app = App::new("conformance", "noscale").unwrap();
+    assert!(platform.fleet().capabilities().scaling);
+    conformance::fleet_scale(
+        &platform.image(),
+        &Forgetful(platform.fleet()),
+        &app,
+        &sources(&platform).good,
         &Settings::default(),
     )
     .await;

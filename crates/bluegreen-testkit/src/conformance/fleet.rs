@@ -1,5 +1,5 @@
 use bluegreen_core::{
-    App, ErrorKind, EventSink, Fleet, Generation, Group, GroupId, Image, ImageSource,
+    App, ErrorKind, EventSink, Fleet, Generation, Group, GroupId, Health, Image, ImageSource,
 };
 
 use super::{remove_groups, test_group, wait_healthy, Report, Settings};
@@ -137,4 +137,136 @@ pub async fn fleet_launch_list_destroy(
         "destroy is idempotent; a destroyed group is not listed and its instances are NotFound",
     );
     report
+}
+
+/// [`Fleet::scale`]: a fleet that declares
+/// [`scaling`](bluegreen_core::FleetCapabilities::scaling) scales a group in to one
+/// instance and back to its release's size (the new instances become healthy),
+/// idempotently, keeping the group's record, and a missing group is `NotFound`; one that does not declare it refuses with
+/// `NotSupported`. A wrapper that forwards `capabilities()` but not `scale` (a
+/// defaulted method) fails here rather than at a deployment's retirement.
+pub async fn fleet_scale(
+    image: &dyn Image,
+    fleet: &dyn Fleet,
+    app: &App,
+    source: &ImageSource,
+    settings: &Settings,
+) -> Report {
+    let mut report = Report::default();
+    let missing = Group::id_for(app, Generation(998));
+    if !fleet.capabilities().scaling {
+        let e = fleet
+            .scale(app, &missing, 1)
+            .await
+            .expect_err("scale on a fleet that does not declare scaling must fail");
+        assert_eq!(
+            e.kind(),
+            ErrorKind::NotSupported,
+            "scale on a fleet that does not declare scaling: {e}"
+        );
+        report.pass(
+            PART,
+            "a fleet that does not declare scaling refuses scale with NotSupported",
+        );
+        report.skip(
+            PART,
+            "scale changes a group's instances, idempotently, keeping its record",
+            "the fleet declares scaling = false",
+        );
+        return report;
+    }
+    let e = fleet
+        .scale(app, &missing, 1)
+        .await
+        .expect_err("scaling a missing group must fail");
+    assert_eq!(
+        e.kind(),
+        ErrorKind::NotFound,
+        "scaling a missing group: {e}"
+    );
+    report.pass(PART, "scaling a missing group is NotFound");
+
+    let full = settings.size;
+    if full < 2 {
+        report.skip(
+            PART,
+            "scale changes a group's instances, idempotently, keeping its record",
+            "settings.size is 1: scaling in and back needs a size of 2 or more",
+        );
+        return report;
+    }
+    remove_groups(fleet, app).await;
+    let img = image
+        .prepare(app, source, &EventSink::none())
+        .await
+        .expect("prepare must succeed");
+    let group = test_group(app, Generation(1), img.id.clone(), settings);
+    fleet.launch(&group).await.expect("launch must succeed");
+    wait_healthy(fleet, app, &group.id, full, settings).await;
+
+    for _ in 0..2 {
+        fleet
+            .scale(app, &group.id, 1)
+            .await
+            .unwrap_or_else(|e| panic!("scaling {} in to 1 must succeed: {e}", group.id));
+    }
+    wait_count(fleet, app, &group.id, 1, settings).await;
+    assert_eq!(
+        fleet.groups(app).await.expect("groups must list"),
+        vec![group.clone()],
+        "scaling in must keep the group's record unchanged (release.size stays the full size)"
+    );
+    report.pass(
+        PART,
+        "scaling in twice leaves one instance, and the record is unchanged",
+    );
+
+    for _ in 0..2 {
+        fleet
+            .scale(app, &group.id, full)
+            .await
+            .unwrap_or_else(|e| panic!("scaling {} back to {full} must succeed: {e}", group.id));
+    }
+    wait_count(fleet, app, &group.id, full, settings).await;
+    assert_eq!(
+        fleet.groups(app).await.expect("groups must list"),
+        vec![group.clone()],
+        "scaling back must keep the group's record unchanged"
+    );
+    report.pass(
+        PART,
+        "scaling back to the full size twice starts the missing instances once, they become healthy, and the record is unchanged",
+    );
+
+    fleet
+        .destroy(app, &group.id)
+        .await
+        .expect("destroy must succeed");
+    let _ = image.remove(app, &img.id).await;
+    report
+}
+
+/// Polls until `group` lists exactly `n` instances, all healthy, or panics after the
+/// settings' health timeout.
+async fn wait_count(fleet: &dyn Fleet, app: &App, group: &GroupId, n: u32, settings: &Settings) {
+    let deadline = tokio::time::Instant::now() + settings.health_timeout;
+    loop {
+        let instances = fleet
+            .instances(app, group)
+            .await
+            .unwrap_or_else(|e| panic!("instances of {group} must list: {e}"));
+        let healthy = instances
+            .iter()
+            .filter(|i| i.health == Health::Healthy)
+            .count();
+        if instances.len() == n as usize && healthy == n as usize {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{group} did not reach {n} healthy instances within {:?} after scale: {instances:?}",
+            settings.health_timeout
+        );
+        tokio::time::sleep(settings.poll_interval).await;
+    }
 }

@@ -57,7 +57,7 @@ use bluegreen_core::{
 };
 
 pub use deployment::deployment_with_rollback;
-pub use fleet::{fleet_launch_list_destroy, fleet_missing_resources};
+pub use fleet::{fleet_launch_list_destroy, fleet_missing_resources, fleet_scale};
 pub use image::{image_in_use, image_prepare_list_remove};
 pub use lock::{lock_contract, lock_contract_across};
 pub use look_alike::{look_alikes_untouched, LookAlikes};
@@ -180,6 +180,7 @@ pub async fn run_all(
     report.extend(image_in_use(&*image, &*fleet, app, &sources.good, settings).await);
     report.extend(fleet_missing_resources(&*fleet, app).await);
     report.extend(fleet_launch_list_destroy(&*image, &*fleet, app, &sources.good, settings).await);
+    report.extend(fleet_scale(&*image, &*fleet, app, &sources.good, settings).await);
     report.extend(
         router_routes_and_attachments(&*image, &*fleet, &*router, app, sources, settings).await,
     );
