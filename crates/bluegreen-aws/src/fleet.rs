@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::checks::{self, LaunchOptions};
 use crate::config::AwsClients;
 use crate::error::map;
-use crate::labels::{ec2_labels, ec2_owner_filters, ec2_tags};
+use crate::labels::{ec2_labels, ec2_not_terminated_filter, ec2_owner_filters, ec2_tags};
 use crate::settings::{Ec2Settings, Settings};
 
 /// The most instances one `DescribeInstances` page or `TerminateInstances` call takes.
@@ -171,16 +171,7 @@ impl Ec2Fleet {
                     .build(),
             );
         }
-        filters.push(
-            Filter::builder()
-                .name("instance-state-name")
-                .set_values(Some(
-                    ["pending", "running", "stopping", "stopped"]
-                        .map(String::from)
-                        .to_vec(),
-                ))
-                .build(),
-        );
+        filters.push(ec2_not_terminated_filter());
         // the SDK's paginator follows NextToken until it is absent or empty
         let reservations = self
             .clients

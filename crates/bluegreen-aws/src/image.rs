@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::AwsClients;
 use crate::error::map;
-use crate::labels::{ec2_labels, ec2_owner_filters, ec2_tags};
+use crate::labels::{ec2_labels, ec2_not_terminated_filter, ec2_owner_filters, ec2_tags};
 
 /// The tag of a baked AMI that names its base and script (a hash).
 const SOURCE_TAG: &str = "bluegreen.source";
@@ -267,27 +267,20 @@ impl AmiImage {
                 .values("builder")
                 .build(),
         );
-        filters.push(
-            Filter::builder()
-                .name("instance-state-name")
-                .set_values(Some(vec![
-                    "pending".into(),
-                    "running".into(),
-                    "stopping".into(),
-                    "stopped".into(),
-                ]))
-                .build(),
-        );
-        let out = self
+        filters.push(ec2_not_terminated_filter());
+        // the SDK's paginator follows NextToken until it is absent or empty
+        let reservations = self
             .clients
             .ec2
             .describe_instances()
             .set_filters(Some(filters))
+            .into_paginator()
+            .items()
             .send()
+            .collect::<std::result::Result<Vec<_>, _>>()
             .await
             .map_err(|e| map("DescribeInstances (builders)", e))?;
-        let stray: Vec<String> = out
-            .reservations()
+        let stray: Vec<String> = reservations
             .iter()
             .flat_map(|r| r.instances())
             .filter(|i| labels::is_owned_by(&ec2_labels(i.tags()), app))
@@ -315,15 +308,7 @@ impl AmiImage {
                 .name("image-id")
                 .values(id.as_str())
                 .build(),
-            Filter::builder()
-                .name("instance-state-name")
-                .set_values(Some(vec![
-                    "pending".into(),
-                    "running".into(),
-                    "stopping".into(),
-                    "stopped".into(),
-                ]))
-                .build(),
+            ec2_not_terminated_filter(),
         ];
         let out = self
             .clients

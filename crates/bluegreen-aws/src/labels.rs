@@ -16,6 +16,20 @@ pub(crate) fn ec2_owner_filters(app: &App) -> Vec<aws_sdk_ec2::types::Filter> {
         .collect()
 }
 
+/// The EC2 filter that selects instances that are not terminated (pending,
+/// running, stopping or stopped): those that hold an AMI in use and that a group
+/// still counts; `shutting-down` and `terminated` ones are on their way out.
+pub(crate) fn ec2_not_terminated_filter() -> aws_sdk_ec2::types::Filter {
+    aws_sdk_ec2::types::Filter::builder()
+        .name("instance-state-name")
+        .set_values(Some(
+            ["pending", "running", "stopping", "stopped"]
+                .map(String::from)
+                .to_vec(),
+        ))
+        .build()
+}
+
 /// EC2 tags from labels.
 pub(crate) fn ec2_tags(labels: &Labels) -> Vec<aws_sdk_ec2::types::Tag> {
     labels
