@@ -1,8 +1,9 @@
 use bluegreen_core::{
     App, ErrorKind, EventSink, Fleet, Generation, Group, GroupId, Health, Image, ImageSource,
+    Instance,
 };
 
-use super::{remove_groups, test_group, wait_healthy, Report, Settings};
+use super::{poll_instances, remove_groups, test_group, wait_healthy, Report, Settings};
 
 const PART: &str = "fleet";
 
@@ -204,35 +205,12 @@ pub async fn fleet_scale(
     fleet.launch(&group).await.expect("launch must succeed");
     wait_healthy(fleet, app, &group.id, full, settings).await;
 
-    for _ in 0..2 {
-        fleet
-            .scale(app, &group.id, 1)
-            .await
-            .unwrap_or_else(|e| panic!("scaling {} in to 1 must succeed: {e}", group.id));
-    }
-    wait_count(fleet, app, &group.id, 1, settings).await;
-    assert_eq!(
-        fleet.groups(app).await.expect("groups must list"),
-        vec![group.clone()],
-        "scaling in must keep the group's record unchanged (release.size stays the full size)"
-    );
+    scale_twice(fleet, &group, 1, settings).await;
     report.pass(
         PART,
         "scaling in twice leaves one instance, and the record is unchanged",
     );
-
-    for _ in 0..2 {
-        fleet
-            .scale(app, &group.id, full)
-            .await
-            .unwrap_or_else(|e| panic!("scaling {} back to {full} must succeed: {e}", group.id));
-    }
-    wait_count(fleet, app, &group.id, full, settings).await;
-    assert_eq!(
-        fleet.groups(app).await.expect("groups must list"),
-        vec![group.clone()],
-        "scaling back must keep the group's record unchanged"
-    );
+    scale_twice(fleet, &group, full, settings).await;
     report.pass(
         PART,
         "scaling back to the full size twice starts the missing instances once, they become healthy, and the record is unchanged",
@@ -246,27 +224,31 @@ pub async fn fleet_scale(
     report
 }
 
-/// Polls until `group` lists exactly `n` instances, all healthy, or panics after the
-/// settings' health timeout.
-async fn wait_count(fleet: &dyn Fleet, app: &App, group: &GroupId, n: u32, settings: &Settings) {
-    let deadline = tokio::time::Instant::now() + settings.health_timeout;
-    loop {
-        let instances = fleet
-            .instances(app, group)
+/// Scales `group` to `size` twice (idempotent), waits until it lists exactly `size`
+/// instances, all healthy, and checks that its record did not change.
+async fn scale_twice(fleet: &dyn Fleet, group: &Group, size: u32, settings: &Settings) {
+    let (app, id) = (&group.app, &group.id);
+    for _ in 0..2 {
+        fleet
+            .scale(app, id, size)
             .await
-            .unwrap_or_else(|e| panic!("instances of {group} must list: {e}"));
-        let healthy = instances
-            .iter()
-            .filter(|i| i.health == Health::Healthy)
-            .count();
-        if instances.len() == n as usize && healthy == n as usize {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{group} did not reach {n} healthy instances within {:?} after scale: {instances:?}",
-            settings.health_timeout
-        );
-        tokio::time::sleep(settings.poll_interval).await;
+            .unwrap_or_else(|e| panic!("scaling {id} to {size} must succeed: {e}"));
     }
+    let exactly = |instances: &[Instance]| {
+        instances.len() == size as usize && instances.iter().all(|i| i.health == Health::Healthy)
+    };
+    poll_instances(
+        fleet,
+        app,
+        id,
+        settings,
+        exactly,
+        &format!("run exactly {size} healthy instances after scale"),
+    )
+    .await;
+    assert_eq!(
+        fleet.groups(app).await.expect("groups must list"),
+        vec![group.clone()],
+        "scaling {id} to {size} must keep the group's record unchanged (release.size stays the full size)"
+    );
 }

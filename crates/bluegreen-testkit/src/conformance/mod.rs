@@ -246,23 +246,38 @@ pub async fn wait_healthy(
     size: u32,
     settings: &Settings,
 ) -> Vec<Instance> {
+    let enough = |instances: &[Instance]| {
+        instances
+            .iter()
+            .filter(|i| i.health == Health::Healthy)
+            .count()
+            >= size as usize
+    };
+    poll_instances(fleet, app, group, settings, enough, "become healthy").await
+}
+
+/// Polls `fleet` until `group`'s instances satisfy `done` and returns them, or
+/// panics after the settings' health timeout, saying it did not reach `what`.
+async fn poll_instances(
+    fleet: &dyn Fleet,
+    app: &App,
+    group: &bluegreen_core::GroupId,
+    settings: &Settings,
+    done: impl Fn(&[Instance]) -> bool,
+    what: &str,
+) -> Vec<Instance> {
     let deadline = tokio::time::Instant::now() + settings.health_timeout;
     loop {
         let instances = fleet
             .instances(app, group)
             .await
             .unwrap_or_else(|e| panic!("instances of a launched group {group} must list: {e}"));
-        if instances
-            .iter()
-            .filter(|i| i.health == Health::Healthy)
-            .count()
-            >= size as usize
-        {
+        if done(&instances) {
             return instances;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{group} did not become healthy within {:?}: {instances:?}",
+            "{group} did not {what} within {:?}: {instances:?}",
             settings.health_timeout
         );
         tokio::time::sleep(settings.poll_interval).await;
