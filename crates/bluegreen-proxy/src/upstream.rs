@@ -216,9 +216,15 @@ impl Affinity {
         fresh: bool,
     ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
         if !fresh && !group.retired.load(Ordering::Acquire) {
-            while let Some(mut conn) =
-                poll_fn(|cx| Poll::Ready(backend.pool.take(group.serial, cx))).await
-            {
+            // a connection taken is polled with the driver's waker: from then
+            // on it is the driver's to poll
+            let driver = self.lock().driver.clone();
+            loop {
+                let taken = match &driver {
+                    Some(w) => backend.pool.take(group.serial, &mut Context::from_waker(w)),
+                    None => poll_fn(|cx| Poll::Ready(backend.pool.take(group.serial, cx))).await,
+                };
+                let Some(mut conn) = taken else { break };
                 let sent = conn.sender.try_send_request(request);
                 let lease = self.lend(group, backend, conn);
                 match sent.await {
@@ -268,21 +274,17 @@ fn next_change(mut rx: watch::Receiver<u64>) -> Changes {
     Box::pin(async move { rx.changed().await.ok().map(|()| rx) })
 }
 
-/// The waker that the futures of one client connection see. A wake while the
-/// connection's task runs them only asks for one more round in the same poll;
-/// a wake from outside wakes the task.
+/// The task of one client connection, as its parts' wakers see it. A wake while
+/// the task runs its rounds only asks for one more round in the same poll; a wake
+/// from outside wakes the task.
 struct Rounds {
     polling: AtomicBool,
     woken: AtomicBool,
     task: Mutex<Option<Waker>>,
 }
 
-impl Wake for Rounds {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
+impl Rounds {
+    fn wake(&self) {
         self.woken.store(true, Ordering::SeqCst);
         if !self.polling.load(Ordering::SeqCst) {
             if let Some(w) = &*self.task.lock().unwrap_or_else(|e| e.into_inner()) {
@@ -292,36 +294,57 @@ impl Wake for Rounds {
     }
 }
 
-/// The waker of the driver's wait for the next change: notes that the wait was
-/// woken, so that the driver polls it again (and only then), then wakes the rounds.
-struct ChangeWake {
+/// The waker of one part of a client connection's task: the client connection
+/// itself, the backend connections in use, or the wait for the next change of
+/// the proxy's state. It notes that its part was woken, so that the next round
+/// polls that part (and only the parts that were woken), then wakes the rounds.
+/// A backend connection's readiness then polls no client connection, and a
+/// client connection's read polls no backend connection.
+struct PartWake {
     woken: AtomicBool,
     rounds: Arc<Rounds>,
 }
 
-impl Wake for ChangeWake {
+impl PartWake {
+    fn new(rounds: &Arc<Rounds>, woken: bool) -> Arc<Self> {
+        Arc::new(PartWake {
+            woken: AtomicBool::new(woken),
+            rounds: rounds.clone(),
+        })
+    }
+
+    /// Whether the part was woken since the last call; clears the note.
+    fn take(&self) -> bool {
+        self.woken.swap(false, Ordering::SeqCst)
+    }
+}
+
+impl Wake for PartWake {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.woken.store(true, Ordering::SeqCst);
-        self.rounds.wake_by_ref();
+        self.rounds.wake();
     }
 }
 
 /// Polls the connections in use (when `cx` is given): those whose response was
 /// read to the end and whose request was sent whole go back to their pools,
-/// those that ended or whose response was abandoned close.
+/// those that ended or whose response was abandoned close. A connection already
+/// done and ready for its next request goes back unpolled: nothing is left for
+/// it to do, and the pool polls it when it is taken.
 fn drive_conns(conns: &mut Vec<InUse>, mut cx: Option<&mut Context<'_>>) {
     let mut i = 0;
     while i < conns.len() {
         let c = &mut conns[i];
-        let open = match cx.as_mut() {
-            Some(cx) => c.conn.poll_open(cx),
-            None => !c.conn.sender.is_closed(),
-        };
         let state = c.lease.state.load(Ordering::Acquire);
+        let settled = state == ABANDONED || (state == DONE && c.conn.sender.is_ready());
+        let open = match cx.as_mut() {
+            Some(cx) if !settled => c.conn.poll_open(cx),
+            _ => !c.conn.sender.is_closed(),
+        };
         let ready = state == DONE && c.conn.sender.is_ready();
         if open && (state == IN_USE || (state == DONE && !ready)) {
             i += 1;
@@ -340,7 +363,12 @@ const MAX_ROUNDS: usize = 8;
 /// Runs `served` (a client connection) and, in the same task, the backend
 /// connections it opens; whenever the proxy's state changes (`epoch`), drops
 /// kept connections of retired groups and every connection of groups that the
-/// drain timeout cut.
+/// drain timeout cut, and polls `served` again (its requests check their
+/// group's cut and their backend's health when polled).
+///
+/// Each part (`served`, the backend connections, the wait for a change) has a
+/// waker of its own, and a round polls only the parts woken since they were
+/// last polled.
 pub(crate) async fn drive<F: Future>(
     served: F,
     affinity: &Affinity,
@@ -354,18 +382,21 @@ pub(crate) async fn drive<F: Future>(
         woken: AtomicBool::new(false),
         task: Mutex::new(None),
     });
-    let waker = Waker::from(rounds.clone());
-    // the wait for a change is polled first, then whenever it was woken: it may
-    // be woken without a change (a notification racing with its last poll), and
-    // must then be polled again to wait anew
-    let change_wake = Arc::new(ChangeWake {
-        woken: AtomicBool::new(true),
-        rounds: rounds.clone(),
-    });
+    // `served` and the wait for a change are polled first; then each whenever
+    // it was woken. The wait for a change may be woken without a change (a
+    // notification racing with its last poll), and must then be polled again
+    // to wait anew.
+    let served_wake = PartWake::new(&rounds, true);
+    let conns_wake = PartWake::new(&rounds, false);
+    let change_wake = PartWake::new(&rounds, true);
+    let served_waker = Waker::from(served_wake.clone());
+    let conns_waker = Waker::from(conns_wake.clone());
     let change_waker = Waker::from(change_wake.clone());
     {
+        // a connection lent to a request, and the end of its response, wake
+        // the backend connections' part
         let mut state = affinity.lock();
-        state.driver = Some(waker.clone());
+        state.driver = Some(conns_waker.clone());
     }
     poll_fn(|outer| {
         {
@@ -374,20 +405,26 @@ pub(crate) async fn drive<F: Future>(
                 *task = Some(outer.waker().clone());
             }
         }
-        let mut cx = Context::from_waker(&waker);
         rounds.polling.store(true, Ordering::SeqCst);
         for _ in 0..MAX_ROUNDS {
             rounds.woken.store(false, Ordering::SeqCst);
-            if let Poll::Ready(out) = served.as_mut().poll(&mut cx) {
-                rounds.polling.store(false, Ordering::SeqCst);
-                // the last responses' connections go back to their pools
-                conns.append(&mut affinity.lock().opened);
-                drive_conns(&mut conns, None);
-                return Poll::Ready(out);
+            if served_wake.take() {
+                if let Poll::Ready(out) = served
+                    .as_mut()
+                    .poll(&mut Context::from_waker(&served_waker))
+                {
+                    rounds.polling.store(false, Ordering::SeqCst);
+                    // the last responses' connections go back to their pools
+                    conns.append(&mut affinity.lock().opened);
+                    drive_conns(&mut conns, None);
+                    return Poll::Ready(out);
+                }
             }
-            conns.append(&mut affinity.lock().opened);
-            drive_conns(&mut conns, Some(&mut cx));
-            if change_wake.woken.swap(false, Ordering::SeqCst) {
+            if conns_wake.take() {
+                conns.append(&mut affinity.lock().opened);
+                drive_conns(&mut conns, Some(&mut Context::from_waker(&conns_waker)));
+            }
+            if change_wake.take() {
                 let mut change_cx = Context::from_waker(&change_waker);
                 while let Some(ch) = changes.as_mut() {
                     match ch.as_mut().poll(&mut change_cx) {
@@ -395,6 +432,8 @@ pub(crate) async fn drive<F: Future>(
                         Poll::Ready(rx) => {
                             conns.retain(|c| !c.group.is_cut());
                             changes = rx.map(next_change);
+                            // the requests check their cut and health again
+                            served_wake.wake_by_ref();
                         }
                     }
                 }
@@ -418,6 +457,51 @@ pub(crate) async fn drive<F: Future>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A wake of the backend connections' part (a connection lent, a response
+    /// read to its end, a backend socket's readiness) polls them alone, not the
+    /// client connection; a wake of the client connection polls it once.
+    #[tokio::test]
+    async fn each_part_is_polled_only_when_woken() {
+        use std::sync::atomic::AtomicUsize;
+        let affinity = Arc::new(Affinity::default());
+        let (_epoch_tx, epoch) = watch::channel(0u64);
+        let polls = Arc::new(AtomicUsize::new(0));
+        let served_waker: Arc<Mutex<Option<Waker>>> = Arc::default();
+        let served = {
+            let (polls, served_waker) = (polls.clone(), served_waker.clone());
+            poll_fn(move |cx| {
+                polls.fetch_add(1, Ordering::SeqCst);
+                *served_waker.lock().unwrap() = Some(cx.waker().clone());
+                Poll::<()>::Pending
+            })
+        };
+        let driving = tokio::spawn({
+            let affinity = affinity.clone();
+            async move { drive(served, &affinity, epoch).await }
+        });
+        let settle = || async {
+            for _ in 0..8 {
+                tokio::task::yield_now().await;
+            }
+        };
+        settle().await;
+        assert_eq!(polls.load(Ordering::SeqCst), 1, "served is polled first");
+        let conns_waker = affinity.lock().driver.clone().expect("the driver's waker");
+        for _ in 0..3 {
+            conns_waker.wake_by_ref();
+            settle().await;
+        }
+        assert_eq!(
+            polls.load(Ordering::SeqCst),
+            1,
+            "a wake of the backend connections polled the client connection"
+        );
+        served_waker.lock().unwrap().take().unwrap().wake();
+        settle().await;
+        assert_eq!(polls.load(Ordering::SeqCst), 2);
+        driving.abort();
+    }
 
     #[test]
     fn connect_errors_are_connect_errors() {
