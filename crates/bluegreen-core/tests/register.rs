@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bluegreen_core::labels::Labels;
-use bluegreen_core::register::{self, Data, Found, Register, Store, Stored};
+use bluegreen_core::register::{self, Data, Found, RegisterLock, Store, Stored};
 use bluegreen_core::{async_trait, App, ErrorKind, FencingToken, Lock, LockHolder, Result};
 use bluegreen_testkit::conformance;
 
@@ -125,38 +125,9 @@ impl Store for MemoryStore {
     }
 }
 
-/// A lock over a register.
-#[derive(Clone)]
-struct RegisterLock(Arc<Register<MemoryStore>>);
-
-#[async_trait]
-impl Lock for RegisterLock {
-    async fn acquire(
-        &self,
-        app: &App,
-        holder: &LockHolder,
-        lease: Duration,
-    ) -> Result<FencingToken> {
-        self.0.acquire(app, holder, lease).await
-    }
-
-    async fn renew(
-        &self,
-        app: &App,
-        holder: &LockHolder,
-        token: FencingToken,
-        lease: Duration,
-    ) -> Result<()> {
-        self.0.renew(app, holder, token, lease).await
-    }
-
-    async fn release(&self, app: &App, holder: &LockHolder, token: FencingToken) -> Result<()> {
-        self.0.release(app, holder, token).await
-    }
-}
-
-fn lock(store: &MemoryStore) -> RegisterLock {
-    RegisterLock(Arc::new(Register::new(store.clone())))
+/// A lock on the store: a handle of its own, as another machine's.
+fn lock(store: &MemoryStore) -> RegisterLock<MemoryStore> {
+    RegisterLock::new(store.clone())
 }
 
 fn apps() -> (App, App) {
@@ -242,7 +213,7 @@ async fn a_version_whose_writer_died_is_waited_for_then_skipped() {
     assert_eq!(e.kind(), ErrorKind::Provider, "{e}");
     assert_eq!(store.names(), ["lock-web-test-1", "lock-web-test-2"]);
     // version 2 is pending: the holder is unknown
-    let reg = Register::new(store.clone());
+    let reg = RegisterLock::new(store.clone());
     assert_eq!(
         reg.holder(&app).await.unwrap_err().kind(),
         ErrorKind::Locked
