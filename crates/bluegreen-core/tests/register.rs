@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use bluegreen_core::labels::Labels;
 use bluegreen_core::register::{self, Data, Found, RegisterLock, Store, Stored};
-use bluegreen_core::{async_trait, App, ErrorKind, FencingToken, Lock, LockHolder, Result};
+use bluegreen_core::{async_trait, App, ErrorKind, Lock, LockHolder, Result};
 use bluegreen_testkit::conformance;
 
 /// A resource of the store.
@@ -164,32 +164,17 @@ async fn of_many_acquirers_at_once_exactly_one_wins_in_both_kinds() {
             ..Default::default()
         };
         let (app, _) = apps();
-        let mut last = FencingToken(0);
-        for round in 0..20 {
-            let mut set = tokio::task::JoinSet::new();
-            for k in 0..12 {
-                let (lock, app) = (lock(&store), app.clone());
-                set.spawn(async move {
-                    let holder = LockHolder::new(format!("r{round}-{k}"));
-                    let out = lock.acquire(&app, &holder, Duration::from_secs(60)).await;
-                    (holder, out)
-                });
-            }
-            let mut winners = Vec::new();
-            while let Some(done) = set.join_next().await {
-                let (holder, out) = done.unwrap();
-                match out {
-                    Ok(t) => winners.push((holder, t)),
-                    Err(e) => assert_eq!(e.kind(), ErrorKind::Locked, "{holder}: {e}"),
-                }
-            }
-            assert_eq!(winners.len(), 1, "later {later} round {round}: {winners:?}");
-            let (holder, token) = winners.pop().unwrap();
-            assert!(token > last, "{token} > {last}");
-            lock(&store).release(&app, &holder, token).await.unwrap();
-            last = token;
-        }
-        assert_eq!(last, FencingToken(20), "later {later}");
+        let locks: Vec<Arc<dyn Lock>> = (0..4)
+            .map(|_| Arc::new(lock(&store)) as Arc<dyn Lock>)
+            .collect();
+        let (report, tokens) =
+            conformance::lock_many_acquirers(&locks, &app, 3, 20, Duration::from_secs(60)).await;
+        assert_eq!(report.passed(), 3, "later {later}: {report}");
+        // a register raises the token by one per new holder
+        assert!(
+            tokens.windows(2).all(|w| w[1] == w[0].next()),
+            "later {later}: {tokens:?}"
+        );
     }
 }
 
