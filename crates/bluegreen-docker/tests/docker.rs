@@ -77,6 +77,7 @@ async fn the_docker_provider_passes_the_conformance_suite() {
         &plain,
         context(tmp.path(), "0", &[]).to_str().unwrap(),
     ]);
+    let _plain = RemoveImage(plain.clone());
     let look_alikes = Arc::new(DockerLookAlikes::new(docker, &plain));
     let settings = Settings::default()
         .with_setting("stop_timeout_ms", "2000")
@@ -92,7 +93,6 @@ async fn the_docker_provider_passes_the_conformance_suite() {
     )
     .await;
     drop(look_alikes);
-    docker_cli(&["rmi", &plain]);
     // with a never-healthy source and the look-alikes hook, every rule applies but
     // the refusal of a split (the proxy weighs)
     for rule in [
@@ -111,6 +111,17 @@ async fn the_docker_provider_passes_the_conformance_suite() {
         "the suite leaves no container: {:?}",
         labelled_containers(&app)
     );
+}
+
+/// Removes an image of the test's own when dropped (also after a panic).
+struct RemoveImage(String);
+
+impl Drop for RemoveImage {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rmi", "-f", &self.0])
+            .output();
+    }
 }
 
 async fn clean(s: &Setup, app: &App) {
