@@ -85,6 +85,9 @@ impl fmt::Display for FencingToken {
 /// - [`MemoryLock`]: deployments in one process (engines sharing the value;
 ///   [`MemoryLock::process`], the engine's default, is shared by every engine of the
 ///   process);
+/// - [`RegisterLock`](crate::register::RegisterLock): every program whose store
+///   reaches the same resources (the lock behind `DockerLock`, `SwarmLock` and
+///   `PlatformLock`, for any store with an atomic create by name);
 /// - `FileLock` (`bluegreen-local`): every process on one machine that uses the same
 ///   state directory;
 /// - `DockerLock` (`bluegreen-docker`): every machine that deploys through one Docker

@@ -1,5 +1,5 @@
-//! A lease [`Lock`](crate::Lock) kept as a **register of versions** in a store that
-//! has no compare-and-swap but creates named resources atomically: Docker
+//! [`RegisterLock`]: a lease [`Lock`] kept as a **register of versions** in a store
+//! that has no compare-and-swap but creates named resources atomically: Docker
 //! containers, swarm secrets, platform apps.
 //!
 //! Every state of an app's lock is a new, never-changed resource of a [`Store`]; the
@@ -41,7 +41,7 @@ use async_trait::async_trait;
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::labels::{self, Labels};
-use crate::lock::{FencingToken, LockHolder};
+use crate::lock::{FencingToken, Lock, LockHolder};
 
 /// The label that says what a resource is for; a lock's versions have [`ROLE`].
 pub const ROLE_LABEL: &str = "bluegreen.role";
@@ -212,17 +212,30 @@ enum Read {
     Pending(SystemTime),
 }
 
-/// A register of versions in `S`: the state of every app's lock, and the
-/// [`Lock`](crate::Lock) operations on it. See the [module documentation](self).
+/// A lease [`Lock`] per app with fencing tokens, kept as a register of versions in
+/// the store `S`; see the [module documentation](self).
+///
+/// Any [`Store`] gives a lock: `RegisterLock::new(store)` is the lock, ready for
+/// [`Engine::with_lock`](crate::Engine::with_lock). It excludes every program whose
+/// store reaches the same resources (the same Docker daemon, swarm, or platform
+/// account): what one lock excludes is where its store keeps the versions. Leases are
+/// measured on the programs' wall clocks, whose clocks must agree far better than
+/// the lease.
+///
+/// Tokens count from 1 per app (and per store). A holder whose lease passed while
+/// nobody took the lock keeps it: its renewal succeeds, and taking it again gives
+/// the same token.
+///
+/// Clones share the store (clone a store that is a handle on a remote service).
 #[derive(Clone, Debug)]
-pub struct Register<S> {
+pub struct RegisterLock<S> {
     store: S,
 }
 
-impl<S: Store> Register<S> {
-    /// A register kept in `store`.
+impl<S: Store> RegisterLock<S> {
+    /// A lock kept in `store`.
     pub fn new(store: S) -> Self {
-        Register { store }
+        RegisterLock { store }
     }
 
     /// The store.
@@ -430,7 +443,10 @@ impl<S: Store> Register<S> {
     }
 
     /// Removes every version of the app's lock that carries its labels (a version
-    /// abandoned before its write carries none, and is left alone).
+    /// abandoned before its write carries none, and is left alone): its holder and
+    /// its last token are forgotten, and the next token is 1 again. Only when no
+    /// deployment of the app can run (tests, an app taken down for good).
+    /// Idempotent: nothing to remove is `Ok`.
     pub async fn forget(&self, app: &App) -> Result<()> {
         for (_, id, data) in self.versions(app).await? {
             if matches!(data, Data::Labels(_)) {
@@ -439,9 +455,11 @@ impl<S: Store> Register<S> {
         }
         Ok(())
     }
+}
 
-    /// [`Lock::acquire`](crate::Lock::acquire).
-    pub async fn acquire(
+#[async_trait]
+impl<S: Store> Lock for RegisterLock<S> {
+    async fn acquire(
         &self,
         app: &App,
         holder: &LockHolder,
@@ -465,8 +483,7 @@ impl<S: Store> Register<S> {
         .await
     }
 
-    /// [`Lock::renew`](crate::Lock::renew).
-    pub async fn renew(
+    async fn renew(
         &self,
         app: &App,
         holder: &LockHolder,
@@ -486,8 +503,7 @@ impl<S: Store> Register<S> {
         .await
     }
 
-    /// [`Lock::release`](crate::Lock::release).
-    pub async fn release(&self, app: &App, holder: &LockHolder, token: FencingToken) -> Result<()> {
+    async fn release(&self, app: &App, holder: &LockHolder, token: FencingToken) -> Result<()> {
         self.change(app, |state| match &state.lease {
             Some(l) if l.is(holder) && state.token == token.0 => {
                 Decision::Write(None, state.token, ())

@@ -65,7 +65,7 @@ use tokio::sync::OnceCell;
 use crate::build::{self, ContextFile, ROLE_LABEL};
 use crate::error::{docker_error, has_status};
 use crate::labels::{label_filters, labels_of};
-use bluegreen_core::register::{self, Data, Found, Register, Store, Stored, LOCK_LABEL, ROLE};
+use bluegreen_core::register::{self, Data, Found, RegisterLock, Store, Stored, LOCK_LABEL, ROLE};
 
 /// The image of the lock's containers.
 pub const LOCK_IMAGE: &str = "bluegreen/lock:1";
@@ -96,7 +96,7 @@ pub const LOCK_IMAGE: &str = "bluegreen/lock:1";
 /// ```
 #[derive(Clone, Debug)]
 pub struct DockerLock {
-    register: Register<Containers>,
+    lock: RegisterLock<Containers>,
 }
 
 /// The versions as created, never-started containers.
@@ -246,7 +246,7 @@ impl DockerLock {
     /// image is built on first use.
     pub fn new(docker: Docker) -> Self {
         DockerLock {
-            register: Register::new(Containers {
+            lock: RegisterLock::new(Containers {
                 docker,
                 image: Arc::new(OnceCell::new()),
             }),
@@ -255,14 +255,14 @@ impl DockerLock {
 
     /// The current holder of the app's lock, if its lease has not passed.
     pub async fn holder(&self, app: &App) -> Result<Option<LockHolder>> {
-        self.register.holder(app).await
+        self.lock.holder(app).await
     }
 
     /// Removes every version of the app's lock: its holder and its last token are
     /// forgotten, and the next token is 1 again. Only when no deployment of the app
     /// can run (tests, an app taken down for good). Idempotent.
     pub async fn forget(&self, app: &App) -> Result<()> {
-        self.register.forget(app).await
+        self.lock.forget(app).await
     }
 }
 
@@ -274,7 +274,7 @@ impl Lock for DockerLock {
         holder: &LockHolder,
         lease: Duration,
     ) -> Result<FencingToken> {
-        self.register.acquire(app, holder, lease).await
+        self.lock.acquire(app, holder, lease).await
     }
 
     async fn renew(
@@ -284,11 +284,11 @@ impl Lock for DockerLock {
         token: FencingToken,
         lease: Duration,
     ) -> Result<()> {
-        self.register.renew(app, holder, token, lease).await
+        self.lock.renew(app, holder, token, lease).await
     }
 
     async fn release(&self, app: &App, holder: &LockHolder, token: FencingToken) -> Result<()> {
-        self.register.release(app, holder, token).await
+        self.lock.release(app, holder, token).await
     }
 }
 

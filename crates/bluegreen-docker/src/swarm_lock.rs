@@ -58,7 +58,7 @@ use bollard::Docker;
 use crate::build::ROLE_LABEL;
 use crate::error::{docker_error, has_status};
 use crate::labels::{label_filters, labels_of};
-use bluegreen_core::register::{self, Data, Found, Register, Store, Stored, LOCK_LABEL, ROLE};
+use bluegreen_core::register::{self, Data, Found, RegisterLock, Store, Stored, LOCK_LABEL, ROLE};
 
 /// The longest name the swarm gives a secret.
 const MAX_NAME: usize = 64;
@@ -84,7 +84,7 @@ const MAX_NAME: usize = 64;
 /// ```
 #[derive(Clone, Debug)]
 pub struct SwarmLock {
-    register: Register<Secrets>,
+    lock: RegisterLock<Secrets>,
 }
 
 /// The versions as swarm secrets.
@@ -200,20 +200,20 @@ impl SwarmLock {
     /// with a retryable [`Error::Provider`](bluegreen_core::Error::Provider).
     pub fn new(docker: Docker) -> Self {
         SwarmLock {
-            register: Register::new(Secrets { docker }),
+            lock: RegisterLock::new(Secrets { docker }),
         }
     }
 
     /// The current holder of the app's lock, if its lease has not passed.
     pub async fn holder(&self, app: &App) -> Result<Option<LockHolder>> {
-        self.register.holder(app).await
+        self.lock.holder(app).await
     }
 
     /// Removes every version of the app's lock: its holder and its last token are
     /// forgotten, and the next token is 1 again. Only when no deployment of the app
     /// can run (tests, an app taken down for good). Idempotent.
     pub async fn forget(&self, app: &App) -> Result<()> {
-        self.register.forget(app).await
+        self.lock.forget(app).await
     }
 }
 
@@ -225,7 +225,7 @@ impl Lock for SwarmLock {
         holder: &LockHolder,
         lease: Duration,
     ) -> Result<FencingToken> {
-        self.register.acquire(app, holder, lease).await
+        self.lock.acquire(app, holder, lease).await
     }
 
     async fn renew(
@@ -235,11 +235,11 @@ impl Lock for SwarmLock {
         token: FencingToken,
         lease: Duration,
     ) -> Result<()> {
-        self.register.renew(app, holder, token, lease).await
+        self.lock.renew(app, holder, token, lease).await
     }
 
     async fn release(&self, app: &App, holder: &LockHolder, token: FencingToken) -> Result<()> {
-        self.register.release(app, holder, token).await
+        self.lock.release(app, holder, token).await
     }
 }
 

@@ -12,6 +12,7 @@ use bluegreen_core::{
 use bluegreen_docker::{DockerFleet, DockerFleetOptions, DockerImage, EmbeddedProxy};
 use bluegreen_testkit::conformance::{self, Settings, Sources};
 use bluegreen_testkit::zero_downtime::ZeroDowntime;
+use support::look_alikes::DockerLookAlikes;
 use support::{context, docker, labelled_containers, Cleanup, Scratch};
 
 fn fast_proxy() -> bluegreen_proxy::ProxyOptions {
@@ -57,7 +58,7 @@ async fn the_docker_provider_passes_the_conformance_suite() {
     let tmp = Scratch::new("conformance");
     let app = support::app("conf", "docker");
     let _cleanup = Cleanup::new(&app);
-    let s = setup(docker, EngineOptions::default()).await;
+    let s = setup(docker.clone(), EngineOptions::default()).await;
     let sources = Sources {
         good: build(context(tmp.path(), "1", &[])),
         other: build(context(tmp.path(), "2", &[])),
@@ -67,10 +68,22 @@ async fn the_docker_provider_passes_the_conformance_suite() {
             &[("SAMPLE_NEVER_HEALTHY", "1")],
         ))),
     };
+    // the look-alikes run an image of the test's own, without bluegreen's labels
+    let plain = format!("bluegreen-test-plain-{}", app.name());
+    docker_cli(&[
+        "build",
+        "-q",
+        "-t",
+        &plain,
+        context(tmp.path(), "0", &[]).to_str().unwrap(),
+    ]);
+    let _plain = RemoveImage(plain.clone());
+    let look_alikes = Arc::new(DockerLookAlikes::new(docker, &plain));
     let settings = Settings::default()
         .with_setting("stop_timeout_ms", "2000")
-        .with_health_timeout(Duration::from_secs(30));
-    conformance::run_all(
+        .with_health_timeout(Duration::from_secs(30))
+        .with_look_alikes(look_alikes.clone());
+    let report = conformance::run_all(
         Arc::new(s.image),
         Arc::new(s.fleet),
         Arc::new(s.proxy.router()),
@@ -79,11 +92,36 @@ async fn the_docker_provider_passes_the_conformance_suite() {
         &settings,
     )
     .await;
+    drop(look_alikes);
+    // with a never-healthy source and the look-alikes hook, every rule applies but
+    // the refusal of a split (the proxy weighs)
+    for rule in [
+        "groups and instances leave look-alikes out",
+        "destroy and the clean-up leave look-alikes in place",
+    ] {
+        assert_eq!(
+            report.find("look-alikes", rule).map(|c| &c.outcome),
+            Some(&conformance::Outcome::Passed),
+            "{rule}: {report}"
+        );
+    }
+    assert_eq!(report.skipped(), 1, "{report}");
     assert!(
         labelled_containers(&app).is_empty(),
         "the suite leaves no container: {:?}",
         labelled_containers(&app)
     );
+}
+
+/// Removes an image of the test's own when dropped (also after a panic).
+struct RemoveImage(String);
+
+impl Drop for RemoveImage {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rmi", "-f", &self.0])
+            .output();
+    }
 }
 
 async fn clean(s: &Setup, app: &App) {

@@ -4,9 +4,10 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use bluegreen_core::{App, ErrorKind, FencingToken, Lock, LockHolder};
+use bluegreen_core::{App, ErrorKind, Lock, LockHolder};
 use bluegreen_docker::DockerLock;
 use bluegreen_testkit::conformance;
 use support::docker;
@@ -74,6 +75,8 @@ async fn the_docker_lock_keeps_the_contract_through_one_and_two_handles() {
     assert!(lock_containers(&other).is_empty());
 }
 
+/// Eight handles (eight machines on one daemon), two acquirers each, five rounds:
+/// the testkit's many-acquirers rules, and one token per round.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn of_many_acquirers_at_once_exactly_one_wins_and_tokens_grow() {
     let Some(docker) = docker("lock race").await else {
@@ -81,51 +84,30 @@ async fn of_many_acquirers_at_once_exactly_one_wins_and_tokens_grow() {
     };
     let app = support::app("race", "docker");
     let _forget = Forget(vec![app.clone()]);
-    let mut handles = vec![DockerLock::new(docker)];
+    let mut handles: Vec<Arc<dyn Lock>> = vec![Arc::new(DockerLock::new(docker))];
     for _ in 1..8 {
-        handles.push(DockerLock::new(bluegreen_docker::connect().await.unwrap()));
+        handles.push(Arc::new(DockerLock::new(
+            bluegreen_docker::connect().await.unwrap(),
+        )));
     }
-    let mut last = FencingToken(0);
-    for round in 0..5 {
-        let app_ref = &app;
-        let attempts = handles.iter().enumerate().flat_map(|(h, lock)| {
-            (0..2).map(move |k| {
-                let holder = LockHolder::new(format!("round-{round}-handle-{h}-{k}"));
-                let app = app_ref.clone();
-                async move {
-                    let out = lock.acquire(&app, &holder, Duration::from_secs(30)).await;
-                    (holder, out)
-                }
-            })
-        });
-        let results = futures_util::future::join_all(attempts).await;
-        let mut winners = Vec::new();
-        for (holder, out) in results {
-            match out {
-                Ok(token) => winners.push((holder, token)),
-                Err(e) => assert_eq!(e.kind(), ErrorKind::Locked, "{holder}: {e}"),
-            }
-        }
-        assert_eq!(
-            winners.len(),
-            1,
-            "round {round}: exactly one wins: {winners:?}"
-        );
-        let (holder, token) = winners.pop().unwrap();
-        assert!(token > last, "round {round}: {token} > {last}");
-        assert_eq!(
-            handles[0].holder(&app).await.unwrap().as_ref(),
-            Some(&holder),
-            "round {round}"
-        );
-        handles[round % handles.len()]
-            .release(&app, &holder, token)
-            .await
-            .unwrap();
-        last = token;
-    }
-    assert_eq!(last, FencingToken(5), "one token per round, from 1");
-    handles[0].forget(&app).await.unwrap();
+    let (report, tokens) =
+        conformance::lock_many_acquirers(&handles, &app, 2, 5, Duration::from_secs(30)).await;
+    assert_eq!(report.passed(), 3, "{report}");
+    assert!(
+        tokens.windows(2).all(|w| w[1] == w[0].next()),
+        "one token per round: {tokens:?}"
+    );
+    // the last token is kept in one container, the old versions are gone
+    assert_eq!(
+        lock_containers(&app).len(),
+        1,
+        "{:?}",
+        lock_containers(&app)
+    );
+    DockerLock::new(bluegreen_docker::connect().await.unwrap())
+        .forget(&app)
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

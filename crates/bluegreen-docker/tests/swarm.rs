@@ -13,6 +13,7 @@ use bluegreen_core::{
 };
 use bluegreen_testkit::conformance::{self, Settings, Sources};
 use bluegreen_testkit::zero_downtime::ZeroDowntime;
+use swarm_support::look_alikes::SwarmLookAlikes;
 use swarm_support::{
     build, context, deploy_options, docker_on, labelled_services, setup, swarm, Cleanup, Harness,
     Scratch, Setup,
@@ -78,10 +79,12 @@ async fn the_swarm_provider_passes_the_conformance_suite() {
             &[("SAMPLE_NEVER_HEALTHY", "1")],
         ))),
     };
+    let look_alikes = Arc::new(SwarmLookAlikes::new(&h, &plain_image(&h, &tmp, app.name())));
     let settings = Settings::default()
         .with_setting("stop_timeout_ms", "1000")
-        .with_health_timeout(Duration::from_secs(60));
-    conformance::run_all(
+        .with_health_timeout(Duration::from_secs(60))
+        .with_look_alikes(look_alikes.clone());
+    let report = conformance::run_all(
         Arc::new(s.image.clone()),
         Arc::new(s.fleet.clone()),
         Arc::new(s.proxy.router()),
@@ -90,6 +93,17 @@ async fn the_swarm_provider_passes_the_conformance_suite() {
         &settings,
     )
     .await;
+    drop(look_alikes);
+    for rule in [
+        "groups and instances leave look-alikes out",
+        "destroy and the clean-up leave look-alikes in place",
+    ] {
+        assert_eq!(
+            report.find("look-alikes", rule).map(|c| &c.outcome),
+            Some(&conformance::Outcome::Passed),
+            "{rule}: {report}"
+        );
+    }
     assert!(
         labelled_services(&h, &app).is_empty(),
         "the suite leaves no service: {:?}",

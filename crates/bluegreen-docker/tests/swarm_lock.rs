@@ -5,9 +5,10 @@
 
 mod swarm_support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use bluegreen_core::{App, ErrorKind, FencingToken, Lock, LockHolder};
+use bluegreen_core::{App, ErrorKind, Lock, LockHolder};
 use bluegreen_docker::SwarmLock;
 use bluegreen_testkit::conformance;
 use swarm_support::{docker_on, manager_at, swarm, Harness};
@@ -102,6 +103,9 @@ async fn the_swarm_lock_keeps_the_contract_through_one_and_two_managers() {
     assert!(lock_secrets(&h, &other).is_empty());
 }
 
+/// Two handles on each of the three managers (six machines), two acquirers each,
+/// four rounds: the testkit's many-acquirers rules (every manager sees each winner),
+/// and one token per round.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn of_many_acquirers_on_three_managers_exactly_one_wins_and_tokens_grow() {
     let Some((h, _)) = swarm("swarm lock race").await else {
@@ -109,62 +113,29 @@ async fn of_many_acquirers_on_three_managers_exactly_one_wins_and_tokens_grow() 
     };
     let app = swarm_support::app("race", "swarm");
     let _forget = Forget::new(&h, &[&app]);
-    let mut handles = Vec::new();
+    let mut handles: Vec<Arc<dyn Lock>> = Vec::new();
     for n in 0..3 {
         for _ in 0..2 {
-            handles.push(SwarmLock::new(manager(&h, n).await));
+            handles.push(Arc::new(SwarmLock::new(manager(&h, n).await)));
         }
     }
-    let mut last = FencingToken(0);
-    for round in 0..4 {
-        let app_ref = &app;
-        let attempts = handles.iter().enumerate().flat_map(|(k, lock)| {
-            (0..2).map(move |j| {
-                let holder = LockHolder::new(format!("round-{round}-handle-{k}-{j}"));
-                let app = app_ref.clone();
-                async move {
-                    let out = lock.acquire(&app, &holder, Duration::from_secs(30)).await;
-                    (holder, out)
-                }
-            })
-        });
-        let results = futures_util::future::join_all(attempts).await;
-        let mut winners = Vec::new();
-        for (holder, out) in results {
-            match out {
-                Ok(token) => winners.push((holder, token)),
-                Err(e) => assert_eq!(e.kind(), ErrorKind::Locked, "{holder}: {e}"),
-            }
-        }
-        assert_eq!(
-            winners.len(),
-            1,
-            "round {round}: exactly one wins: {winners:?}"
-        );
-        let (holder, token) = winners.pop().unwrap();
-        assert!(token > last, "round {round}: {token} > {last}");
-        // every manager sees the winner
-        for lock in handles.iter().step_by(2) {
-            assert_eq!(
-                lock.holder(&app).await.unwrap().as_ref(),
-                Some(&holder),
-                "round {round}"
-            );
-        }
-        handles[round % handles.len()]
-            .release(&app, &holder, token)
-            .await
-            .unwrap();
-        last = token;
-    }
-    assert_eq!(last, FencingToken(4), "one token per round, from 1");
+    let (report, tokens) =
+        conformance::lock_many_acquirers(&handles, &app, 2, 4, Duration::from_secs(30)).await;
+    assert_eq!(report.passed(), 3, "{report}");
+    assert!(
+        tokens.windows(2).all(|w| w[1] == w[0].next()),
+        "one token per round: {tokens:?}"
+    );
     assert_eq!(
         lock_secrets(&h, &app).len(),
         1,
         "{:?}",
         lock_secrets(&h, &app)
     );
-    handles[0].forget(&app).await.unwrap();
+    SwarmLock::new(manager(&h, 0).await)
+        .forget(&app)
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

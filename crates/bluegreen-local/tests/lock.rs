@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bluegreen_core::{App, ErrorKind, Lock, LockHolder};
@@ -33,6 +34,21 @@ async fn two_file_locks_on_one_state_directory_keep_the_contract() {
         App::new("conformance", "other").unwrap(),
     );
     conformance::lock_contract_across(&here, &there, &app, &other, Duration::from_secs(1)).await;
+}
+
+/// Four values on one state directory (four programs on one machine), three
+/// acquirers each, ten rounds: the testkit's many-acquirers rules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn of_many_acquirers_at_once_exactly_one_wins_and_tokens_grow() {
+    let tmp = Scratch::new("lock-many");
+    let locks: Vec<Arc<dyn Lock>> = (0..4)
+        .map(|_| Arc::new(FileLock::new(&state(tmp.path()))) as Arc<dyn Lock>)
+        .collect();
+    let app = App::new("conformance", "many").unwrap();
+    let (report, tokens) =
+        conformance::lock_many_acquirers(&locks, &app, 3, 10, Duration::from_secs(30)).await;
+    assert_eq!(report.passed(), 3, "{report}");
+    assert_eq!(tokens.len(), 10);
 }
 
 /// The defect found by trials: a holder whose lease passed, while another took the lock

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bluegreen_core::labels::Labels;
-use bluegreen_core::register::{self, Data, Found, Register, Store, Stored};
+use bluegreen_core::register::{self, Data, Found, RegisterLock, Store, Stored};
 use bluegreen_core::{App, Error, ErrorKind, FencingToken, Lock, LockHolder, Result};
 use serde::Deserialize;
 use tokio::time::Instant;
@@ -91,7 +91,7 @@ pub const WRITE_WINDOW: Duration = Duration::from_secs(20);
 /// ```
 #[derive(Clone, Debug)]
 pub struct PlatformLock {
-    register: Register<LockApps>,
+    lock: RegisterLock<LockApps>,
 }
 
 /// The versions as apps.
@@ -246,7 +246,7 @@ impl PlatformLock {
     /// prefix, with the default [`WRITE_WINDOW`].
     pub fn new(client: PlatformClient) -> Self {
         PlatformLock {
-            register: Register::new(LockApps {
+            lock: RegisterLock::new(LockApps {
                 client,
                 naming: Naming::new(),
                 window: WRITE_WINDOW,
@@ -257,10 +257,10 @@ impl PlatformLock {
     /// Names the lock's apps with `naming` (use the fleet's: the prefix keeps the
     /// names of two teams apart).
     pub fn with_naming(self, naming: Naming) -> Self {
-        let mut store = self.register.store().clone();
+        let mut store = self.lock.store().clone();
         store.naming = naming;
         PlatformLock {
-            register: Register::new(store),
+            lock: RegisterLock::new(store),
         }
     }
 
@@ -274,10 +274,10 @@ impl PlatformLock {
                 format!("{window:?} is shorter than 2 s"),
             ));
         }
-        let mut store = self.register.store().clone();
+        let mut store = self.lock.store().clone();
         store.window = window;
         Ok(PlatformLock {
-            register: Register::new(store),
+            lock: RegisterLock::new(store),
         })
     }
 
@@ -285,7 +285,7 @@ impl PlatformLock {
     /// [`Error::Locked`] while a version is being written (its writer is not known
     /// yet).
     pub async fn holder(&self, app: &App) -> Result<Option<LockHolder>> {
-        self.register.holder(app).await
+        self.lock.holder(app).await
     }
 
     /// Deletes every version of the app's lock that carries its marks: its holder and
@@ -293,7 +293,7 @@ impl PlatformLock {
     /// deployment of the app can run (tests, an app taken down for good).
     /// Idempotent.
     pub async fn forget(&self, app: &App) -> Result<()> {
-        self.register.forget(app).await
+        self.lock.forget(app).await
     }
 }
 
@@ -305,7 +305,7 @@ impl Lock for PlatformLock {
         holder: &LockHolder,
         lease: Duration,
     ) -> Result<FencingToken> {
-        self.register.acquire(app, holder, lease).await
+        self.lock.acquire(app, holder, lease).await
     }
 
     async fn renew(
@@ -315,10 +315,10 @@ impl Lock for PlatformLock {
         token: FencingToken,
         lease: Duration,
     ) -> Result<()> {
-        self.register.renew(app, holder, token, lease).await
+        self.lock.renew(app, holder, token, lease).await
     }
 
     async fn release(&self, app: &App, holder: &LockHolder, token: FencingToken) -> Result<()> {
-        self.register.release(app, holder, token).await
+        self.lock.release(app, holder, token).await
     }
 }

@@ -202,6 +202,54 @@ async fn the_memory_lock_keeps_the_lock_contract() {
         .await;
 }
 
+/// `MemoryLock` keeps the many-acquirers rules: four handles on one table, three
+/// acquirers each, on a multi-threaded runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn of_many_acquirers_of_a_memory_lock_exactly_one_wins() {
+    let lock: Arc<dyn bluegreen_core::Lock> = Arc::new(bluegreen_core::MemoryLock::new());
+    let locks = vec![lock.clone(), lock.clone(), lock.clone(), lock];
+    let app = App::new("conformance", "many").unwrap();
+    let (report, tokens) =
+        conformance::lock_many_acquirers(&locks, &app, 3, 10, Duration::from_secs(30)).await;
+    assert_eq!(
+        report.passed(),
+        conformance::MANY_ACQUIRERS_RULES.len(),
+        "{report}"
+    );
+    assert!(tokens.windows(2).all(|w| w[1] > w[0]), "{tokens:?}");
+}
+
+/// The many-acquirers rules catch a lock that lets every acquirer win.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[should_panic(expected = "of many acquirers at once exactly one wins")]
+async fn the_many_acquirers_rules_catch_a_lock_that_lets_two_win() {
+    use async_trait::async_trait;
+    use bluegreen_core::{FencingToken, Lock, LockHolder, MemoryLock, Result};
+
+    /// A table per acquirer: nobody excludes anybody.
+    struct Everyone;
+    #[async_trait]
+    impl Lock for Everyone {
+        async fn acquire(
+            &self,
+            app: &App,
+            h: &LockHolder,
+            lease: Duration,
+        ) -> Result<FencingToken> {
+            MemoryLock::new().acquire(app, h, lease).await
+        }
+        async fn renew(&self, _: &App, _: &LockHolder, _: FencingToken, _: Duration) -> Result<()> {
+            Ok(())
+        }
+        async fn release(&self, _: &App, _: &LockHolder, _: FencingToken) -> Result<()> {
+            Ok(())
+        }
+    }
+    let locks: Vec<Arc<dyn Lock>> = vec![Arc::new(Everyone), Arc::new(Everyone)];
+    let app = App::new("conformance", "everyone").unwrap();
+    conformance::lock_many_acquirers(&locks, &app, 2, 1, Duration::from_secs(30)).await;
+}
+
 /// The contract catches the defect it was written for: a lock whose `renew` takes a
 /// free lock back (as `MemoryLock` and `FileLock` once did).
 #[tokio::test(start_paused = true)]

@@ -2,6 +2,8 @@
 //! sample app, and a cleanup guard.
 #![allow(dead_code)]
 
+pub mod look_alikes;
+
 use std::path::{Path, PathBuf};
 
 use bluegreen_core::App;

@@ -2,6 +2,8 @@
 //! `FROM scratch` around the static sample app, and a cleanup guard.
 #![allow(dead_code)]
 
+pub mod look_alikes;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;

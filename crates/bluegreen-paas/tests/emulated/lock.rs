@@ -2,9 +2,10 @@
 //! through two (two machines on one account), many acquirers at once, a version whose
 //! writer died before writing it, and apps at a lock's names that are not the lock's.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use bluegreen_core::{App, ErrorKind, FencingToken, Lock, LockHolder};
+use bluegreen_core::{App, ErrorKind, Lock, LockHolder};
 use bluegreen_paas::{Naming, PlatformLock};
 use bluegreen_testkit::conformance;
 
@@ -54,51 +55,22 @@ async fn the_platform_lock_keeps_the_contract_through_one_and_two_handles() {
     assert!(lock_apps(&emu, &other).is_empty());
 }
 
+/// Eight handles (eight machines on one account), two acquirers each, five rounds:
+/// the testkit's many-acquirers rules, and one token per round.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn of_many_acquirers_at_once_exactly_one_wins_and_tokens_grow() {
     let emu = support::emulator().await;
     let app = support::app("race");
-    let handles: Vec<PlatformLock> = (0..8).map(|_| PlatformLock::new(emu.client())).collect();
-    let mut last = FencingToken(0);
-    for round in 0..5 {
-        let mut attempts = tokio::task::JoinSet::new();
-        for (h, lock) in handles.iter().enumerate() {
-            for k in 0..2 {
-                let holder = LockHolder::new(format!("round-{round}-handle-{h}-{k}"));
-                let (lock, app) = (lock.clone(), app.clone());
-                attempts.spawn(async move {
-                    let out = lock.acquire(&app, &holder, Duration::from_secs(30)).await;
-                    (holder, out)
-                });
-            }
-        }
-        let mut winners = Vec::new();
-        while let Some(done) = attempts.join_next().await {
-            let (holder, out) = done.unwrap();
-            match out {
-                Ok(token) => winners.push((holder, token)),
-                Err(e) => assert_eq!(e.kind(), ErrorKind::Locked, "{holder}: {e}"),
-            }
-        }
-        assert_eq!(
-            winners.len(),
-            1,
-            "round {round}: exactly one wins: {winners:?}"
-        );
-        let (holder, token) = winners.pop().unwrap();
-        assert!(token > last, "round {round}: {token} > {last}");
-        assert_eq!(
-            handles[0].holder(&app).await.unwrap().as_ref(),
-            Some(&holder),
-            "round {round}"
-        );
-        handles[round % handles.len()]
-            .release(&app, &holder, token)
-            .await
-            .unwrap();
-        last = token;
-    }
-    assert_eq!(last, FencingToken(5), "one token per round, from 1");
+    let handles: Vec<Arc<dyn Lock>> = (0..8)
+        .map(|_| Arc::new(PlatformLock::new(emu.client())) as Arc<dyn Lock>)
+        .collect();
+    let (report, tokens) =
+        conformance::lock_many_acquirers(&handles, &app, 2, 5, Duration::from_secs(30)).await;
+    assert_eq!(report.passed(), 3, "{report}");
+    assert!(
+        tokens.windows(2).all(|w| w[1] == w[0].next()),
+        "one token per round: {tokens:?}"
+    );
     assert_eq!(
         lock_apps(&emu, &app).len(),
         1,

@@ -1,7 +1,19 @@
 use std::fmt::Debug;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bluegreen_core::{App, ErrorKind, FencingToken, Lock, LockHolder, Result};
+
+use super::Report;
+
+const PART: &str = "lock";
+
+/// The rules [`lock_many_acquirers`] checks, as its [`Report`] names them.
+pub const MANY_ACQUIRERS_RULES: [&str; 3] = [
+    "of many acquirers at once exactly one wins, the others are Locked naming it",
+    "every handle sees the winner",
+    "tokens strictly grow from round to round",
+];
 
 /// [`Lock`]'s contract, with every holder going through `lock`: see
 /// [`lock_contract_across`].
@@ -281,4 +293,123 @@ fn locked<T: Debug>(out: Result<T>, what: &str) -> bluegreen_core::Error {
             e
         }
     }
+}
+
+/// Many acquirers at once, through `locks` (handles on one store: one per simulated
+/// machine, or per manager of a cluster): for each of `rounds` rounds, `per_handle`
+/// acquirers per handle, each a holder of its own, call [`Lock::acquire`] on `app`
+/// at the same time, each on a task of its own.
+///
+/// Checks the rules of [`MANY_ACQUIRERS_RULES`]:
+/// - exactly one acquirer wins each round, and every other gets [`ErrorKind::Locked`]
+///   naming the winner;
+/// - every handle sees the winner: a new holder acquiring through it is `Locked`
+///   naming the winner;
+/// - the winner's token is greater than every token before it: the last given
+///   before the first round (read by taking and releasing the lock first), and the
+///   previous rounds'.
+///
+/// Each round's winner then releases the lock through another handle than the one
+/// it took it through, in turn. Returns the [`Report`] of the three rules and the
+/// winners' tokens, one per round, for the caller's own checks (a register's
+/// tokens, say, grow by one per round).
+///
+/// Call it on a multi-threaded tokio runtime, so that the acquirers truly run at
+/// once. The lease the winners take is `lease`: it must outlast a round (many calls
+/// to the store). `app` must be an app whose lock nobody else uses and that is free
+/// (a lock left held fails the first round). Panics, naming the rule, when one is
+/// broken, and when `locks` is empty or `per_handle` is 0.
+pub async fn lock_many_acquirers(
+    locks: &[Arc<dyn Lock>],
+    app: &App,
+    per_handle: usize,
+    rounds: usize,
+    lease: Duration,
+) -> (Report, Vec<FencingToken>) {
+    assert!(
+        !locks.is_empty() && per_handle > 0,
+        "many acquirers need at least one handle and one acquirer per handle"
+    );
+    let [one_wins, all_see, tokens_grow] = MANY_ACQUIRERS_RULES;
+    // the last token given before: taking the lock gives a greater one
+    let probe = LockHolder::new("conformance-many-before");
+    let before = locks[0]
+        .acquire(app, &probe, lease)
+        .await
+        .expect("acquiring a free lock must succeed");
+    locks[0]
+        .release(app, &probe, before)
+        .await
+        .expect("releasing its own lock must succeed");
+    let mut last = before;
+    let mut tokens = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        let mut set = tokio::task::JoinSet::new();
+        for (h, lock) in locks.iter().enumerate() {
+            for k in 0..per_handle {
+                let holder = LockHolder::new(format!("conformance-many-{round}-{h}-{k}"));
+                let (lock, app) = (lock.clone(), app.clone());
+                set.spawn(async move {
+                    let out = lock.acquire(&app, &holder, lease).await;
+                    (holder, out)
+                });
+            }
+        }
+        let mut winners = Vec::new();
+        let mut losers = Vec::new();
+        while let Some(done) = set.join_next().await {
+            let (holder, out) = done.expect("an acquirer panicked");
+            match out {
+                Ok(token) => winners.push((holder, token)),
+                Err(e) => {
+                    assert_eq!(
+                        e.kind(),
+                        ErrorKind::Locked,
+                        "{one_wins}: round {round}: {holder} failed otherwise: {e}"
+                    );
+                    losers.push((holder, e));
+                }
+            }
+        }
+        assert_eq!(
+            winners.len(),
+            1,
+            "{one_wins}: round {round}: winners {winners:?}"
+        );
+        let (winner, token) = winners.pop().expect("one winner");
+        for (holder, e) in &losers {
+            assert!(
+                e.to_string().contains(&winner.deployment),
+                "{one_wins}: round {round}: Locked for {holder} must name the winner ({winner}): {e}"
+            );
+        }
+        for (h, lock) in locks.iter().enumerate() {
+            let late = LockHolder::new(format!("conformance-many-{round}-{h}-late"));
+            let e = locked(
+                lock.acquire(app, &late, lease).await,
+                &format!(
+                    "{all_see}: round {round}: acquiring through handle {h} after {winner} won"
+                ),
+            );
+            assert!(
+                e.to_string().contains(&winner.deployment),
+                "{all_see}: round {round}: handle {h} must see the winner ({winner}): {e}"
+            );
+        }
+        assert!(
+            token > last,
+            "{tokens_grow}: round {round}: the winner's token ({token}) must exceed {last}"
+        );
+        locks[(round + 1) % locks.len()]
+            .release(app, &winner, token)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: the winner's release must succeed: {e}"));
+        last = token;
+        tokens.push(token);
+    }
+    let mut report = Report::default();
+    for rule in MANY_ACQUIRERS_RULES {
+        report.pass(PART, rule);
+    }
+    (report, tokens)
 }

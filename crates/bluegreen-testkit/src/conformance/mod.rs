@@ -59,7 +59,7 @@ use bluegreen_core::{
 pub use deployment::deployment_with_rollback;
 pub use fleet::{fleet_launch_list_destroy, fleet_missing_resources, fleet_scale};
 pub use image::{image_in_use, image_prepare_list_remove};
-pub use lock::{lock_contract, lock_contract_across};
+pub use lock::{lock_contract, lock_contract_across, lock_many_acquirers, MANY_ACQUIRERS_RULES};
 pub use look_alike::{look_alikes_untouched, LookAlikes};
 pub use report::{Checked, Outcome, Report};
 pub use router::{router_contract, router_contract_with, router_routes_and_attachments};
