@@ -103,6 +103,23 @@ async fn the_ec2_lock_keeps_the_lock_contract_across_machines() {
     conformance::lock_contract(&*shared, &app, &other, Duration::from_secs(3)).await;
 }
 
+/// Four machines (four `Ec2Lock` values over one account), two acquirers each, five
+/// rounds: the testkit's many-acquirers rules (exactly one wins a round, the
+/// others are `Locked` naming it, tokens strictly grow).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_many_acquirers_at_once_exactly_one_wins_and_tokens_grow() {
+    let clients = clients().await;
+    let (vpc, app) = vpc_and_app(&clients, "many").await;
+    let locks: Vec<Arc<dyn Lock>> = (0..4)
+        .map(|_| Arc::new(Ec2Lock::new(clients.clone()).in_vpc(&vpc)) as Arc<dyn Lock>)
+        .collect();
+    // a lease far beyond the test: every round's winner releases
+    let (report, tokens) =
+        conformance::lock_many_acquirers(&locks, &app, 2, 5, Duration::from_secs(60)).await;
+    assert_eq!(report.passed(), 3, "{report}");
+    assert_eq!(tokens.len(), 5);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_lock_excludes_others_until_released_or_its_lease_passes() {
     let clients = clients().await;
