@@ -94,7 +94,8 @@ async fn the_docker_provider_passes_the_conformance_suite() {
     .await;
     drop(look_alikes);
     // with a never-healthy source and the look-alikes hook, every rule applies but
-    // the refusal of a split (the proxy weighs)
+    // the refusal of a split (the proxy weighs) and the scaling rules (a Docker
+    // group does not scale: its refusal, NotSupported, is checked)
     for rule in [
         "groups and instances leave look-alikes out",
         "destroy and the clean-up leave look-alikes in place",
@@ -105,7 +106,14 @@ async fn the_docker_provider_passes_the_conformance_suite() {
             "{rule}: {report}"
         );
     }
-    assert_eq!(report.skipped(), 1, "{report}");
+    assert_eq!(
+        report
+            .find("fleet", "refuses scale with NotSupported")
+            .map(|c| &c.outcome),
+        Some(&conformance::Outcome::Passed),
+        "{report}"
+    );
+    assert_eq!(report.skipped(), 2, "{report}");
     assert!(
         labelled_containers(&app).is_empty(),
         "the suite leaves no container: {:?}",
