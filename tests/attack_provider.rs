@@ -58,6 +58,18 @@ struct Bugs {
     detach_with_traffic: bool,
     /// `launch` starts one instance fewer than the release's size.
     launch_one_short: bool,
+    /// `destroy` removes the group by id whatever app it belongs to.
+    destroy_any_app: bool,
+    /// `attach` adds `instances` to the group's members instead of replacing them.
+    attach_appends: bool,
+    /// `scale` starts one instance more than asked.
+    scale_overshoots: bool,
+    /// `instances` reports no address.
+    no_address: bool,
+    /// `routes` returns the first table ever set for the app.
+    routes_stale: bool,
+    /// No `Image::check_source`: a wrong source is refused by `prepare` only.
+    no_check_source: bool,
 }
 
 #[derive(Debug)]
@@ -142,6 +154,9 @@ fn address(instance: &str) -> String {
 #[async_trait]
 impl Image for Toy {
     fn check_source(&self, source: &ImageSource, _: &bluegreen::Release) -> Result<()> {
+        if self.bugs.no_check_source {
+            return Ok(());
+        }
         match source {
             ImageSource::Reference(r) if r.starts_with("toy:") => Ok(()),
             ImageSource::Reference(r) => Err(Error::Invalid {
@@ -303,7 +318,7 @@ impl Fleet for Toy {
         for i in &mut g.instances {
             out.push(Instance::new(
                 i.id.clone(),
-                Some(address(&i.id)),
+                (!self.bugs.no_address).then(|| address(&i.id)),
                 self.health_of(broken, i.polls),
             ));
             i.polls += 1;
@@ -315,6 +330,10 @@ impl Fleet for Toy {
         let mut state = self.state.lock().unwrap();
         match state.groups.get(group.as_str()) {
             Some(g) if labels::is_owned_by(&g.labels, app) => {
+                state.groups.remove(group.as_str());
+                Ok(())
+            }
+            Some(_) if self.bugs.destroy_any_app => {
                 state.groups.remove(group.as_str());
                 Ok(())
             }
@@ -342,7 +361,8 @@ impl Fleet for Toy {
         }
         g.instances.truncate(size as usize);
         if !self.bugs.scale_never_grows {
-            Toy::start_instances(g, group.as_str(), size as usize);
+            let extra = usize::from(self.bugs.scale_overshoots);
+            Toy::start_instances(g, group.as_str(), size as usize + extra);
         }
         Ok(())
     }
@@ -374,6 +394,13 @@ impl Router for Toy {
             ids.truncate(1);
         }
         let mut state = self.state.lock().unwrap();
+        if self.bugs.attach_appends {
+            if let Some(old) = state.attached.get(&(app.slug(), group.to_string())) {
+                let mut all = old.clone();
+                all.extend(ids);
+                ids = all;
+            }
+        }
         state.attached.insert((app.slug(), group.to_string()), ids);
         Ok(Attachment::default())
     }
@@ -414,6 +441,9 @@ impl Router for Toy {
                     });
                 }
             }
+        }
+        if self.bugs.routes_stale && state.tables.contains_key(&app.slug()) {
+            return Ok(());
         }
         state.tables.insert(app.slug(), table.clone());
         Ok(())
@@ -726,29 +756,50 @@ async fn defect_two_suites_in_one_binary_collide() {
     assert!(a.is_ok() && b.is_ok(), "{a:?}\n{b:?}");
 }
 
+fn refused() -> Vec<conformance::Refused> {
+    use bluegreen_testkit::conformance::Refused;
+    vec![
+        Refused::new(
+            ImageSource::Reference("docker:1".into()),
+            ErrorKind::Invalid,
+            "invalid source",
+        ),
+        Refused::new(
+            ImageSource::SourceUrl("https://example.invalid/x.tgz".into()),
+            ErrorKind::NotSupported,
+            "not supported",
+        ),
+    ]
+}
+
+/// `docs/providers.md` never mentions `Image::check_source` (nor
+/// `Fleet::check_release`); a provider written from it refuses a wrong source in
+/// `prepare`, which `sources_refused` fails as "refused only after a change, which
+/// was reverted: prepare image failed (reverted): ...". The check is right; the
+/// guide does not prepare its reader for it. This test fails if the suite stops
+/// asking for `check_source`.
+#[tokio::test(start_paused = true)]
+async fn sources_refused_needs_check_source_which_the_guide_omits() {
+    let toy = Toy::new(Bugs {
+        no_check_source: true,
+        ..Bugs::default()
+    });
+    let err = catch(async move {
+        let engine = Engine::new(toy.clone(), toy.clone(), toy);
+        let app = App::new("sources", "nocheck").unwrap();
+        conformance::sources_refused(&engine, &app, &refused()).await
+    })
+    .await
+    .expect_err("a provider without check_source passed sources_refused");
+    assert!(err.contains("only after a change"), "{err}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn sources_refused_on_the_toy() {
-    use bluegreen_testkit::conformance::Refused;
     let toy = Toy::new(Bugs::default());
     let engine = Engine::new(toy.clone(), toy.clone(), toy.clone());
     let app = App::new("sources", "toy").unwrap();
-    let report = conformance::sources_refused(
-        &engine,
-        &app,
-        &[
-            Refused::new(
-                ImageSource::Reference("docker:1".into()),
-                ErrorKind::Invalid,
-                "invalid source",
-            ),
-            Refused::new(
-                ImageSource::SourceUrl("https://example.invalid/x.tgz".into()),
-                ErrorKind::NotSupported,
-                "not supported",
-            ),
-        ],
-    )
-    .await;
+    let report = conformance::sources_refused(&engine, &app, &refused()).await;
     assert_eq!(report.passed(), 2, "{report}");
     let _ = EngineOptions::default();
 }
@@ -758,6 +809,8 @@ async fn sources_refused_on_the_toy() {
 #[derive(Debug, Default)]
 struct ToyLock {
     never_expires: bool,
+    /// `release` deletes the record, so that the next token starts again at 1.
+    forgets_tokens: bool,
     /// app slug -> (holder, token, until, held)
     entries: Mutex<BTreeMap<String, (String, u64, tokio::time::Instant, bool)>>,
 }
@@ -816,6 +869,9 @@ impl Lock for ToyLock {
         if let Some(entry) = e.get_mut(&app.slug()) {
             if entry.0 == holder.to_string() && entry.1 == token.0 {
                 entry.3 = false;
+                if self.forgets_tokens {
+                    e.remove(&app.slug());
+                }
             }
         }
         Ok(())
@@ -845,4 +901,101 @@ async fn caught_a_lock_that_never_expires() {
     .await
     .expect_err("a lock whose lease never passes kept the contract");
     assert!(err.contains("lease"), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn caught_a_lock_that_forgets_its_tokens() {
+    let err = catch(async {
+        let lock = ToyLock {
+            forgets_tokens: true,
+            ..ToyLock::default()
+        };
+        let app = App::new("conformance", "lock").unwrap();
+        let other = App::new("conformance", "other").unwrap();
+        conformance::lock_contract(&lock, &app, &other, Duration::from_secs(2)).await;
+    })
+    .await
+    .expect_err("a lock whose tokens restart after a release kept the contract");
+    assert!(err.contains("token"), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn caught_destroy_of_another_apps_group() {
+    caught(
+        Bugs {
+            destroy_any_app: true,
+            ..Bugs::default()
+        },
+        &["another app"],
+    )
+    .await;
+}
+
+/// `docs/providers.md` ends its snippet with `assert_eq!(report.skipped(), 0)`.
+/// No router can pass it: a weighted router has "a split is refused as
+/// NotSupported" skipped, an unweighted one "weights read back as set". This test
+/// shows the first half on the toy (weighted); it fails when the suite stops
+/// skipping that rule.
+#[tokio::test(start_paused = true)]
+async fn docs_snippet_skipped_zero_cannot_hold() {
+    let report = suite(Toy::new(Bugs::default()), "snippet").await;
+    let split = report
+        .find(
+            "router",
+            "a split is refused as NotSupported and changes nothing",
+        )
+        .expect("the rule is in the report");
+    assert!(
+        matches!(split.outcome, conformance::Outcome::Skipped { .. }),
+        "{report}"
+    );
+    assert!(report.skipped() > 0, "{report}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn caught_attach_appends() {
+    caught(
+        Bugs {
+            attach_appends: true,
+            ..Bugs::default()
+        },
+        &["attach"],
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn caught_scale_overshoots() {
+    caught(
+        Bugs {
+            scale_overshoots: true,
+            ..Bugs::default()
+        },
+        &["scal"],
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn caught_no_address() {
+    caught(
+        Bugs {
+            no_address: true,
+            ..Bugs::default()
+        },
+        &["address"],
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn caught_routes_stale() {
+    caught(
+        Bugs {
+            routes_stale: true,
+            ..Bugs::default()
+        },
+        &["read back"],
+    )
+    .await;
 }
