@@ -70,6 +70,9 @@ struct Bugs {
     routes_stale: bool,
     /// No `Image::check_source`: a wrong source is refused by `prepare` only.
     no_check_source: bool,
+    /// `instances` of an existing group never returns (a client without a timeout
+    /// on a dead connection).
+    instances_hangs: bool,
 }
 
 #[derive(Debug)]
@@ -283,7 +286,7 @@ impl Fleet for Toy {
         let mut out = Vec::new();
         for g in state.groups.values() {
             let owned = if self.bugs.groups_of_every_app {
-                g.labels.get(labels::OWNER).is_some()
+                g.labels.contains_key(labels::OWNER)
             } else {
                 labels::is_owned_by(&g.labels, app)
             };
@@ -295,6 +298,16 @@ impl Fleet for Toy {
     }
 
     async fn instances(&self, app: &App, group: &GroupId) -> Result<Vec<Instance>> {
+        if self.bugs.instances_hangs
+            && self
+                .state
+                .lock()
+                .unwrap()
+                .groups
+                .contains_key(group.as_str())
+        {
+            std::future::pending::<()>().await;
+        }
         let mut state = self.state.lock().unwrap();
         let state = &mut *state;
         let Some(g) = state
@@ -998,4 +1011,22 @@ async fn caught_routes_stale() {
         &["read back"],
     )
     .await;
+}
+
+/// The docs say "every wait of the suite is bounded by" `Settings::health_timeout`
+/// ("a broken provider fails within it"). A fleet whose `instances` never returns
+/// hangs the suite instead: its waits bound the polling, not the provider's call.
+/// Expected: the suite fails within the 20 s health timeout naming `instances`;
+/// actual: it is still running an hour (of the paused clock) later.
+#[tokio::test(start_paused = true)]
+#[ignore = "defect: a provider call that never returns hangs the suite past its health timeout"]
+async fn defect_a_hung_instances_call_hangs_the_suite() {
+    let bugs = Bugs {
+        instances_hangs: true,
+        ..Bugs::default()
+    };
+    let outcome = tokio::time::timeout(Duration::from_secs(3600), suite_with(bugs, "hung")).await;
+    let failure = outcome.expect("the suite still ran an hour after a 20 s health timeout");
+    let err = failure.expect_err("the suite passed a fleet whose instances hangs");
+    assert!(err.contains("instances"), "{err}");
 }
