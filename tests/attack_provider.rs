@@ -9,9 +9,11 @@
 //! tables and attachments in memory and reads its members' health from the same
 //! state.
 //!
-//! Tests whose name starts with `defect_` show a wrong provider the suite accepts;
-//! they are `#[ignore]`d so that the branch stays green and run with
-//! `--ignored`: each one fails (it asserts what should happen).
+//! Each `caught_*` test gives the suite one mistake and checks that it fails, with
+//! words that point at the mistake. Three of them were found accepted (a router
+//! whose `serving` counts every member healthy; a provider call that never returns,
+//! which hung the suite; two suites with one app in one test program, which met in
+//! the process's lock) and are fixed in the suite.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -667,7 +669,7 @@ async fn caught_launch_one_short() {
             launch_one_short: true,
             ..Bugs::default()
         },
-        &["did not become healthy"],
+        &["did not list 2 healthy instances", "1 instances listed"],
     )
     .await;
 }
@@ -737,11 +739,10 @@ async fn caught_attach_drops_members() {
 /// attachment alone) passes the whole suite: the router part only checks members
 /// that are healthy, and the never-healthy deployment is stopped by the fleet's
 /// health first. The engine trusts `serving` before every increase and in the
-/// bake, so such a router would let traffic onto members it cannot reach.
-/// Expected: the suite fails naming the rule about `serving`; actual: it passes.
+/// bake, so such a router would let traffic onto members it cannot reach. The
+/// suite's `router_never_healthy_members` rule catches it.
 #[tokio::test(start_paused = true)]
-#[ignore = "defect: the suite accepts a router whose serving always reports healthy"]
-async fn defect_serving_always_healthy_passes_the_suite() {
+async fn caught_serving_always_healthy() {
     caught(
         Bugs {
             serving_always_healthy: true,
@@ -754,15 +755,11 @@ async fn defect_serving_always_healthy_passes_the_suite() {
 
 /// The docs' snippet runs the suite with a fixed app (`conformance`.`mine`). Two
 /// tests of one test binary that each run it, on two providers that share nothing,
-/// collide: the deployment part's engine takes the process-wide `MemoryLock`
-/// (there is no `Settings` hook to give it another), so one of them fails with
-/// "the first deployment must succeed: conformance.toy is locked by deployment
-/// d-... (pid N)", depending on how the tests interleave. Expected: independent
-/// providers give independent suites (or the docs say to use one app per test);
-/// actual: a failure that looks like the provider's.
+/// used to collide in the process-wide `MemoryLock` ("the first deployment must
+/// succeed: conformance.toy is locked by deployment d-..."); the deployment part's
+/// engine now has a lock table of its own.
 #[tokio::test(start_paused = true)]
-#[ignore = "defect: two conformance suites with the same app in one process collide on the process lock"]
-async fn defect_two_suites_in_one_binary_collide() {
+async fn two_suites_with_one_app_in_one_binary_do_not_collide() {
     let a = catch(suite(Toy::new(Bugs::default()), "shared"));
     let b = catch(suite(Toy::new(Bugs::default()), "shared"));
     let (a, b) = tokio::join!(a, b);
@@ -1015,12 +1012,11 @@ async fn caught_routes_stale() {
 
 /// The docs say "every wait of the suite is bounded by" `Settings::health_timeout`
 /// ("a broken provider fails within it"). A fleet whose `instances` never returns
-/// hangs the suite instead: its waits bound the polling, not the provider's call.
-/// Expected: the suite fails within the 20 s health timeout naming `instances`;
-/// actual: it is still running an hour (of the paused clock) later.
+/// hung the suite: its waits bounded the polling, not the provider's call. Each
+/// part of `run_all` is now bounded by ten health timeouts, and the failure names
+/// the part and the hang.
 #[tokio::test(start_paused = true)]
-#[ignore = "defect: a provider call that never returns hangs the suite past its health timeout"]
-async fn defect_a_hung_instances_call_hangs_the_suite() {
+async fn a_hung_instances_call_fails_the_suite_in_bounded_time() {
     let bugs = Bugs {
         instances_hangs: true,
         ..Bugs::default()
@@ -1028,5 +1024,8 @@ async fn defect_a_hung_instances_call_hangs_the_suite() {
     let outcome = tokio::time::timeout(Duration::from_secs(3600), suite_with(bugs, "hung")).await;
     let failure = outcome.expect("the suite still ran an hour after a 20 s health timeout");
     let err = failure.expect_err("the suite passed a fleet whose instances hangs");
-    assert!(err.contains("instances"), "{err}");
+    assert!(
+        err.contains("part did not finish within 200s") && err.contains("never returned"),
+        "{err}"
+    );
 }

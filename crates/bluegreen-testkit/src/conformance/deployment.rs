@@ -2,7 +2,7 @@ use std::sync::{Arc, Mutex};
 
 use bluegreen_core::{
     App, DeployRequest, Engine, EngineOptions, ErrorKind, Event, EventSink, Fleet, Image,
-    RouteTable, Router,
+    MemoryLock, RouteTable, Router,
 };
 
 use super::{clean, Report, Settings, Sources};
@@ -37,7 +37,10 @@ pub async fn deployment_with_rollback(
         .with_poll_interval(settings.poll_interval)
         .with_drain(settings.drain)
         .with_keep(1);
+    // a lock table of its own: two suites in one test program (on two providers,
+    // or on paused clocks of their own) never meet in the process's lock
     let engine = Engine::from_arcs(image.clone(), fleet.clone(), router.clone())
+        .with_lock(Arc::new(MemoryLock::new()))
         .with_options(options)
         .with_events(sink);
     let request = |source: &bluegreen_core::ImageSource| {

@@ -10,7 +10,10 @@
 //! Each returns a [`Report`] of the rules it checked and those it skipped, with the
 //! reason, and prints each rule as it ends (`conformance: passed  fleet: ...`), so
 //! that a failing test shows what held before the rule that broke. Every wait is
-//! bounded by the settings' health timeout, so a broken provider fails in that time.
+//! bounded by the settings' health timeout, and in [`run_all`] each part by ten
+//! times it, so a provider call that never returns fails the suite too. A rule
+//! that breaks panics (as an assertion does) with what it expected and what it
+//! got; check a failure's message with `#[should_panic(expected = "...")]`.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
@@ -62,7 +65,10 @@ pub use image::{image_in_use, image_prepare_list_remove};
 pub use lock::{lock_contract, lock_contract_across, lock_many_acquirers, MANY_ACQUIRERS_RULES};
 pub use look_alike::{look_alikes_untouched, LookAlikes};
 pub use report::{Checked, Outcome, Report};
-pub use router::{router_contract, router_contract_with, router_routes_and_attachments};
+pub use router::{
+    router_contract, router_contract_with, router_never_healthy_members,
+    router_routes_and_attachments,
+};
 pub use sources::{sources_refused, Refused};
 
 /// The image sources a provider's suite deploys.
@@ -83,7 +89,8 @@ pub struct Sources {
 pub struct Settings {
     /// How long instances may take to become healthy, at the fleet and at the
     /// router: every wait of the suite is bounded by it (the engine's health and
-    /// confirm timeouts too). Default 120 s.
+    /// confirm timeouts too), and each part of [`run_all`] by ten times it (a
+    /// provider call that never returns). Default 120 s.
     pub health_timeout: Duration,
     /// How often to poll.
     pub poll_interval: Duration,
@@ -176,20 +183,95 @@ pub async fn run_all(
     sources: &Sources,
     settings: &Settings,
 ) -> Report {
-    let mut report = image_prepare_list_remove(&*image, app, &sources.good).await;
-    report.extend(image_in_use(&*image, &*fleet, app, &sources.good, settings).await);
-    report.extend(fleet_missing_resources(&*fleet, app).await);
-    report.extend(fleet_launch_list_destroy(&*image, &*fleet, app, &sources.good, settings).await);
-    report.extend(fleet_scale(&*image, &*fleet, app, &sources.good, settings).await);
+    let mut report = Report::default();
+    let limit = settings.health_timeout * PART_BOUND;
     report.extend(
-        router_routes_and_attachments(&*image, &*fleet, &*router, app, sources, settings).await,
+        bounded(
+            "image",
+            limit,
+            image_prepare_list_remove(&*image, app, &sources.good),
+        )
+        .await,
     );
     report.extend(
-        look_alikes_untouched(&*image, &*fleet, &*router, app, &sources.good, settings).await,
+        bounded(
+            "image",
+            limit,
+            image_in_use(&*image, &*fleet, app, &sources.good, settings),
+        )
+        .await,
     );
-    report.extend(deployment_with_rollback(image, fleet, router, app, sources, settings).await);
+    report.extend(bounded("fleet", limit, fleet_missing_resources(&*fleet, app)).await);
+    report.extend(
+        bounded(
+            "fleet",
+            limit,
+            fleet_launch_list_destroy(&*image, &*fleet, app, &sources.good, settings),
+        )
+        .await,
+    );
+    report.extend(
+        bounded(
+            "fleet",
+            limit,
+            fleet_scale(&*image, &*fleet, app, &sources.good, settings),
+        )
+        .await,
+    );
+    report.extend(
+        bounded(
+            "router",
+            limit,
+            router_routes_and_attachments(&*image, &*fleet, &*router, app, sources, settings),
+        )
+        .await,
+    );
+    report.extend(
+        bounded(
+            "router",
+            limit,
+            router_never_healthy_members(&*image, &*fleet, &*router, app, sources, settings),
+        )
+        .await,
+    );
+    report.extend(
+        bounded(
+            "look-alikes",
+            limit,
+            look_alikes_untouched(&*image, &*fleet, &*router, app, &sources.good, settings),
+        )
+        .await,
+    );
+    report.extend(
+        bounded(
+            "deployment",
+            limit,
+            deployment_with_rollback(image, fleet, router, app, sources, settings),
+        )
+        .await,
+    );
     println!("{report}");
     report
+}
+
+/// How many health timeouts one part of [`run_all`] may take in all: its waits are
+/// each bounded by the health timeout, and this bounds the provider's calls too (a
+/// call that never returns).
+const PART_BOUND: u32 = 10;
+
+/// Runs one part of the suite, or panics when it takes longer than `limit`.
+async fn bounded(
+    part: &str,
+    limit: Duration,
+    run: impl std::future::Future<Output = Report>,
+) -> Report {
+    tokio::time::timeout(limit, run).await.unwrap_or_else(|_| {
+        panic!(
+            "conformance: the {part} part did not finish within {limit:?} ({PART_BOUND} times \
+             the health timeout): a provider call never returned (the rules that passed \
+             before it are printed above)"
+        )
+    })
 }
 
 /// Destroys every group of `app` the fleet lists.
@@ -253,7 +335,15 @@ pub async fn wait_healthy(
             .count()
             >= size as usize
     };
-    poll_instances(fleet, app, group, settings, enough, "become healthy").await
+    poll_instances(
+        fleet,
+        app,
+        group,
+        settings,
+        enough,
+        &format!("list {size} healthy instances"),
+    )
+    .await
 }
 
 /// Polls `fleet` until `group`'s instances satisfy `done` and returns them, or
@@ -275,10 +365,17 @@ async fn poll_instances(
         if done(&instances) {
             return instances;
         }
+        let healthy = instances
+            .iter()
+            .filter(|i| i.health == Health::Healthy)
+            .count();
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{group} did not {what} within {:?}: {instances:?}",
-            settings.health_timeout
+            "{group} did not {what} within {:?}: {} instances listed, {healthy} of them \
+             healthy (a count that stays wrong while all are healthy is a launch or \
+             scale that starts too few or too many): {instances:?}",
+            settings.health_timeout,
+            instances.len()
         );
         tokio::time::sleep(settings.poll_interval).await;
     }

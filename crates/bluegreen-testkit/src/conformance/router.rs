@@ -267,3 +267,83 @@ async fn wait_serving(
         tokio::time::sleep(settings.poll_interval).await;
     }
 }
+
+/// [`Router::serving`] never counts a member that is not healthy as healthy: a
+/// group launched from `sources.never_healthy` is attached, and `serving` must
+/// report it with every member counted and none healthy, on each of five reads
+/// `settings.poll_interval` apart. The engine trusts `serving` before every traffic
+/// increase and during a bake; a router that counts members from its attachment
+/// alone, or reads a stale cache, would send traffic to members that cannot
+/// answer. Skipped without a never-healthy source, or when its instances get no
+/// address (then they cannot be attached).
+pub async fn router_never_healthy_members(
+    image: &dyn Image,
+    fleet: &dyn Fleet,
+    router: &dyn Router,
+    app: &App,
+    sources: &Sources,
+    settings: &Settings,
+) -> Report {
+    let mut report = Report::default();
+    let rule = "serving never counts a member that is not healthy as healthy";
+    let Some(source) = &sources.never_healthy else {
+        report.skip(PART, rule, "no never_healthy source was given");
+        return report;
+    };
+    clean(fleet, router, app).await;
+    let img = image
+        .prepare(app, source, &EventSink::none())
+        .await
+        .expect("prepare must succeed");
+    let group = test_group(app, Generation(1), img.id, settings);
+    fleet.launch(&group).await.expect("launch must succeed");
+    let size = settings.size as usize;
+    let listed = |instances: &[Instance]| {
+        instances.len() == size && instances.iter().all(|i| i.address.is_some())
+    };
+    let deadline = tokio::time::Instant::now() + settings.health_timeout;
+    let instances = loop {
+        let instances = fleet
+            .instances(app, &group.id)
+            .await
+            .unwrap_or_else(|e| panic!("instances of a launched group must list: {e}"));
+        if listed(&instances) {
+            break Some(instances);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break None;
+        }
+        tokio::time::sleep(settings.poll_interval).await;
+    };
+    let Some(instances) = instances else {
+        report.skip(
+            PART,
+            rule,
+            "the never-healthy source's instances got no address within the health timeout",
+        );
+        clean(fleet, router, app).await;
+        return report;
+    };
+    router
+        .attach(app, &group.id, &instances)
+        .await
+        .expect("attaching listed members with addresses must succeed");
+    for read in 0..5 {
+        let serving = router
+            .serving(app, &group.id)
+            .await
+            .expect("serving of an attached group must succeed");
+        assert_eq!(
+            (serving.total, serving.healthy),
+            (size, 0),
+            "{rule}: read {read} of serving for a group whose members never become healthy \
+             gives {} healthy of {} (expected 0 of {size})",
+            serving.healthy,
+            serving.total
+        );
+        tokio::time::sleep(settings.poll_interval).await;
+    }
+    report.pass(PART, rule);
+    clean(fleet, router, app).await;
+    report
+}
