@@ -689,14 +689,17 @@ async fn forward(
                 e = watch => Err(e),
             }
         } else {
-            let watch = watch_driven(&choice.group, &choice.backend, deadline);
-            tokio::select! {
+            let mut timer = affinity.timer(deadline);
+            let watch = watch_driven(&choice.group, &choice.backend, timer.as_mut());
+            let result = tokio::select! {
                 r = affinity.send(&choice.group, &choice.backend, request, fresh) => r.map(|(response, l)| {
                     lease = Some(l);
                     response
                 }),
                 e = watch => Err(e),
-            }
+            };
+            affinity.keep_timer(timer);
+            result
         };
         match result {
             Ok(mut response) => {
@@ -917,9 +920,13 @@ async fn watch_backend(
 /// The client connection's driver ([`crate::upstream::drive`]) polls its
 /// requests again whenever the proxy's state changes, so the checks need no
 /// wait of their own on the change (a subscription and a registration per
-/// request): only the upstream timeout's timer.
-async fn watch_driven(group: &GroupState, backend: &Backend, deadline: Instant) -> UpstreamError {
-    let mut timer = std::pin::pin!(tokio::time::sleep_until(deadline));
+/// request): only the upstream timeout's `timer` (the client connection's own,
+/// set to the request's deadline).
+async fn watch_driven(
+    group: &GroupState,
+    backend: &Backend,
+    mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
+) -> UpstreamError {
     std::future::poll_fn(|cx| {
         if group.is_cut() {
             return std::task::Poll::Ready(UpstreamError::Cut);
