@@ -93,6 +93,53 @@ static HOP_BY_HOP: [HeaderName; 7] = [
     header::UPGRADE,
 ];
 
+/// Which of the names the request path looks at a request has, found in one
+/// pass comparing its names (a few, mostly standard ones: an enum comparison
+/// each) rather than a hashed lookup per name, most of which find nothing. A
+/// flag that is false means the name is absent; true means it may be present
+/// (a field named in `Connection` may have been removed since).
+#[derive(Clone, Copy, Default)]
+struct Names {
+    group: bool,
+    cookie: bool,
+    upgrade: bool,
+    connection: bool,
+    hop_by_hop: bool,
+    preview: bool,
+    forwarded: bool,
+    x_forwarded: bool,
+    route: bool,
+}
+
+impl Names {
+    fn of(headers: &HeaderMap, route: Option<&HeaderName>) -> Self {
+        let mut n = Names::default();
+        for name in headers.keys() {
+            if name == header::COOKIE {
+                n.cookie = true;
+            } else if name == header::FORWARDED {
+                n.forwarded = true;
+            } else if HOP_BY_HOP.contains(name) {
+                n.hop_by_hop = true;
+                n.connection |= name == header::CONNECTION;
+                n.upgrade |= name == header::UPGRADE;
+            } else if name == GROUP_NAME {
+                n.group = true;
+            } else if name == PREVIEW_NAME {
+                n.preview = true;
+            } else if name == X_FORWARDED_FOR
+                || name == X_FORWARDED_PROTO
+                || name == X_FORWARDED_HOST
+            {
+                n.x_forwarded = true;
+            } else if route == Some(name) {
+                n.route = true;
+            }
+        }
+        n
+    }
+}
+
 struct Choice {
     group: Arc<GroupState>,
     backend: Arc<Backend>,
@@ -388,9 +435,14 @@ fn host_value(authority: &http::uri::Authority) -> Option<HeaderValue> {
     }
 }
 
-fn cookie_group(headers: &HeaderMap) -> Option<String> {
-    if let Some(v) = headers.get(GROUP_NAME).and_then(|v| v.to_str().ok()) {
-        return Some(v.trim().to_owned());
+fn cookie_group(headers: &HeaderMap, names: Names) -> Option<String> {
+    if names.group {
+        if let Some(v) = headers.get(GROUP_NAME).and_then(|v| v.to_str().ok()) {
+            return Some(v.trim().to_owned());
+        }
+    }
+    if !names.cookie {
+        return None;
     }
     for value in headers.get_all(header::COOKIE) {
         let Ok(value) = value.to_str() else { continue };
@@ -405,9 +457,10 @@ fn cookie_group(headers: &HeaderMap) -> Option<String> {
     None
 }
 
-fn is_upgrade<B>(req: &Request<B>) -> bool {
+fn is_upgrade<B>(req: &Request<B>, names: Names) -> bool {
     req.version() == Version::HTTP_11
-        && req.headers().contains_key(header::UPGRADE)
+        && names.upgrade
+        && names.connection
         && req
             .headers()
             .get_all(header::CONNECTION)
@@ -420,9 +473,13 @@ fn is_upgrade<B>(req: &Request<B>) -> bool {
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // one pass comparing the few names a message has, rather than a hashed
     // lookup per hop-by-hop name: most messages have none
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
-        return;
+    if headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        strip_named_hop_by_hop(headers);
     }
+}
+
+/// [`strip_hop_by_hop`] for a message known to have a hop-by-hop field.
+fn strip_named_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -522,8 +579,9 @@ async fn forward(
             ),
         );
     };
-    let sticky = cookie_group(req.headers());
-    let upgrade = is_upgrade(&req);
+    let names = Names::of(req.headers(), proxy.inner.options.route_header.as_ref());
+    let sticky = cookie_group(req.headers(), names);
+    let upgrade = is_upgrade(&req, names);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
     let (parts, body) = req.into_parts();
@@ -532,11 +590,22 @@ async fn forward(
     let pooled = upgrade || parts.version == Version::HTTP_2;
     let idempotent = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
     let mut headers = parts.headers;
-    let upgrade_value = headers.get(header::UPGRADE).cloned();
-    strip_hop_by_hop(&mut headers);
-    headers.remove(PREVIEW_NAME);
+    let upgrade_value = if upgrade {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    if names.hop_by_hop {
+        strip_named_hop_by_hop(&mut headers);
+    }
+    if names.preview {
+        headers.remove(PREVIEW_NAME);
+    }
     // a route header the proxy made pins the request; any other is dropped
     let pinned = proxy.inner.options.route_header.as_ref().and_then(|name| {
+        if !names.route {
+            return None;
+        }
         let value = headers.remove(name)?;
         proxy.inner.routes.load().verify(&value)
     });
@@ -548,7 +617,7 @@ async fn forward(
     if let Some(v) = parts.uri.authority().and_then(host_value) {
         headers.insert(header::HOST, v);
     }
-    if parts.version == Version::HTTP_2 {
+    if parts.version == Version::HTTP_2 && names.cookie {
         // HTTP/2 may split cookies over several fields; HTTP/1.1 wants one
         if headers.get_all(header::COOKIE).iter().count() > 1 {
             let joined: Vec<&[u8]> = headers
@@ -561,7 +630,7 @@ async fn forward(
             }
         }
     }
-    add_forwarded(&mut headers, conn, host.as_deref());
+    add_forwarded(&mut headers, conn, host.as_deref(), names);
 
     let mut outgoing = Outgoing {
         method: parts.method,
@@ -620,14 +689,17 @@ async fn forward(
                 e = watch => Err(e),
             }
         } else {
-            let watch = watch_driven(&choice.group, &choice.backend, deadline);
-            tokio::select! {
+            let mut timer = affinity.timer(deadline);
+            let watch = watch_driven(&choice.group, &choice.backend, timer.as_mut());
+            let result = tokio::select! {
                 r = affinity.send(&choice.group, &choice.backend, request, fresh) => r.map(|(response, l)| {
                     lease = Some(l);
                     response
                 }),
                 e = watch => Err(e),
-            }
+            };
+            affinity.keep_timer(timer);
+            result
         };
         match result {
             Ok(mut response) => {
@@ -848,9 +920,13 @@ async fn watch_backend(
 /// The client connection's driver ([`crate::upstream::drive`]) polls its
 /// requests again whenever the proxy's state changes, so the checks need no
 /// wait of their own on the change (a subscription and a registration per
-/// request): only the upstream timeout's timer.
-async fn watch_driven(group: &GroupState, backend: &Backend, deadline: Instant) -> UpstreamError {
-    let mut timer = std::pin::pin!(tokio::time::sleep_until(deadline));
+/// request): only the upstream timeout's `timer` (the client connection's own,
+/// set to the request's deadline).
+async fn watch_driven(
+    group: &GroupState,
+    backend: &Backend,
+    mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
+) -> UpstreamError {
     std::future::poll_fn(|cx| {
         if group.is_cut() {
             return std::task::Poll::Ready(UpstreamError::Cut);
@@ -876,7 +952,10 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 
 /// Sets the forwarded headers: the proxy's own for a client, kept (and
 /// `X-Forwarded-For` appended to) for a trusted proxy in front.
-fn add_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&str>) {
+///
+/// `names` says which of the request's fields may be present: a field it says
+/// is absent is not looked up.
+fn add_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&str>, names: Names) {
     let (xff, xfp, xfh) = (X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST);
     let proto = HeaderValue::from_static(if conn.tls { "https" } else { "http" });
     // the Host field's own value when it is the host (no port): shared, not copied
@@ -884,14 +963,27 @@ fn add_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&str>) {
         Some(v) if v.as_bytes() == h.as_bytes() => Some(v.clone()),
         _ => HeaderValue::from_str(h).ok(),
     });
+    // room for the three fields at once, rather than growing the map on the way
+    headers.reserve(3);
     if !conn.trusted_proxy {
-        headers.remove(header::FORWARDED);
-        headers.insert(xff, conn.ip.clone());
-        headers.insert(xfp, proto);
-        match host {
-            Some(v) => headers.insert(xfh, v),
-            None => headers.remove(xfh),
-        };
+        if names.forwarded {
+            headers.remove(header::FORWARDED);
+        }
+        if names.x_forwarded {
+            headers.insert(xff, conn.ip.clone());
+            headers.insert(xfp, proto);
+            match host {
+                Some(v) => headers.insert(xfh, v),
+                None => headers.remove(xfh),
+            };
+        } else {
+            // none of them is there: appended without looking for an old one
+            headers.append(xff, conn.ip.clone());
+            headers.append(xfp, proto);
+            if let Some(v) = host {
+                headers.append(xfh, v);
+            }
+        }
         return;
     }
     let appended = match headers.get(&xff).and_then(|v| v.to_str().ok()) {

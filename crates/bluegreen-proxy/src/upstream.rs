@@ -30,6 +30,7 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
 
 use crate::backend::Backend;
 use crate::body::UpstreamBody;
@@ -151,11 +152,36 @@ struct State {
 #[derive(Default)]
 pub(crate) struct Affinity {
     state: Mutex<State>,
+    /// The upstream timeout's timer, made once per client connection and set
+    /// again for each request (moving a registered timer's deadline later is a
+    /// compare-and-swap; a new timer is a registration and a removal under the
+    /// timer driver's lock). Between requests it stays armed at the last
+    /// request's deadline: when that passes, it wakes the idle connection's
+    /// task once, which finds nothing to do.
+    timer: Mutex<Option<Pin<Box<Sleep>>>>,
 }
 
 impl Affinity {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The connection's upstream timer, set to `deadline`; give it back with
+    /// [`Affinity::keep_timer`].
+    pub(crate) fn timer(&self, deadline: Instant) -> Pin<Box<Sleep>> {
+        let kept = self.timer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match kept {
+            Some(mut timer) => {
+                timer.as_mut().reset(deadline);
+                timer
+            }
+            None => Box::pin(tokio::time::sleep_until(deadline)),
+        }
+    }
+
+    /// Keeps `timer` for the connection's next request.
+    pub(crate) fn keep_timer(&self, timer: Pin<Box<Sleep>>) {
+        *self.timer.lock().unwrap_or_else(|e| e.into_inner()) = Some(timer);
     }
 
     async fn connect(backend: &Backend) -> Result<BackendConn, UpstreamError> {

@@ -69,6 +69,36 @@ async fn a_backend_that_never_answers_gets_504_within_the_upstream_timeout() {
     );
 }
 
+/// The upstream timer is the client connection's own, set again for each request:
+/// after it fired for one request, the next request on the connection is bounded
+/// by it anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_request_of_a_connection_gets_its_own_upstream_timeout() {
+    let options = test_options().with_upstream_timeout(Duration::from_millis(300));
+    let proxy = RunningProxy::start(options).await;
+    let silent = SilentBackend::start().await;
+    let blue = GroupId::from("blue");
+    proxy
+        .proxy
+        .attach(HOST, &blue, &[BackendSpec::new(silent.address())])
+        .await
+        .unwrap();
+    proxy
+        .proxy
+        .set_routes(HOST, &RouteTable::single(blue.clone()))
+        .unwrap();
+    let client = http1_client();
+    for _ in 0..3 {
+        let (status, body) = tokio::time::timeout(BOUND, post(&client, proxy.url("/")))
+            .await
+            .expect("still waiting")
+            .unwrap();
+        assert_eq!(status, 504, "{body}");
+    }
+    let serving = proxy.proxy.serving(HOST, &blue).unwrap();
+    assert_eq!((serving.requests, serving.errors), (Some(3), Some(3)));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_on_a_backend_that_turns_unhealthy_fail_over_or_get_504() {
     let proxy = RunningProxy::start(test_options()).await;
