@@ -5,8 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use bluegreen_core::{GroupId, RouteTable};
-use bluegreen_proxy::BackendSpec;
+use bluegreen_core::GroupId;
 use support::*;
 use tokio::time::Instant;
 
@@ -15,16 +14,7 @@ const HOST: &str = "web.production";
 async fn setup(options: bluegreen_proxy::ProxyOptions) -> (RunningProxy, TestBackend, GroupId) {
     let proxy = RunningProxy::start(options).await;
     let backend = TestBackend::start("blue", "i0").await;
-    let blue = GroupId::from("blue");
-    proxy
-        .proxy
-        .attach(HOST, &blue, &[BackendSpec::new(backend.address())])
-        .await
-        .unwrap();
-    proxy
-        .proxy
-        .set_routes(HOST, &RouteTable::single(blue.clone()))
-        .unwrap();
+    let blue = proxy.serve_from(HOST, "blue", backend.address()).await;
     (proxy, backend, blue)
 }
 
@@ -111,16 +101,9 @@ async fn a_switch_to_a_group_not_yet_healthy_holds_then_serves() {
     let (proxy, _blue_backend, _) = setup(options).await;
     let green_backend = TestBackend::start("green", "i0").await;
     green_backend.set_healthy(false);
-    let green = GroupId::from("green");
     proxy
-        .proxy
-        .attach(HOST, &green, &[BackendSpec::new(green_backend.address())])
-        .await
-        .unwrap();
-    proxy
-        .proxy
-        .set_routes(HOST, &RouteTable::single(green.clone()))
-        .unwrap();
+        .serve_from(HOST, "green", green_backend.address())
+        .await;
     let url = proxy.url("/");
     let request = tokio::spawn(async move { get(&http1_client(), &url, HOST, &[]).await });
     assert!(eventually(Duration::from_secs(5), || proxy.proxy.held() == 1).await);

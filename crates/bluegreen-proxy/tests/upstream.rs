@@ -5,7 +5,6 @@ mod support;
 
 use std::time::Duration;
 
-use bluegreen_core::{GroupId, RouteTable};
 use bluegreen_proxy::BackendSpec;
 use bytes::Bytes;
 use http::Request;
@@ -42,16 +41,7 @@ async fn a_backend_that_never_answers_gets_504_within_the_upstream_timeout() {
     let options = test_options().with_upstream_timeout(Duration::from_millis(300));
     let proxy = RunningProxy::start(options).await;
     let silent = SilentBackend::start().await;
-    let blue = GroupId::from("blue");
-    proxy
-        .proxy
-        .attach(HOST, &blue, &[BackendSpec::new(silent.address())])
-        .await
-        .unwrap();
-    proxy
-        .proxy
-        .set_routes(HOST, &RouteTable::single(blue.clone()))
-        .unwrap();
+    let blue = proxy.serve_from(HOST, "blue", silent.address()).await;
     for client in [http1_client(), h2c_client()] {
         let (status, body) = tokio::time::timeout(BOUND, post(&client, proxy.url("/")))
             .await
@@ -77,16 +67,7 @@ async fn each_request_of_a_connection_gets_its_own_upstream_timeout() {
     let options = test_options().with_upstream_timeout(Duration::from_millis(300));
     let proxy = RunningProxy::start(options).await;
     let silent = SilentBackend::start().await;
-    let blue = GroupId::from("blue");
-    proxy
-        .proxy
-        .attach(HOST, &blue, &[BackendSpec::new(silent.address())])
-        .await
-        .unwrap();
-    proxy
-        .proxy
-        .set_routes(HOST, &RouteTable::single(blue.clone()))
-        .unwrap();
+    let blue = proxy.serve_from(HOST, "blue", silent.address()).await;
     let client = http1_client();
     for _ in 0..3 {
         let (status, body) = tokio::time::timeout(BOUND, post(&client, proxy.url("/")))
@@ -103,16 +84,7 @@ async fn each_request_of_a_connection_gets_its_own_upstream_timeout() {
 async fn requests_on_a_backend_that_turns_unhealthy_fail_over_or_get_504() {
     let proxy = RunningProxy::start(test_options()).await;
     let silent = SilentBackend::start().await;
-    let blue = GroupId::from("blue");
-    proxy
-        .proxy
-        .attach(HOST, &blue, &[BackendSpec::new(silent.address())])
-        .await
-        .unwrap();
-    proxy
-        .proxy
-        .set_routes(HOST, &RouteTable::single(blue.clone()))
-        .unwrap();
+    let blue = proxy.serve_from(HOST, "blue", silent.address()).await;
     let get_url = proxy.url("/");
     let waiting_get = tokio::spawn(async move { get(&http1_client(), &get_url, HOST, &[]).await });
     let post_url = proxy.url("/");

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bluegreen_proxy::{Proxy, ProxyOptions};
+use bluegreen_core::{GroupId, RouteTable};
+use bluegreen_proxy::{BackendSpec, Proxy, ProxyOptions};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
@@ -308,6 +309,21 @@ impl RunningProxy {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// Attaches `group` of `host` with one member at `backend` and gives it all
+    /// the traffic.
+    #[allow(dead_code)]
+    pub async fn serve_from(&self, host: &str, group: &str, backend: String) -> GroupId {
+        let id = GroupId::from(group);
+        self.proxy
+            .attach(host, &id, &[BackendSpec::new(backend)])
+            .await
+            .unwrap();
+        self.proxy
+            .set_routes(host, &RouteTable::single(id.clone()))
+            .unwrap();
+        id
     }
 
     /// Starts the graceful shutdown.
