@@ -509,3 +509,26 @@ async fn a_router_that_never_sees_health_fails_within_the_settings_timeout() {
     )
     .await;
 }
+
+/// `run_all`'s future is `Send`: a provider's test can run it on a spawned task
+/// (to catch its panic, or beside a load).
+#[tokio::test(start_paused = true)]
+async fn the_suite_runs_on_a_spawned_task() {
+    let platform = MemoryPlatform::new();
+    let sources = sources(&platform);
+    let report = tokio::spawn(async move {
+        let app = App::new("conformance", "spawned").unwrap();
+        conformance::run_all(
+            Arc::new(platform.image()),
+            Arc::new(platform.fleet()),
+            Arc::new(platform.router()),
+            &app,
+            &sources,
+            &Settings::default(),
+        )
+        .await
+    })
+    .await
+    .expect("the suite passed");
+    assert!(report.passed() >= 15, "{report}");
+}

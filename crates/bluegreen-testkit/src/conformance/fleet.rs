@@ -3,7 +3,9 @@ use bluegreen_core::{
     Instance,
 };
 
-use super::{poll_instances, remove_groups, test_group, wait_healthy, Report, Settings};
+use super::{
+    launch_test_group, poll_instances, remove_groups, test_group, wait_healthy, Report, Settings,
+};
 
 const PART: &str = "fleet";
 
@@ -143,8 +145,8 @@ pub async fn fleet_launch_list_destroy(
 /// [`Fleet::scale`]: a fleet that declares
 /// [`scaling`](bluegreen_core::FleetCapabilities::scaling) scales a group in to one
 /// instance and back to its release's size (the new instances become healthy),
-/// idempotently, keeping the group's record, and a missing group is `NotFound`; one that does not declare it refuses with
-/// `NotSupported`. A wrapper that forwards `capabilities()` but not `scale` (a
+/// idempotently, keeping the group's record, and a missing group is `NotFound`;
+/// one that does not declare it refuses with `NotSupported`. A wrapper that forwards `capabilities()` but not `scale` (a
 /// defaulted method) fails here rather than at a deployment's retirement.
 pub async fn fleet_scale(
     image: &dyn Image,
@@ -197,12 +199,7 @@ pub async fn fleet_scale(
         return report;
     }
     remove_groups(fleet, app).await;
-    let img = image
-        .prepare(app, source, &EventSink::none())
-        .await
-        .expect("prepare must succeed");
-    let group = test_group(app, Generation(1), img.id.clone(), settings);
-    fleet.launch(&group).await.expect("launch must succeed");
+    let (img, group) = launch_test_group(image, fleet, app, source, Generation(1), settings).await;
     wait_healthy(fleet, app, &group.id, full, settings).await;
 
     scale_twice(fleet, &group, 1, settings).await;
@@ -220,7 +217,7 @@ pub async fn fleet_scale(
         .destroy(app, &group.id)
         .await
         .expect("destroy must succeed");
-    let _ = image.remove(app, &img.id).await;
+    let _ = image.remove(app, &img).await;
     report
 }
 

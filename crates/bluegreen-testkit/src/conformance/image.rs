@@ -1,6 +1,6 @@
 use bluegreen_core::{App, ErrorKind, EventSink, Fleet, Generation, Image, ImageSource};
 
-use super::{remove_groups, test_group, wait_healthy, Report, Settings};
+use super::{launch_test_group, remove_groups, wait_healthy, Report, Settings};
 
 const PART: &str = "image";
 
@@ -106,14 +106,9 @@ pub async fn image_in_use(
         return report;
     }
     remove_groups(fleet, app).await;
-    let img = image
-        .prepare(app, source, &EventSink::none())
-        .await
-        .unwrap_or_else(|e| panic!("prepare({source}) must succeed: {e}"));
-    let group = test_group(app, Generation(1), img.id.clone(), settings);
-    fleet.launch(&group).await.expect("launch must succeed");
+    let (img, group) = launch_test_group(image, fleet, app, source, Generation(1), settings).await;
     wait_healthy(fleet, app, &group.id, settings.size, settings).await;
-    let e = image.remove(app, &img.id).await.expect_err(
+    let e = image.remove(app, &img).await.expect_err(
         "removing an image that a running instance uses must fail (Image::remove: Conflict)",
     );
     assert_eq!(
@@ -127,7 +122,7 @@ pub async fn image_in_use(
             .await
             .expect("images must list")
             .iter()
-            .any(|i| i.id == img.id),
+            .any(|i| i.id == img),
         "a refused removal must leave the image listed"
     );
     let instances = fleet
@@ -145,7 +140,7 @@ pub async fn image_in_use(
         .await
         .expect("destroy must succeed");
     image
-        .remove(app, &img.id)
+        .remove(app, &img)
         .await
         .unwrap_or_else(|e| panic!("an image no instance uses any more must be removed: {e}"));
     assert!(
@@ -154,7 +149,7 @@ pub async fn image_in_use(
             .await
             .expect("images must list")
             .iter()
-            .all(|i| i.id != img.id),
+            .all(|i| i.id != img),
         "a removed image must not be listed"
     );
     report.pass(PART, "once no instance uses it, the image is removed");

@@ -183,73 +183,52 @@ pub async fn run_all(
     sources: &Sources,
     settings: &Settings,
 ) -> Report {
-    let mut report = Report::default();
-    let limit = settings.health_timeout * PART_BOUND;
-    report.extend(
-        bounded(
-            "image",
-            limit,
-            image_prepare_list_remove(&*image, app, &sources.good),
-        )
-        .await,
-    );
-    report.extend(
-        bounded(
-            "image",
-            limit,
-            image_in_use(&*image, &*fleet, app, &sources.good, settings),
-        )
-        .await,
-    );
-    report.extend(bounded("fleet", limit, fleet_missing_resources(&*fleet, app)).await);
-    report.extend(
-        bounded(
+    type Part<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Report> + Send + 'a>>;
+    let (i, f, r) = (&*image, &*fleet, &*router);
+    let good = &sources.good;
+    // in order; each bounded on its own (the futures start only when awaited)
+    let parts: Vec<(&str, Part<'_>)> = vec![
+        ("image", Box::pin(image_prepare_list_remove(i, app, good))),
+        ("image", Box::pin(image_in_use(i, f, app, good, settings))),
+        ("fleet", Box::pin(fleet_missing_resources(f, app))),
+        (
             "fleet",
-            limit,
-            fleet_launch_list_destroy(&*image, &*fleet, app, &sources.good, settings),
-        )
-        .await,
-    );
-    report.extend(
-        bounded(
-            "fleet",
-            limit,
-            fleet_scale(&*image, &*fleet, app, &sources.good, settings),
-        )
-        .await,
-    );
-    report.extend(
-        bounded(
+            Box::pin(fleet_launch_list_destroy(i, f, app, good, settings)),
+        ),
+        ("fleet", Box::pin(fleet_scale(i, f, app, good, settings))),
+        (
             "router",
-            limit,
-            router_routes_and_attachments(&*image, &*fleet, &*router, app, sources, settings),
-        )
-        .await,
-    );
-    report.extend(
-        bounded(
+            Box::pin(router_routes_and_attachments(
+                i, f, r, app, sources, settings,
+            )),
+        ),
+        (
             "router",
-            limit,
-            router_never_healthy_members(&*image, &*fleet, &*router, app, sources, settings),
-        )
-        .await,
-    );
-    report.extend(
-        bounded(
+            Box::pin(router_never_healthy_members(
+                i, f, r, app, sources, settings,
+            )),
+        ),
+        (
             "look-alikes",
-            limit,
-            look_alikes_untouched(&*image, &*fleet, &*router, app, &sources.good, settings),
-        )
-        .await,
-    );
-    report.extend(
-        bounded(
+            Box::pin(look_alikes_untouched(i, f, r, app, good, settings)),
+        ),
+        (
             "deployment",
-            limit,
-            deployment_with_rollback(image, fleet, router, app, sources, settings),
-        )
-        .await,
-    );
+            Box::pin(deployment_with_rollback(
+                image.clone(),
+                fleet.clone(),
+                router.clone(),
+                app,
+                sources,
+                settings,
+            )),
+        ),
+    ];
+    let limit = settings.health_timeout * PART_BOUND;
+    let mut report = Report::default();
+    for (part, run) in parts {
+        report.extend(bounded(part, limit, run).await);
+    }
     println!("{report}");
     report
 }
@@ -282,6 +261,29 @@ async fn remove_groups(fleet: &dyn Fleet, app: &App) {
             .await
             .expect("destroy must succeed");
     }
+}
+
+/// Prepares `source` and launches a [`test_group`] of it as `generation`: the
+/// fixture of the parts that need a running group. Panics, naming the call, when
+/// either fails.
+async fn launch_test_group(
+    image: &dyn Image,
+    fleet: &dyn Fleet,
+    app: &App,
+    source: &ImageSource,
+    generation: Generation,
+    settings: &Settings,
+) -> (ImageId, Group) {
+    let img = image
+        .prepare(app, source, &bluegreen_core::EventSink::none())
+        .await
+        .unwrap_or_else(|e| panic!("prepare({source}) must succeed: {e}"));
+    let group = test_group(app, generation, img.id.clone(), settings);
+    fleet
+        .launch(&group)
+        .await
+        .unwrap_or_else(|e| panic!("launch of {} must succeed: {e}", group.id));
+    (img.id, group)
 }
 
 /// A group of `app` the suite launches itself: `image`, the settings' size,
@@ -356,6 +358,33 @@ async fn poll_instances(
     done: impl Fn(&[Instance]) -> bool,
     what: &str,
 ) -> Vec<Instance> {
+    poll_until(fleet, app, group, settings, done)
+        .await
+        .unwrap_or_else(|instances| {
+            let healthy = instances
+                .iter()
+                .filter(|i| i.health == Health::Healthy)
+                .count();
+            panic!(
+                "{group} did not {what} within {:?}: {} instances listed, {healthy} of them \
+                 healthy (a count that stays wrong while all are healthy is a launch or \
+                 scale that starts too few or too many): {instances:?}",
+                settings.health_timeout,
+                instances.len()
+            )
+        })
+}
+
+/// Polls `fleet` every `settings.poll_interval` until `group`'s instances satisfy
+/// `done`: `Ok` with them, or `Err` with the last list once the settings' health
+/// timeout has passed.
+async fn poll_until(
+    fleet: &dyn Fleet,
+    app: &App,
+    group: &bluegreen_core::GroupId,
+    settings: &Settings,
+    done: impl Fn(&[Instance]) -> bool,
+) -> std::result::Result<Vec<Instance>, Vec<Instance>> {
     let deadline = tokio::time::Instant::now() + settings.health_timeout;
     loop {
         let instances = fleet
@@ -363,20 +392,11 @@ async fn poll_instances(
             .await
             .unwrap_or_else(|e| panic!("instances of a launched group {group} must list: {e}"));
         if done(&instances) {
-            return instances;
+            return Ok(instances);
         }
-        let healthy = instances
-            .iter()
-            .filter(|i| i.health == Health::Healthy)
-            .count();
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{group} did not {what} within {:?}: {} instances listed, {healthy} of them \
-             healthy (a count that stays wrong while all are healthy is a launch or \
-             scale that starts too few or too many): {instances:?}",
-            settings.health_timeout,
-            instances.len()
-        );
+        if tokio::time::Instant::now() >= deadline {
+            return Err(instances);
+        }
         tokio::time::sleep(settings.poll_interval).await;
     }
 }

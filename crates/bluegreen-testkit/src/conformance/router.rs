@@ -1,8 +1,8 @@
 use bluegreen_core::{
-    App, ErrorKind, EventSink, Fleet, Generation, GroupId, Image, Instance, RouteTable, Router,
+    App, ErrorKind, Fleet, Generation, GroupId, Image, Instance, RouteTable, Router,
 };
 
-use super::{clean, test_group, wait_healthy, Report, Settings, Sources};
+use super::{clean, launch_test_group, poll_until, wait_healthy, Report, Settings, Sources};
 
 const PART: &str = "router";
 
@@ -18,12 +18,8 @@ pub async fn router_routes_and_attachments(
     clean(fleet, router, app).await;
     let mut groups = Vec::new();
     for (n, source) in [&sources.good, &sources.other].into_iter().enumerate() {
-        let img = image
-            .prepare(app, source, &EventSink::none())
-            .await
-            .expect("prepare must succeed");
-        let group = test_group(app, Generation(n as u32 + 1), img.id, settings);
-        fleet.launch(&group).await.expect("launch must succeed");
+        let generation = Generation(n as u32 + 1);
+        let (_, group) = launch_test_group(image, fleet, app, source, generation, settings).await;
         let instances = wait_healthy(fleet, app, &group.id, settings.size, settings).await;
         groups.push((group.id, instances));
     }
@@ -291,31 +287,12 @@ pub async fn router_never_healthy_members(
         return report;
     };
     clean(fleet, router, app).await;
-    let img = image
-        .prepare(app, source, &EventSink::none())
-        .await
-        .expect("prepare must succeed");
-    let group = test_group(app, Generation(1), img.id, settings);
-    fleet.launch(&group).await.expect("launch must succeed");
+    let (_, group) = launch_test_group(image, fleet, app, source, Generation(1), settings).await;
     let size = settings.size as usize;
     let listed = |instances: &[Instance]| {
         instances.len() == size && instances.iter().all(|i| i.address.is_some())
     };
-    let deadline = tokio::time::Instant::now() + settings.health_timeout;
-    let instances = loop {
-        let instances = fleet
-            .instances(app, &group.id)
-            .await
-            .unwrap_or_else(|e| panic!("instances of a launched group must list: {e}"));
-        if listed(&instances) {
-            break Some(instances);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            break None;
-        }
-        tokio::time::sleep(settings.poll_interval).await;
-    };
-    let Some(instances) = instances else {
+    let Ok(instances) = poll_until(fleet, app, &group.id, settings, listed).await else {
         report.skip(
             PART,
             rule,
