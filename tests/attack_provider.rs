@@ -75,6 +75,10 @@ struct Bugs {
     /// `instances` of an existing group never returns (a client without a timeout
     /// on a dead connection).
     instances_hangs: bool,
+    /// `serving` counts one member more as healthy than it sees (capped at all).
+    serving_one_too_many: bool,
+    /// `routes` never returns.
+    routes_hangs: bool,
 }
 
 #[derive(Debug)]
@@ -437,6 +441,9 @@ impl Router for Toy {
     }
 
     async fn routes(&self, app: &App) -> Result<RouteTable> {
+        if self.bugs.routes_hangs {
+            std::future::pending::<()>().await;
+        }
         let state = self.state.lock().unwrap();
         Ok(state
             .tables
@@ -495,6 +502,9 @@ impl Router for Toy {
                     healthy += 1;
                 }
             }
+        }
+        if self.bugs.serving_one_too_many {
+            healthy = (healthy + 1).min(total);
         }
         Ok(Serving::new(healthy, total))
     }
@@ -1024,6 +1034,37 @@ async fn a_hung_instances_call_fails_the_suite_in_bounded_time() {
     let outcome = tokio::time::timeout(Duration::from_secs(3600), suite_with(bugs, "hung")).await;
     let failure = outcome.expect("the suite still ran an hour after a 20 s health timeout");
     let err = failure.expect_err("the suite passed a fleet whose instances hangs");
+    assert!(
+        err.contains("part did not finish within 200s") && err.contains("never returned"),
+        "{err}"
+    );
+}
+
+/// The same kind as `caught_serving_always_healthy`: a router that counts one
+/// member too many as healthy (an off-by-one, a stale entry).
+#[tokio::test(start_paused = true)]
+async fn caught_serving_one_too_many() {
+    caught(
+        Bugs {
+            serving_one_too_many: true,
+            ..Bugs::default()
+        },
+        &["serving", "healthy"],
+    )
+    .await;
+}
+
+/// The same kind as `a_hung_instances_call_fails_the_suite_in_bounded_time`: a
+/// router call (`routes`) that never returns.
+#[tokio::test(start_paused = true)]
+async fn a_hung_routes_call_fails_the_suite_in_bounded_time() {
+    let bugs = Bugs {
+        routes_hangs: true,
+        ..Bugs::default()
+    };
+    let outcome = tokio::time::timeout(Duration::from_secs(3600), suite_with(bugs, "hungr")).await;
+    let failure = outcome.expect("the suite still ran an hour after a 20 s health timeout");
+    let err = failure.expect_err("the suite passed a router whose routes hangs");
     assert!(
         err.contains("part did not finish within 200s") && err.contains("never returned"),
         "{err}"
