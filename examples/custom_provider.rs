@@ -294,12 +294,28 @@ impl ToyFleet {
             .collect()
     }
 
+    /// A loopback port the system has free and that no instance of this platform
+    /// was given: a port freed by the system is handed out again soon, and an
+    /// instance started a moment ago may not have bound its own yet.
+    fn free_port(&self) -> Result<u16> {
+        let given: Vec<u16> = processes(&self.dir).iter().map(|p| p.port).collect();
+        for _ in 0..64 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map_err(toy_error)?
+                .port();
+            if !given.contains(&port) {
+                return Ok(port);
+            }
+        }
+        Err(toy_error(std::io::Error::other(
+            "no free loopback port that no instance was given",
+        )))
+    }
+
     /// Starts instance `n` of `group` as version `version`.
     fn start(&self, group: &GroupId, n: u32, version: &str) -> Result<()> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(toy_error)?
-            .port();
+        let port = self.free_port()?;
         let log = std::fs::File::create(self.group_dir(group).join(format!("{n}.log")))
             .map_err(toy_error)?;
         let mut command = tokio::process::Command::new(&self.program);
