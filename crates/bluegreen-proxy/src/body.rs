@@ -16,7 +16,7 @@ use crate::conn::ActiveGuard;
 use crate::drain::DrainTimeout;
 use crate::stall::StreamProgress;
 use crate::state::GroupState;
-use crate::upstream::Lease;
+use crate::h1::H1Body;
 
 /// The client's request body, shared between the attempts of one request: left
 /// here until its first read (so that a request whose body was never sent can go
@@ -207,11 +207,49 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 type CutWait = Pin<Box<dyn Future<Output = ()> + Send>>;
 
+/// A backend's response body as it comes: from the shared pool's client (HTTP/2
+/// streams, upgrades) or from the request path's own HTTP/1.1 client.
+pub(crate) enum FromBackend {
+    /// Read by a connection of the shared pool.
+    Shared(Incoming),
+    /// Read from its connection by the body itself ([`crate::h1`]).
+    Own(H1Body),
+}
+
+impl Body for FromBackend {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            FromBackend::Shared(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            FromBackend::Own(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            FromBackend::Shared(b) => b.is_end_stream(),
+            FromBackend::Own(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            FromBackend::Shared(b) => b.size_hint(),
+            FromBackend::Own(b) => b.size_hint(),
+        }
+    }
+}
+
 /// A backend's response body on its way to a client. Once the drain timeout cuts
 /// the group state that answered, it ends with an error, so that the client sees
 /// the response incomplete and never cut short as if whole.
 pub(crate) struct BackendBody {
-    body: Incoming,
+    body: FromBackend,
     group: Arc<GroupState>,
     /// For a response of the shared pool, whose connection no client-connection
     /// driver drops on a cut: what to wait on, and the wait once armed.
@@ -222,15 +260,11 @@ pub(crate) struct BackendBody {
     /// client's flow-control window is seen (see [`crate::stall`]).
     sending: Option<Arc<StreamProgress>>,
     handed: bool,
-    /// For a response on a pooled HTTP/1 connection: told when the body was
-    /// read to its end, so that the connection goes back to the pool; dropped
-    /// before, the connection closes.
-    lease: Option<Lease>,
 }
 
 impl BackendBody {
     /// `body` from `group`; `epoch` when the body's connection is the shared pool's.
-    pub(crate) fn new(body: Incoming, group: Arc<GroupState>, epoch: Option<Arc<Epoch>>) -> Self {
+    pub(crate) fn new(body: FromBackend, group: Arc<GroupState>, epoch: Option<Arc<Epoch>>) -> Self {
         BackendBody {
             body,
             group,
@@ -238,23 +272,6 @@ impl BackendBody {
             waiting: None,
             sending: None,
             handed: false,
-            lease: None,
-        }
-    }
-
-    /// Tells `lease` when the body was read to its end.
-    pub(crate) fn leased(mut self, lease: Lease) -> Self {
-        if self.body.is_end_stream() {
-            lease.done();
-        } else {
-            self.lease = Some(lease);
-        }
-        self
-    }
-
-    fn ended(&mut self) {
-        if let Some(lease) = self.lease.take() {
-            lease.done();
         }
     }
 
@@ -285,10 +302,6 @@ impl BackendBody {
 impl Drop for BackendBody {
     fn drop(&mut self) {
         self.taken();
-        // a client that stops asking once the length it was told is reached
-        if !self.group.is_cut() && self.body.is_end_stream() {
-            self.ended();
-        }
     }
 }
 
@@ -340,21 +353,15 @@ impl Body for BackendBody {
         }
         match Pin::new(&mut this.body).poll_frame(cx) {
             Poll::Ready(Some(frame)) => {
-                if frame.is_ok() && this.body.is_end_stream() {
-                    this.ended();
-                }
                 if let (Some(a), Ok(_)) = (&this.sending, &frame) {
                     a.frame_sent();
                     this.handed = true;
                 }
-                Poll::Ready(Some(frame.map_err(Into::into)))
+                Poll::Ready(Some(frame))
             }
             // a connection dropped by the cut ends its body as if whole
             Poll::Ready(None) if this.group.is_cut() => Poll::Ready(Some(Err(this.cut()))),
-            Poll::Ready(None) => {
-                this.ended();
-                Poll::Ready(None)
-            }
+            Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
                 if let Some(epoch) = &this.epoch {
                     let wait = this.waiting.get_or_insert_with(|| {

@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
 use crate::backend::Backend;
-use crate::body::{BackendBody, ClientBody, ClientFault, ProxyBody, UpstreamBody};
+use crate::body::{BackendBody, ClientBody, ClientFault, FromBackend, ProxyBody, UpstreamBody};
 use crate::conn::Activity;
 use crate::options::{IpNetwork, ProxyOptions};
 use crate::pin;
@@ -681,21 +681,21 @@ async fn forward(
         let request = outgoing.request(&choice.backend, headers, body, pooled);
         let started = Instant::now();
         let deadline = started + proxy.inner.options.upstream_timeout;
-        let mut lease = None;
         let result = if pooled {
             let watch = watch_backend(&choice.group, &choice.backend, &proxy.inner.epoch, deadline);
             tokio::select! {
-                r = choice.group.client.request(request) => r.map_err(UpstreamError::Pool),
+                r = choice.group.client.request(request) => r
+                    .map(|r| r.map(FromBackend::Shared))
+                    .map_err(UpstreamError::Pool),
                 e = watch => Err(e),
             }
         } else {
             let mut timer = affinity.timer(deadline);
             let watch = watch_driven(&choice.group, &choice.backend, timer.as_mut());
             let result = tokio::select! {
-                r = affinity.send(&choice.group, &choice.backend, request, fresh) => r.map(|(response, l)| {
-                    lease = Some(l);
-                    response
-                }),
+                r = affinity.send(&choice.group, &choice.backend, request, fresh) => {
+                    r.map(|r| r.map(FromBackend::Own))
+                }
                 e = watch => Err(e),
             };
             affinity.keep_timer(timer);
@@ -740,9 +740,6 @@ async fn forward(
                 }
                 let epoch = pooled.then(|| proxy.inner.epoch.clone());
                 let mut body = BackendBody::new(rbody, choice.group, epoch);
-                if let Some(lease) = lease {
-                    body = body.leased(lease);
-                }
                 if parts.version == Version::HTTP_2 {
                     if let Some(progress) = StreamProgress::current() {
                         body = body.reporting_to(progress);

@@ -10,6 +10,7 @@ mod conn;
 mod drain;
 mod embedded;
 mod forward;
+mod h1;
 mod metrics;
 mod options;
 pub mod pin;

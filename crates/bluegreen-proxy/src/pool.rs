@@ -1,10 +1,11 @@
 //! The pool of idle HTTP/1 connections to one backend, shared by every client
 //! connection.
 //!
-//! A backend connection is in one of two places: in use, driven by the task of
-//! the client connection whose request it carries ([`crate::upstream`]), or idle
-//! here, driven by nobody. It comes back here only once its response was read to
-//! the end and its request was sent whole; any other connection is closed.
+//! A backend connection is in one of two places: in use, carrying the request of
+//! one client connection and read by that request's response body
+//! ([`crate::h1`]), or idle here. It comes back here only once its response was
+//! read to the end and its request was sent whole; any other connection is
+//! closed.
 //!
 //! - **Per group state.** Each idle connection belongs to one state of one group
 //!   (its [`GroupState::serial`]): a request of that state alone takes it, and the
@@ -20,65 +21,23 @@
 //! - **Bounded.** At most [`ProxyOptions::pool_max_idle`] idle connections per
 //!   backend (the oldest closes for a new one), each for at most
 //!   [`ProxyOptions::pool_idle_timeout`].
-//! - **Checked.** A connection is polled once when taken: one the backend closed
-//!   while it was idle ends there and the next is tried. The backend's health
-//!   check loop also polls the idle connections once per check interval, so that
+//! - **Checked.** A connection is checked when taken: one the backend closed (or
+//!   sent bytes on) while it was idle closes there and the next is tried. The
+//!   backend's health check loop also checks the idle connections once per check
+//!   interval, so that
 //!   connections the backend closed, and expired ones, release their descriptors
 //!   without waiting for a request.
 //!
 //! [`ProxyOptions::pool_max_idle`]: crate::ProxyOptions::pool_max_idle
 //! [`ProxyOptions::pool_idle_timeout`]: crate::ProxyOptions::pool_idle_timeout
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
-use std::thread::ThreadId;
 use std::time::Duration;
 
-use hyper::client::conn::http1::{Connection, SendRequest};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::body::UpstreamBody;
+use crate::h1::BackendConn;
 use crate::options::ProxyOptions;
-
-/// The connection future of a backend connection.
-pub(crate) type Conn = Connection<TokioIo<TcpStream>, UpstreamBody>;
-
-/// One HTTP/1 connection to a backend: the handle that sends requests on it and
-/// the future that drives it, moved together between the pool and the client
-/// connection that uses it.
-pub(crate) struct BackendConn {
-    pub(crate) sender: SendRequest<UpstreamBody>,
-    pub(crate) conn: Pin<Box<Conn>>,
-    /// The thread whose runtime registered the socket.
-    home: ThreadId,
-}
-
-impl BackendConn {
-    /// A connection opened on the current thread.
-    pub(crate) fn new(sender: SendRequest<UpstreamBody>, conn: Conn) -> Self {
-        BackendConn {
-            sender,
-            conn: Box::pin(conn),
-            home: std::thread::current().id(),
-        }
-    }
-
-    /// Polls the connection; `true` while it is open.
-    pub(crate) fn poll_open(&mut self, cx: &mut Context<'_>) -> bool {
-        match self.conn.as_mut().poll(cx) {
-            Poll::Pending => true,
-            Poll::Ready(Err(e)) => {
-                tracing::debug!(error = %e, "backend connection ended");
-                false
-            }
-            Poll::Ready(Ok(())) => false,
-        }
-    }
-}
 
 /// The bounds of a pool, from [`ProxyOptions`].
 #[derive(Clone, Copy, Debug)]
@@ -123,9 +82,8 @@ impl Pool {
     }
 
     /// The newest open idle connection of group state `group` opened on this
-    /// thread, polled once with `cx`; closed and expired ones met on the way are
-    /// dropped.
-    pub(crate) fn take(&self, group: u64, cx: &mut Context<'_>) -> Option<BackendConn> {
+    /// thread; closed and expired ones met on the way are dropped.
+    pub(crate) fn take(&self, group: u64) -> Option<BackendConn> {
         let thread = std::thread::current().id();
         let now = Instant::now();
         let mut closed = Vec::new();
@@ -140,11 +98,11 @@ impl Pool {
                     closed.extend(idle.drain(..=i));
                     break;
                 }
-                if idle[i].group != group || idle[i].conn.home != thread {
+                if idle[i].group != group || idle[i].conn.home() != thread {
                     continue;
                 }
-                let mut entry = idle.remove(i);
-                if entry.conn.poll_open(cx) && entry.conn.sender.is_ready() {
+                let entry = idle.remove(i);
+                if entry.conn.is_open_idle() {
                     found = Some(entry.conn);
                     break;
                 }
@@ -191,7 +149,6 @@ impl Pool {
     /// Closes idle connections that expired or that the backend closed.
     pub(crate) fn sweep(&self) {
         let now = Instant::now();
-        let mut cx = Context::from_waker(Waker::noop());
         let gone: Vec<Idle> = {
             let mut idle = self.lock();
             let (kept, gone) = std::mem::take(&mut *idle)
@@ -201,7 +158,7 @@ impl Pool {
             let mut gone = gone;
             let mut i = 0;
             while i < idle.len() {
-                if idle[i].conn.poll_open(&mut cx) {
+                if idle[i].conn.is_open_idle() {
                     i += 1;
                 } else {
                     gone.push(idle.remove(i));

@@ -243,5 +243,5 @@ where
     let conn = builder
         .serve_connection_with_upgrades(io, service)
         .into_owned();
-    upstream::drive(watcher.watch(conn), &client.affinity, epoch).await
+    upstream::drive(watcher.watch(conn), epoch).await
 }

@@ -1,0 +1,727 @@
+//! The request path's own HTTP/1.1 client: one request at a time on a backend
+//! connection, its response head parsed as it arrives and its body read straight
+//! from the connection's socket by the client connection's task.
+//!
+//! - **Requests** go out as HTTP/1.1 in origin form, their fields as given (the
+//!   request path has already removed the hop-by-hop ones). The body keeps its
+//!   framing when its length is known (`Content-Length`) and is sent `chunked`
+//!   otherwise. The request is written while the response is read, so that a
+//!   backend that answers before it has read the whole body (a 413, say) is
+//!   heard; the connection then closes.
+//! - **Responses** are parsed by `httparse` with the limits of hyper's own client
+//!   (100 fields, a head of at most [`MAX_HEAD`] bytes). Informational responses
+//!   (`1xx` but `101`) are skipped; a `101` answers no request of this path and
+//!   is an error. The body's length follows RFC 9112 section 6.3: none for `HEAD`,
+//!   `204` and `304`; `chunked` when it is the last transfer coding; read to the
+//!   end of the connection for any other transfer coding or when no length is
+//!   given; else `Content-Length`, whose copies must agree. A response with both
+//!   `Transfer-Encoding` and `Content-Length`, or with a transfer coding in
+//!   HTTP/1.0, is refused (RFC 9112 section 6.3 asks an intermediary to treat it
+//!   as an error or to drop the length; forwarding it could split responses).
+//! - **Reuse.** Once the response's body was read to its end and the request was
+//!   sent whole, the connection goes back to its backend's pool, at once and from
+//!   the body itself: nothing else drives an idle connection. It does not when
+//!   the response was HTTP/1.0, said `Connection: close`, ended with the
+//!   connection, or was followed by bytes nobody asked for.
+//! - **Errors** are I/O errors: `InvalidData` for a response that breaks the
+//!   protocol, `UnexpectedEof` for a connection that ended too early. A body cut
+//!   short ends with an error, never as if whole.
+
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::thread::ThreadId;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::io::AsyncWrite;
+use tokio::net::TcpStream;
+
+use crate::backend::Backend;
+use crate::body::{BoxError, UpstreamBody};
+use crate::state::GroupState;
+
+/// The most fields a response head may have (hyper's client's default).
+const MAX_HEADERS: usize = 100;
+/// The longest a response head may be, in bytes (hyper's client's default
+/// buffer bound, 8 KiB + 100 × 4 KiB).
+pub(crate) const MAX_HEAD: usize = 8192 + 4096 * 100;
+/// The longest a chunk's extensions or a body's trailer section may be, in bytes.
+const MAX_CHUNK_META: usize = 16 * 1024;
+/// Room asked for before each read of the socket.
+const READ_ROOM: usize = 8192;
+
+/// One HTTP/1.1 connection to a backend, idle in its pool or carrying one request.
+pub(crate) struct BackendConn {
+    io: TcpStream,
+    /// Bytes read from the backend and not yet consumed.
+    read: BytesMut,
+    /// The request head being written; kept for the connection's next request.
+    head: Vec<u8>,
+    /// The thread whose runtime registered the socket.
+    home: ThreadId,
+}
+
+impl BackendConn {
+    /// A connection opened on the current thread.
+    pub(crate) fn new(io: TcpStream) -> Self {
+        BackendConn {
+            io,
+            read: BytesMut::new(),
+            head: Vec::new(),
+            home: std::thread::current().id(),
+        }
+    }
+
+    /// The thread whose runtime drives the socket.
+    pub(crate) fn home(&self) -> ThreadId {
+        self.home
+    }
+
+    /// Whether an idle connection is still usable: the backend sent neither a
+    /// byte nor the end of the connection. Makes no system call while the socket
+    /// has not been seen readable.
+    pub(crate) fn is_open_idle(&self) -> bool {
+        if !self.read.is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        match self.io.try_read(&mut probe) {
+            // the end, or bytes no request asked for
+            Ok(_) => false,
+            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+        }
+    }
+
+    /// Reads what the socket has into the read buffer: `Ok(0)` at its end.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        loop {
+            if self.read.capacity() - self.read.len() < READ_ROOM / 4 {
+                self.read.reserve(READ_ROOM);
+            }
+            match self.io.try_read_buf(&mut self.read) {
+                Ok(n) => return Poll::Ready(Ok(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready!(self.io.poll_read_ready(cx))?;
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+fn invalid(what: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.into())
+}
+
+fn early_end(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::UnexpectedEof, what.to_owned())
+}
+
+/// Why an exchange failed, and whether the backend had sent anything.
+#[derive(Debug)]
+pub(crate) struct ExchangeError {
+    pub(crate) error: io::Error,
+    /// Nothing came from the backend before the failure (no byte of a response):
+    /// on a reused connection, the backend most likely closed it while idle.
+    pub(crate) silent: bool,
+}
+
+/// How a message's body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Framing {
+    /// `Content-Length`: this many bytes left.
+    Length(u64),
+    /// `chunked`, at this point of the coding.
+    Chunked(Chunk),
+    /// Until the connection ends.
+    Close,
+    /// Read to its end.
+    Done,
+}
+
+/// Where a `chunked` decoder is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Chunk {
+    /// Reading the size's hex digits: the value so far and how many digits.
+    Size { value: u64, digits: u8 },
+    /// Skipping extensions, this many bytes so far.
+    Ext { value: u64, seen: usize },
+    /// After the size line's CR.
+    SizeLf { value: u64 },
+    /// This many bytes of data left in the chunk.
+    Data(u64),
+    /// After a chunk's data: its CR, then its LF.
+    DataCr,
+    DataLf,
+    /// In the trailer section: this many bytes so far, whether at a line's start,
+    /// whether after a CR.
+    Trailer {
+        seen: usize,
+        line_start: bool,
+        cr: bool,
+    },
+    /// After the trailer section's empty line: the body's end.
+    End,
+}
+
+/// Sends `request` on `conn` and reads the response's head; the response's body
+/// reads the rest from the connection and gives it back to `backend`'s pool for
+/// `group`'s state once read to its end.
+pub(crate) async fn exchange(
+    mut conn: BackendConn,
+    request: Request<UpstreamBody>,
+    group: &Arc<GroupState>,
+    backend: &Arc<Backend>,
+) -> Result<Response<H1Body>, ExchangeError> {
+    let (parts, mut body) = request.into_parts();
+    let head_request = parts.method == Method::HEAD;
+    let mut framing = encode_head(&mut conn.head, &parts, &body);
+    let mut head_sent = 0usize;
+    // a body frame being written: its chunk-size line, its data, its CRLF
+    let mut out: [Bytes; 3] = Default::default();
+    let mut body_done = framing == Framing::Done;
+    let mut sent_whole = false;
+    let mut received = false;
+    let result = poll_fn(|cx| {
+        // write as much of the request as the socket takes
+        while !sent_whole {
+            if head_sent < conn.head.len() {
+                let slices = [
+                    IoSlice::new(&conn.head[head_sent..]),
+                    IoSlice::new(&out[0]),
+                    IoSlice::new(&out[1]),
+                    IoSlice::new(&out[2]),
+                ];
+                match Pin::new(&mut conn.io).poll_write_vectored(cx, &slices) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(early_end("the backend closed"))),
+                    Poll::Ready(Ok(n)) => {
+                        let in_head = n.min(conn.head.len() - head_sent);
+                        head_sent += in_head;
+                        advance(&mut out, n - in_head);
+                        continue;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => break,
+                }
+            }
+            if out.iter().any(|b| !b.is_empty()) {
+                let slices = [
+                    IoSlice::new(&out[0]),
+                    IoSlice::new(&out[1]),
+                    IoSlice::new(&out[2]),
+                ];
+                match Pin::new(&mut conn.io).poll_write_vectored(cx, &slices) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(early_end("the backend closed"))),
+                    Poll::Ready(Ok(n)) => {
+                        advance(&mut out, n);
+                        continue;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => break,
+                }
+            }
+            if body_done {
+                sent_whole = true;
+                break;
+            }
+            match Pin::new(&mut body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else {
+                        // trailers of the client's: not forwarded
+                        continue;
+                    };
+                    if data.is_empty() {
+                        continue;
+                    }
+                    match &mut framing {
+                        Framing::Length(left) => {
+                            let n = data.len() as u64;
+                            if n > *left {
+                                return Poll::Ready(Err(invalid(
+                                    "the request body is longer than its length",
+                                )));
+                            }
+                            *left -= n;
+                            out[1] = data;
+                        }
+                        _ => {
+                            out[0] = Bytes::from(format!("{:x}\r\n", data.len()));
+                            out[1] = data;
+                            out[2] = Bytes::from_static(b"\r\n");
+                        }
+                    }
+                }
+                Poll::Ready(None) => {
+                    match framing {
+                        Framing::Length(0) | Framing::Done => {}
+                        Framing::Length(_) => {
+                            return Poll::Ready(Err(invalid(
+                                "the request body is shorter than its length",
+                            )))
+                        }
+                        _ => out[2] = Bytes::from_static(b"0\r\n\r\n"),
+                    }
+                    framing = Framing::Done;
+                    body_done = true;
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    return Poll::Ready(Err(io::Error::other(format!("request body: {e}"))));
+                }
+                Poll::Pending => break,
+            }
+        }
+        // read the response's head
+        loop {
+            if !conn.read.is_empty() {
+                received = true;
+                match parse_head(&mut conn.read, head_request)? {
+                    Some(head) => return Poll::Ready(Ok(head)),
+                    None if conn.read.len() > MAX_HEAD => {
+                        return Poll::Ready(Err(invalid("the response head is too large")))
+                    }
+                    None => {}
+                }
+            }
+            match ready!(conn.poll_fill(cx)) {
+                Ok(0) => {
+                    return Poll::Ready(Err(early_end(if conn.read.is_empty() {
+                        "the backend closed the connection before any response"
+                    } else {
+                        "the backend closed the connection within the response head"
+                    })))
+                }
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    })
+    .await;
+    match result {
+        Ok((response, framing, keep_alive)) => {
+            let body = H1Body {
+                conn: Some(conn),
+                framing,
+                reusable: keep_alive && sent_whole,
+                group: group.clone(),
+                backend: backend.clone(),
+            };
+            let mut body = body;
+            body.settle();
+            Ok(response.map(|()| body))
+        }
+        Err(error) => Err(ExchangeError {
+            error,
+            silent: !received,
+        }),
+    }
+}
+
+/// Consumes `n` written bytes from the front of `out`.
+fn advance(out: &mut [Bytes; 3], mut n: usize) {
+    for b in out.iter_mut() {
+        let k = n.min(b.len());
+        b.advance(k);
+        n -= k;
+    }
+}
+
+/// Writes the request line and fields into `head`; returns the body's framing.
+fn encode_head(head: &mut Vec<u8>, parts: &http::request::Parts, body: &UpstreamBody) -> Framing {
+    head.clear();
+    head.extend_from_slice(parts.method.as_str().as_bytes());
+    head.push(b' ');
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    head.extend_from_slice(target.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut length = None;
+    for (name, value) in &parts.headers {
+        if name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        if name == header::CONTENT_LENGTH {
+            length = value.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok());
+        }
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    let framing = if body.is_end_stream() {
+        Framing::Done
+    } else if let Some(n) = length.or_else(|| body.size_hint().exact()) {
+        if length.is_none() {
+            head.extend_from_slice(format!("content-length: {n}\r\n").as_bytes());
+        }
+        Framing::Length(n)
+    } else {
+        head.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        Framing::Chunked(Chunk::Size {
+            value: 0,
+            digits: 0,
+        })
+    };
+    head.extend_from_slice(b"\r\n");
+    framing
+}
+
+/// Whether a field's comma-separated tokens include `token` (any case).
+fn has_token(value: &[u8], token: &str) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// The length of a message's `Content-Length` copies, which must agree.
+fn content_length(value: &[u8], length: &mut Option<u64>) -> io::Result<()> {
+    for part in value.split(|&b| b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+            return Err(invalid("the response's Content-Length is not a length"));
+        }
+        let n: u64 = std::str::from_utf8(part)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| invalid("the response's Content-Length is not a length"))?;
+        match *length {
+            Some(m) if m != n => {
+                return Err(invalid("the response's Content-Length copies disagree"))
+            }
+            _ => *length = Some(n),
+        }
+    }
+    Ok(())
+}
+
+/// A final response head, parsed from `read` (and removed from it), with its
+/// body's framing and whether the connection may carry another request; `None`
+/// while the head is incomplete. Informational responses are skipped.
+#[allow(clippy::type_complexity)]
+fn parse_head(
+    read: &mut BytesMut,
+    head_request: bool,
+) -> io::Result<Option<(Response<()>, Framing, bool)>> {
+    loop {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut fields);
+        let len = match parsed.parse(read) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(e) => return Err(invalid(format!("the response head: {e}"))),
+        };
+        let code = parsed.code.unwrap_or(0);
+        let version = parsed.version.unwrap_or(1);
+        if (100..200).contains(&code) {
+            if code == 101 {
+                return Err(invalid("a 101 response to a request that asked no upgrade"));
+            }
+            read.advance(len);
+            continue;
+        }
+        let status = StatusCode::from_u16(code)
+            .map_err(|_| invalid(format!("the response's status {code}")))?;
+        // where each field lies in the head, to share the head's bytes
+        let base = read.as_ptr() as usize;
+        let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+        let count = parsed.headers.len();
+        let mut length = None;
+        let mut transfer = None;
+        let mut close = version == 0;
+        for (span, field) in spans.iter_mut().zip(parsed.headers.iter()) {
+            let name_at = field.name.as_ptr() as usize - base;
+            let value_at = field.value.as_ptr() as usize - base;
+            *span = (name_at, field.name.len(), value_at, field.value.len());
+            let name = field.name.as_bytes();
+            if name.eq_ignore_ascii_case(b"content-length") {
+                content_length(field.value, &mut length)?;
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                // the last coding of the last field is the one that frames
+                let last = field.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
+                transfer = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            } else if name.eq_ignore_ascii_case(b"connection") && has_token(field.value, "close")
+            {
+                close = true;
+            }
+        }
+        let no_body = head_request || code == 204 || code == 304;
+        let framing = match (no_body, transfer, length) {
+            (true, _, _) => Framing::Done,
+            (false, Some(_), Some(_)) => {
+                return Err(invalid(
+                    "the response has both Transfer-Encoding and Content-Length",
+                ))
+            }
+            (false, Some(_), None) if version == 0 => {
+                return Err(invalid("an HTTP/1.0 response with a Transfer-Encoding"))
+            }
+            (false, Some(true), None) => Framing::Chunked(Chunk::Size {
+                value: 0,
+                digits: 0,
+            }),
+            (false, Some(false), None) => Framing::Close,
+            (false, None, Some(0)) => Framing::Done,
+            (false, None, Some(n)) => Framing::Length(n),
+            (false, None, None) => Framing::Close,
+        };
+        let head = read.split_to(len).freeze();
+        let mut headers = HeaderMap::with_capacity(count);
+        for &(name_at, name_len, value_at, value_len) in &spans[..count] {
+            let name = HeaderName::from_bytes(&head[name_at..name_at + name_len])
+                .map_err(|_| invalid("a response field's name"))?;
+            let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
+                .map_err(|_| invalid("a response field's value"))?;
+            headers.append(name, value);
+        }
+        let mut response = Response::new(());
+        *response.status_mut() = status;
+        *response.version_mut() = if version == 0 {
+            Version::HTTP_10
+        } else {
+            Version::HTTP_11
+        };
+        *response.headers_mut() = headers;
+        let keep_alive = !close && framing != Framing::Close;
+        return Ok(Some((response, framing, keep_alive)));
+    }
+}
+
+/// A backend's response body, read from its connection; the connection goes back
+/// to its pool once the body was read to its end (see the module's docs).
+pub(crate) struct H1Body {
+    /// Until the body ends or fails.
+    conn: Option<BackendConn>,
+    framing: Framing,
+    /// Whether the connection may carry another request after this body.
+    reusable: bool,
+    group: Arc<GroupState>,
+    backend: Arc<Backend>,
+}
+
+impl std::fmt::Debug for H1Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("H1Body")
+            .field("framing", &self.framing)
+            .finish_non_exhaustive()
+    }
+}
+
+impl H1Body {
+    /// Once the body is read to its end: the connection back to its pool, when it
+    /// may be reused and its group state still serves; else it closes.
+    fn settle(&mut self) {
+        if self.framing != Framing::Done {
+            return;
+        }
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        if !self.reusable || !conn.read.is_empty() || self.group.retired.load(Ordering::Acquire)
+        {
+            return;
+        }
+        self.backend.pool.put(self.group.serial, conn);
+        // a retirement between the check and the put has purged the pool before
+        // the put: purge again
+        if self.group.retired.load(Ordering::Acquire) {
+            self.backend.pool.purge(self.group.serial);
+        }
+    }
+
+    /// The next part of the body out of the read buffer, if it holds one.
+    fn decode(&mut self) -> io::Result<Option<Bytes>> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(None);
+        };
+        let read = &mut conn.read;
+        loop {
+            if read.is_empty() {
+                return Ok(None);
+            }
+            match &mut self.framing {
+                Framing::Done => return Ok(None),
+                Framing::Close => return Ok(Some(read.split().freeze())),
+                Framing::Length(left) => {
+                    let n = (*left).min(read.len() as u64) as usize;
+                    *left -= n as u64;
+                    if *left == 0 {
+                        self.framing = Framing::Done;
+                    }
+                    return Ok(Some(read.split_to(n).freeze()));
+                }
+                Framing::Chunked(chunk) => {
+                    if let Chunk::Data(left) = chunk {
+                        let n = (*left).min(read.len() as u64) as usize;
+                        *left -= n as u64;
+                        if *left == 0 {
+                            *chunk = Chunk::DataCr;
+                        }
+                        return Ok(Some(read.split_to(n).freeze()));
+                    }
+                    let b = read[0];
+                    read.advance(1);
+                    *chunk = chunk_step(*chunk, b)?;
+                    if *chunk == Chunk::End {
+                        self.framing = Framing::Done;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One byte of a `chunked` body's framing.
+fn chunk_step(chunk: Chunk, b: u8) -> io::Result<Chunk> {
+    let bad = |what: &str| Err(invalid(format!("the response's chunked body: {what}")));
+    Ok(match chunk {
+        Chunk::Size { value, digits } => match b {
+            b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
+                if digits >= 16 {
+                    return bad("a chunk size too large");
+                }
+                let d = (b as char).to_digit(16).unwrap_or(0) as u64;
+                Chunk::Size {
+                    value: (value << 4) | d,
+                    digits: digits + 1,
+                }
+            }
+            _ if digits == 0 => return bad("a chunk size expected"),
+            b'\r' => Chunk::SizeLf { value },
+            b';' | b' ' | b'\t' => Chunk::Ext { value, seen: 0 },
+            _ => return bad("a chunk size expected"),
+        },
+        Chunk::Ext { value, seen } => match b {
+            b'\r' => Chunk::SizeLf { value },
+            b'\n' => return bad("a bare LF in a chunk's extensions"),
+            _ if seen >= MAX_CHUNK_META => return bad("chunk extensions too long"),
+            _ => Chunk::Ext {
+                value,
+                seen: seen + 1,
+            },
+        },
+        Chunk::SizeLf { value } => match b {
+            b'\n' if value == 0 => Chunk::Trailer {
+                seen: 0,
+                line_start: true,
+                cr: false,
+            },
+            b'\n' => Chunk::Data(value),
+            _ => return bad("LF expected after a chunk size"),
+        },
+        Chunk::Data(_) | Chunk::End => unreachable!("data is taken whole, the end is no byte"),
+        Chunk::DataCr => match b {
+            b'\r' => Chunk::DataLf,
+            _ => return bad("CRLF expected after a chunk's data"),
+        },
+        Chunk::DataLf => match b {
+            b'\n' => Chunk::Size {
+                value: 0,
+                digits: 0,
+            },
+            _ => return bad("CRLF expected after a chunk's data"),
+        },
+        Chunk::Trailer {
+            seen,
+            line_start,
+            cr,
+        } => {
+            if seen >= MAX_CHUNK_META {
+                return bad("trailer section too long");
+            }
+            match (b, cr) {
+                (b'\n', true) if line_start => Chunk::End,
+                (b'\n', true) => Chunk::Trailer {
+                    seen: seen + 1,
+                    line_start: true,
+                    cr: false,
+                },
+                (_, true) => return bad("a bare CR in the trailer section"),
+                (b'\r', false) => Chunk::Trailer {
+                    seen: seen + 1,
+                    line_start,
+                    cr: true,
+                },
+                (b'\n', false) => return bad("a bare LF in the trailer section"),
+                _ => Chunk::Trailer {
+                    seen: seen + 1,
+                    line_start: false,
+                    cr: false,
+                },
+            }
+        }
+    })
+}
+
+impl Body for H1Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            match this.decode() {
+                Ok(Some(data)) => {
+                    this.settle();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+            }
+            if this.framing == Framing::Done {
+                this.settle();
+                return Poll::Ready(None);
+            }
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match ready!(conn.poll_fill(cx)) {
+                Ok(0) if this.framing == Framing::Close => {
+                    this.framing = Framing::Done;
+                    this.conn = None;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(early_end(
+                        "the backend closed the connection before the body's end",
+                    )
+                    .into())));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.framing == Framing::Done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Length(n) => SizeHint::with_exact(n),
+            Framing::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+impl Drop for H1Body {
+    fn drop(&mut self) {
+        // a client that stops asking once the length it was told is reached
+        self.settle();
+    }
+}
