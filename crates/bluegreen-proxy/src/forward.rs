@@ -22,6 +22,7 @@ use crate::preview::PreviewPin;
 use crate::stall::StreamProgress;
 use crate::state::{AppState, GroupState, Proxy, Snapshot};
 use crate::stats::Cause;
+use crate::h1::RequestHead;
 use crate::upstream::{Affinity, UpstreamError};
 
 /// The cookie that keeps a client on one group of a weighted split.
@@ -505,30 +506,19 @@ struct Outgoing {
 }
 
 impl Outgoing {
-    /// A request for the shared pool (`absolute`: the URI names the backend) or
-    /// for a connection of the client connection (origin-form URI and a `Host`).
+    /// A request for the shared pool: its URI names the backend.
     fn request(
         &self,
         backend: &Backend,
-        mut headers: HeaderMap,
+        headers: HeaderMap,
         body: UpstreamBody,
-        absolute: bool,
     ) -> Request<UpstreamBody> {
-        let uri = if absolute {
-            Uri::builder()
-                .scheme("http")
-                .authority(backend.authority.clone())
-                .path_and_query(self.path_and_query.clone())
-                .build()
-                .expect("an authority and a path make a URI")
-        } else {
-            if !headers.contains_key(header::HOST) {
-                if let Ok(v) = HeaderValue::from_str(backend.authority.as_str()) {
-                    headers.insert(header::HOST, v);
-                }
-            }
-            Uri::from(self.path_and_query.clone())
-        };
+        let uri = Uri::builder()
+            .scheme("http")
+            .authority(backend.authority.clone())
+            .path_and_query(self.path_and_query.clone())
+            .build()
+            .expect("an authority and a path make a URI");
         let mut request = Request::new(body);
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = uri;
@@ -670,18 +660,19 @@ async fn forward(
             Err(response) => return response,
         };
         let last_try = attempt > 0;
-        let mut headers = if last_try || !(empty_body || slot.is_some()) {
-            std::mem::take(&mut outgoing.headers)
-        } else {
-            outgoing.headers.clone()
-        };
-        if let (Some(name), Some(stamp)) = (&proxy.inner.options.route_header, choice.stamp) {
-            headers.insert(name.clone(), stamp);
-        }
-        let request = outgoing.request(&choice.backend, headers, body, pooled);
         let started = Instant::now();
         let deadline = started + proxy.inner.options.upstream_timeout;
+        let stamp = proxy.inner.options.route_header.as_ref().zip(choice.stamp);
         let result = if pooled {
+            let mut headers = if last_try || !(empty_body || slot.is_some()) {
+                std::mem::take(&mut outgoing.headers)
+            } else {
+                outgoing.headers.clone()
+            };
+            if let Some((name, stamp)) = stamp {
+                headers.insert(name.clone(), stamp);
+            }
+            let request = outgoing.request(&choice.backend, headers, body);
             let watch = watch_backend(&choice.group, &choice.backend, &proxy.inner.epoch, deadline);
             tokio::select! {
                 r = choice.group.client.request(request) => r
@@ -690,10 +681,19 @@ async fn forward(
                 e = watch => Err(e),
             }
         } else {
+            // the request's head is written from the parts, borrowed: nothing is
+            // copied for a later attempt
+            let head = RequestHead {
+                method: &outgoing.method,
+                target: outgoing.path_and_query.as_str(),
+                headers: &outgoing.headers,
+                host: choice.backend.authority.as_str(),
+                extra: stamp.as_ref().map(|(name, value)| (*name, value)),
+            };
             let mut timer = affinity.timer(deadline);
             let watch = watch_driven(&choice.group, &choice.backend, timer.as_mut());
             let result = tokio::select! {
-                r = affinity.send(&choice.group, &choice.backend, request, fresh) => {
+                r = affinity.send(&choice.group, &choice.backend, &head, body, fresh) => {
                     r.map(|r| r.map(FromBackend::Own))
                 }
                 e = watch => Err(e),

@@ -29,6 +29,8 @@
 
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
+use std::ops::Range;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -37,7 +39,7 @@ use std::thread::ThreadId;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Method, Response, StatusCode, Version};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
@@ -63,6 +65,8 @@ pub(crate) struct BackendConn {
     read: BytesMut,
     /// The request head being written; kept for the connection's next request.
     head: Vec<u8>,
+    /// Where a response head's fields lie in it; kept for the next response.
+    spans: Vec<Span>,
     /// The thread whose runtime registered the socket.
     home: ThreadId,
 }
@@ -74,6 +78,7 @@ impl BackendConn {
             io,
             read: BytesMut::new(),
             head: Vec::new(),
+            spans: Vec::new(),
             home: std::thread::current().id(),
         }
     }
@@ -132,6 +137,13 @@ pub(crate) struct ExchangeError {
     pub(crate) silent: bool,
 }
 
+/// Where a field's name and value lie in a response head.
+#[derive(Debug)]
+struct Span {
+    name: Range<usize>,
+    value: Range<usize>,
+}
+
 /// How a message's body is delimited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Framing {
@@ -170,18 +182,33 @@ enum Chunk {
     End,
 }
 
-/// Sends `request` on `conn` and reads the response's head; the response's body
-/// reads the rest from the connection and gives it back to `backend`'s pool for
-/// `group`'s state once read to its end.
+/// A request's head as the request path has it, borrowed: every attempt of a
+/// request writes it again, and nothing of it is copied but into the bytes sent.
+pub(crate) struct RequestHead<'a> {
+    pub(crate) method: &'a Method,
+    /// The origin-form target.
+    pub(crate) target: &'a str,
+    /// The fields to send; a `Transfer-Encoding` among them is not sent (the body
+    /// is framed again).
+    pub(crate) headers: &'a HeaderMap,
+    /// The `Host` to send when `headers` has none.
+    pub(crate) host: &'a str,
+    /// One more field, sent after `headers`.
+    pub(crate) extra: Option<(&'a HeaderName, &'a HeaderValue)>,
+}
+
+/// Sends the request `head` and `body` on `conn` and reads the response's head;
+/// the response's body reads the rest from the connection and gives it back to
+/// `backend`'s pool for `group`'s state once read to its end.
 pub(crate) async fn exchange(
     mut conn: BackendConn,
-    request: Request<UpstreamBody>,
+    head: &RequestHead<'_>,
+    mut body: UpstreamBody,
     group: &Arc<GroupState>,
     backend: &Arc<Backend>,
 ) -> Result<Response<H1Body>, ExchangeError> {
-    let (parts, mut body) = request.into_parts();
-    let head_request = parts.method == Method::HEAD;
-    let mut framing = encode_head(&mut conn.head, &parts, &body);
+    let head_request = *head.method == Method::HEAD;
+    let mut framing = encode_head(&mut conn.head, head, &body);
     let mut head_sent = 0usize;
     // a body frame being written: its chunk-size line, its data, its CRLF
     let mut out: [Bytes; 3] = Default::default();
@@ -280,7 +307,7 @@ pub(crate) async fn exchange(
         loop {
             if !conn.read.is_empty() {
                 received = true;
-                match parse_head(&mut conn.read, head_request)? {
+                match parse_head(&mut conn.read, &mut conn.spans, head_request)? {
                     Some(head) => return Poll::Ready(Ok(head)),
                     None if conn.read.len() > MAX_HEAD => {
                         return Poll::Ready(Err(invalid("the response head is too large")))
@@ -304,14 +331,13 @@ pub(crate) async fn exchange(
     .await;
     match result {
         Ok((response, framing, keep_alive)) => {
-            let body = H1Body {
+            let mut body = H1Body {
                 conn: Some(conn),
                 framing,
                 reusable: keep_alive && sent_whole,
                 group: group.clone(),
                 backend: backend.clone(),
             };
-            let mut body = body;
             body.settle();
             Ok(response.map(|()| body))
         }
@@ -331,36 +357,48 @@ fn advance(out: &mut [Bytes; 3], mut n: usize) {
     }
 }
 
-/// Writes the request line and fields into `head`; returns the body's framing.
-fn encode_head(head: &mut Vec<u8>, parts: &http::request::Parts, body: &UpstreamBody) -> Framing {
+/// Writes the request line and fields of `request` into `head`; returns the
+/// body's framing.
+fn encode_head(head: &mut Vec<u8>, request: &RequestHead<'_>, body: &UpstreamBody) -> Framing {
+    fn field(head: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+        head.extend_from_slice(name);
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value);
+        head.extend_from_slice(b"\r\n");
+    }
     head.clear();
-    head.extend_from_slice(parts.method.as_str().as_bytes());
+    head.extend_from_slice(request.method.as_str().as_bytes());
     head.push(b' ');
-    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    head.extend_from_slice(target.as_bytes());
+    head.extend_from_slice(request.target.as_bytes());
     head.extend_from_slice(b" HTTP/1.1\r\n");
     let mut length = None;
-    for (name, value) in &parts.headers {
+    let mut host = false;
+    for (name, value) in request.headers {
         if name == header::TRANSFER_ENCODING {
             continue;
         }
-        if name == header::CONTENT_LENGTH {
+        if name == header::HOST {
+            host = true;
+        } else if name == header::CONTENT_LENGTH {
             length = value.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok());
         }
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
+        field(head, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if !host {
+        field(head, b"host", request.host.as_bytes());
+    }
+    if let Some((name, value)) = request.extra {
+        field(head, name.as_str().as_bytes(), value.as_bytes());
     }
     let framing = if body.is_end_stream() {
         Framing::Done
     } else if let Some(n) = length.or_else(|| body.size_hint().exact()) {
         if length.is_none() {
-            head.extend_from_slice(format!("content-length: {n}\r\n").as_bytes());
+            field(head, b"content-length", n.to_string().as_bytes());
         }
         Framing::Length(n)
     } else {
-        head.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        field(head, b"transfer-encoding", b"chunked");
         Framing::Chunked(Chunk::Size {
             value: 0,
             digits: 0,
@@ -404,12 +442,18 @@ fn content_length(value: &[u8], length: &mut Option<u64>) -> io::Result<()> {
 #[allow(clippy::type_complexity)]
 fn parse_head(
     read: &mut BytesMut,
+    spans: &mut Vec<Span>,
     head_request: bool,
 ) -> io::Result<Option<(Response<()>, Framing, bool)>> {
     loop {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut parsed = httparse::Response::new(&mut fields);
-        let len = match parsed.parse(read) {
+        let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut []);
+        let parsing = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut parsed,
+            read,
+            &mut fields,
+        );
+        let len = match parsing {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(e) => return Err(invalid(format!("the response head: {e}"))),
@@ -427,15 +471,17 @@ fn parse_head(
             .map_err(|_| invalid(format!("the response's status {code}")))?;
         // where each field lies in the head, to share the head's bytes
         let base = read.as_ptr() as usize;
-        let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
-        let count = parsed.headers.len();
+        spans.clear();
         let mut length = None;
         let mut transfer = None;
         let mut close = version == 0;
-        for (span, field) in spans.iter_mut().zip(parsed.headers.iter()) {
+        for field in parsed.headers.iter() {
             let name_at = field.name.as_ptr() as usize - base;
             let value_at = field.value.as_ptr() as usize - base;
-            *span = (name_at, field.name.len(), value_at, field.value.len());
+            spans.push(Span {
+                name: name_at..name_at + field.name.len(),
+                value: value_at..value_at + field.value.len(),
+            });
             let name = field.name.as_bytes();
             if name.eq_ignore_ascii_case(b"content-length") {
                 content_length(field.value, &mut length)?;
@@ -469,11 +515,11 @@ fn parse_head(
             (false, None, None) => Framing::Close,
         };
         let head = read.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(count);
-        for &(name_at, name_len, value_at, value_len) in &spans[..count] {
-            let name = HeaderName::from_bytes(&head[name_at..name_at + name_len])
+        let mut headers = HeaderMap::with_capacity(spans.len());
+        for span in spans.iter() {
+            let name = HeaderName::from_bytes(&head[span.name.clone()])
                 .map_err(|_| invalid("a response field's name"))?;
-            let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
+            let value = HeaderValue::from_maybe_shared(head.slice(span.value.clone()))
                 .map_err(|_| invalid("a response field's value"))?;
             headers.append(name, value);
         }
@@ -531,43 +577,41 @@ impl H1Body {
             self.backend.pool.purge(self.group.serial);
         }
     }
+}
 
-    /// The next part of the body out of the read buffer, if it holds one.
-    fn decode(&mut self) -> io::Result<Option<Bytes>> {
-        let Some(conn) = self.conn.as_mut() else {
+/// The next part of a body framed by `framing` out of `read`, if it holds one;
+/// `framing` becomes [`Framing::Done`] at the body's end (the bytes after it stay
+/// in `read`).
+fn decode(framing: &mut Framing, read: &mut BytesMut) -> io::Result<Option<Bytes>> {
+    loop {
+        if read.is_empty() {
             return Ok(None);
-        };
-        let read = &mut conn.read;
-        loop {
-            if read.is_empty() {
-                return Ok(None);
+        }
+        match framing {
+            Framing::Done => return Ok(None),
+            Framing::Close => return Ok(Some(read.split().freeze())),
+            Framing::Length(left) => {
+                let n = (*left).min(read.len() as u64) as usize;
+                *left -= n as u64;
+                if *left == 0 {
+                    *framing = Framing::Done;
+                }
+                return Ok(Some(read.split_to(n).freeze()));
             }
-            match &mut self.framing {
-                Framing::Done => return Ok(None),
-                Framing::Close => return Ok(Some(read.split().freeze())),
-                Framing::Length(left) => {
+            Framing::Chunked(chunk) => {
+                if let Chunk::Data(left) = chunk {
                     let n = (*left).min(read.len() as u64) as usize;
                     *left -= n as u64;
                     if *left == 0 {
-                        self.framing = Framing::Done;
+                        *chunk = Chunk::DataCr;
                     }
                     return Ok(Some(read.split_to(n).freeze()));
                 }
-                Framing::Chunked(chunk) => {
-                    if let Chunk::Data(left) = chunk {
-                        let n = (*left).min(read.len() as u64) as usize;
-                        *left -= n as u64;
-                        if *left == 0 {
-                            *chunk = Chunk::DataCr;
-                        }
-                        return Ok(Some(read.split_to(n).freeze()));
-                    }
-                    let b = read[0];
-                    read.advance(1);
-                    *chunk = chunk_step(*chunk, b)?;
-                    if *chunk == Chunk::End {
-                        self.framing = Framing::Done;
-                    }
+                let b = read[0];
+                read.advance(1);
+                *chunk = chunk_step(*chunk, b)?;
+                if *chunk == Chunk::End {
+                    *framing = Framing::Done;
                 }
             }
         }
@@ -666,7 +710,11 @@ impl Body for H1Body {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         loop {
-            match this.decode() {
+            let decoded = match this.conn.as_mut() {
+                Some(conn) => decode(&mut this.framing, &mut conn.read),
+                None => Ok(None),
+            };
+            match decoded {
                 Ok(Some(data)) => {
                     this.settle();
                     return Poll::Ready(Some(Ok(Frame::data(data))));
@@ -723,5 +771,229 @@ impl Drop for H1Body {
     fn drop(&mut self) {
         // a client that stops asking once the length it was told is reached
         self.settle();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `wire` to the decoder in pieces of the sizes `rng` draws; returns the
+    /// body, what was left after its end, and whether the decoder reached the end.
+    fn feed(
+        framing: &mut Framing,
+        wire: &[u8],
+        rng: &mut fastrand::Rng,
+    ) -> io::Result<(Vec<u8>, Vec<u8>)> {
+        let mut read = BytesMut::new();
+        let mut body = Vec::new();
+        let mut at = 0;
+        while at < wire.len() {
+            let n = rng.usize(1..=(wire.len() - at).min(64));
+            read.extend_from_slice(&wire[at..at + n]);
+            at += n;
+            while let Some(part) = decode(framing, &mut read)? {
+                assert!(!part.is_empty(), "an empty part");
+                body.extend_from_slice(&part);
+            }
+        }
+        Ok((body, read.to_vec()))
+    }
+
+    fn chunked(body: &[u8], rng: &mut fastrand::Rng) -> Vec<u8> {
+        let mut wire = Vec::new();
+        let mut at = 0;
+        while at < body.len() {
+            let n = rng.usize(1..=(body.len() - at).min(300));
+            let size = match rng.u8(0..3) {
+                0 => format!("{n:x}"),
+                1 => format!("{n:X}"),
+                _ => format!("{n:08x}"),
+            };
+            wire.extend_from_slice(size.as_bytes());
+            if rng.u8(0..4) == 0 {
+                wire.extend_from_slice(b";name=\"va;lue\"");
+            }
+            wire.extend_from_slice(b"\r\n");
+            wire.extend_from_slice(&body[at..at + n]);
+            wire.extend_from_slice(b"\r\n");
+            at += n;
+        }
+        wire.extend_from_slice(b"0\r\n");
+        if rng.bool() {
+            wire.extend_from_slice(b"x-checksum: 1\r\nx-more: two\r\n");
+        }
+        wire.extend_from_slice(b"\r\n");
+        wire
+    }
+
+    /// Any body, however it is chunked and however its bytes arrive, decodes to
+    /// itself and stops at its end, leaving what follows.
+    #[test]
+    fn bodies_decode_whole_in_any_pieces() {
+        for seed in 0..400 {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let body: Vec<u8> = (0..rng.usize(0..3000)).map(|_| rng.u8(..)).collect();
+            let after: &[u8] = if rng.bool() { b"HTTP/1.1 200 OK\r\n" } else { b"" };
+            let (mut framing, mut wire) = if rng.bool() {
+                (
+                    Framing::Chunked(Chunk::Size {
+                        value: 0,
+                        digits: 0,
+                    }),
+                    chunked(&body, &mut rng),
+                )
+            } else if body.is_empty() {
+                continue;
+            } else {
+                (Framing::Length(body.len() as u64), body.clone())
+            };
+            wire.extend_from_slice(after);
+            let (got, left) = feed(&mut framing, &wire, &mut rng).unwrap();
+            assert_eq!(got, body, "seed {seed}");
+            assert_eq!(framing, Framing::Done, "seed {seed}");
+            assert_eq!(left, after, "seed {seed}");
+        }
+    }
+
+    /// A body cut anywhere before its end is not at its end.
+    #[test]
+    fn a_body_cut_short_is_not_done() {
+        for seed in 0..200 {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let body: Vec<u8> = (0..rng.usize(1..2000)).map(|_| rng.u8(..)).collect();
+            let (mut framing, wire) = if rng.bool() {
+                let f = Framing::Chunked(Chunk::Size {
+                    value: 0,
+                    digits: 0,
+                });
+                (f, chunked(&body, &mut rng))
+            } else {
+                (Framing::Length(body.len() as u64), body.clone())
+            };
+            let cut = rng.usize(0..wire.len());
+            let result = feed(&mut framing, &wire[..cut], &mut rng);
+            assert!(result.is_ok(), "seed {seed}: {result:?}");
+            assert_ne!(framing, Framing::Done, "seed {seed}: cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn malformed_chunked_bodies_are_errors() {
+        let cases: &[&[u8]] = &[
+            b"zz\r\n",
+            b"\r\n",
+            b"5\nhello\r\n0\r\n\r\n",
+            b"5\r\nhelloXY0\r\n\r\n",
+            b"11111111111111111\r\n",
+            b"5;ext\nhello",
+            b"0\r\nx: 1\n\r\n",
+            b"0\r\n\rX",
+            b"-5\r\nhello\r\n",
+            b"+5\r\nhello\r\n",
+        ];
+        let mut rng = fastrand::Rng::with_seed(7);
+        for wire in cases {
+            let mut framing = Framing::Chunked(Chunk::Size {
+                value: 0,
+                digits: 0,
+            });
+            let result = feed(&mut framing, wire, &mut rng);
+            assert!(
+                result.is_err(),
+                "{:?} was accepted: {result:?}",
+                String::from_utf8_lossy(wire)
+            );
+        }
+    }
+
+    fn head(text: &str, head_request: bool) -> io::Result<Option<(Response<()>, Framing, bool)>> {
+        let mut read = BytesMut::from(text.as_bytes());
+        parse_head(&mut read, &mut Vec::new(), head_request)
+    }
+
+    fn framing_of(text: &str) -> (Framing, bool) {
+        let (_, framing, keep) = head(text, false).unwrap().unwrap();
+        (framing, keep)
+    }
+
+    #[test]
+    fn response_framing_follows_rfc_9112() {
+        let chunked = Framing::Chunked(Chunk::Size {
+            value: 0,
+            digits: 0,
+        });
+        assert_eq!(
+            framing_of("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"),
+            (Framing::Length(5), true)
+        );
+        assert_eq!(
+            framing_of("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n"),
+            (Framing::Length(5), true)
+        );
+        assert_eq!(
+            framing_of("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            (chunked, true)
+        );
+        assert_eq!(
+            framing_of("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
+            (Framing::Close, false)
+        );
+        assert_eq!(framing_of("HTTP/1.1 200 OK\r\n\r\n"), (Framing::Close, false));
+        assert_eq!(
+            framing_of("HTTP/1.1 204 No Content\r\ncontent-length: 9\r\n\r\n"),
+            (Framing::Done, true)
+        );
+        assert_eq!(
+            framing_of("HTTP/1.1 304 Not Modified\r\ntransfer-encoding: chunked\r\n\r\n"),
+            (Framing::Done, true)
+        );
+        assert_eq!(
+            framing_of("HTTP/1.1 200 OK\r\nconnection: keep-alive, Close\r\ncontent-length: 1\r\n\r\n"),
+            (Framing::Length(1), false)
+        );
+        assert_eq!(
+            framing_of("HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 1\r\n\r\n"),
+            (Framing::Length(1), false)
+        );
+        let (response, framing, _) = head("HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n", true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(framing, Framing::Done, "a response to HEAD has no body");
+        assert_eq!(response.headers()["content-length"], "7");
+        // informational responses are skipped
+        let (response, framing, _) = head(
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(response.status(), 201);
+        assert_eq!(framing, Framing::Done);
+        assert!(response.headers().get("link").is_none());
+        // incomplete
+        assert!(head("HTTP/1.1 200 OK\r\ncontent-len", false).unwrap().is_none());
+    }
+
+    #[test]
+    fn ambiguous_or_broken_response_heads_are_errors() {
+        for text in [
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 5, 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: -5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: \r\n\r\n",
+            "HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nbad name: 1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nfolded: a\r\n b\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nx: a\rb\r\n\r\n",
+            "garbage\r\n\r\n",
+            "HTTP/1.1 2000 OK\r\n\r\n",
+        ] {
+            assert!(head(text, false).is_err(), "{text:?} was accepted");
+        }
     }
 }

@@ -25,14 +25,14 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::Response;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 use crate::backend::Backend;
 use crate::body::UpstreamBody;
-use crate::h1::{self, BackendConn, H1Body};
+use crate::h1::{self, BackendConn, H1Body, RequestHead};
 use crate::state::GroupState;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -145,21 +145,22 @@ impl Affinity {
         Ok(BackendConn::new(stream))
     }
 
-    /// Sends `request` to `backend` of `group` on an idle pooled connection, or
-    /// on a new one when there is none (or `fresh`). A request on a pooled
-    /// connection that failed before any byte of a response came fails with
-    /// [`UpstreamError::Stale`]: the caller may send it again, on a fresh
-    /// connection, when that is safe.
+    /// Sends the request `head` and `body` to `backend` of `group` on an idle
+    /// pooled connection, or on a new one when there is none (or `fresh`). A
+    /// request on a pooled connection that failed before any byte of a response
+    /// came fails with [`UpstreamError::Stale`]: the caller may send it again, on
+    /// a fresh connection, when that is safe.
     pub(crate) async fn send(
         &self,
         group: &Arc<GroupState>,
         backend: &Arc<Backend>,
-        request: Request<UpstreamBody>,
+        head: &RequestHead<'_>,
+        body: UpstreamBody,
         fresh: bool,
     ) -> Result<Response<H1Body>, UpstreamError> {
         if !fresh && !group.retired.load(Ordering::Acquire) {
             if let Some(conn) = backend.pool.take(group.serial) {
-                return h1::exchange(conn, request, group, backend)
+                return h1::exchange(conn, head, body, group, backend)
                     .await
                     .map_err(|e| match e.silent {
                         true => UpstreamError::Stale(e.error),
@@ -168,7 +169,7 @@ impl Affinity {
             }
         }
         let conn = Self::connect(backend).await?;
-        h1::exchange(conn, request, group, backend)
+        h1::exchange(conn, head, body, group, backend)
             .await
             .map_err(|e| UpstreamError::Exchange(e.error))
     }
