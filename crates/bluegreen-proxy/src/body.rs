@@ -14,9 +14,9 @@ use tokio::time::{Instant, Sleep};
 use crate::backend::Epoch;
 use crate::conn::ActiveGuard;
 use crate::drain::DrainTimeout;
+use crate::h1::H1Body;
 use crate::stall::StreamProgress;
 use crate::state::GroupState;
-use crate::h1::H1Body;
 
 /// The client's request body, shared between the attempts of one request: left
 /// here until its first read (so that a request whose body was never sent can go
@@ -264,7 +264,11 @@ pub(crate) struct BackendBody {
 
 impl BackendBody {
     /// `body` from `group`; `epoch` when the body's connection is the shared pool's.
-    pub(crate) fn new(body: FromBackend, group: Arc<GroupState>, epoch: Option<Arc<Epoch>>) -> Self {
+    pub(crate) fn new(
+        body: FromBackend,
+        group: Arc<GroupState>,
+        epoch: Option<Arc<Epoch>>,
+    ) -> Self {
         BackendBody {
             body,
             group,

@@ -16,13 +16,13 @@ use tokio::time::Instant;
 use crate::backend::Backend;
 use crate::body::{BackendBody, ClientBody, ClientFault, FromBackend, ProxyBody, UpstreamBody};
 use crate::conn::Activity;
+use crate::h1::RequestHead;
 use crate::options::{IpNetwork, ProxyOptions};
 use crate::pin;
 use crate::preview::PreviewPin;
 use crate::stall::StreamProgress;
 use crate::state::{AppState, GroupState, Proxy, Snapshot};
 use crate::stats::Cause;
-use crate::h1::RequestHead;
 use crate::upstream::{Affinity, UpstreamError};
 
 /// The cookie that keeps a client on one group of a weighted split.

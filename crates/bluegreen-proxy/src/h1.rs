@@ -161,11 +161,19 @@ enum Framing {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Chunk {
     /// Reading the size's hex digits: the value so far and how many digits.
-    Size { value: u64, digits: u8 },
+    Size {
+        value: u64,
+        digits: u8,
+    },
     /// Skipping extensions, this many bytes so far.
-    Ext { value: u64, seen: usize },
+    Ext {
+        value: u64,
+        seen: usize,
+    },
     /// After the size line's CR.
-    SizeLf { value: u64 },
+    SizeLf {
+        value: u64,
+    },
     /// This many bytes of data left in the chunk.
     Data(u64),
     /// After a chunk's data: its CR, then its LF.
@@ -380,7 +388,10 @@ fn encode_head(head: &mut Vec<u8>, request: &RequestHead<'_>, body: &UpstreamBod
         if name == header::HOST {
             host = true;
         } else if name == header::CONTENT_LENGTH {
-            length = value.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok());
+            length = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok());
         }
         field(head, name.as_str().as_bytes(), value.as_bytes());
     }
@@ -467,6 +478,11 @@ fn parse_head(
             read.advance(len);
             continue;
         }
+        // a bare LF ends a line for httparse: a value with one would reach the
+        // client as two fields (RFC 9112 section 2.2 lets a recipient refuse it)
+        if memchr::memchr_iter(b'\n', &read[..len]).any(|i| i == 0 || read[i - 1] != b'\r') {
+            return Err(invalid("a bare LF in the response head"));
+        }
         let status = StatusCode::from_u16(code)
             .map_err(|_| invalid(format!("the response's status {code}")))?;
         // where each field lies in the head, to share the head's bytes
@@ -474,6 +490,7 @@ fn parse_head(
         spans.clear();
         let mut length = None;
         let mut transfer = None;
+        // HTTP/1.0 keeps a connection only when asked to; HTTP/1.1 unless told not to
         let mut close = version == 0;
         for field in parsed.headers.iter() {
             let name_at = field.name.as_ptr() as usize - base;
@@ -489,9 +506,12 @@ fn parse_head(
                 // the last coding of the last field is the one that frames
                 let last = field.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
                 transfer = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            } else if name.eq_ignore_ascii_case(b"connection") && has_token(field.value, "close")
-            {
-                close = true;
+            } else if name.eq_ignore_ascii_case(b"connection") {
+                if has_token(field.value, "close") {
+                    close = true;
+                } else if version == 0 && has_token(field.value, "keep-alive") {
+                    close = false;
+                }
             }
         }
         let no_body = head_request || code == 204 || code == 304;
@@ -525,11 +545,8 @@ fn parse_head(
         }
         let mut response = Response::new(());
         *response.status_mut() = status;
-        *response.version_mut() = if version == 0 {
-            Version::HTTP_10
-        } else {
-            Version::HTTP_11
-        };
+        // the proxy answers with its own version (RFC 9110 section 2.5)
+        *response.version_mut() = Version::HTTP_11;
         *response.headers_mut() = headers;
         let keep_alive = !close && framing != Framing::Close;
         return Ok(Some((response, framing, keep_alive)));
@@ -566,8 +583,7 @@ impl H1Body {
         let Some(conn) = self.conn.take() else {
             return;
         };
-        if !self.reusable || !conn.read.is_empty() || self.group.retired.load(Ordering::Acquire)
-        {
+        if !self.reusable || !conn.read.is_empty() || self.group.retired.load(Ordering::Acquire) {
             return;
         }
         self.backend.pool.put(self.group.serial, conn);
@@ -834,7 +850,11 @@ mod tests {
         for seed in 0..400 {
             let mut rng = fastrand::Rng::with_seed(seed);
             let body: Vec<u8> = (0..rng.usize(0..3000)).map(|_| rng.u8(..)).collect();
-            let after: &[u8] = if rng.bool() { b"HTTP/1.1 200 OK\r\n" } else { b"" };
+            let after: &[u8] = if rng.bool() {
+                b"HTTP/1.1 200 OK\r\n"
+            } else {
+                b""
+            };
             let (mut framing, mut wire) = if rng.bool() {
                 (
                     Framing::Chunked(Chunk::Size {
@@ -939,7 +959,10 @@ mod tests {
             framing_of("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
             (Framing::Close, false)
         );
-        assert_eq!(framing_of("HTTP/1.1 200 OK\r\n\r\n"), (Framing::Close, false));
+        assert_eq!(
+            framing_of("HTTP/1.1 200 OK\r\n\r\n"),
+            (Framing::Close, false)
+        );
         assert_eq!(
             framing_of("HTTP/1.1 204 No Content\r\ncontent-length: 9\r\n\r\n"),
             (Framing::Done, true)
@@ -949,12 +972,18 @@ mod tests {
             (Framing::Done, true)
         );
         assert_eq!(
-            framing_of("HTTP/1.1 200 OK\r\nconnection: keep-alive, Close\r\ncontent-length: 1\r\n\r\n"),
+            framing_of(
+                "HTTP/1.1 200 OK\r\nconnection: keep-alive, Close\r\ncontent-length: 1\r\n\r\n"
+            ),
+            (Framing::Length(1), false)
+        );
+        assert_eq!(
+            framing_of("HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n"),
             (Framing::Length(1), false)
         );
         assert_eq!(
             framing_of("HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 1\r\n\r\n"),
-            (Framing::Length(1), false)
+            (Framing::Length(1), true)
         );
         let (response, framing, _) = head("HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n", true)
             .unwrap()
@@ -972,7 +1001,9 @@ mod tests {
         assert_eq!(framing, Framing::Done);
         assert!(response.headers().get("link").is_none());
         // incomplete
-        assert!(head("HTTP/1.1 200 OK\r\ncontent-len", false).unwrap().is_none());
+        assert!(head("HTTP/1.1 200 OK\r\ncontent-len", false)
+            .unwrap()
+            .is_none());
     }
 
     #[test]
@@ -990,6 +1021,9 @@ mod tests {
             "HTTP/1.1 200 OK\r\nbad name: 1\r\n\r\n",
             "HTTP/1.1 200 OK\r\nfolded: a\r\n b\r\n\r\n",
             "HTTP/1.1 200 OK\r\nx: a\rb\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nx: a\nset-cookie: b=1\r\n\r\n",
+            "HTTP/1.1 200 OK\nx: a\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nx: a\r\n\n",
             "garbage\r\n\r\n",
             "HTTP/1.1 2000 OK\r\n\r\n",
         ] {

@@ -645,7 +645,6 @@ async fn http10_responses_are_reused_only_with_keep_alive() {
 }
 
 #[tokio::test]
-#[ignore = "defect: an HTTP/1.0 backend's status line reaches the HTTP/1.1 client as `HTTP/1.0 200 OK` (RFC 9110 2.5: an intermediary sends its own version)"]
 async fn the_client_gets_the_proxys_http_version_from_an_http10_backend() {
     let backend = Scripted::always(
         b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello",
@@ -783,31 +782,29 @@ async fn bytes_after_a_response_never_answer_another_request() {
 }
 
 #[tokio::test]
-#[ignore = "defect: the backend's Content-Length is forwarded next to a chunked body, and the client gets `hel` with content-length: 3, a truncated body that looks complete"]
-async fn content_length_with_transfer_encoding_is_not_framed_by_the_length() {
-    let backend = Scripted::always(
-        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n\
-          5\r\nhello\r\n0\r\n\r\n",
-        After::KeepOpen,
-    )
-    .await;
-    let proxy = proxy_to(&backend).await;
-    let mut client = Client::connect(&proxy).await;
-    let reply = client.get("/").await;
-    assert_eq!(reply.status, 200, "{reply:?}");
-    assert!(reply.complete, "{reply:?}");
-    assert_eq!(reply.text(), "hello", "{reply:?}");
-    assert!(
-        field(&reply.head, "content-length").is_none() || !is_chunked(&reply.head),
-        "both framings reached the client: {reply:?}"
-    );
-    // the next exchange is clean
-    let reply = client.get("/").await;
-    assert_eq!(
-        (reply.status, reply.text().as_str()),
-        (200, "hello"),
-        "{reply:?}"
-    );
+async fn content_length_with_transfer_encoding_is_502() {
+    // RFC 9112 section 6.3: such a message "ought to be handled as an error";
+    // forwarding it by either framing could split responses
+    for response in [
+        &b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5\r\nhello\r\n0\r\n\r\n"[..],
+        &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 30\r\n\r\n\
+          5\r\nhello\r\n0\r\n\r\n"[..],
+        &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 5\r\n\r\nhello"[..],
+    ] {
+        let backend = Scripted::always(response, After::KeepOpen).await;
+        let proxy = proxy_to(&backend).await;
+        let mut client = Client::connect(&proxy).await;
+        let reply = client.get("/").await;
+        assert_eq!(reply.status, 502, "{reply:?}");
+        assert!(!reply.head.contains("hello"), "{reply:?}");
+        // the client's connection goes on, on a new backend connection (a GET
+        // that failed is tried once more: two tries a request)
+        let reply = client.get("/").await;
+        assert_eq!(reply.status, 502, "{reply:?}");
+        assert_eq!(backend.connections(), 4);
+        backend.assert_one_request_per_connection();
+    }
 }
 
 #[tokio::test]
@@ -928,8 +925,10 @@ async fn assert_cut_then_closed(response: &[u8]) {
         let proxy = proxy_to(&backend).await;
         let mut client = Client::connect(&proxy).await;
         let reply = client.get("/").await;
+        // a 502, a response visibly cut, or no response at all (the proxy closed
+        // the connection before its head left): never a body that looks whole
         assert!(
-            reply.status == 502 || (reply.status == 200 && !reply.complete),
+            reply.status == 502 || reply.status == 0 || (reply.status == 200 && !reply.complete),
             "{after:?}: a cut body looked complete: {reply:?}"
         );
         assert!(client.closed().await, "the client connection went on");
@@ -1625,9 +1624,12 @@ async fn a_101_to_a_request_without_upgrade_is_not_tunnelled() {
     let mut client = Client::connect(&proxy).await;
     let reply = client.get("/").await;
     assert!(matches!(reply.status, 101 | 502), "{reply:?}");
-    // no tunnelled byte reaches the client, and its bytes no backend
+    // no tunnelled byte reaches the client, and its bytes no backend; after a
+    // 101 the client connection closes, after a 502 it may go on
     let _ = client.wire.send(b"client bytes").await;
-    assert!(client.closed().await, "the client connection went on");
+    if reply.status == 101 {
+        assert!(client.closed().await, "the client connection went on");
+    }
     assert!(!client.wire.taken.windows(7).any(|w| w == b"tunnel?"));
     let _ = get_once(&proxy, "/").await;
     let after = after.lock().unwrap().clone();
@@ -1636,7 +1638,11 @@ async fn a_101_to_a_request_without_upgrade_is_not_tunnelled() {
         "{:?}",
         String::from_utf8_lossy(&after)
     );
-    assert_eq!(backend.seen().len(), 2);
+    // each GET is tried at most twice (a failed idempotent request goes again,
+    // once), each try on a connection of its own
+    let seen = backend.seen().len();
+    assert!((2..=4).contains(&seen), "{seen} requests seen");
+    backend.assert_one_request_per_connection();
 }
 
 // ---------------------------------------------------------------------------
@@ -1677,7 +1683,6 @@ async fn a_bare_cr_in_a_field_value_never_splits_it() {
 }
 
 #[tokio::test]
-#[ignore = "defect: a bare LF in a backend's field value ends the field: `X-A: one\\nSet-Cookie: evil=1` reaches the client as a separate set-cookie field"]
 async fn a_bare_lf_in_a_field_value_never_splits_it() {
     assert_not_split(
         b"HTTP/1.1 200 OK\r\nX-A: one\nSet-Cookie: evil=1\r\nContent-Length: 2\r\n\r\nok",
