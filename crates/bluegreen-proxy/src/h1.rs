@@ -27,7 +27,7 @@
 //!   protocol, `UnexpectedEof` for a connection that ended too early. A body cut
 //!   short ends with an error, never as if whole.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -41,7 +41,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
 use hyper::body::{Body, Frame, SizeHint};
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::backend::Backend;
@@ -104,19 +104,16 @@ impl BackendConn {
     }
 
     /// Reads what the socket has into the read buffer: `Ok(0)` at its end.
+    ///
+    /// Through tokio's own read, which forgets the socket's readiness after a
+    /// read that did not fill the room it had: the next read, and the check of
+    /// an idle connection, then wait for the runtime to see the socket readable
+    /// rather than ask the kernel for bytes that are not there.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        loop {
-            if self.read.capacity() - self.read.len() < READ_ROOM / 4 {
-                self.read.reserve(READ_ROOM);
-            }
-            match self.io.try_read_buf(&mut self.read) {
-                Ok(n) => return Poll::Ready(Ok(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    ready!(self.io.poll_read_ready(cx))?;
-                }
-                Err(e) => return Poll::Ready(Err(e)),
-            }
+        if self.read.capacity() - self.read.len() < READ_ROOM / 4 {
+            self.read.reserve(READ_ROOM);
         }
+        std::pin::pin!(self.io.read_buf(&mut self.read)).poll(cx)
     }
 }
 
