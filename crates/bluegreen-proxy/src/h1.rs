@@ -157,10 +157,11 @@ enum Framing {
 /// Where a `chunked` decoder is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Chunk {
-    /// Reading the size's hex digits: the value so far and how many digits.
+    /// Reading the size's hex digits: the value so far and how many digits
+    /// (leading zeros included).
     Size {
         value: u64,
-        digits: u8,
+        digits: usize,
     },
     /// Skipping extensions, this many bytes so far.
     Ext {
@@ -425,15 +426,23 @@ fn has_token(value: &[u8], token: &str) -> bool {
 
 /// The length of a message's `Content-Length` copies, which must agree.
 fn content_length(value: &[u8], length: &mut Option<u64>) -> io::Result<()> {
+    let not_a_length = || invalid("the response's Content-Length is not a length");
     for part in value.split(|&b| b == b',') {
         let part = part.trim_ascii();
-        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
-            return Err(invalid("the response's Content-Length is not a length"));
+        if part.is_empty() {
+            return Err(not_a_length());
         }
-        let n: u64 = std::str::from_utf8(part)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| invalid("the response's Content-Length is not a length"))?;
+        // any number of digits (leading zeros included), a value that fits
+        let mut n: u64 = 0;
+        for &b in part {
+            if !b.is_ascii_digit() {
+                return Err(not_a_length());
+            }
+            n = n
+                .checked_mul(10)
+                .and_then(|n| n.checked_add(u64::from(b - b'0')))
+                .ok_or_else(not_a_length)?;
+        }
         match *length {
             Some(m) if m != n => {
                 return Err(invalid("the response's Content-Length copies disagree"))
@@ -462,6 +471,9 @@ fn parse_head(
             &mut fields,
         );
         let len = match parsing {
+            Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => {
+                return Err(invalid("the response head is too large"))
+            }
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(e) => return Err(invalid(format!("the response head: {e}"))),
@@ -480,12 +492,17 @@ fn parse_head(
         if memchr::memchr_iter(b'\n', &read[..len]).any(|i| i == 0 || read[i - 1] != b'\r') {
             return Err(invalid("a bare LF in the response head"));
         }
+        // RFC 9110 section 15: a status outside 100..=599 is invalid
         let status = StatusCode::from_u16(code)
-            .map_err(|_| invalid(format!("the response's status {code}")))?;
+            .ok()
+            .filter(|_| code <= 599)
+            .ok_or_else(|| invalid(format!("the response's status {code}")))?;
         // where each field lies in the head, to share the head's bytes
         let base = read.as_ptr() as usize;
         spans.clear();
         let mut length = None;
+        let mut lengths = 0usize;
+        let mut plain_length = true;
         let mut transfer = None;
         // HTTP/1.0 keeps a connection only when asked to; HTTP/1.1 unless told not to
         let mut close = version == 0;
@@ -499,6 +516,13 @@ fn parse_head(
             let name = field.name.as_bytes();
             if name.eq_ignore_ascii_case(b"content-length") {
                 content_length(field.value, &mut length)?;
+                // forwarded as it came only when it is one field of plain digits
+                lengths += 1;
+                let v = field.value;
+                plain_length = lengths == 1
+                    && !v.is_empty()
+                    && v.iter().all(u8::is_ascii_digit)
+                    && (v.len() == 1 || v[0] != b'0');
             } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
                 // the last coding of the last field is the one that frames
                 let last = field.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
@@ -536,9 +560,18 @@ fn parse_head(
         for span in spans.iter() {
             let name = HeaderName::from_bytes(&head[span.name.clone()])
                 .map_err(|_| invalid("a response field's name"))?;
+            if name == header::CONTENT_LENGTH && !plain_length {
+                // written once below, as one value
+                continue;
+            }
             let value = HeaderValue::from_maybe_shared(head.slice(span.value.clone()))
                 .map_err(|_| invalid("a response field's value"))?;
             headers.append(name, value);
+        }
+        if let (false, Some(n)) = (plain_length, length) {
+            // copies, a list or leading zeros: one value, as RFC 9110 section 8.6
+            // asks of a recipient that forwards the message
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
         }
         let mut response = Response::new(());
         *response.status_mut() = status;
@@ -637,8 +670,12 @@ fn chunk_step(chunk: Chunk, b: u8) -> io::Result<Chunk> {
     Ok(match chunk {
         Chunk::Size { value, digits } => match b {
             b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
-                if digits >= 16 {
+                // leading zeros are allowed, up to the bound on the line
+                if value > u64::MAX >> 4 {
                     return bad("a chunk size too large");
+                }
+                if digits >= MAX_CHUNK_META {
+                    return bad("a chunk size line too long");
                 }
                 let d = (b as char).to_digit(16).unwrap_or(0) as u64;
                 Chunk::Size {
@@ -1023,6 +1060,8 @@ mod tests {
             "HTTP/1.1 200 OK\r\nx: a\r\n\n",
             "garbage\r\n\r\n",
             "HTTP/1.1 2000 OK\r\n\r\n",
+            "HTTP/1.1 600 Beyond\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 18446744073709551616\r\n\r\n",
         ] {
             assert!(head(text, false).is_err(), "{text:?} was accepted");
         }

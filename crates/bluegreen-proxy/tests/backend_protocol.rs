@@ -566,7 +566,10 @@ async fn a_chunked_body_with_extensions_and_trailers_arrives_exactly() {
     // trailers are dropped, even for a client that accepts them (today's
     // behaviour; a proxy may discard them)
     assert!(reply.trailers.is_empty(), "{reply:?}");
-    assert!(!reply.head.contains("42"), "{reply:?}");
+    assert!(
+        !reply.head.to_ascii_lowercase().contains("x-sum"),
+        "{reply:?}"
+    );
     let reply = client.get("/plain").await;
     assert_eq!((reply.status, reply.text().as_str()), (200, "hello world"));
     assert!(reply.complete, "{reply:?}");
@@ -913,7 +916,7 @@ async fn an_endless_response_head_is_502() {
     let proxy = proxy_to(&backend).await;
     let reply = get_once(&proxy, "/").await;
     assert_eq!(reply.status, 502, "{:?}", &reply.head.get(..200));
-    assert!(!reply.head.contains("X-Filler"));
+    assert!(!reply.head.to_ascii_lowercase().contains("x-filler"));
 }
 
 /// A backend that sends `response` and closes (or stops sending only), and
