@@ -9,12 +9,14 @@
 //!   backend that answers before it has read the whole body (a 413, say) is
 //!   heard; the connection then closes.
 //! - **Responses** are parsed by `httparse` with the limits of hyper's own client
-//!   (100 fields, a head of at most [`MAX_HEAD`] bytes). Informational responses
+//!   (100 fields, a head of at most [`MAX_HEAD`] bytes); a bare LF in a head, a
+//!   status outside 100–599 and an unknown version are errors. Informational responses
 //!   (`1xx` but `101`) are skipped; a `101` answers no request of this path and
 //!   is an error. The body's length follows RFC 9112 section 6.3: none for `HEAD`,
 //!   `204` and `304`; `chunked` when it is the last transfer coding; read to the
 //!   end of the connection for any other transfer coding or when no length is
-//!   given; else `Content-Length`, whose copies must agree. A response with both
+//!   given; else `Content-Length`, whose copies must agree (they reach the
+//!   client as one value). A response with both
 //!   `Transfer-Encoding` and `Content-Length`, or with a transfer coding in
 //!   HTTP/1.0, is refused (RFC 9112 section 6.3 asks an intermediary to treat it
 //!   as an error or to drop the length; forwarding it could split responses).

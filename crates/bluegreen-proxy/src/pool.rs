@@ -8,7 +8,7 @@
 //! closed.
 //!
 //! - **Per group state.** Each idle connection belongs to one state of one group
-//!   (its [`GroupState::serial`]): a request of that state alone takes it, and the
+//!   (its [`GroupState::serial`](crate::state::GroupState::serial)): a request of that state alone takes it, and the
 //!   state's idle connections close when a change retires it (the group lost its
 //!   traffic, or was detached or attached again), so that none is reused past
 //!   the group's drain.
