@@ -126,8 +126,23 @@ async fn a_node_lost_during_a_deployment_gets_no_traffic() {
                 report.total.ok, report.total.versions
             );
             assert_eq!(routes, RouteTable::single(deployed.live.clone()));
-            let instances = s.fleet.instances(&app, &deployed.live).await.unwrap();
-            let healthy: Vec<_> = instances.iter().filter(|i| i.health.is_healthy()).collect();
+            // the deployment may have converged before the swarm saw the node
+            // go (its task there was healthy when checked, the node lost just
+            // after): the swarm then replaces that task once it marks the node
+            // down, within its heartbeat timeouts
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let (instances, healthy) = loop {
+                let instances = s.fleet.instances(&app, &deployed.live).await.unwrap();
+                let healthy: Vec<_> = instances
+                    .iter()
+                    .filter(|i| i.health.is_healthy())
+                    .cloned()
+                    .collect();
+                if healthy.len() == 3 || Instant::now() > deadline {
+                    break (instances, healthy);
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            };
             assert_eq!(healthy.len(), 3, "{instances:?}");
             assert!(
                 healthy.iter().all(|i| !i
