@@ -528,14 +528,24 @@ impl Outgoing {
     }
 }
 
-/// Serves one request of a client connection.
+/// Serves one request of a client connection, for hyper's server.
 pub(crate) async fn handle(
     client: Arc<ClientConn>,
     req: Request<Incoming>,
 ) -> Result<Response<ClientBody>, std::convert::Infallible> {
     let active = client.activity.begin();
+    let req = req.map(Some);
     let response = forward(&client.proxy, &client.info, &client.affinity, &active, req).await;
     Ok(response.map(|body| ClientBody::new(body, active)))
+}
+
+/// Serves one request without a body of a client connection, for the proxy's
+/// own HTTP/1.1 server ([`crate::h1_server`]).
+pub(crate) async fn handle_plain(client: &ClientConn, req: Request<()>) -> Response<ClientBody> {
+    let active = client.activity.begin();
+    let req = req.map(|()| None);
+    let response = forward(&client.proxy, &client.info, &client.affinity, &active, req).await;
+    response.map(|body| ClientBody::new(body, active))
 }
 
 async fn forward(
@@ -543,7 +553,7 @@ async fn forward(
     conn: &ConnInfo,
     affinity: &Affinity,
     active: &crate::conn::ActiveGuard,
-    mut req: Request<Incoming>,
+    mut req: Request<Option<Incoming>>,
 ) -> Response<ProxyBody> {
     let host = match request_host(&req) {
         Ok(host) => host.map(str::to_owned),
@@ -631,12 +641,14 @@ async fn forward(
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
         headers,
     };
-    let empty_body = body.is_end_stream();
-    let (mut body, slot) = if empty_body {
-        (UpstreamBody::Empty, None)
-    } else {
-        let (b, slot) = UpstreamBody::recoverable(body, proxy.inner.options.body_timeout);
-        (b, Some(slot))
+    let body = body.filter(|b| !b.is_end_stream());
+    let empty_body = body.is_none();
+    let (mut body, slot) = match body {
+        None => (UpstreamBody::Empty, None),
+        Some(body) => {
+            let (b, slot) = UpstreamBody::recoverable(body, proxy.inner.options.body_timeout);
+            (b, Some(slot))
+        }
     };
 
     let mut exclude: Option<Arc<Backend>> = None;

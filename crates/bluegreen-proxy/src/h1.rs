@@ -357,7 +357,7 @@ pub(crate) async fn exchange(
 }
 
 /// Consumes `n` written bytes from the front of `out`.
-fn advance(out: &mut [Bytes; 3], mut n: usize) {
+pub(crate) fn advance(out: &mut [Bytes; 3], mut n: usize) {
     for b in out.iter_mut() {
         let k = n.min(b.len());
         b.advance(k);
@@ -420,7 +420,7 @@ fn encode_head(head: &mut Vec<u8>, request: &RequestHead<'_>, body: &UpstreamBod
 }
 
 /// Whether a field's comma-separated tokens include `token` (any case).
-fn has_token(value: &[u8], token: &str) -> bool {
+pub(crate) fn has_token(value: &[u8], token: &str) -> bool {
     value
         .split(|&b| b == b',')
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))

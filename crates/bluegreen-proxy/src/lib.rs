@@ -11,6 +11,7 @@ mod drain;
 mod embedded;
 mod forward;
 mod h1;
+mod h1_server;
 mod metrics;
 mod options;
 pub mod pin;

@@ -10,7 +10,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Weak};
 
 use bluegreen_core::{Error, GroupId, Result};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -141,7 +140,7 @@ async fn accept(proxy: Weak<Inner>, listener: TcpListener, pin: Arc<PreviewPin>)
     else {
         return;
     };
-    let graceful = GracefulShutdown::new();
+    let graceful = crate::h1_server::Graceful::new();
     let mut errors = AcceptErrors::default();
     loop {
         let accepted = listener.accept().await;

@@ -5,17 +5,16 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use crate::conn::{AcceptErrors, Guarded, Limits};
-use crate::forward::{self, ClientConn, ConnInfo};
+use crate::forward::{ClientConn, ConnInfo};
+use crate::h1_server::{self, Graceful, Watcher};
 use crate::options::ProxyOptions;
 use crate::stall::StreamExecutor;
 use crate::state::Proxy;
@@ -114,7 +113,7 @@ impl Proxy {
         runtimes: &[tokio::runtime::Handle],
     ) -> io::Result<()> {
         let builder = Arc::new(connection_builder(&self.inner.options));
-        let graceful = GracefulShutdown::new();
+        let graceful = Graceful::new();
         tokio::pin!(shutdown);
         let mut turn = 0usize;
         let mut errors = AcceptErrors::default();
@@ -207,7 +206,7 @@ impl Client {
             activity,
         });
         let result = match tls {
-            None => serve_io(TokioIo::new(stream), &builder, watcher, &client, epoch).await,
+            None => serve_io(stream, &builder, watcher, &client, epoch).await,
             Some(acceptor) => {
                 let stream = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
                     Ok(Ok(s)) => s,
@@ -217,7 +216,7 @@ impl Client {
                     }
                     Err(_) => return,
                 };
-                serve_io(TokioIo::new(stream), &builder, watcher, &client, epoch).await
+                serve_io(stream, &builder, watcher, &client, epoch).await
             }
         };
         if let Err(e) = result {
@@ -229,7 +228,7 @@ impl Client {
 /// Serves HTTP/1.1 and HTTP/2 on `io` for `client`, with its backend connections
 /// driven in the same task, until the connection ends or shuts down gracefully.
 async fn serve_io<I>(
-    io: TokioIo<I>,
+    io: I,
     builder: &auto::Builder<StreamExecutor>,
     watcher: Watcher,
     client: &Arc<ClientConn>,
@@ -238,10 +237,5 @@ async fn serve_io<I>(
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let shared = client.clone();
-    let service = service_fn(move |req| forward::handle(shared.clone(), req));
-    let conn = builder
-        .serve_connection_with_upgrades(io, service)
-        .into_owned();
-    upstream::drive(watcher.watch(conn), epoch).await
+    upstream::drive(h1_server::serve(io, builder, client, watcher), epoch).await
 }
