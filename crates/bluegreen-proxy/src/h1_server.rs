@@ -28,7 +28,7 @@ use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::pin::{pin, Pin};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -118,7 +118,7 @@ where
                     Parsed::Plain(request) => break request,
                     Parsed::Partial if read.len() <= MAX_HEAD => {}
                     Parsed::Partial | Parsed::Other => {
-                        return hand_over(io, read, builder, client, watcher).await
+                        return Box::pin(hand_over(io, read, builder, client, watcher)).await
                     }
                 }
             }
@@ -146,7 +146,7 @@ where
                         return Ok(());
                     }
                     // a head cut short: hyper answers it as it would
-                    return hand_over(io, read, builder, client, watcher).await;
+                    return Box::pin(hand_over(io, read, builder, client, watcher)).await;
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(e.into()),
@@ -204,6 +204,16 @@ fn poll_read_into<I: AsyncRead + Unpin>(
     read: &mut BytesMut,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
+    if read.is_empty() {
+        // an idle connection keeps no buffer: bytes land here first, and only
+        // as many as came are kept
+        let mut room = [MaybeUninit::<u8>::uninit(); READ_ROOM];
+        let mut buf = ReadBuf::uninit(&mut room);
+        ready!(Pin::new(io).poll_read(cx, &mut buf))?;
+        let filled = buf.filled();
+        read.extend_from_slice(filled);
+        return Poll::Ready(Ok(filled.len()));
+    }
     if read.capacity() - read.len() < READ_ROOM / 8 {
         read.reserve(READ_ROOM);
     }

@@ -207,16 +207,21 @@ impl Client {
         });
         let result = match tls {
             None => serve_io(stream, &builder, watcher, &client, epoch).await,
+            // boxed: a plain connection's task keeps no room for TLS state
             Some(acceptor) => {
-                let stream = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
-                };
-                serve_io(stream, &builder, watcher, &client, epoch).await
+                Box::pin(async move {
+                    let stream =
+                        match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, "TLS handshake failed");
+                                return Ok(());
+                            }
+                            Err(_) => return Ok(()),
+                        };
+                    serve_io(stream, &builder, watcher, &client, epoch).await
+                })
+                .await
             }
         };
         if let Err(e) = result {
