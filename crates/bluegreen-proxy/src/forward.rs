@@ -83,6 +83,8 @@ const PREVIEW_NAME: HeaderName = HeaderName::from_static(PREVIEW_HEADER);
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// The same names, to lend to a [`RequestHead`].
+static FORWARDED_NAMES: [HeaderName; 3] = [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST];
 
 static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
@@ -630,7 +632,9 @@ async fn forward(
             }
         }
     }
-    add_forwarded(&mut headers, conn, host.as_deref(), names);
+    // the forwarded fields a request without any gets are written by the own
+    // client after the others rather than inserted into the map
+    let appended = add_forwarded(&mut headers, conn, host.as_deref(), names, !pooled);
 
     let mut outgoing = Outgoing {
         method: parts.method,
@@ -700,7 +704,14 @@ async fn forward(
                 target: outgoing.path_and_query.as_str(),
                 headers: &outgoing.headers,
                 host: choice.backend.authority.as_str(),
-                extra: stamp.as_ref().map(|(name, value)| (*name, value)),
+                extra: [
+                    appended.as_ref().map(|f| (&FORWARDED_NAMES[0], &f.for_)),
+                    appended.as_ref().map(|f| (&FORWARDED_NAMES[1], &f.proto)),
+                    appended
+                        .as_ref()
+                        .and_then(|f| f.host.as_ref().map(|v| (&FORWARDED_NAMES[2], v))),
+                    stamp.as_ref().map(|(name, value)| (*name, value)),
+                ],
             };
             let mut timer = affinity.timer(deadline);
             let watch = watch_driven(&choice.group, &choice.backend, timer.as_mut());
@@ -959,12 +970,28 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// The forwarded fields of a request that carried none, to send after its
+/// other fields.
+struct Forwarded {
+    for_: HeaderValue,
+    proto: HeaderValue,
+    host: Option<HeaderValue>,
+}
+
 /// Sets the forwarded headers: the proxy's own for a client, kept (and
 /// `X-Forwarded-For` appended to) for a trusted proxy in front.
 ///
 /// `names` says which of the request's fields may be present: a field it says
-/// is absent is not looked up.
-fn add_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&str>, names: Names) {
+/// is absent is not looked up. With `defer`, the fields of a request from a
+/// client that has none of them are returned for the caller to send after the
+/// others, instead of added to `headers`.
+fn add_forwarded(
+    headers: &mut HeaderMap,
+    conn: &ConnInfo,
+    host: Option<&str>,
+    names: Names,
+    defer: bool,
+) -> Option<Forwarded> {
     let (xff, xfp, xfh) = (X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST);
     let proto = HeaderValue::from_static(if conn.tls { "https" } else { "http" });
     // the Host field's own value when it is the host (no port): shared, not copied
@@ -972,8 +999,6 @@ fn add_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&str>, n
         Some(v) if v.as_bytes() == h.as_bytes() => Some(v.clone()),
         _ => HeaderValue::from_str(h).ok(),
     });
-    // room for the three fields at once, rather than growing the map on the way
-    headers.reserve(3);
     if !conn.trusted_proxy {
         if names.forwarded {
             headers.remove(header::FORWARDED);
@@ -985,15 +1010,23 @@ fn add_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&str>, n
                 Some(v) => headers.insert(xfh, v),
                 None => headers.remove(xfh),
             };
+        } else if defer {
+            return Some(Forwarded {
+                for_: conn.ip.clone(),
+                proto,
+                host,
+            });
         } else {
-            // none of them is there: appended without looking for an old one
+            // none of them is there: appended without looking for an old one,
+            // into room reserved once
+            headers.reserve(3);
             headers.append(xff, conn.ip.clone());
             headers.append(xfp, proto);
             if let Some(v) = host {
                 headers.append(xfh, v);
             }
         }
-        return;
+        return None;
     }
     let appended = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
         Some(prev) => {
@@ -1010,6 +1043,7 @@ fn add_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&str>, n
     if let (false, Some(v)) = (headers.contains_key(&xfh), host) {
         headers.insert(xfh, v);
     }
+    None
 }
 
 async fn tunnel(client: hyper::upgrade::OnUpgrade, backend: hyper::upgrade::OnUpgrade) {

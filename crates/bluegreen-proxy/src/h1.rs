@@ -201,8 +201,8 @@ pub(crate) struct RequestHead<'a> {
     pub(crate) headers: &'a HeaderMap,
     /// The `Host` to send when `headers` has none.
     pub(crate) host: &'a str,
-    /// One more field, sent after `headers`.
-    pub(crate) extra: Option<(&'a HeaderName, &'a HeaderValue)>,
+    /// More fields, sent after `headers`.
+    pub(crate) extra: [Option<(&'a HeaderName, &'a HeaderValue)>; 4],
 }
 
 /// Sends the request `head` and `body` on `conn` and reads the response's head;
@@ -398,7 +398,7 @@ fn encode_head(head: &mut Vec<u8>, request: &RequestHead<'_>, body: &UpstreamBod
     if !host {
         field(head, b"host", request.host.as_bytes());
     }
-    if let Some((name, value)) = request.extra {
+    for (name, value) in request.extra.iter().flatten() {
         field(head, name.as_str().as_bytes(), value.as_bytes());
     }
     let framing = if body.is_end_stream() {
