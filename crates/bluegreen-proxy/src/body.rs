@@ -14,7 +14,7 @@ use tokio::time::{Instant, Sleep};
 use crate::backend::Epoch;
 use crate::conn::ActiveGuard;
 use crate::drain::DrainTimeout;
-use crate::h1::H1Body;
+use crate::h1::{H1Body, RawFields};
 use crate::stall::StreamProgress;
 use crate::state::GroupState;
 
@@ -213,7 +213,7 @@ pub(crate) enum FromBackend {
     /// Read by a connection of the shared pool.
     Shared(Incoming),
     /// Read from its connection by the body itself ([`crate::h1`]).
-    Own(H1Body),
+    Own(Box<H1Body>),
 }
 
 impl Body for FromBackend {
@@ -424,6 +424,9 @@ impl Body for ProxyBody {
 pub(crate) struct ClientBody {
     body: ProxyBody,
     _active: ActiveGuard,
+    /// A backend's response fields, when the response's head is to be written
+    /// from them rather than from its header map.
+    fields: Option<RawFields>,
 }
 
 impl ClientBody {
@@ -431,7 +434,19 @@ impl ClientBody {
         ClientBody {
             body,
             _active: active,
+            fields: None,
         }
+    }
+
+    /// With a backend's response fields, for the response's head.
+    pub(crate) fn with_fields(mut self, fields: Option<RawFields>) -> Self {
+        self.fields = fields;
+        self
+    }
+
+    /// The backend's response fields, once.
+    pub(crate) fn take_fields(&mut self) -> Option<RawFields> {
+        self.fields.take()
     }
 }
 

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use crate::backend::Backend;
 use crate::body::{BackendBody, ClientBody, ClientFault, FromBackend, ProxyBody, UpstreamBody};
 use crate::conn::Activity;
-use crate::h1::RequestHead;
+use crate::h1::{RawFields, RequestHead};
 use crate::options::{IpNetwork, ProxyOptions};
 use crate::pin;
 use crate::preview::PreviewPin;
@@ -537,7 +537,19 @@ pub(crate) async fn handle(
 ) -> Result<Response<ClientBody>, std::convert::Infallible> {
     let active = client.activity.begin();
     let req = req.map(Some);
-    let response = forward(&client.proxy, &client.info, &client.affinity, &active, req).await;
+    let mut fields = None;
+    let mut response = forward(
+        &client.proxy,
+        &client.info,
+        &client.affinity,
+        &active,
+        req,
+        &mut fields,
+    )
+    .await;
+    if let Some(fields) = fields {
+        fields.append_to(response.headers_mut());
+    }
     Ok(response.map(|body| ClientBody::new(body, active)))
 }
 
@@ -546,8 +558,17 @@ pub(crate) async fn handle(
 pub(crate) async fn handle_plain(client: &ClientConn, req: Request<()>) -> Response<ClientBody> {
     let active = client.activity.begin();
     let req = req.map(|()| None);
-    let response = forward(&client.proxy, &client.info, &client.affinity, &active, req).await;
-    response.map(|body| ClientBody::new(body, active))
+    let mut fields = None;
+    let response = forward(
+        &client.proxy,
+        &client.info,
+        &client.affinity,
+        &active,
+        req,
+        &mut fields,
+    )
+    .await;
+    response.map(|body| ClientBody::new(body, active).with_fields(fields))
 }
 
 async fn forward(
@@ -556,6 +577,7 @@ async fn forward(
     affinity: &Affinity,
     active: &crate::conn::ActiveGuard,
     mut req: Request<Option<Incoming>>,
+    fields: &mut Option<RawFields>,
 ) -> Response<ProxyBody> {
     let host = match request_host(&req) {
         Ok(host) => host.map(str::to_owned),
@@ -730,8 +752,16 @@ async fn forward(
                     .group
                     .stats
                     .record(response.status().as_u16(), started.elapsed());
+                // the own client's response keeps its fields as they came, for
+                // the response's head to be written from (or made a header map)
+                if let FromBackend::Own(body) = response.body_mut() {
+                    *fields = body.take_fields();
+                }
                 if let Some(name) = &proxy.inner.options.route_header {
                     response.headers_mut().remove(name);
+                    if let Some(fields) = fields.as_mut() {
+                        fields.remove(name);
+                    }
                 }
                 if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                     if let Some(client_side) = client_upgrade {

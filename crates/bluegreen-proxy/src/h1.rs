@@ -68,7 +68,6 @@ pub(crate) struct BackendConn {
     /// The request head being written; kept for the connection's next request.
     head: Vec<u8>,
     /// Where a response head's fields lie in it; kept for the next response.
-    spans: Vec<Span>,
     /// The thread whose runtime registered the socket.
     home: ThreadId,
 }
@@ -80,7 +79,6 @@ impl BackendConn {
             io,
             read: BytesMut::new(),
             head: Vec::new(),
-            spans: Vec::new(),
             home: std::thread::current().id(),
         }
     }
@@ -142,6 +140,69 @@ struct Span {
     name: Range<usize>,
     value: Range<usize>,
 }
+
+/// The fields of a backend's response to forward, as it sent them: its head's
+/// bytes and where each field lies in them, written to the client from there
+/// rather than through a header map. Hop-by-hop fields (and those `Connection`
+/// names) are not among them, nor `Content-Length`, whose copies make the one
+/// [`RawFields::length`]. `httparse` has checked every name and value by the
+/// rules of `http`'s `HeaderName` and `HeaderValue`.
+#[derive(Debug)]
+pub(crate) struct RawFields {
+    head: Bytes,
+    spans: Vec<Span>,
+    length: Option<u64>,
+}
+
+impl RawFields {
+    /// The fields, names as the backend wrote them.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.spans
+            .iter()
+            .map(|s| (&self.head[s.name.clone()], &self.head[s.value.clone()]))
+    }
+
+    /// The response's `Content-Length`, if it gave one.
+    pub(crate) fn length(&self) -> Option<u64> {
+        self.length
+    }
+
+    /// Drops every field named `name`.
+    pub(crate) fn remove(&mut self, name: &HeaderName) {
+        let head = &self.head;
+        let name = name.as_str().as_bytes();
+        self.spans
+            .retain(|s| !head[s.name.clone()].eq_ignore_ascii_case(name));
+    }
+
+    /// Appends the fields (and the length) to `headers`, sharing the head's bytes.
+    pub(crate) fn append_to(self, headers: &mut HeaderMap) {
+        headers.reserve(self.spans.len() + 1);
+        for span in &self.spans {
+            let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(&self.head[span.name.clone()]),
+                HeaderValue::from_maybe_shared(self.head.slice(span.value.clone())),
+            ) else {
+                continue;
+            };
+            headers.append(name, value);
+        }
+        if let Some(n) = self.length {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
+    }
+}
+
+/// The hop-by-hop fields of RFC 9110 section 7.6.1 and the ones in use before it.
+const HOP_BY_HOP: [&[u8]; 7] = [
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"te",
+    b"trailer",
+    b"transfer-encoding",
+    b"upgrade",
+];
 
 /// How a message's body is delimited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -214,7 +275,7 @@ pub(crate) async fn exchange(
     mut body: UpstreamBody,
     group: &Arc<GroupState>,
     backend: &Arc<Backend>,
-) -> Result<Response<H1Body>, ExchangeError> {
+) -> Result<Response<Box<H1Body>>, ExchangeError> {
     let head_request = *head.method == Method::HEAD;
     let mut framing = encode_head(&mut conn.head, head, &body);
     let mut head_sent = 0usize;
@@ -315,7 +376,7 @@ pub(crate) async fn exchange(
         loop {
             if !conn.read.is_empty() {
                 received = true;
-                match parse_head(&mut conn.read, &mut conn.spans, head_request)? {
+                match parse_head(&mut conn.read, head_request)? {
                     Some(head) => return Poll::Ready(Ok(head)),
                     None if conn.read.len() > MAX_HEAD => {
                         return Poll::Ready(Err(invalid("the response head is too large")))
@@ -338,14 +399,16 @@ pub(crate) async fn exchange(
     })
     .await;
     match result {
-        Ok((response, framing, keep_alive)) => {
-            let mut body = H1Body {
+        Ok((response, framing, keep_alive, fields)) => {
+            // boxed: the response moves a few times on its way to the client
+            let mut body = Box::new(H1Body {
+                fields: Some(fields),
                 conn: Some(conn),
                 framing,
                 reusable: keep_alive && sent_whole,
                 group: group.clone(),
                 backend: backend.clone(),
-            };
+            });
             body.settle();
             Ok(response.map(|()| body))
         }
@@ -461,9 +524,8 @@ fn content_length(value: &[u8], length: &mut Option<u64>) -> io::Result<()> {
 #[allow(clippy::type_complexity)]
 fn parse_head(
     read: &mut BytesMut,
-    spans: &mut Vec<Span>,
     head_request: bool,
-) -> io::Result<Option<(Response<()>, Framing, bool)>> {
+) -> io::Result<Option<(Response<()>, Framing, bool, RawFields)>> {
     loop {
         let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut parsed = httparse::Response::new(&mut []);
@@ -501,35 +563,40 @@ fn parse_head(
             .ok_or_else(|| invalid(format!("the response's status {code}")))?;
         // where each field lies in the head, to share the head's bytes
         let base = read.as_ptr() as usize;
-        spans.clear();
+        let mut spans = Vec::with_capacity(parsed.headers.len());
         let mut length = None;
-        let mut lengths = 0usize;
-        let mut plain_length = true;
         let mut transfer = None;
+        let mut named_by_connection = false;
         // HTTP/1.0 keeps a connection only when asked to; HTTP/1.1 unless told not to
         let mut close = version == 0;
         for field in parsed.headers.iter() {
-            let name_at = field.name.as_ptr() as usize - base;
-            let value_at = field.value.as_ptr() as usize - base;
-            spans.push(Span {
-                name: name_at..name_at + field.name.len(),
-                value: value_at..value_at + field.value.len(),
-            });
             let name = field.name.as_bytes();
-            if name.eq_ignore_ascii_case(b"content-length") {
+            let hop_by_hop = HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h));
+            let is_length = !hop_by_hop && name.eq_ignore_ascii_case(b"content-length");
+            if !hop_by_hop && !is_length {
+                let name_at = field.name.as_ptr() as usize - base;
+                let value_at = field.value.as_ptr() as usize - base;
+                spans.push(Span {
+                    name: name_at..name_at + field.name.len(),
+                    value: value_at..value_at + field.value.len(),
+                });
+            }
+            if is_length {
+                // its copies, a list or leading zeros reach the client as one
+                // value (RFC 9110 section 8.6)
                 content_length(field.value, &mut length)?;
-                // forwarded as it came only when it is one field of plain digits
-                lengths += 1;
-                let v = field.value;
-                plain_length = lengths == 1
-                    && !v.is_empty()
-                    && v.iter().all(u8::is_ascii_digit)
-                    && (v.len() == 1 || v[0] != b'0');
             } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
                 // the last coding of the last field is the one that frames
                 let last = field.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
                 transfer = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
             } else if name.eq_ignore_ascii_case(b"connection") {
+                // `close` and `keep-alive` name no other field
+                named_by_connection |= field.value.split(|&b| b == b',').any(|t| {
+                    let t = t.trim_ascii();
+                    !t.is_empty()
+                        && !t.eq_ignore_ascii_case(b"close")
+                        && !t.eq_ignore_ascii_case(b"keep-alive")
+                });
                 if has_token(field.value, "close") {
                     close = true;
                 } else if version == 0 && has_token(field.value, "keep-alive") {
@@ -557,37 +624,40 @@ fn parse_head(
             (false, None, Some(n)) => Framing::Length(n),
             (false, None, None) => Framing::Close,
         };
+        if named_by_connection {
+            // the fields `Connection` names are this hop's too
+            let named: Vec<Vec<u8>> = parsed
+                .headers
+                .iter()
+                .filter(|f| f.name.eq_ignore_ascii_case("connection"))
+                .flat_map(|f| f.value.split(|&b| b == b','))
+                .map(|t| t.trim_ascii().to_ascii_lowercase())
+                .collect();
+            spans.retain(|s| {
+                let name = &read[s.name.clone()];
+                !named.iter().any(|n| name.eq_ignore_ascii_case(n))
+            });
+        }
         let head = read.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(spans.len());
-        for span in spans.iter() {
-            let name = HeaderName::from_bytes(&head[span.name.clone()])
-                .map_err(|_| invalid("a response field's name"))?;
-            if name == header::CONTENT_LENGTH && !plain_length {
-                // written once below, as one value
-                continue;
-            }
-            let value = HeaderValue::from_maybe_shared(head.slice(span.value.clone()))
-                .map_err(|_| invalid("a response field's value"))?;
-            headers.append(name, value);
-        }
-        if let (false, Some(n)) = (plain_length, length) {
-            // copies, a list or leading zeros: one value, as RFC 9110 section 8.6
-            // asks of a recipient that forwards the message
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-        }
         let mut response = Response::new(());
         *response.status_mut() = status;
         // the proxy answers with its own version (RFC 9110 section 2.5)
         *response.version_mut() = Version::HTTP_11;
-        *response.headers_mut() = headers;
         let keep_alive = !close && framing != Framing::Close;
-        return Ok(Some((response, framing, keep_alive)));
+        let fields = RawFields {
+            head,
+            spans,
+            length,
+        };
+        return Ok(Some((response, framing, keep_alive, fields)));
     }
 }
 
 /// A backend's response body, read from its connection; the connection goes back
 /// to its pool once the body was read to its end (see the module's docs).
 pub(crate) struct H1Body {
+    /// The response's fields, until the response's head is written.
+    fields: Option<RawFields>,
     /// Until the body ends or fails.
     conn: Option<BackendConn>,
     framing: Framing,
@@ -606,6 +676,11 @@ impl std::fmt::Debug for H1Body {
 }
 
 impl H1Body {
+    /// The response's fields, for the response's head (once).
+    pub(crate) fn take_fields(&mut self) -> Option<RawFields> {
+        self.fields.take()
+    }
+
     /// Once the body is read to its end: the connection back to its pool, when it
     /// may be reused and its group state still serves; else it closes.
     fn settle(&mut self) {
@@ -963,9 +1038,16 @@ mod tests {
         }
     }
 
+    /// The head's response with its fields in its header map, as hyper's
+    /// server gets them.
     fn head(text: &str, head_request: bool) -> io::Result<Option<(Response<()>, Framing, bool)>> {
         let mut read = BytesMut::from(text.as_bytes());
-        parse_head(&mut read, &mut Vec::new(), head_request)
+        Ok(
+            parse_head(&mut read, head_request)?.map(|(mut response, framing, keep, fields)| {
+                fields.append_to(response.headers_mut());
+                (response, framing, keep)
+            }),
+        )
     }
 
     fn framing_of(text: &str) -> (Framing, bool) {

@@ -410,6 +410,7 @@ async fn respond<I: AsyncWrite + Unpin>(
     close: bool,
 ) -> io::Result<bool> {
     let (parts, mut body) = response.into_parts();
+    let fields = body.take_fields();
     let status = parts.status;
     // no length for a 1xx or 204 (RFC 9110 section 8.6); a 304's is the
     // representation's, kept, and like HEAD's frames nothing
@@ -444,6 +445,25 @@ async fn respond<I: AsyncWrite + Unpin>(
         head.extend_from_slice(b": ");
         head.extend_from_slice(value.as_bytes());
         head.extend_from_slice(b"\r\n");
+    }
+    if let Some(fields) = &fields {
+        // a backend's fields as it sent them, names in lower case as hyper
+        // writes them
+        for (name, value) in fields.iter() {
+            dated |= name.eq_ignore_ascii_case(b"date");
+            head.extend(name.iter().map(u8::to_ascii_lowercase));
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(value);
+            head.extend_from_slice(b"\r\n");
+        }
+        if let (None, Some(n)) = (length, fields.length()) {
+            length = Some(n);
+            if !no_length {
+                head.extend_from_slice(b"content-length: ");
+                head.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+                head.extend_from_slice(b"\r\n");
+            }
+        }
     }
     let mut framing = match length {
         Some(n) => Framing::Length(n),

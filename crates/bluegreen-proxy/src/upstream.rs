@@ -157,7 +157,7 @@ impl Affinity {
         head: &RequestHead<'_>,
         body: UpstreamBody,
         fresh: bool,
-    ) -> Result<Response<H1Body>, UpstreamError> {
+    ) -> Result<Response<Box<H1Body>>, UpstreamError> {
         if !fresh && !group.retired.load(Ordering::Acquire) {
             if let Some(conn) = backend.pool.take(group.serial) {
                 return h1::exchange(conn, head, body, group, backend)
