@@ -430,3 +430,49 @@ async fn connection_close_and_shutdown_close_after_the_response() {
         "an idle connection outlived the shutdown"
     );
 }
+
+#[tokio::test]
+async fn hop_by_hop_fields_named_any_way_never_reach_the_client_on_either_path() {
+    let backend = Scripted::always(
+        b"HTTP/1.1 200 OK\r\nconnection: keep-alive, X-SECRET\r\nX-Secret: hidden-1\r\n\
+          Connection: x-Other\r\nx-other: hidden-2\r\nKEEP-ALIVE: timeout=99\r\n\
+          Trailer: x-sum\r\nUpgrade: h2c\r\nProxy-Connection: keep-alive\r\n\
+          X-Kept: public\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nContent-Length: 2\r\n\r\nok",
+        After::KeepOpen,
+    )
+    .await;
+    let proxy = proxy_to(&backend).await;
+    let mut client = Client::connect(&proxy).await;
+    // a plain GET (the proxy's own server), then a POST (hyper's, from then on)
+    let plain = client.get("/").await;
+    client
+        .send(format!("POST / HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 1\r\n\r\nx").as_bytes())
+        .await;
+    let other = client.response(false).await;
+    for reply in [&plain, &other] {
+        assert_eq!(
+            (reply.status, reply.text().as_str()),
+            (200, "ok"),
+            "{reply:?}"
+        );
+        for name in [
+            "connection",
+            "keep-alive",
+            "x-secret",
+            "x-other",
+            "trailer",
+            "upgrade",
+            "proxy-connection",
+        ] {
+            assert!(field(&reply.head, name).is_none(), "{name}: {reply:?}");
+        }
+        assert!(!reply.head.contains("hidden"), "{reply:?}");
+        assert_eq!(fields(&reply.head, "x-kept"), ["public"], "{reply:?}");
+        assert_eq!(
+            fields(&reply.head, "set-cookie"),
+            ["a=1", "b=2"],
+            "{reply:?}"
+        );
+        assert_eq!(fields(&reply.head, "content-length"), ["2"], "{reply:?}");
+    }
+}
