@@ -502,6 +502,62 @@ async fn respond<I: AsyncWrite + Unpin>(
     let mut body_done = no_body;
     let mut whole = true;
     poll_fn(|cx| loop {
+        // the next part of the body first, so that it goes with what waits
+        // (the head with the first part, the last part with the end)
+        let mut waiting = false;
+        if !body_done && out.iter().all(Bytes::is_empty) {
+            match Pin::new(&mut body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else {
+                        // trailers: not forwarded
+                        continue;
+                    };
+                    if data.is_empty() {
+                        continue;
+                    }
+                    match &mut framing {
+                        Framing::Length(left) => {
+                            let n = data.len() as u64;
+                            if n > *left {
+                                // more than its length: only the length goes
+                                out[1] = data.slice(..*left as usize);
+                                *left = 0;
+                                whole = false;
+                            } else {
+                                *left -= n;
+                                out[1] = data;
+                            }
+                            body_done = *left == 0;
+                        }
+                        Framing::Chunked => {
+                            out[0] = Bytes::from(format!("{:x}\r\n", data.len()));
+                            out[1] = data;
+                            if body.is_end_stream() {
+                                out[2] = Bytes::from_static(b"\r\n0\r\n\r\n");
+                                body_done = true;
+                            } else {
+                                out[2] = Bytes::from_static(b"\r\n");
+                            }
+                        }
+                    }
+                }
+                Poll::Ready(None) => {
+                    match framing {
+                        Framing::Length(0) => {}
+                        // shorter than its length: the client must see it cut
+                        Framing::Length(_) => whole = false,
+                        Framing::Chunked => out[2] = Bytes::from_static(b"0\r\n\r\n"),
+                    }
+                    body_done = true;
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    tracing::debug!(error = %e, "response body failed; closing the client connection");
+                    whole = false;
+                    body_done = true;
+                }
+                Poll::Pending => waiting = true,
+            }
+        }
         if head_sent < head.len() || out.iter().any(|b| !b.is_empty()) {
             let from = head_sent.min(head.len());
             let slices = [
@@ -527,56 +583,11 @@ async fn respond<I: AsyncWrite + Unpin>(
         if body_done {
             return Pin::new(&mut *io).poll_flush(cx);
         }
-        match Pin::new(&mut body).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                let Ok(data) = frame.into_data() else {
-                    // trailers: not forwarded
-                    continue;
-                };
-                if data.is_empty() {
-                    continue;
-                }
-                match &mut framing {
-                    Framing::Length(left) => {
-                        let n = data.len() as u64;
-                        if n > *left {
-                            // more than its length: only the length goes
-                            out[1] = data.slice(..*left as usize);
-                            *left = 0;
-                            whole = false;
-                            body_done = true;
-                        } else {
-                            *left -= n;
-                            out[1] = data;
-                        }
-                    }
-                    Framing::Chunked => {
-                        out[0] = Bytes::from(format!("{:x}\r\n", data.len()));
-                        out[1] = data;
-                        out[2] = Bytes::from_static(b"\r\n");
-                    }
-                }
-            }
-            Poll::Ready(None) => {
-                match framing {
-                    Framing::Length(0) => {}
-                    // shorter than its length: the client must see it cut
-                    Framing::Length(_) => whole = false,
-                    Framing::Chunked => out[2] = Bytes::from_static(b"0\r\n\r\n"),
-                }
-                body_done = true;
-            }
-            Poll::Ready(Some(Err(e))) => {
-                tracing::debug!(error = %e, "response body failed; closing the client connection");
-                whole = false;
-                body_done = true;
-            }
-            Poll::Pending => {
-                // what is written so far reaches the client while the rest waits
-                // (a TLS stream holds it until flushed)
-                let _ = Pin::new(&mut *io).poll_flush(cx)?;
-                return Poll::Pending;
-            }
+        if waiting {
+            // what is written so far reaches the client while the rest waits
+            // (a TLS stream holds it until flushed)
+            let _ = Pin::new(&mut *io).poll_flush(cx)?;
+            return Poll::Pending;
         }
     })
     .await?;
