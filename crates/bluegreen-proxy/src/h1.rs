@@ -288,13 +288,7 @@ pub(crate) async fn exchange(
         // write as much of the request as the socket takes
         while !sent_whole {
             if head_sent < conn.head.len() {
-                let slices = [
-                    IoSlice::new(&conn.head[head_sent..]),
-                    IoSlice::new(&out[0]),
-                    IoSlice::new(&out[1]),
-                    IoSlice::new(&out[2]),
-                ];
-                match Pin::new(&mut conn.io).poll_write_vectored(cx, &slices) {
+                match poll_write_parts(&mut conn.io, cx, &conn.head[head_sent..], &out) {
                     Poll::Ready(Ok(0)) => return Poll::Ready(Err(early_end("the backend closed"))),
                     Poll::Ready(Ok(n)) => {
                         let in_head = n.min(conn.head.len() - head_sent);
@@ -307,12 +301,7 @@ pub(crate) async fn exchange(
                 }
             }
             if out.iter().any(|b| !b.is_empty()) {
-                let slices = [
-                    IoSlice::new(&out[0]),
-                    IoSlice::new(&out[1]),
-                    IoSlice::new(&out[2]),
-                ];
-                match Pin::new(&mut conn.io).poll_write_vectored(cx, &slices) {
+                match poll_write_parts(&mut conn.io, cx, &[], &out) {
                     Poll::Ready(Ok(0)) => return Poll::Ready(Err(early_end("the backend closed"))),
                     Poll::Ready(Ok(n)) => {
                         advance(&mut out, n);
@@ -416,6 +405,30 @@ pub(crate) async fn exchange(
             error,
             silent: !received,
         }),
+    }
+}
+
+/// Writes `first` then `rest` to `io`, as much as it takes at once: one plain
+/// write when only one of them has bytes (the kernel then has no vector to
+/// read), else one vectored write of those that have.
+pub(crate) fn poll_write_parts<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    cx: &mut Context<'_>,
+    first: &[u8],
+    rest: &[Bytes; 3],
+) -> Poll<io::Result<usize>> {
+    let mut slices = [IoSlice::new(&[]); 4];
+    let mut count = 0;
+    for part in std::iter::once(first).chain(rest.iter().map(|b| &b[..])) {
+        if !part.is_empty() {
+            slices[count] = IoSlice::new(part);
+            count += 1;
+        }
+    }
+    match count {
+        0 => Poll::Ready(Ok(0)),
+        1 => Pin::new(io).poll_write(cx, &slices[0]),
+        _ => Pin::new(io).poll_write_vectored(cx, &slices[..count]),
     }
 }
 

@@ -51,6 +51,9 @@ const MAX_FIELDS: usize = 100;
 pub(crate) const MAX_HEAD: usize = 64 * 1024;
 /// Bytes read from the client at once.
 const READ_ROOM: usize = 8192;
+/// A response's first part up to this size is copied after its head, so that
+/// both go in one plain write.
+const SMALL_BODY: usize = 4096;
 
 /// The graceful shutdown of a listener's connections: [`Graceful::shutdown`]
 /// tells every [`Watcher`] and waits for all of them to be dropped.
@@ -559,14 +562,15 @@ async fn respond<I: AsyncWrite + Unpin>(
             }
         }
         if head_sent < head.len() || out.iter().any(|b| !b.is_empty()) {
+            if head_sent == 0 && out.iter().map(Bytes::len).sum::<usize>() <= SMALL_BODY {
+                // a small part goes in the head's buffer: one plain write
+                for part in &mut out {
+                    head.extend_from_slice(part);
+                    *part = Bytes::new();
+                }
+            }
             let from = head_sent.min(head.len());
-            let slices = [
-                IoSlice::new(&head[from..]),
-                IoSlice::new(&out[0]),
-                IoSlice::new(&out[1]),
-                IoSlice::new(&out[2]),
-            ];
-            match Pin::new(&mut *io).poll_write_vectored(cx, &slices) {
+            match crate::h1::poll_write_parts(&mut *io, cx, &head[from..], &out) {
                 Poll::Ready(Ok(0)) => {
                     return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero)))
                 }
