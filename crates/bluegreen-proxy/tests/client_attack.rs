@@ -2274,3 +2274,120 @@ async fn targets_in_no_form_a_get_may_use_are_400_not_rewritten() {
         .collect();
     all_rejected(&proxy, &backend, &requests, &[]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framing_fields_straddling_the_plain_head_bound_are_still_seen() {
+    // the own server reads at most 64 KiB of head before handing the bytes to
+    // hyper's: a Content-Length (or the head's end) across that line must
+    // count as it does anywhere else
+    let backend = echo_backend().await;
+    let proxy = proxy_to(&backend).await;
+    let n = SMUGGLED.len();
+    let start = format!("GET /straddle HTTP/1.1\r\nHost: {HOST}\r\nX-Pad: ");
+    let mut failures = Vec::new();
+    for offset in (-24i64..=6).chain([-1000, 1000]) {
+        // Content-Length's first byte lands at 64 KiB + offset
+        let framing = format!("\r\nContent-Length: {n}\r\n\r\n");
+        let pad = (65536 + offset) as usize - start.len() - 2;
+        let mut bytes = format!("{start}{}{framing}{SMUGGLED}", "p".repeat(pad)).into_bytes();
+        bytes.extend_from_slice(&get("/after", ""));
+        let before = backend.seen().len();
+        let mut client = Client::connect(&proxy).await;
+        let _ = client.wire.send(&bytes).await;
+        let first = client.response(false).await;
+        let second = client.response(false).await;
+        let seen = settled(&backend).await;
+        let lines: Vec<String> = seen[before..].iter().map(request_line).collect();
+        let ok = first.text() == "GET /straddle HTTP/1.1"
+            && second.text() == "GET /after HTTP/1.1"
+            && lines == ["GET /straddle HTTP/1.1", "GET /after HTTP/1.1"]
+            && seen[before].body == SMUGGLED.as_bytes();
+        if !ok {
+            failures.push(format!(
+                "offset {offset}: replies {:?} / {:?}, backend saw {lines:?}",
+                first.head, second.head
+            ));
+        }
+    }
+    // a plain head ending right at the bound, a plain request after it
+    for end in [65534usize, 65535, 65536, 65537, 65538] {
+        let pad = end - start.len() - 4;
+        let mut bytes = format!("{start}{}\r\n\r\n", "p".repeat(pad)).into_bytes();
+        assert_eq!(bytes.len(), end);
+        bytes.extend_from_slice(&get("/after", ""));
+        let before = backend.seen().len();
+        let mut client = Client::connect(&proxy).await;
+        let _ = client.wire.send(&bytes).await;
+        let first = client.response(false).await;
+        let second = client.response(false).await;
+        let seen = settled(&backend).await;
+        let lines: Vec<String> = seen[before..].iter().map(request_line).collect();
+        if first.text() != "GET /straddle HTTP/1.1" || second.text() != "GET /after HTTP/1.1" || lines.len() != 2 {
+            failures.push(format!("head of {end}: replies {:?} / {:?}, backend saw {lines:?}", first.head, second.head));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn pipelined_heads_waiting_behind_a_slow_response_are_not_cut_by_the_bounds() {
+    let backend = Scripted::custom(|mut peer| async move {
+        while let Some(seen) = peer.request().await {
+            let line = request_line(&seen);
+            if line.starts_with("GET /slow ") {
+                tokio::time::sleep(Duration::from_millis(1200)).await;
+            }
+            let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", line.len()).into_bytes();
+            r.extend_from_slice(line.as_bytes());
+            if !peer.send(&r).await {
+                return;
+            }
+        }
+    })
+    .await;
+    let proxy = proxy_with(
+        &backend,
+        test_options()
+            .with_header_timeout(Duration::from_millis(300))
+            .with_idle_timeout(Duration::from_millis(300)),
+    )
+    .await;
+    let mut client = Client::connect(&proxy).await;
+    client
+        .send(&cat(&[
+            &get("/slow", ""),
+            &get("/b", ""),
+            format!("HEAD /c HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes(),
+            &get("/d", "Connection: close\r\n"),
+        ]))
+        .await;
+    for (p, head) in [("GET /slow", false), ("GET /b", false), ("HEAD /c", true), ("GET /d", false)] {
+        let reply = client.response(head).await;
+        assert_eq!(reply.status, 200, "{p}: {reply:?}");
+        if !head {
+            assert_eq!(reply.text(), format!("{p} HTTP/1.1"));
+        }
+    }
+    assert!(client.closed().await);
+}
+
+#[tokio::test]
+async fn connection_close_on_head_204_and_304_closes_after_the_response() {
+    let backend = by_path_backend().await;
+    let proxy = proxy_to(&backend).await;
+    for (method, path, status) in [("HEAD", "/head-len", 200), ("GET", "/204", 204), ("GET", "/304", 304)] {
+        let mut client = Client::connect(&proxy).await;
+        client
+            .send(&cat(&[
+                format!("{method} {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n").as_bytes(),
+                &get("/never", ""),
+            ]))
+            .await;
+        let reply = client.response(method == "HEAD").await;
+        assert_eq!(reply.status, status, "{reply:?}");
+        assert_framed(&reply, path);
+        assert!(client.closed().await, "{path}: {:?}", String::from_utf8_lossy(&client.wire.buf));
+    }
+    let seen = settled(&backend).await;
+    assert!(seen.iter().all(|s| !s.head.contains("/never")), "{seen:?}");
+}
