@@ -2322,8 +2322,14 @@ async fn framing_fields_straddling_the_plain_head_bound_are_still_seen() {
         let second = client.response(false).await;
         let seen = settled(&backend).await;
         let lines: Vec<String> = seen[before..].iter().map(request_line).collect();
-        if first.text() != "GET /straddle HTTP/1.1" || second.text() != "GET /after HTTP/1.1" || lines.len() != 2 {
-            failures.push(format!("head of {end}: replies {:?} / {:?}, backend saw {lines:?}", first.head, second.head));
+        if first.text() != "GET /straddle HTTP/1.1"
+            || second.text() != "GET /after HTTP/1.1"
+            || lines.len() != 2
+        {
+            failures.push(format!(
+                "head of {end}: replies {:?} / {:?}, backend saw {lines:?}",
+                first.head, second.head
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -2337,7 +2343,8 @@ async fn pipelined_heads_waiting_behind_a_slow_response_are_not_cut_by_the_bound
             if line.starts_with("GET /slow ") {
                 tokio::time::sleep(Duration::from_millis(1200)).await;
             }
-            let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", line.len()).into_bytes();
+            let mut r =
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", line.len()).into_bytes();
             r.extend_from_slice(line.as_bytes());
             if !peer.send(&r).await {
                 return;
@@ -2361,7 +2368,12 @@ async fn pipelined_heads_waiting_behind_a_slow_response_are_not_cut_by_the_bound
             &get("/d", "Connection: close\r\n"),
         ]))
         .await;
-    for (p, head) in [("GET /slow", false), ("GET /b", false), ("HEAD /c", true), ("GET /d", false)] {
+    for (p, head) in [
+        ("GET /slow", false),
+        ("GET /b", false),
+        ("HEAD /c", true),
+        ("GET /d", false),
+    ] {
         let reply = client.response(head).await;
         assert_eq!(reply.status, 200, "{p}: {reply:?}");
         if !head {
@@ -2375,19 +2387,105 @@ async fn pipelined_heads_waiting_behind_a_slow_response_are_not_cut_by_the_bound
 async fn connection_close_on_head_204_and_304_closes_after_the_response() {
     let backend = by_path_backend().await;
     let proxy = proxy_to(&backend).await;
-    for (method, path, status) in [("HEAD", "/head-len", 200), ("GET", "/204", 204), ("GET", "/304", 304)] {
+    for (method, path, status) in [
+        ("HEAD", "/head-len", 200),
+        ("GET", "/204", 204),
+        ("GET", "/304", 304),
+    ] {
         let mut client = Client::connect(&proxy).await;
         client
             .send(&cat(&[
-                format!("{method} {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n").as_bytes(),
+                format!("{method} {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
                 &get("/never", ""),
             ]))
             .await;
         let reply = client.response(method == "HEAD").await;
         assert_eq!(reply.status, status, "{reply:?}");
         assert_framed(&reply, path);
-        assert!(client.closed().await, "{path}: {:?}", String::from_utf8_lossy(&client.wire.buf));
+        assert!(
+            client.closed().await,
+            "{path}: {:?}",
+            String::from_utf8_lossy(&client.wire.buf)
+        );
     }
     let seen = settled(&backend).await;
     assert!(seen.iter().all(|s| !s.head.contains("/never")), "{seen:?}");
+}
+
+#[tokio::test]
+async fn a_close_delimited_backend_body_is_streamed_as_it_comes() {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let backend = Scripted::custom(move |mut peer| {
+        let mut rx = rx.clone();
+        async move {
+            if peer.request().await.is_none() {
+                return;
+            }
+            peer.send(b"HTTP/1.1 200 OK\r\n\r\nfirst-part|").await;
+            let _ = rx.wait_for(|go| *go).await;
+            peer.send(b"last-part").await;
+        }
+    })
+    .await;
+    let proxy = proxy_to(&backend).await;
+    let mut client = Client::connect(&proxy).await;
+    client.send(&get("/stream", "")).await;
+    let got = tokio::time::timeout(Duration::from_secs(3), client.wire.until(b"first-part|")).await;
+    assert!(
+        matches!(got, Ok(Some(_))),
+        "the first part waited for the end of the body: {:?}",
+        String::from_utf8_lossy(&client.wire.buf)
+    );
+    tx.send(true).unwrap();
+    let rest = tokio::time::timeout(Duration::from_secs(3), client.wire.until(b"last-part")).await;
+    assert!(
+        matches!(rest, Ok(Some(_))),
+        "{:?}",
+        String::from_utf8_lossy(&client.wire.buf)
+    );
+}
+
+#[tokio::test]
+async fn a_shutdown_during_a_pipeline_answers_or_closes_cleanly() {
+    let backend = Scripted::custom(|mut peer| async move {
+        while let Some(seen) = peer.request().await {
+            let line = request_line(&seen);
+            if line.starts_with("GET /slow ") {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            let mut r =
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", line.len()).into_bytes();
+            r.extend_from_slice(line.as_bytes());
+            if !peer.send(&r).await {
+                return;
+            }
+        }
+    })
+    .await;
+    let mut proxy = proxy_to(&backend).await;
+    let mut client = Client::connect(&proxy).await;
+    client
+        .send(&cat(&[&get("/slow", ""), &get("/b", "")]))
+        .await;
+    assert!(eventually(BOUND, || !backend.seen().is_empty()).await);
+    proxy.stop();
+    let first = client.response(false).await;
+    assert_eq!(first.text(), "GET /slow HTTP/1.1", "{first:?}");
+    assert!(first.complete);
+    let second = client.response(false).await;
+    assert!(
+        second.head.is_empty() || second.text() == "GET /b HTTP/1.1",
+        "{second:?}"
+    );
+    if second.head.is_empty() {
+        assert_eq!(
+            field(&first.head, "connection")
+                .map(|v| v.to_ascii_lowercase())
+                .as_deref(),
+            Some("close"),
+            "closed after a response that did not say so (RFC 9112 9.6 SHOULD): {}",
+            first.head
+        );
+    }
 }
