@@ -1301,7 +1301,7 @@ async fn a_dripped_second_head_is_cut_by_a_bound() {
         )
         .await;
         assert!(
-            took < Duration::from_millis(2500),
+            took < Duration::from_millis(4000),
             "{:?}: cut after {took:?}",
             String::from_utf8_lossy(&first)
         );
@@ -2488,4 +2488,91 @@ async fn a_shutdown_during_a_pipeline_answers_or_closes_cleanly() {
             first.head
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelining_client_that_reads_nothing_is_not_buffered_without_bound() {
+    let answered = Arc::new(AtomicUsize::new(0));
+    let a = answered.clone();
+    let backend = Scripted::custom(move |mut peer| {
+        let answered = a.clone();
+        async move {
+            let body = vec![b'r'; 16 * 1024];
+            while peer.request().await.is_some() {
+                let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len())
+                    .into_bytes();
+                r.extend_from_slice(&body);
+                if !peer.send(&r).await {
+                    return;
+                }
+                answered.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    })
+    .await;
+    let proxy = proxy_to(&backend).await;
+    let client = Client::connect(&proxy).await;
+    let (_read, mut write) = client.wire.stream.into_split();
+    // 20000 requests (320 MB of answers), and nothing read
+    let writer = tokio::spawn(async move {
+        let bytes: Vec<u8> = (0..20000)
+            .flat_map(|i| get(&format!("/p{i}"), ""))
+            .collect();
+        let _ = write.write_all(&bytes).await;
+        tokio::time::sleep(BOUND).await;
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let n = answered.load(Ordering::SeqCst);
+    writer.abort();
+    assert!(
+        n < 5000,
+        "{n} responses of 16 KiB answered for a client that reads nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_plain_response_carries_a_date() {
+    let backend = echo_backend().await;
+    let proxy = Arc::new(proxy_to(&backend).await);
+    let mut tasks = Vec::new();
+    for c in 0..4 {
+        let proxy = proxy.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut missing = Vec::new();
+            let start = std::time::SystemTime::now();
+            let mut client = Client::connect(&proxy).await;
+            let mut i = 0;
+            while start.elapsed().unwrap() < Duration::from_millis(2500) {
+                let reply = client.get(&format!("/d{c}-{i}")).await;
+                if field(&reply.head, "date").is_none() {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap();
+                    missing.push(format!(
+                        "{c}/{i} at {}.{:03}",
+                        now.as_secs(),
+                        now.subsec_millis()
+                    ));
+                }
+                i += 1;
+                if i % 50 == 0 {
+                    client = Client::connect(&proxy).await;
+                }
+            }
+            (i, missing)
+        }));
+    }
+    let mut total = 0;
+    let mut missing = Vec::new();
+    for t in tasks {
+        let (n, m) = t.await.unwrap();
+        total += n;
+        missing.extend(m);
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {total} plain responses without a Date: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(20)]
+    );
 }
