@@ -2576,3 +2576,54 @@ async fn every_plain_response_carries_a_date() {
         &missing[..missing.len().min(20)]
     );
 }
+
+#[tokio::test]
+async fn a_partial_next_head_never_cuts_a_slow_response_in_progress() {
+    let backend = Scripted::custom(|mut peer| async move {
+        while let Some(seen) = peer.request().await {
+            let line = request_line(&seen);
+            if line.starts_with("GET /drip ") {
+                peer.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+                    .await;
+                tokio::time::sleep(Duration::from_millis(1200)).await;
+                peer.send(b"4\r\nlast\r\n0\r\n\r\n").await;
+                continue;
+            }
+            let mut r =
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", line.len()).into_bytes();
+            r.extend_from_slice(line.as_bytes());
+            if !peer.send(&r).await {
+                return;
+            }
+        }
+    })
+    .await;
+    let proxy = proxy_with(
+        &backend,
+        test_options()
+            .with_header_timeout(Duration::from_millis(300))
+            .with_idle_timeout(Duration::from_millis(300)),
+    )
+    .await;
+    let mut client = Client::connect(&proxy).await;
+    client
+        .send(&cat(&[&get("/drip", ""), b"GET /b HTTP/1.1\r\nHo"]))
+        .await;
+    let first = client.response(false).await;
+    assert_eq!(first.status, 200, "{first:?}");
+    assert!(first.complete, "the slow response was cut: {first:?}");
+    assert_eq!(first.text(), "firstlast");
+    // the rest of the second head, at once: served, or the connection closed
+    // cleanly
+    if client
+        .wire
+        .send(format!("st: {HOST}\r\n\r\n").as_bytes())
+        .await
+    {
+        let second = client.response(false).await;
+        assert!(
+            second.head.is_empty() || second.text() == "GET /b HTTP/1.1",
+            "{second:?}"
+        );
+    }
+}
