@@ -416,6 +416,9 @@ fn request_host<B>(req: &Request<B>) -> Result<Option<&str>, &'static str> {
     let raw = match req.uri().authority() {
         Some(authority) => authority.host(),
         None => match field {
+            Some(v) if !is_host_value(v.as_bytes()) => {
+                return Err("the Host header field is not a host and an optional port")
+            }
             Some(v) => v
                 .to_str()
                 .map_err(|_| "the Host header field is not text")?,
@@ -427,6 +430,85 @@ fn request_host<B>(req: &Request<B>) -> Result<Option<&str>, &'static str> {
         return Ok(rest.split(']').next());
     }
     Ok(raw.split(':').next())
+}
+
+/// Whether `value` is `uri-host [ ":" port ]` (RFC 9110 section 7.2): an IP
+/// literal in brackets or a registered name, then digits after a colon. No
+/// user information, path, list, space or control character; a comma, which a
+/// registered name may hold in RFC 3986 but no host does, is refused as a list.
+fn is_host_value(value: &[u8]) -> bool {
+    let (host, port) = match value.strip_prefix(b"[") {
+        Some(rest) => {
+            let Some(end) = rest.iter().position(|&b| b == b']') else {
+                return false;
+            };
+            let literal = &rest[..end];
+            if literal.is_empty()
+                || !literal
+                    .iter()
+                    .all(|&b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.' | b'v' | b'V'))
+            {
+                return false;
+            }
+            (&[][..], &rest[end + 1..])
+        }
+        None => {
+            let end = value.iter().position(|&b| b == b':').unwrap_or(value.len());
+            (&value[..end], &value[end..])
+        }
+    };
+    let name_ok = host.iter().all(|&b| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b';'
+                    | b'='
+            )
+    });
+    let port_ok = match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    };
+    !value.is_empty() && name_ok && port_ok
+}
+
+/// Whether the request's target has a form its method may use (RFC 9112
+/// section 3.2): origin form (a path), absolute form with an `http` or `https`
+/// scheme, or `*` for `OPTIONS`. The authority form is `CONNECT`'s, which the
+/// proxy does not serve; a target in none of them is never made a path.
+fn target_form<B>(req: &Request<B>) -> Result<(), &'static str> {
+    let uri = req.uri();
+    if let Some(scheme) = uri.scheme_str() {
+        return match (
+            scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https"),
+            uri.authority(),
+        ) {
+            (true, Some(_)) => Ok(()),
+            _ => Err("the request target's scheme is not http or https"),
+        };
+    }
+    if uri.authority().is_some() {
+        return Err("a request target in authority form (CONNECT's)");
+    }
+    match uri.path_and_query().map(|p| p.as_str()) {
+        Some("*") if req.method() == Method::OPTIONS => Ok(()),
+        Some("*") => Err("a request target of * for a method other than OPTIONS"),
+        Some(p) if p.starts_with('/') => Ok(()),
+        _ => Err("a request target that is not a path"),
+    }
 }
 
 /// The `Host` to forward for a request whose target names `authority`.
@@ -490,6 +572,9 @@ fn strip_named_hop_by_hop(headers: &mut HeaderMap) {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            // the request's Host routes it and is what the backend is asked
+            // for: a client cannot name it away
+            .filter(|name| name != header::HOST)
             .collect();
         for name in named {
             headers.remove(name);
@@ -579,6 +664,9 @@ async fn forward(
     mut req: Request<Option<Incoming>>,
     fields: &mut Option<RawFields>,
 ) -> Response<ProxyBody> {
+    if let Err(why) = target_form(&req) {
+        return plain(StatusCode::BAD_REQUEST, why.into());
+    }
     let host = match request_host(&req) {
         Ok(host) => host.map(str::to_owned),
         Err(why) => return plain(StatusCode::BAD_REQUEST, why.into()),

@@ -39,6 +39,7 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
+use tokio::time::Sleep;
 
 use crate::body::{BoxError, ClientBody};
 use crate::forward::{self, ClientConn};
@@ -113,12 +114,18 @@ where
     let mut read = BytesMut::new();
     let mut scratch = Scratch::default();
     let mut head = Vec::new();
+    // the header timeout of a head that did not come whole at once, from its
+    // first bytes (the connection's I/O bounds the wait for them)
+    let mut head_timer: Option<Pin<Box<Sleep>>> = None;
     loop {
         // a whole plain head, or the connection goes to hyper
         let request = loop {
             if !read.is_empty() {
                 match parse(&mut read, &mut scratch) {
-                    Parsed::Plain(request) => break request,
+                    Parsed::Plain(request) => {
+                        head_timer = None;
+                        break request;
+                    }
                     Parsed::Partial if read.len() <= MAX_HEAD => {}
                     Parsed::Partial | Parsed::Other => {
                         return Box::pin(hand_over(io, read, builder, client, watcher)).await
@@ -129,6 +136,10 @@ where
                 return Ok(());
             }
             let wait_stop = read.is_empty();
+            if !wait_stop && head_timer.is_none() {
+                let limit = client.proxy.inner.options.header_timeout;
+                head_timer = Some(Box::pin(tokio::time::sleep(limit)));
+            }
             let got = {
                 let mut stop = pin!(watcher.rx.changed());
                 poll_fn(|cx| {
@@ -137,6 +148,14 @@ where
                     }
                     if wait_stop && stop.as_mut().poll(cx).is_ready() {
                         return Poll::Ready(None);
+                    }
+                    if let Some(timer) = head_timer.as_mut() {
+                        if timer.as_mut().poll(cx).is_ready() {
+                            tracing::debug!(
+                                "a request head did not come within the header timeout"
+                            );
+                            return Poll::Ready(None);
+                        }
                     }
                     Poll::Pending
                 })
@@ -376,14 +395,22 @@ fn parse(read: &mut BytesMut, scratch: &mut Scratch) -> Parsed {
         });
     }
     let head = read.split_to(len).freeze();
+    // a head `http` refuses is hyper's, from its first byte: put it back
+    let give_back = |read: &mut BytesMut| {
+        let mut whole = BytesMut::with_capacity(head.len() + read.len());
+        whole.extend_from_slice(&head);
+        whole.extend_from_slice(read);
+        *read = whole;
+        Parsed::Other
+    };
     let Ok(uri) = Uri::from_maybe_shared(head.slice(path_range.0..path_range.0 + path_range.1))
     else {
-        return Parsed::Other;
+        return give_back(read);
     };
-    let mut headers = HeaderMap::with_capacity(scratch.fields.len() + 4);
+    let mut headers = HeaderMap::with_capacity(scratch.fields.len());
     for field in scratch.fields.drain(..) {
         let Ok(value) = HeaderValue::from_maybe_shared(head.slice(field.start..field.end)) else {
-            return Parsed::Other;
+            return give_back(read);
         };
         headers.append(field.name, value);
     }
@@ -615,4 +642,89 @@ fn extend_date(head: &mut Vec<u8>) {
         }
         head.extend_from_slice(cached.1.as_bytes());
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Any byte but CR and LF, which end a line (a lone LF too, for `httparse`).
+    fn any_but_line_ends(rng: &mut fastrand::Rng) -> u8 {
+        loop {
+            let b = rng.u8(..);
+            if b != b'\r' && b != b'\n' {
+                return b;
+            }
+        }
+    }
+
+    /// A head the own server does not serve is handed to hyper from its first
+    /// byte: whatever the bytes, `parse` either takes exactly one head off the
+    /// front of what was read, or takes nothing.
+    #[test]
+    fn a_head_is_taken_whole_or_not_at_all() {
+        let seed = fastrand::u64(..);
+        let mut rng = fastrand::Rng::with_seed(seed);
+        // what a target may hold, and may not (no line end: any parser ends the
+        // head there)
+        let pieces: [&[u8]; 12] = [
+            b"GET ",
+            b"HEAD ",
+            b"/",
+            b"a",
+            b"<",
+            b"\"",
+            b"`",
+            b"%",
+            b"?",
+            b" HTTP/1.1",
+            b"#",
+            b": ",
+        ];
+        let mut served = 0;
+        for _ in 0..20_000 {
+            let mut head = Vec::new();
+            head.extend_from_slice(if rng.bool() { b"GET /" } else { b"HEAD /" });
+            for _ in 0..rng.usize(0..12) {
+                if rng.u8(..4) == 0 {
+                    head.push(any_but_line_ends(&mut rng));
+                } else {
+                    head.extend_from_slice(pieces[rng.usize(..pieces.len())]);
+                }
+            }
+            head.extend_from_slice(b" HTTP/1.1\r\nHost: a\r\n");
+            for _ in 0..rng.usize(0..3) {
+                head.extend_from_slice(b"x-f: ");
+                for _ in 0..rng.usize(0..6) {
+                    head.push(any_but_line_ends(&mut rng));
+                }
+                head.extend_from_slice(b"\r\n");
+            }
+            head.extend_from_slice(b"\r\n");
+            let next = b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n";
+            let mut wire = head.clone();
+            wire.extend_from_slice(next);
+            let mut read = BytesMut::from(&wire[..]);
+            match parse(&mut read, &mut Scratch::default()) {
+                Parsed::Plain(_) => {
+                    served += 1;
+                    assert_eq!(
+                        &read[..],
+                        &next[..],
+                        "seed {seed}: {:?}",
+                        String::from_utf8_lossy(&head)
+                    );
+                }
+                Parsed::Partial | Parsed::Other => {
+                    assert_eq!(
+                        &read[..],
+                        &wire[..],
+                        "seed {seed}: {:?}",
+                        String::from_utf8_lossy(&head)
+                    )
+                }
+            }
+        }
+        assert!(served > 1000, "seed {seed}: only {served} heads were plain");
+    }
 }
