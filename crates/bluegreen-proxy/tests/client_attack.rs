@@ -2519,10 +2519,10 @@ async fn a_pipelining_client_that_reads_nothing_is_not_buffered_without_bound() 
     );
 }
 
-/// Seen failing once, not reproduced since: in one whole run of this file
-/// (`--include-ignored`), for about 40 s every response the own server wrote
-/// (200s, and its own 502) came without a Date, while hyper's side kept
-/// writing one; 15 tests failed on `no Date` then.
+/// Every response the own server writes, its own 502 too, has one `Date`.
+/// (It once failed for a whole run: that run was linked against a build of
+/// the library with the `Date` deliberately removed, to check that this file's
+/// tests can fail.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_plain_response_carries_a_date() {
     let backend = echo_backend().await;
