@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::backend::Backend;
 use crate::body::{BackendBody, ClientBody, ClientFault, FromBackend, ProxyBody, UpstreamBody};
-use crate::conn::Activity;
+use crate::conn::{ActiveGuard, Activity};
 use crate::h1::{RawFields, RequestHead};
 use crate::options::{IpNetwork, ProxyOptions};
 use crate::pin;
@@ -620,18 +620,7 @@ pub(crate) async fn handle(
     client: Arc<ClientConn>,
     req: Request<Incoming>,
 ) -> Result<Response<ClientBody>, std::convert::Infallible> {
-    let active = client.activity.begin();
-    let req = req.map(Some);
-    let mut fields = None;
-    let mut response = forward(
-        &client.proxy,
-        &client.info,
-        &client.affinity,
-        &active,
-        req,
-        &mut fields,
-    )
-    .await;
+    let (mut response, active, fields) = forward_one(&client, req.map(Some)).await;
     if let Some(fields) = fields {
         fields.append_to(response.headers_mut());
     }
@@ -641,8 +630,18 @@ pub(crate) async fn handle(
 /// Serves one request without a body of a client connection, for the proxy's
 /// own HTTP/1.1 server ([`crate::h1_server`]).
 pub(crate) async fn handle_plain(client: &ClientConn, req: Request<()>) -> Response<ClientBody> {
+    let (response, active, fields) = forward_one(client, req.map(|()| None)).await;
+    response.map(|body| ClientBody::new(body, active).with_fields(fields))
+}
+
+/// A request of `client`, in progress from here until its response's body is
+/// sent; with a backend's response fields when they are to be written as they
+/// came.
+async fn forward_one(
+    client: &ClientConn,
+    req: Request<Option<Incoming>>,
+) -> (Response<ProxyBody>, ActiveGuard, Option<RawFields>) {
     let active = client.activity.begin();
-    let req = req.map(|()| None);
     let mut fields = None;
     let response = forward(
         &client.proxy,
@@ -653,14 +652,14 @@ pub(crate) async fn handle_plain(client: &ClientConn, req: Request<()>) -> Respo
         &mut fields,
     )
     .await;
-    response.map(|body| ClientBody::new(body, active).with_fields(fields))
+    (response, active, fields)
 }
 
 async fn forward(
     proxy: &Proxy,
     conn: &ConnInfo,
     affinity: &Affinity,
-    active: &crate::conn::ActiveGuard,
+    active: &ActiveGuard,
     mut req: Request<Option<Incoming>>,
     fields: &mut Option<RawFields>,
 ) -> Response<ProxyBody> {
