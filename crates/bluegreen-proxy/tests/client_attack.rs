@@ -36,13 +36,56 @@ fn cat(parts: &[&[u8]]) -> Vec<u8> {
 async fn echo_backend() -> Scripted {
     Scripted::replying(|seen| {
         let line = request_line(seen);
-        let mut r =
-            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", line.len()).into_bytes();
-        if !seen.head.starts_with("HEAD ") {
-            r.extend_from_slice(line.as_bytes());
-        }
-        (r, After::KeepOpen)
+        (
+            line_reply(&line, seen.head.starts_with("HEAD ")),
+            After::KeepOpen,
+        )
     })
+    .await
+}
+
+/// A proxy to an [`echo_backend`].
+async fn echo_proxy() -> (Scripted, RunningProxy) {
+    let backend = echo_backend().await;
+    let proxy = proxy_to(&backend).await;
+    (backend, proxy)
+}
+
+/// A 200 with `line` as its body, the body left out when `head`.
+fn line_reply(line: &str, head: bool) -> Vec<u8> {
+    let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", line.len()).into_bytes();
+    if !head {
+        r.extend_from_slice(line.as_bytes());
+    }
+    r
+}
+
+/// A backend that answers every request 200 with its request line as the body
+/// (a HEAD's too), one at a time, after sleeping `ms` for a request line that
+/// starts with `slow`.
+async fn line_echo_backend(slow: &'static str, ms: u64) -> Scripted {
+    Scripted::custom(move |mut peer| async move {
+        while let Some(seen) = peer.request().await {
+            let line = request_line(&seen);
+            if line.starts_with(slow) {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            if !peer.send(&line_reply(&line, false)).await {
+                return;
+            }
+        }
+    })
+    .await
+}
+
+/// A proxy to `backend` with header and idle timeouts of 300 ms.
+async fn proxy_with_short_timeouts(backend: &Scripted) -> RunningProxy {
+    proxy_with(
+        backend,
+        test_options()
+            .with_header_timeout(Duration::from_millis(300))
+            .with_idle_timeout(Duration::from_millis(300)),
+    )
     .await
 }
 
@@ -208,8 +251,7 @@ const SMUGGLED: &str = "GET /smuggled HTTP/1.1\r\nHost: web.production\r\n\r\n";
 
 #[tokio::test]
 async fn obs_fold_is_rejected_or_replaced_by_spaces() {
-    let backend = echo_backend().await;
-    let proxy = proxy_to(&backend).await;
+    let (backend, proxy) = echo_proxy().await;
     for fold in ["\r\n ", "\r\n\t", "\r\n  \t "] {
         let bytes = get("/fold", &format!("X-A: a{fold}b\r\nX-C: c\r\n"));
         if let Some(s) = rejected_or_forwarded(&proxy, &backend, &bytes).await {
@@ -228,8 +270,7 @@ async fn obs_fold_is_rejected_or_replaced_by_spaces() {
 
 #[tokio::test]
 async fn whitespace_before_the_first_field_line_is_rejected_or_that_line_ignored() {
-    let backend = echo_backend().await;
-    let proxy = proxy_to(&backend).await;
+    let (backend, proxy) = echo_proxy().await;
     let bytes = format!("GET /ws HTTP/1.1\r\n X-Hidden: 1\r\nHost: {HOST}\r\n\r\n");
     if let Some(s) = rejected_or_forwarded(&proxy, &backend, bytes.as_bytes()).await {
         assert!(!s.head.to_ascii_lowercase().contains("x-hidden"), "{s:?}");
@@ -238,8 +279,7 @@ async fn whitespace_before_the_first_field_line_is_rejected_or_that_line_ignored
 
 #[tokio::test]
 async fn whitespace_before_a_colon_is_400() {
-    let backend = echo_backend().await;
-    let proxy = proxy_to(&backend).await;
+    let (backend, proxy) = echo_proxy().await;
     for extra in ["X-A : v\r\n", "X-A\t: v\r\n", "Connection : close\r\n"] {
         assert_rejected(&proxy, &backend, &get("/sp", extra), &[]).await;
     }
@@ -254,8 +294,7 @@ async fn whitespace_before_a_colon_is_400() {
 
 #[tokio::test]
 async fn field_names_that_are_not_tokens_are_400() {
-    let backend = echo_backend().await;
-    let proxy = proxy_to(&backend).await;
+    let (backend, proxy) = echo_proxy().await;
     for name in [
         &b"X@A"[..],
         b"X A",
@@ -279,8 +318,7 @@ async fn field_names_that_are_not_tokens_are_400() {
 
 #[tokio::test]
 async fn lf_only_line_ends_are_rejected_or_forwarded_as_crlf() {
-    let backend = echo_backend().await;
-    let proxy = proxy_to(&backend).await;
+    let (backend, proxy) = echo_proxy().await;
     for bytes in [
         format!("GET /lf HTTP/1.1\nHost: {HOST}\n\n"),
         format!("GET /lf HTTP/1.1\r\nHost: {HOST}\nX-A: 1\r\n\r\n"),
@@ -295,8 +333,7 @@ async fn lf_only_line_ends_are_rejected_or_forwarded_as_crlf() {
 async fn a_bare_lf_inside_a_value_never_hides_a_length_from_the_proxy() {
     // either the LF ends the line (then a Content-Length frames the smuggled
     // text as the body) or the head is invalid: never a second request
-    let backend = echo_backend().await;
-    let proxy = proxy_to(&backend).await;
+    let (backend, proxy) = echo_proxy().await;
     for sep in ["\n", "\r"] {
         let bytes = format!(
             "GET /a HTTP/1.1\r\nHost: {HOST}\r\nX-A: y{sep}Content-Length: {}\r\n\r\n{SMUGGLED}",
@@ -317,8 +354,7 @@ async fn a_bare_lf_inside_a_value_never_hides_a_length_from_the_proxy() {
 
 #[tokio::test]
 async fn nul_and_bare_cr_in_values_are_rejected_or_replaced() {
-    let backend = echo_backend().await;
-    let proxy = proxy_to(&backend).await;
+    let (backend, proxy) = echo_proxy().await;
     for bad in [&b"a\x00b"[..], b"a\rb", b"a\r b"] {
         let bytes = cat(&[
             format!("GET /nul HTTP/1.1\r\nHost: {HOST}\r\nX-A: ").as_bytes(),
@@ -337,8 +373,7 @@ async fn nul_and_bare_cr_in_values_are_rejected_or_replaced() {
 
 #[tokio::test]
 async fn obs_text_in_a_value_is_forwarded_exactly() {
-    let backend = echo_backend().await;
-    let proxy = proxy_to(&backend).await;
+    let (backend, proxy) = echo_proxy().await;
     let bytes = cat(&[&get("/text", "")[..], b""]);
     let bytes = cat(&[&bytes[..bytes.len() - 2], b"X-A: caf\xc3\xa9 \xff\r\n\r\n"]);
     let (reply, _c) = one(&proxy, &bytes).await;
@@ -355,8 +390,7 @@ async fn obs_text_in_a_value_is_forwarded_exactly() {
 
 #[tokio::test]
 async fn many_fields_are_forwarded_whole_or_refused_whole() {
-    let backend = echo_backend().await;
-    let proxy = proxy_to(&backend).await;
+    let (backend, proxy) = echo_proxy().await;
     for n in [99, 100, 101, 1000] {
         let extra: String = (0..n).map(|i| format!("X-F{i}: v{i}\r\n")).collect();
         let before = backend.seen().len();
@@ -389,8 +423,7 @@ async fn many_fields_are_forwarded_whole_or_refused_whole() {
 
 #[tokio::test]
 async fn connection_naming_host_or_forwarded_fields_cannot_remove_the_proxys() {
-    let backend = echo_backend().await;
-    let proxy = proxy_to(&backend).await;
+    let (backend, proxy) = echo_proxy().await;
     let mut failures = Vec::new();
     for named in [
         "Host",
@@ -439,8 +472,7 @@ async fn connection_naming_host_or_forwarded_fields_cannot_remove_the_proxys() {
 
 #[tokio::test]
 async fn connection_close_in_every_spelling_closes_after_one_response() {
-    let backend = echo_backend().await;
-    let proxy = proxy_to(&backend).await;
+    let (backend, proxy) = echo_proxy().await;
     for extra in [
         "Connection: keep-alive, close\r\n",
         "Connection: close, keep-alive\r\n",
@@ -482,8 +514,7 @@ async fn connection_close_in_every_spelling_closes_after_one_response() {
 
 #[tokio::test]
 async fn hop_by_hop_fields_never_reach_the_backend() {
-    let backend = echo_backend().await;
-    let proxy = proxy_to(&backend).await;
+    let (backend, proxy) = echo_proxy().await;
     let hop = "Connection: X-Secret, Keep-Alive\r\nX-Secret: s\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nTrailer: X-T\r\nProxy-Connection: keep-alive\r\nX-Kept: yes\r\n";
     let variants = [
         // plain
@@ -530,8 +561,7 @@ async fn hop_by_hop_fields_never_reach_the_backend() {
 
 #[tokio::test]
 async fn forwarded_fields_are_the_proxys_and_preview_is_stripped_in_any_spelling() {
-    let backend = echo_backend().await;
-    let proxy = proxy_to(&backend).await;
+    let (backend, proxy) = echo_proxy().await;
     let spoof = "x-forwarded-for: 1.1.1.1\r\nX-Forwarded-For: 2.2.2.2\r\nX-FORWARDED-PROTO: https\r\nx-forwarded-host: evil.example\r\nX-Forwarded-Host: evil2.example\r\nForwarded: for=1.1.1.1\r\nX-Bluegreen-Preview: green\r\nx-bluegreen-PREVIEW: blue\r\n";
     for bytes in [
         get("/fwd", spoof),
@@ -584,8 +614,7 @@ async fn forwarded_fields_are_the_proxys_and_preview_is_stripped_in_any_spelling
 async fn a_missing_duplicate_or_invalid_host_is_400() {
     // RFC 9112 3.2: a 400 for no Host, more than one Host line, or an invalid
     // Host value (the first app also serves unknown hosts: no 404 to hide behind)
-    let backend = echo_backend().await;
-    let proxy = proxy_to(&backend).await;
+    let (backend, proxy) = echo_proxy().await;
     let mut requests = Vec::new();
     for fields_ in [
         format!("Host: {HOST}\r\nHost: {HOST}\r\n"),
@@ -616,8 +645,7 @@ async fn two_apps() -> (RunningProxy, Scripted, Scripted) {
 
 #[tokio::test]
 async fn an_invalid_host_is_400_on_hypers_side_too() {
-    let backend = echo_backend().await;
-    let proxy = proxy_to(&backend).await;
+    let (backend, proxy) = echo_proxy().await;
     let mut requests = Vec::new();
     for host in [
         format!("{HOST}, other.example"),
@@ -694,8 +722,7 @@ async fn the_absolute_form_authority_wins_over_host() {
 #[tokio::test]
 async fn an_asterisk_target_on_get_is_400() {
     // RFC 9112 3.2.4: the asterisk form is for OPTIONS only
-    let backend = echo_backend().await;
-    let proxy = proxy_to(&backend).await;
+    let (backend, proxy) = echo_proxy().await;
     all_rejected(
         &proxy,
         &backend,
@@ -711,8 +738,7 @@ async fn an_asterisk_target_on_get_is_400() {
 
 #[tokio::test]
 async fn an_asterisk_target_on_get_is_400_on_hypers_side_too() {
-    let backend = echo_backend().await;
-    let proxy = proxy_to(&backend).await;
+    let (backend, proxy) = echo_proxy().await;
     all_rejected(
         &proxy,
         &backend,
@@ -727,8 +753,7 @@ async fn an_asterisk_target_on_get_is_400_on_hypers_side_too() {
 
 #[tokio::test]
 async fn a_target_starting_with_two_slashes_is_a_path() {
-    let backend = echo_backend().await;
-    let proxy = proxy_to(&backend).await;
+    let (backend, proxy) = echo_proxy().await;
     for target in ["//x", "//other.example/x", "//", "///x?y=//z"] {
         let before = backend.seen().len();
         let (reply, _c) = one(&proxy, &get(target, "")).await;
@@ -745,8 +770,7 @@ async fn a_target_starting_with_two_slashes_is_a_path() {
 
 #[tokio::test]
 async fn percent_encoded_targets_are_forwarded_exactly() {
-    let backend = echo_backend().await;
-    let proxy = proxy_to(&backend).await;
+    let (backend, proxy) = echo_proxy().await;
     for target in [
         "/a%2Fb%2e%2E/%00?x=%20&y=%zz",
         "/../../etc/passwd",
@@ -771,8 +795,7 @@ async fn percent_encoded_targets_are_forwarded_exactly() {
 
 #[tokio::test]
 async fn non_ascii_and_fragment_targets_are_rejected_or_forwarded_sanely() {
-    let backend = echo_backend().await;
-    let proxy = proxy_to(&backend).await;
+    let (backend, proxy) = echo_proxy().await;
     let raw = cat(&[
         b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: ",
         HOST.as_bytes(),
@@ -800,8 +823,7 @@ async fn non_ascii_and_fragment_targets_are_rejected_or_forwarded_sanely() {
 
 #[tokio::test]
 async fn request_lines_with_odd_whitespace_are_rejected_or_normalised() {
-    let backend = echo_backend().await;
-    let proxy = proxy_to(&backend).await;
+    let (backend, proxy) = echo_proxy().await;
     for line in [
         "GET  /ws HTTP/1.1",
         "GET\t/ws HTTP/1.1",
@@ -829,8 +851,7 @@ async fn request_lines_with_odd_whitespace_are_rejected_or_normalised() {
 
 #[tokio::test]
 async fn other_versions_are_refused_and_never_forwarded() {
-    let backend = echo_backend().await;
-    let proxy = proxy_to(&backend).await;
+    let (backend, proxy) = echo_proxy().await;
     for version in [
         "HTTP/2.0",
         "http/1.1",
@@ -847,8 +868,7 @@ async fn other_versions_are_refused_and_never_forwarded() {
 
 #[tokio::test]
 async fn huge_targets_are_served_whole_or_refused_unforwarded() {
-    let backend = echo_backend().await;
-    let proxy = proxy_to(&backend).await;
+    let (backend, proxy) = echo_proxy().await;
     let fixed = get("/", "").len();
     let sizes = [
         8 * 1024,
@@ -915,14 +935,7 @@ async fn by_path_backend() -> Scripted {
                 b"HTTP/1.1 304 Not Modified\r\nETag: \"e\"\r\nTransfer-Encoding: chunked\r\n\r\n"
                     .to_vec()
             }
-            _ => {
-                let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", line.len())
-                    .into_bytes();
-                if !head {
-                    r.extend_from_slice(line.as_bytes());
-                }
-                r
-            }
+            _ => line_reply(&line, head),
         };
         (bytes, After::KeepOpen)
     })
@@ -985,8 +998,7 @@ async fn requests_pipelined_after_head_204_and_304_get_their_own_responses() {
 
 #[tokio::test]
 async fn a_get_followed_by_garbage_is_answered_then_400_and_closed() {
-    let backend = echo_backend().await;
-    let proxy = proxy_to(&backend).await;
+    let (backend, proxy) = echo_proxy().await;
     for garbage in [
         &b"GARBAGE\r\n\r\n"[..],
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
@@ -1012,8 +1024,7 @@ async fn a_get_followed_by_garbage_is_answered_then_400_and_closed() {
 async fn an_empty_line_before_a_request_line_is_ignored() {
     // RFC 9112 2.2: a server SHOULD ignore at least one empty line before the
     // request line
-    let backend = echo_backend().await;
-    let proxy = proxy_to(&backend).await;
+    let (_backend, proxy) = echo_proxy().await;
     let mut client = Client::connect(&proxy).await;
     client
         .send(&cat(&[
@@ -1036,13 +1047,7 @@ async fn an_empty_line_before_a_request_line_is_ignored() {
 #[tokio::test]
 async fn a_stream_of_empty_lines_does_not_hold_a_connection_open() {
     let backend = echo_backend().await;
-    let proxy = proxy_with(
-        &backend,
-        test_options()
-            .with_header_timeout(Duration::from_millis(300))
-            .with_idle_timeout(Duration::from_millis(300)),
-    )
-    .await;
+    let proxy = proxy_with_short_timeouts(&backend).await;
     let client = Client::connect(&proxy).await;
     let (mut read, mut write) = client.wire.stream.into_split();
     let feeder = tokio::spawn(async move {
@@ -1074,8 +1079,7 @@ async fn a_stream_of_empty_lines_does_not_hold_a_connection_open() {
 
 #[tokio::test]
 async fn a_request_hidden_in_a_body_never_reaches_the_backend_as_a_request() {
-    let backend = echo_backend().await;
-    let proxy = proxy_to(&backend).await;
+    let (backend, proxy) = echo_proxy().await;
     let n = SMUGGLED.len();
     let chunked_body = format!("{n:x}\r\n{SMUGGLED}\r\n0\r\n\r\n");
     let variants: Vec<String> = vec![
@@ -1153,8 +1157,7 @@ async fn a_request_hidden_in_a_body_never_reaches_the_backend_as_a_request() {
 async fn both_framings_close_the_connection_after_the_response() {
     // RFC 9112 6.1: with Transfer-Encoding and Content-Length, the server MUST
     // close after responding
-    let backend = echo_backend().await;
-    let proxy = proxy_to(&backend).await;
+    let (backend, proxy) = echo_proxy().await;
     let bytes = format!(
         "POST /both HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{SMUGGLED}"
     );
@@ -1178,8 +1181,7 @@ async fn both_framings_close_the_connection_after_the_response() {
 
 #[tokio::test]
 async fn a_client_writing_one_byte_at_a_time_is_served_in_order() {
-    let backend = echo_backend().await;
-    let proxy = proxy_to(&backend).await;
+    let (backend, proxy) = echo_proxy().await;
     let client = Client::connect(&proxy).await;
     client.wire.stream.set_nodelay(true).unwrap();
     let bytes = cat(&[
@@ -1519,9 +1521,7 @@ async fn interim_backend_responses_never_shift_the_next_response() {
                 After::KeepOpen,
             )
         } else {
-            let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", line.len()).into_bytes();
-            r.extend_from_slice(line.as_bytes());
-            (r, After::KeepOpen)
+            (line_reply(&line, false), After::KeepOpen)
         }
     })
     .await;
@@ -1567,9 +1567,7 @@ async fn bytes_past_a_backend_length_never_become_a_response() {
                 let bytes = if first.swap(false, Ordering::SeqCst) {
                     b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil".to_vec()
                 } else {
-                    let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", line.len()).into_bytes();
-                    r.extend_from_slice(line.as_bytes());
-                    r
+                    line_reply(&line, false)
                 };
                 if !peer.send(&bytes).await {
                     return;
@@ -1606,12 +1604,7 @@ async fn bodies_sent_after_head_204_and_304_never_reach_the_client() {
             "/head" => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nHELLO".to_vec(),
             "/204" => b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nHELLO".to_vec(),
             "/304" => b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\nHELLO".to_vec(),
-            _ => {
-                let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", line.len())
-                    .into_bytes();
-                r.extend_from_slice(line.as_bytes());
-                r
-            }
+            _ => line_reply(&line, false),
         };
         (bytes, After::KeepOpen)
     })
@@ -1704,10 +1697,7 @@ async fn pipelined_responses_keep_request_order_whatever_the_backend_timing() {
             {
                 tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
             }
-            let mut r =
-                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", line.len()).into_bytes();
-            r.extend_from_slice(line.as_bytes());
-            if !peer.send(&r).await {
+            if !peer.send(&line_reply(&line, false)).await {
                 return;
             }
         }
@@ -1758,8 +1748,7 @@ async fn hop_by_hop_fields_of_a_response_never_reach_the_client() {
 
 #[tokio::test]
 async fn five_hundred_pipelined_gets_in_one_write_are_answered_in_order() {
-    let backend = echo_backend().await;
-    let proxy = proxy_to(&backend).await;
+    let (_backend, proxy) = echo_proxy().await;
     let mut client = Client::connect(&proxy).await;
     let bytes: Vec<u8> = (0..500).flat_map(|i| get(&format!("/p{i}"), "")).collect();
     let (read, mut write) = client.wire.stream.into_split();
@@ -1782,8 +1771,7 @@ async fn five_hundred_pipelined_gets_in_one_write_are_answered_in_order() {
 
 #[tokio::test]
 async fn methods_that_only_look_like_get_or_head_are_not_served_as_them() {
-    let backend = echo_backend().await;
-    let proxy = proxy_to(&backend).await;
+    let (backend, proxy) = echo_proxy().await;
     for method in ["HEADX", "GETS", "get", "Head", "GET\x0b", "G\x00T", "GET:"] {
         let bytes = format!("{method} /m HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
         let before = backend.seen().len();
@@ -1835,9 +1823,7 @@ async fn an_unsolicited_backend_101_never_switches_the_client() {
             )
         } else {
             let line = request_line(seen);
-            let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", line.len()).into_bytes();
-            r.extend_from_slice(line.as_bytes());
-            (r, After::KeepOpen)
+            (line_reply(&line, false), After::KeepOpen)
         }
     })
     .await;
@@ -1861,8 +1847,7 @@ async fn an_unsolicited_backend_101_never_switches_the_client() {
 
 #[tokio::test]
 async fn chunk_framing_tricks_never_split_a_body_into_a_request() {
-    let backend = echo_backend().await;
-    let proxy = proxy_to(&backend).await;
+    let (backend, proxy) = echo_proxy().await;
     let n = SMUGGLED.len();
     let bodies = [
         format!("{n:x}\n{SMUGGLED}\r\n0\r\n\r\n"),
@@ -1917,10 +1902,7 @@ async fn a_backend_body_cut_short_is_never_completed_by_the_next_response() {
                     .await;
                 return;
             }
-            let mut r =
-                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", line.len()).into_bytes();
-            r.extend_from_slice(line.as_bytes());
-            if !peer.send(&r).await {
+            if !peer.send(&line_reply(&line, false)).await {
                 return;
             }
         }
@@ -1987,8 +1969,7 @@ async fn a_client_that_reads_nothing_is_dropped_at_the_send_timeout() {
 
 #[tokio::test]
 async fn the_proxys_own_error_responses_are_framed_once_with_a_date() {
-    let backend = echo_backend().await;
-    let proxy = proxy_to(&backend).await;
+    let (backend, proxy) = echo_proxy().await;
     // 400 (a malformed head), 431 (a head past every bound)
     for (bytes, status) in [
         (get("/bad", "no colon\r\n"), 400),
@@ -2028,8 +2009,7 @@ async fn the_proxys_own_error_responses_are_framed_once_with_a_date() {
 /// gets the whole response or none, and the connection ends.
 #[tokio::test]
 async fn a_client_that_half_closes_after_a_whole_request_gets_its_response_whole_or_none() {
-    let backend = echo_backend().await;
-    let proxy = proxy_to(&backend).await;
+    let (_backend, proxy) = echo_proxy().await;
     let post =
         format!("POST /hc HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 1\r\n\r\nx").into_bytes();
     for (name, bytes) in [("plain GET", get("/hc", "")), ("POST (hyper side)", post)] {
@@ -2047,21 +2027,7 @@ async fn a_client_that_half_closes_after_a_whole_request_gets_its_response_whole
 
 #[tokio::test]
 async fn a_client_gone_with_requests_queued_has_none_of_the_rest_forwarded() {
-    let backend = Scripted::custom(|mut peer| async move {
-        while let Some(seen) = peer.request().await {
-            let line = request_line(&seen);
-            if line.starts_with("GET /wait ") {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            let mut r =
-                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", line.len()).into_bytes();
-            r.extend_from_slice(line.as_bytes());
-            if !peer.send(&r).await {
-                return;
-            }
-        }
-    })
-    .await;
+    let backend = line_echo_backend("GET /wait ", 500).await;
     let proxy = proxy_to(&backend).await;
     let mut client = Client::connect(&proxy).await;
     client
@@ -2087,8 +2053,7 @@ async fn a_client_gone_with_requests_queued_has_none_of_the_rest_forwarded() {
 
 #[tokio::test]
 async fn an_upgrade_the_backend_declines_leaves_the_connection_usable() {
-    let backend = echo_backend().await;
-    let proxy = proxy_to(&backend).await;
+    let (_backend, proxy) = echo_proxy().await;
     let mut client = Client::connect(&proxy).await;
     client
         .send(&cat(&[
@@ -2104,8 +2069,7 @@ async fn an_upgrade_the_backend_declines_leaves_the_connection_usable() {
 
 #[tokio::test]
 async fn targets_with_characters_outside_the_uri_grammar_are_rejected_or_forwarded_exactly() {
-    let backend = echo_backend().await;
-    let proxy = proxy_to(&backend).await;
+    let (backend, proxy) = echo_proxy().await;
     for target in ["/a\"b", "/a{b}", "/a|b", "/a^b", "/a\\b", "/a%", "/a%g1"] {
         if let Some(s) = rejected_or_forwarded(&proxy, &backend, &get(target, "")).await {
             let line = request_line(&s);
@@ -2148,8 +2112,7 @@ async fn a_backend_closing_after_each_response_does_not_garble_a_pipeline() {
 
 #[tokio::test]
 async fn a_target_with_angle_brackets_or_a_backquote_gets_its_own_response() {
-    let backend = echo_backend().await;
-    let proxy = proxy_to(&backend).await;
+    let (backend, proxy) = echo_proxy().await;
     let mut failures = Vec::new();
     for target in ["/a<b>", "/a>b", "/a`b", "/q?x=<script>", "/q?x=\"y\""] {
         for method in ["GET", "HEAD"] {
@@ -2255,8 +2218,7 @@ async fn odd_backend_response_heads_are_cleaned_or_refused_never_passed_raw() {
 
 #[tokio::test]
 async fn targets_in_no_form_a_get_may_use_are_400_not_rewritten() {
-    let backend = echo_backend().await;
-    let proxy = proxy_to(&backend).await;
+    let (backend, proxy) = echo_proxy().await;
     let requests: Vec<Vec<u8>> = ["a", "web.production:80", "mailto:x", "web.production"]
         .iter()
         .map(|t| get(t, ""))
@@ -2269,8 +2231,7 @@ async fn framing_fields_straddling_the_plain_head_bound_are_still_seen() {
     // the own server reads at most 64 KiB of head before handing the bytes to
     // hyper's: a Content-Length (or the head's end) across that line must
     // count as it does anywhere else
-    let backend = echo_backend().await;
-    let proxy = proxy_to(&backend).await;
+    let (backend, proxy) = echo_proxy().await;
     let n = SMUGGLED.len();
     let start = format!("GET /straddle HTTP/1.1\r\nHost: {HOST}\r\nX-Pad: ");
     let mut failures = Vec::new();
@@ -2326,28 +2287,8 @@ async fn framing_fields_straddling_the_plain_head_bound_are_still_seen() {
 
 #[tokio::test]
 async fn pipelined_heads_waiting_behind_a_slow_response_are_not_cut_by_the_bounds() {
-    let backend = Scripted::custom(|mut peer| async move {
-        while let Some(seen) = peer.request().await {
-            let line = request_line(&seen);
-            if line.starts_with("GET /slow ") {
-                tokio::time::sleep(Duration::from_millis(1200)).await;
-            }
-            let mut r =
-                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", line.len()).into_bytes();
-            r.extend_from_slice(line.as_bytes());
-            if !peer.send(&r).await {
-                return;
-            }
-        }
-    })
-    .await;
-    let proxy = proxy_with(
-        &backend,
-        test_options()
-            .with_header_timeout(Duration::from_millis(300))
-            .with_idle_timeout(Duration::from_millis(300)),
-    )
-    .await;
+    let backend = line_echo_backend("GET /slow ", 1200).await;
+    let proxy = proxy_with_short_timeouts(&backend).await;
     let mut client = Client::connect(&proxy).await;
     client
         .send(&cat(&[
@@ -2437,21 +2378,7 @@ async fn a_close_delimited_backend_body_is_streamed_as_it_comes() {
 
 #[tokio::test]
 async fn a_shutdown_during_a_pipeline_answers_or_closes_cleanly() {
-    let backend = Scripted::custom(|mut peer| async move {
-        while let Some(seen) = peer.request().await {
-            let line = request_line(&seen);
-            if line.starts_with("GET /slow ") {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            let mut r =
-                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", line.len()).into_bytes();
-            r.extend_from_slice(line.as_bytes());
-            if !peer.send(&r).await {
-                return;
-            }
-        }
-    })
-    .await;
+    let backend = line_echo_backend("GET /slow ", 500).await;
     let mut proxy = proxy_to(&backend).await;
     let mut client = Client::connect(&proxy).await;
     client
@@ -2582,22 +2509,13 @@ async fn a_partial_next_head_never_cuts_a_slow_response_in_progress() {
                 peer.send(b"4\r\nlast\r\n0\r\n\r\n").await;
                 continue;
             }
-            let mut r =
-                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", line.len()).into_bytes();
-            r.extend_from_slice(line.as_bytes());
-            if !peer.send(&r).await {
+            if !peer.send(&line_reply(&line, false)).await {
                 return;
             }
         }
     })
     .await;
-    let proxy = proxy_with(
-        &backend,
-        test_options()
-            .with_header_timeout(Duration::from_millis(300))
-            .with_idle_timeout(Duration::from_millis(300)),
-    )
-    .await;
+    let proxy = proxy_with_short_timeouts(&backend).await;
     let mut client = Client::connect(&proxy).await;
     client
         .send(&cat(&[&get("/drip", ""), b"GET /b HTTP/1.1\r\nHo"]))
