@@ -116,7 +116,8 @@ impl LocalFleet {
             }
             (_, false) => image.clone(),
         };
-        let port = free_port()?;
+        let groups = dir.parent().and_then(Path::parent).unwrap_or(dir);
+        let port = free_port(groups)?;
         let log_path = dir.join("logs").join(format!("{index}.log"));
         let mut command = tokio::process::Command::new(&program);
         command
@@ -154,9 +155,27 @@ impl LocalFleet {
     }
 }
 
-fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(os_error)?;
-    Ok(listener.local_addr().map_err(os_error)?.port())
+/// A loopback port the system has free and that no instance recorded under
+/// `groups` (`<state>/groups`, every app) was given: a port the system freed is
+/// handed out again soon, and an instance started a moment ago may not have
+/// bound its own yet.
+fn free_port(groups: &Path) -> Result<u16> {
+    let mut given = Vec::new();
+    for app in entries(groups)?.into_iter().filter(|p| p.is_dir()) {
+        for group in entries(&app)?.into_iter().filter(|p| p.is_dir()) {
+            given.extend(LocalFleet::instance_files(&group)?.iter().map(|f| f.port));
+        }
+    }
+    for _ in 0..64 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(os_error)?;
+        let port = listener.local_addr().map_err(os_error)?.port();
+        if !given.contains(&port) {
+            return Ok(port);
+        }
+    }
+    Err(os_error(std::io::Error::other(
+        "no free loopback port that no instance was given",
+    )))
 }
 
 #[async_trait]
