@@ -86,7 +86,8 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 /// The same names, to lend to a [`RequestHead`].
 static FORWARDED_NAMES: [HeaderName; 3] = [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST];
 
-static HOP_BY_HOP: [HeaderName; 7] = [
+/// The hop-by-hop fields of RFC 9110 section 7.6.1 and the ones in use before it.
+pub(crate) static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),

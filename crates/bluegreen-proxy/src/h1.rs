@@ -193,17 +193,6 @@ impl RawFields {
     }
 }
 
-/// The hop-by-hop fields of RFC 9110 section 7.6.1 and the ones in use before it.
-const HOP_BY_HOP: [&[u8]; 7] = [
-    b"connection",
-    b"keep-alive",
-    b"proxy-connection",
-    b"te",
-    b"trailer",
-    b"transfer-encoding",
-    b"upgrade",
-];
-
 /// How a message's body is delimited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Framing {
@@ -584,7 +573,9 @@ fn parse_head(
         let mut close = version == 0;
         for field in parsed.headers.iter() {
             let name = field.name.as_bytes();
-            let hop_by_hop = HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h));
+            let hop_by_hop = crate::forward::HOP_BY_HOP
+                .iter()
+                .any(|h| name.eq_ignore_ascii_case(h.as_str().as_bytes()));
             let is_length = !hop_by_hop && name.eq_ignore_ascii_case(b"content-length");
             if !hop_by_hop && !is_length {
                 let name_at = field.name.as_ptr() as usize - base;
