@@ -127,7 +127,7 @@ struct RemoveImage(String);
 impl Drop for RemoveImage {
     fn drop(&mut self) {
         let _ = std::process::Command::new("docker")
-            .args(["rmi", "-f", &self.0])
+            .args(["rmi", "-f", "--no-prune", &self.0])
             .output();
     }
 }

@@ -98,8 +98,11 @@ impl Cleanup {
             }
             let images = ids(&["images", "-q"]);
             if !images.is_empty() {
+                // --no-prune: the untagged parent layers of these images may be
+                // the build cache of another test's build running at the same
+                // time; pruning them fails that build ("failed to get digest")
                 let _ = std::process::Command::new("docker")
-                    .args(["rmi", "-f"])
+                    .args(["rmi", "-f", "--no-prune"])
                     .args(&images)
                     .output();
             }

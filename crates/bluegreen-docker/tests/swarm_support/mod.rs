@@ -228,7 +228,7 @@ impl Cleanup {
             .unwrap_or_default();
             let ids: Vec<&str> = images.split_whitespace().collect();
             if !ids.is_empty() {
-                let mut args = vec!["rmi", "-f"];
+                let mut args = vec!["rmi", "-f", "--no-prune"];
                 args.extend(ids);
                 let _ = docker_on(&self.0, 0, &args);
             }
