@@ -10,7 +10,7 @@ use bluegreen_core::labels;
 use bluegreen_core::{App, Error, Event, EventSink, Image, ImageId, ImageRef, ImageSource, Result};
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, ListContainersOptionsBuilder, ListImagesOptionsBuilder,
-    RemoveImageOptionsBuilder, TagImageOptionsBuilder,
+    RemoveImageOptions, RemoveImageOptionsBuilder, TagImageOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -21,6 +21,15 @@ use crate::labels::{label_filters, labels_of};
 /// The repository under which images are tagged: `bluegreen/<app>-<environment>`.
 pub fn repository(app: &App) -> String {
     format!("bluegreen/{}", app.slug())
+}
+
+/// How every image or tag of bluegreen's is removed: the untagged parent images
+/// beneath it stay. They are the classic builder's cache, which a build of another
+/// app may be building from at that moment, and they may not be bluegreen's at all
+/// (a base image built locally whose tag has since moved on). Docker's default
+/// removes them with the image.
+pub(crate) fn removal() -> RemoveImageOptions {
+    RemoveImageOptionsBuilder::new().noprune(true).build()
 }
 
 /// Images on a Docker daemon.
@@ -42,6 +51,10 @@ pub fn repository(app: &App) -> String {
 /// [`Image::images`] lists the images with bluegreen's labels for the app;
 /// [`Image::remove`] removes only those, and only when no container uses them; tags
 /// outside `bluegreen/` are never removed, and an image that still has one is kept.
+/// The untagged parent images beneath a removed image (the classic builder's cache
+/// of its steps) stay: another app's build may be building from them at that
+/// moment, and a parent need not be bluegreen's. `docker image prune` removes them
+/// once no image is built on them.
 #[derive(Clone, Debug)]
 pub struct DockerImage {
     docker: Docker,
@@ -171,11 +184,7 @@ impl DockerImage {
     }
 
     async fn untag(&self, tag: &str) -> Result<()> {
-        match self
-            .docker
-            .remove_image(tag, Some(RemoveImageOptionsBuilder::new().build()), None)
-            .await
-        {
+        match self.docker.remove_image(tag, Some(removal()), None).await {
             Ok(_) => Ok(()),
             Err(e) if has_status(&e, 404) => Ok(()),
             Err(e) => Err(docker_error(format!("untagging {tag}"), e)),
@@ -537,11 +546,7 @@ impl Image for DockerImage {
         }
         match self
             .docker
-            .remove_image(
-                &full_id,
-                Some(RemoveImageOptionsBuilder::new().build()),
-                None,
-            )
+            .remove_image(&full_id, Some(removal()), None)
             .await
         {
             Ok(_) => Ok(()),

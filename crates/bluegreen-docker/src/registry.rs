@@ -10,9 +10,7 @@ use bluegreen_core::{
     App, Error, Event, EventSink, Image, ImageCapabilities, ImageId, ImageRef, ImageSource, Result,
 };
 use bollard::auth::DockerCredentials;
-use bollard::query_parameters::{
-    PushImageOptionsBuilder, RemoveImageOptionsBuilder, TagImageOptionsBuilder,
-};
+use bollard::query_parameters::{PushImageOptionsBuilder, TagImageOptionsBuilder};
 use bollard::Docker;
 use futures_util::StreamExt;
 
@@ -549,7 +547,7 @@ impl RegistryImage {
         {
             match self
                 .docker
-                .remove_image(tag, Some(RemoveImageOptionsBuilder::new().build()), None)
+                .remove_image(tag, Some(crate::image::removal()), None)
                 .await
             {
                 Ok(_) => {}

@@ -521,11 +521,7 @@ impl ProxyContainer {
         // its image too, unless another proxy container uses it (Docker refuses)
         if let Some(id) = image {
             if let Err(e) = docker
-                .remove_image(
-                    &id,
-                    None::<bollard::query_parameters::RemoveImageOptions>,
-                    None,
-                )
+                .remove_image(&id, Some(crate::image::removal()), None)
                 .await
             {
                 if !has_status(&e, 404) && !has_status(&e, 409) {
