@@ -303,7 +303,7 @@ async fn main() {
     run(std::process::Command::new("docker-compose")
         .args(["-p", &project, "down", "-t", "10"])
         .current_dir(&cdir));
-    run(std::process::Command::new("docker").args(["rmi", &tag1, &tag2]));
+    run(std::process::Command::new("docker").args(["rmi", "--no-prune", &tag1, &tag2]));
 
     println!(
         "raw start+health of {} containers: {:.3} s",

@@ -370,7 +370,7 @@ async fn look_alike_containers_without_labels_survive_everything() {
     for name in &names {
         docker_cli(&["rm", "-f", name]);
     }
-    docker_cli(&["rmi", &plain]);
+    docker_cli(&["rmi", "--no-prune", &plain]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
