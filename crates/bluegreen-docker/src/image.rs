@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bluegreen_core::labels;
+use bluegreen_core::labels::Labels;
 use bluegreen_core::{App, Error, Event, EventSink, Image, ImageId, ImageRef, ImageSource, Result};
+use bollard::models::ImageInspect;
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, ListContainersOptionsBuilder, ListImagesOptionsBuilder,
     RemoveImageOptions, RemoveImageOptionsBuilder, TagImageOptionsBuilder,
@@ -27,9 +29,60 @@ pub fn repository(app: &App) -> String {
 /// beneath it stay. They are the classic builder's cache, which a build of another
 /// app may be building from at that moment, and they may not be bluegreen's at all
 /// (a base image built locally whose tag has since moved on). Docker's default
-/// removes them with the image.
+/// removes them with the image. Only the steps that added bluegreen's labels are
+/// removed after it ([`label_steps`]).
 pub(crate) fn removal() -> RemoveImageOptions {
     RemoveImageOptionsBuilder::new().noprune(true).build()
+}
+
+/// The untagged parents of `image` that the classic builder made to add `ours`
+/// (one step a label, above the Dockerfile's own steps), nearest first: each step
+/// adds only labels of `ours`, and has one of them itself.
+pub(crate) async fn label_steps(
+    docker: &Docker,
+    image: &ImageInspect,
+    ours: &Labels,
+) -> Result<Vec<String>> {
+    let labels_in = |i: &ImageInspect| labels_of(i.config.as_ref().and_then(|c| c.labels.as_ref()));
+    let mut steps = Vec::new();
+    let mut above = labels_in(image);
+    let mut next = image.parent.clone().filter(|p| !p.is_empty());
+    while let Some(parent) = next {
+        let step = match docker.inspect_image(&parent).await {
+            Ok(step) => step,
+            Err(e) if has_status(&e, 404) => break,
+            Err(e) => return Err(docker_error(format!("image {parent}"), e)),
+        };
+        let here = labels_in(&step);
+        // what the step above added to this one's labels: only ours
+        let mut added = above.iter().filter(|(k, v)| here.get(*k) != Some(*v));
+        let from_us = added.all(|(k, v)| ours.get(k) == Some(v));
+        let tagged = step.repo_tags.as_ref().is_some_and(|t| !t.is_empty());
+        // a step without any of ours is the Dockerfile's last
+        let has_ours = here.iter().any(|(k, v)| ours.get(k) == Some(v));
+        if !from_us || tagged || !has_ours {
+            break;
+        }
+        next = step.parent.clone().filter(|p| !p.is_empty());
+        above = here;
+        steps.push(parent);
+    }
+    Ok(steps)
+}
+
+/// Removes the `steps` of [`label_steps`], nearest first, after the image above
+/// them: each once nothing is built on it any more (one that still has an image
+/// on it stays, with those beneath it).
+pub(crate) async fn remove_label_steps(docker: &Docker, steps: Vec<String>) -> Result<()> {
+    for step in steps {
+        match docker.remove_image(&step, Some(removal()), None).await {
+            Ok(_) => {}
+            Err(e) if has_status(&e, 404) => {}
+            Err(e) if has_status(&e, 409) => break,
+            Err(e) => return Err(docker_error(format!("image {step}"), e)),
+        }
+    }
+    Ok(())
 }
 
 /// Images on a Docker daemon.
@@ -52,9 +105,10 @@ pub(crate) fn removal() -> RemoveImageOptions {
 /// [`Image::remove`] removes only those, and only when no container uses them; tags
 /// outside `bluegreen/` are never removed, and an image that still has one is kept.
 /// The untagged parent images beneath a removed image (the classic builder's cache
-/// of its steps) stay: another app's build may be building from them at that
-/// moment, and a parent need not be bluegreen's. `docker image prune` removes them
-/// once no image is built on them.
+/// of the Dockerfile's steps) stay: another app's build may be building from them
+/// at that moment, and a parent need not be bluegreen's; only the steps that added
+/// bluegreen's labels go with it. `docker image prune` removes the rest once no
+/// image is built on them.
 #[derive(Clone, Debug)]
 pub struct DockerImage {
     docker: Docker,
@@ -536,7 +590,7 @@ impl Image for DockerImage {
             )));
         }
         let prefix = format!("{}:", repository(app));
-        let tags = inspect.repo_tags.unwrap_or_default();
+        let tags = inspect.repo_tags.clone().unwrap_or_default();
         for tag in tags.iter().filter(|t| t.starts_with(&prefix)) {
             self.untag(tag).await?;
         }
@@ -544,15 +598,17 @@ impl Image for DockerImage {
             tracing::debug!(image = %id, "kept: it has tags outside {prefix}");
             return Ok(());
         }
+        let label_steps = label_steps(&self.docker, &inspect, &labels::app_labels(app)).await?;
         match self
             .docker
             .remove_image(&full_id, Some(removal()), None)
             .await
         {
-            Ok(_) => Ok(()),
-            Err(e) if has_status(&e, 404) => Ok(()),
-            Err(e) => Err(docker_error(format!("image {id}"), e)),
+            Ok(_) => {}
+            Err(e) if has_status(&e, 404) => {}
+            Err(e) => return Err(docker_error(format!("image {id}"), e)),
         }
+        remove_label_steps(&self.docker, label_steps).await
     }
 }
 

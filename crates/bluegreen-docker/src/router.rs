@@ -520,13 +520,25 @@ impl ProxyContainer {
         }
         // its image too, unless another proxy container uses it (Docker refuses)
         if let Some(id) = image {
-            if let Err(e) = docker
+            let steps = match docker.inspect_image(&id).await {
+                Ok(inspect) => {
+                    let found = labels_of(inspect.config.as_ref().and_then(|c| c.labels.as_ref()));
+                    let ours = found
+                        .into_iter()
+                        .filter(|(k, _)| k == labels::OWNER || k == ROLE_LABEL)
+                        .collect();
+                    crate::image::label_steps(docker, &inspect, &ours).await?
+                }
+                Err(e) if has_status(&e, 404) => Vec::new(),
+                Err(e) => return Err(docker_error(format!("image {id}"), e)),
+            };
+            match docker
                 .remove_image(&id, Some(crate::image::removal()), None)
                 .await
             {
-                if !has_status(&e, 404) && !has_status(&e, 409) {
-                    return Err(docker_error(format!("removing image {id}"), e));
-                }
+                Ok(_) => crate::image::remove_label_steps(docker, steps).await?,
+                Err(e) if has_status(&e, 404) || has_status(&e, 409) => {}
+                Err(e) => return Err(docker_error(format!("removing image {id}"), e)),
             }
         }
         for file in ["token", "admin.sock"] {

@@ -1,6 +1,8 @@
-//! Removing an app's old image removes that image alone: the untagged parent images
-//! beneath it (the classic builder's cache of its steps, which another app's build
-//! may be building from at that moment, or an image that is not bluegreen's) stay.
+//! Removing an app's old image removes that image and the steps that added
+//! bluegreen's labels to it, nothing else: the untagged parent images beneath them
+//! (the classic builder's cache of the Dockerfile's steps, which another app's
+//! build may be building from at that moment, or an image that is not bluegreen's)
+//! stay.
 
 mod support;
 
@@ -36,13 +38,19 @@ fn context(root: &Path) -> PathBuf {
     dir
 }
 
-/// The image's parents, nearest first.
-async fn parents(docker: &Docker, id: &str) -> Vec<String> {
+/// The image's parents, nearest first, each with whether it carries a label of
+/// bluegreen's.
+async fn parents(docker: &Docker, id: &str) -> Vec<(String, bool)> {
     let mut chain = Vec::new();
     let mut next = docker.inspect_image(id).await.unwrap().parent;
     while let Some(parent) = next.filter(|p| !p.is_empty()) {
-        next = docker.inspect_image(&parent).await.unwrap().parent;
-        chain.push(parent);
+        let inspect = docker.inspect_image(&parent).await.unwrap();
+        let labelled = inspect
+            .config
+            .and_then(|c| c.labels)
+            .is_some_and(|l| l.keys().any(|k| k.starts_with("bluegreen.")));
+        next = inspect.parent;
+        chain.push((parent, labelled));
     }
     chain
 }
@@ -78,10 +86,18 @@ async fn removing_an_image_leaves_the_images_beneath_it_and_the_build_cache() {
         .await
         .unwrap();
     let chain = parents(&docker, first.id.as_str()).await;
-    let _beneath = RemoveIds(chain.clone());
+    let _beneath = RemoveIds(chain.iter().map(|(id, _)| id.clone()).collect());
+    // the Dockerfile's three steps, and above them the steps that added
+    // bluegreen's labels (the classic builder adds a label a step)
+    let (labelled, steps): (Vec<_>, Vec<_>) = chain.iter().partition(|(_, labelled)| *labelled);
+    assert_eq!(
+        steps.len(),
+        3,
+        "an image per step beneath the app's: {chain:?}"
+    );
     assert!(
-        chain.len() >= 3,
-        "the classic builder keeps an image per step beneath the app's: {chain:?}"
+        !labelled.is_empty() && chain[..labelled.len()].iter().all(|(_, l)| *l),
+        "the label steps lie above the Dockerfile's: {chain:?}"
     );
 
     image.remove(&app, &first.id).await.unwrap();
@@ -89,12 +105,28 @@ async fn removing_an_image_leaves_the_images_beneath_it_and_the_build_cache() {
         image.images(&app).await.unwrap().is_empty(),
         "the app's image is gone"
     );
-    for parent in &chain {
+    for (id, _) in &steps {
         assert!(
-            docker.inspect_image(parent).await.is_ok(),
-            "{parent} beneath the removed image was removed with it"
+            docker.inspect_image(id).await.is_ok(),
+            "{id} beneath the removed image was removed with it"
         );
     }
+    for (id, _) in &labelled {
+        assert!(
+            docker.inspect_image(id).await.is_err(),
+            "{id}, a step that added bluegreen's labels, was left behind"
+        );
+    }
+    let left = std::process::Command::new("docker")
+        .args(["images", "-aq", "--filter"])
+        .arg(format!("label=bluegreen.app={}", app.name()))
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "nothing with the app's labels is left: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
 
     // another app building the same steps builds from that cache
     let lines = Arc::new(Mutex::new(Vec::new()));
@@ -114,10 +146,8 @@ async fn removing_an_image_leaves_the_images_beneath_it_and_the_build_cache() {
         "the other app's build used the cache for each step: {lines:?}"
     );
     let second_chain = parents(&docker, second.id.as_str()).await;
-    // the steps of the Dockerfile (the labels of each app come after them)
-    let shared = chain.iter().filter(|p| second_chain.contains(p)).count();
     assert!(
-        shared >= 3,
+        steps.iter().all(|step| second_chain.contains(step)),
         "the other app's image is built on the same steps: {chain:?} {second_chain:?}"
     );
     image.remove(&other, &second.id).await.unwrap();
