@@ -38,11 +38,7 @@ pub(crate) fn removal() -> RemoveImageOptions {
 /// The untagged parents of `image` that the classic builder made to add `ours`
 /// (one step a label, above the Dockerfile's own steps), nearest first: each step
 /// adds only labels of `ours`, and has one of them itself.
-pub(crate) async fn label_steps(
-    docker: &Docker,
-    image: &ImageInspect,
-    ours: &Labels,
-) -> Result<Vec<String>> {
+async fn label_steps(docker: &Docker, image: &ImageInspect, ours: &Labels) -> Result<Vec<String>> {
     let labels_in = |i: &ImageInspect| labels_of(i.config.as_ref().and_then(|c| c.labels.as_ref()));
     let mut steps = Vec::new();
     let mut above = labels_in(image);
@@ -70,14 +66,29 @@ pub(crate) async fn label_steps(
     Ok(steps)
 }
 
-/// Removes the `steps` of [`label_steps`], nearest first, after the image above
-/// them: each once nothing is built on it any more (one that still has an image
-/// on it stays, with those beneath it).
-pub(crate) async fn remove_label_steps(docker: &Docker, steps: Vec<String>) -> Result<()> {
-    for step in steps {
+/// Removes an image bluegreen built (`image`, inspected before), then the steps
+/// beneath it that the builder made to add `ours` ([`label_steps`]), nearest first,
+/// each once nothing else is built on it; nothing further down. A missing image
+/// counts as removed. When the daemon refuses because something still uses the
+/// image (a container, or an image built on it), the error is
+/// [`Error::Conflict`](bluegreen_core::Error::Conflict) and nothing is removed.
+pub(crate) async fn remove_built(
+    docker: &Docker,
+    image: &ImageInspect,
+    ours: &Labels,
+) -> Result<()> {
+    let id = image.id.clone().unwrap_or_default();
+    match docker.remove_image(&id, Some(removal()), None).await {
+        Ok(_) => {}
+        Err(e) if has_status(&e, 404) => {}
+        Err(e) => return Err(docker_error(format!("image {id}"), e)),
+    }
+    // the parents outlive the image (no pruning), so the walk can come after
+    for step in label_steps(docker, image, ours).await? {
         match docker.remove_image(&step, Some(removal()), None).await {
             Ok(_) => {}
             Err(e) if has_status(&e, 404) => {}
+            // something else is built on this step: it stays, with those beneath
             Err(e) if has_status(&e, 409) => break,
             Err(e) => return Err(docker_error(format!("image {step}"), e)),
         }
@@ -598,17 +609,7 @@ impl Image for DockerImage {
             tracing::debug!(image = %id, "kept: it has tags outside {prefix}");
             return Ok(());
         }
-        let label_steps = label_steps(&self.docker, &inspect, &labels::app_labels(app)).await?;
-        match self
-            .docker
-            .remove_image(&full_id, Some(removal()), None)
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if has_status(&e, 404) => {}
-            Err(e) => return Err(docker_error(format!("image {id}"), e)),
-        }
-        remove_label_steps(&self.docker, label_steps).await
+        remove_built(&self.docker, &inspect, &labels::app_labels(app)).await
     }
 }
 

@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bluegreen_core::{labels, App, Error, Result, Router};
+use bluegreen_core::{labels, App, Error, ErrorKind, Result, Router};
 use bluegreen_proxy::{AdminToken, ProxyRouter};
 use bollard::models::{ContainerCreateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum};
 use bollard::query_parameters::{
@@ -520,25 +520,21 @@ impl ProxyContainer {
         }
         // its image too, unless another proxy container uses it (Docker refuses)
         if let Some(id) = image {
-            let steps = match docker.inspect_image(&id).await {
+            match docker.inspect_image(&id).await {
                 Ok(inspect) => {
                     let found = labels_of(inspect.config.as_ref().and_then(|c| c.labels.as_ref()));
                     let ours = found
                         .into_iter()
                         .filter(|(k, _)| k == labels::OWNER || k == ROLE_LABEL)
                         .collect();
-                    crate::image::label_steps(docker, &inspect, &ours).await?
+                    match crate::image::remove_built(docker, &inspect, &ours).await {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == ErrorKind::Conflict => {}
+                        Err(e) => return Err(e),
+                    }
                 }
-                Err(e) if has_status(&e, 404) => Vec::new(),
+                Err(e) if has_status(&e, 404) => {}
                 Err(e) => return Err(docker_error(format!("image {id}"), e)),
-            };
-            match docker
-                .remove_image(&id, Some(crate::image::removal()), None)
-                .await
-            {
-                Ok(_) => crate::image::remove_label_steps(docker, steps).await?,
-                Err(e) if has_status(&e, 404) || has_status(&e, 409) => {}
-                Err(e) => return Err(docker_error(format!("removing image {id}"), e)),
             }
         }
         for file in ["token", "admin.sock"] {

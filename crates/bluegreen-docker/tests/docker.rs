@@ -143,15 +143,11 @@ async fn clean(s: &Setup, app: &App) {
         s.image.remove(app, &i.id).await.unwrap();
     }
     assert!(s.image.images(app).await.unwrap().is_empty());
-    let out = std::process::Command::new("docker")
-        .args(["images", "-aq", "--filter"])
-        .arg(format!("label=bluegreen.app={}", app.name()))
-        .output()
-        .unwrap();
+    let left = support::labelled_images(app);
     assert!(
-        out.stdout.is_empty(),
-        "removing the images leaves none of their layers: {}",
-        String::from_utf8_lossy(&out.stdout)
+        left.is_empty(),
+        "removing the images leaves none of their layers: {:?}",
+        left
     );
 }
 

@@ -117,15 +117,11 @@ async fn removing_an_image_leaves_the_images_beneath_it_and_the_build_cache() {
             "{id}, a step that added bluegreen's labels, was left behind"
         );
     }
-    let left = std::process::Command::new("docker")
-        .args(["images", "-aq", "--filter"])
-        .arg(format!("label=bluegreen.app={}", app.name()))
-        .output()
-        .unwrap();
+    let left = support::labelled_images(&app);
     assert!(
-        left.stdout.is_empty(),
-        "nothing with the app's labels is left: {}",
-        String::from_utf8_lossy(&left.stdout)
+        left.is_empty(),
+        "nothing with the app's labels is left: {:?}",
+        left
     );
 
     // another app building the same steps builds from that cache

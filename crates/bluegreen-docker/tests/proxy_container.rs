@@ -1,6 +1,7 @@
 //! The proxy as a long-lived container against the real daemon: a deployment
 //! through it, a real restart of the container that keeps the same tables, reuse
-//! by a later program, and a corrupt state file that stops it with the file named.
+//! by a later program, a corrupt state file that stops it with the file named, and
+//! removal that keeps the image while another container uses it.
 
 mod support;
 
@@ -266,4 +267,124 @@ async fn a_corrupt_state_file_stops_the_proxy_container_naming_it() {
     ProxyContainer::remove(&docker, &name, &options.dir)
         .await
         .unwrap();
+}
+
+/// Whether `image` still exists on the daemon.
+fn image_exists(image: &str) -> bool {
+    std::process::Command::new("docker")
+        .args(["image", "inspect", image])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_proxy_container_keeps_the_image_another_uses_then_removes_it() {
+    let Some(docker) = docker("proxy container image").await else {
+        return;
+    };
+    let tmp = Scratch::new("proxy-image");
+    // a binary of its own (the proxy's, a few random bytes after its end), so
+    // that no other test's proxy container shares the image
+    let binary = tmp.path().join("bluegreen-proxy");
+    let mut bytes = std::fs::read(bluegreen_testkit::binaries::static_binary(
+        "bluegreen-proxy",
+        "bluegreen-proxy",
+    ))
+    .unwrap();
+    bytes.extend(fastrand::u64(..).to_le_bytes());
+    std::fs::write(&binary, bytes).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let suffix = format!("{:06x}", fastrand::u32(..0x100_0000));
+    let names = [
+        format!("bluegreen-proxy-test-img-a-{suffix}"),
+        format!("bluegreen-proxy-test-img-b-{suffix}"),
+    ];
+    let _guards = names.clone().map(ProxyGuard);
+    let opts = names.clone().map(|name| {
+        let mut o = ProxyContainerOptions::new(tmp.path().join(&name), binary.clone())
+            .with_name(name)
+            .with_listen(free_port());
+        o.args = vec!["--health-interval".into(), "200ms".into()];
+        o
+    });
+    for o in &opts {
+        ProxyContainer::start(&docker, o).await.unwrap();
+    }
+    let image = docker_cli(&["inspect", "-f", "{{.Image}}", &names[0]]);
+    assert_eq!(
+        image,
+        docker_cli(&["inspect", "-f", "{{.Image}}", &names[1]]),
+        "both containers run the one image of the binary"
+    );
+    // the steps beneath it: those that added the labels, then the Dockerfile's
+    let mut labelled = Vec::new();
+    let mut dockerfile_steps = Vec::new();
+    let mut next = docker_cli(&["image", "inspect", "-f", "{{.Parent}}", &image]);
+    while !next.is_empty() {
+        let labels = docker_cli(&["image", "inspect", "-f", "{{json .Config.Labels}}", &next]);
+        if dockerfile_steps.is_empty() && labels.contains("\"bluegreen.") {
+            labelled.push(next.clone());
+        } else {
+            dockerfile_steps.push(next.clone());
+        }
+        next = docker_cli(&["image", "inspect", "-f", "{{.Parent}}", &next]);
+    }
+    assert!(
+        !labelled.is_empty(),
+        "the classic builder added the labels in steps of their own"
+    );
+    assert!(
+        !dockerfile_steps.is_empty(),
+        "the Dockerfile's steps are beneath"
+    );
+
+    // the first goes: its image stays for the other, which still runs
+    ProxyContainer::remove(&docker, &names[0], &opts[0].dir)
+        .await
+        .unwrap();
+    assert!(
+        image_exists(&image),
+        "the image the other container uses stays"
+    );
+    for step in &labelled {
+        assert!(image_exists(step), "{step} beneath an image in use stays");
+    }
+    assert_eq!(
+        docker_cli(&["inspect", "-f", "{{.State.Running}}", &names[1]]),
+        "true"
+    );
+
+    // the second goes: the image and its label steps with it, the build cache
+    // of the Dockerfile's steps stays
+    ProxyContainer::remove(&docker, &names[1], &opts[1].dir)
+        .await
+        .unwrap();
+    assert!(
+        !image_exists(&image),
+        "the image no container uses is removed"
+    );
+    for step in &labelled {
+        assert!(
+            !image_exists(step),
+            "{step}, a step that added the labels, is removed"
+        );
+    }
+    for step in &dockerfile_steps {
+        assert!(image_exists(step), "{step}, the Dockerfile's step, stays");
+    }
+    // this test's own cache: top down, each once nothing is built on it
+    for step in &dockerfile_steps {
+        let removed = std::process::Command::new("docker")
+            .args(["rmi", "--no-prune", step])
+            .output()
+            .unwrap();
+        if !removed.status.success() {
+            break;
+        }
+    }
 }

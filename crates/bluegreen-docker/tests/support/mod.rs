@@ -132,3 +132,21 @@ pub fn labelled_containers(app: &App) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// Every image (intermediate steps included) with the app's `bluegreen.app` label.
+pub fn labelled_images(app: &App) -> Vec<String> {
+    let out = std::process::Command::new("docker")
+        .args(["images", "-aq", "--filter"])
+        .arg(format!("label=bluegreen.app={}", app.name()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker images: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
