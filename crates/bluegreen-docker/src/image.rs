@@ -9,7 +9,6 @@ use async_trait::async_trait;
 use bluegreen_core::labels;
 use bluegreen_core::labels::Labels;
 use bluegreen_core::{App, Error, Event, EventSink, Image, ImageId, ImageRef, ImageSource, Result};
-use bollard::models::ImageInspect;
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, ListContainersOptionsBuilder, ListImagesOptionsBuilder,
     RemoveImageOptions, RemoveImageOptionsBuilder, TagImageOptionsBuilder,
@@ -35,56 +34,74 @@ pub(crate) fn removal() -> RemoveImageOptions {
     RemoveImageOptionsBuilder::new().noprune(true).build()
 }
 
-/// The untagged parents of `image` that the classic builder made to add `ours`
-/// (one step a label, above the Dockerfile's own steps), nearest first: each step
-/// adds only labels of `ours`, and has one of them itself.
-async fn label_steps(docker: &Docker, image: &ImageInspect, ours: &Labels) -> Result<Vec<String>> {
-    let labels_in = |i: &ImageInspect| labels_of(i.config.as_ref().and_then(|c| c.labels.as_ref()));
-    let mut steps = Vec::new();
-    let mut above = labels_in(image);
-    let mut next = image.parent.clone().filter(|p| !p.is_empty());
-    while let Some(parent) = next {
-        let step = match docker.inspect_image(&parent).await {
-            Ok(step) => step,
-            Err(e) if has_status(&e, 404) => break,
-            Err(e) => return Err(docker_error(format!("image {parent}"), e)),
-        };
-        let here = labels_in(&step);
-        // what the step above added to this one's labels: only ours
-        let mut added = above.iter().filter(|(k, v)| here.get(*k) != Some(*v));
-        let from_us = added.all(|(k, v)| ours.get(k) == Some(v));
-        let tagged = step.repo_tags.as_ref().is_some_and(|t| !t.is_empty());
-        // a step without any of ours is the Dockerfile's last
-        let has_ours = here.iter().any(|(k, v)| ours.get(k) == Some(v));
-        if !from_us || tagged || !has_ours {
-            break;
-        }
-        next = step.parent.clone().filter(|p| !p.is_empty());
-        above = here;
-        steps.push(parent);
-    }
-    Ok(steps)
+/// The untagged images beneath `image` that the classic builder made only to set
+/// labels of `ours` (one step a label, above the Dockerfile's own steps), nearest
+/// first, read from the image's history: each such step's command is `LABEL k=v`
+/// with every pair one of `ours`. The walk stops at the first other step (a
+/// Dockerfile step, which may carry our labels when its base image does), at a
+/// tagged image, and at a step that is not on this daemon. A missing image has none.
+async fn label_steps(docker: &Docker, image: &str, ours: &Labels) -> Result<Vec<String>> {
+    let history = match docker.image_history(image).await {
+        Ok(history) => history,
+        Err(e) if has_status(&e, 404) => return Ok(Vec::new()),
+        Err(e) => return Err(docker_error(format!("history of image {image}"), e)),
+    };
+    Ok(history
+        .into_iter()
+        .skip(1) // the image itself
+        .take_while(|step| {
+            step.id.starts_with("sha256:")
+                && step.tags.is_empty()
+                && sets_only(&step.created_by, ours)
+        })
+        .map(|step| step.id)
+        .collect())
 }
 
-/// Removes an image bluegreen built (`image`, inspected before), then the steps
-/// beneath it that the builder made to add `ours` ([`label_steps`]), nearest first,
-/// each once nothing else is built on it; nothing further down. A missing image
-/// counts as removed. When the daemon refuses because something still uses the
-/// image (a container, or an image built on it), the error is
-/// [`Error::Conflict`](bluegreen_core::Error::Conflict) and nothing is removed.
+/// Whether a build step's command, as the classic builder records it
+/// (`/bin/sh -c #(nop)  LABEL bluegreen.app=web`), sets labels and only labels of
+/// `ours`, with their values.
+fn sets_only(created_by: &str, ours: &Labels) -> bool {
+    let Some((_, command)) = created_by.split_once("#(nop)") else {
+        return false;
+    };
+    let Some(pairs) = command.trim_start().strip_prefix("LABEL ") else {
+        return false;
+    };
+    let mut any = false;
+    for pair in pairs.split_whitespace() {
+        match pair.split_once('=') {
+            Some((k, v)) if ours.get(k).map(String::as_str) == Some(v) => any = true,
+            _ => return false,
+        }
+    }
+    any
+}
+
+/// Removes the image `id` that bluegreen built, its `tags` first (one by one: the
+/// daemon removes an image of several tags by id only by force), then the steps
+/// beneath it that the builder made to set `ours` ([`label_steps`]), nearest
+/// first, each once nothing else is built on it; nothing further down. A missing
+/// image counts as removed. When the daemon refuses because something still uses
+/// the image (a container, or an image built on it), the error is
+/// [`Error::Conflict`](bluegreen_core::Error::Conflict) and the steps stay.
 pub(crate) async fn remove_built(
     docker: &Docker,
-    image: &ImageInspect,
+    id: &str,
+    tags: &[String],
     ours: &Labels,
 ) -> Result<()> {
-    let id = image.id.clone().unwrap_or_default();
-    match docker.remove_image(&id, Some(removal()), None).await {
-        Ok(_) => {}
-        Err(e) if has_status(&e, 404) => {}
-        Err(e) => return Err(docker_error(format!("image {id}"), e)),
+    // the history goes with the image: read it first
+    let steps = label_steps(docker, id, ours).await?;
+    // the last tag's removal removes the image too
+    for image in tags.iter().map(String::as_str).chain([id]) {
+        match docker.remove_image(image, Some(removal()), None).await {
+            Ok(_) => {}
+            Err(e) if has_status(&e, 404) => {}
+            Err(e) => return Err(docker_error(format!("image {image}"), e)),
+        }
     }
-    // the parents outlive the image (no pruning), so the walk can come after
-    for step in label_steps(docker, image, ours).await? {
+    for step in steps {
         match docker.remove_image(&step, Some(removal()), None).await {
             Ok(_) => {}
             Err(e) if has_status(&e, 404) => {}
@@ -118,8 +135,10 @@ pub(crate) async fn remove_built(
 /// The untagged parent images beneath a removed image (the classic builder's cache
 /// of the Dockerfile's steps) stay: another app's build may be building from them
 /// at that moment, and a parent need not be bluegreen's; only the steps that added
-/// bluegreen's labels go with it. `docker image prune` removes the rest once no
-/// image is built on them.
+/// bluegreen's labels go with it (told by their `LABEL` command in the image's
+/// history, so the steps of a Dockerfile built on an image of bluegreen's stay
+/// although they inherit its labels). `docker image prune` removes the rest once
+/// no image is built on them.
 #[derive(Clone, Debug)]
 pub struct DockerImage {
     docker: Docker,
@@ -601,21 +620,58 @@ impl Image for DockerImage {
             )));
         }
         let prefix = format!("{}:", repository(app));
-        let tags = inspect.repo_tags.clone().unwrap_or_default();
-        for tag in tags.iter().filter(|t| t.starts_with(&prefix)) {
-            self.untag(tag).await?;
-        }
-        if tags.iter().any(|t| !t.starts_with(&prefix)) {
+        let (ours, others): (Vec<String>, Vec<String>) = inspect
+            .repo_tags
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .partition(|t| t.starts_with(&prefix));
+        if !others.is_empty() {
+            for tag in &ours {
+                self.untag(tag).await?;
+            }
             tracing::debug!(image = %id, "kept: it has tags outside {prefix}");
             return Ok(());
         }
-        remove_built(&self.docker, &inspect, &labels::app_labels(app)).await
+        remove_built(&self.docker, &full_id, &ours, &labels::app_labels(app)).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_steps_are_told_by_their_command() {
+        let ours = Labels::from([
+            ("bluegreen.app".to_owned(), "web".to_owned()),
+            ("bluegreen.owner".to_owned(), "bluegreen".to_owned()),
+        ]);
+        for (command, label_step) in [
+            ("/bin/sh -c #(nop)  LABEL bluegreen.app=web", true),
+            ("/bin/sh -c #(nop)  LABEL bluegreen.owner=bluegreen", true),
+            (
+                "/bin/sh -c #(nop)  LABEL bluegreen.app=web bluegreen.owner=bluegreen",
+                true,
+            ),
+            // another value, another key, or one of ours beside another's
+            ("/bin/sh -c #(nop)  LABEL bluegreen.app=api", false),
+            ("/bin/sh -c #(nop)  LABEL maintainer=web", false),
+            (
+                "/bin/sh -c #(nop)  LABEL bluegreen.app=web maintainer=x",
+                false,
+            ),
+            ("/bin/sh -c #(nop)  LABEL ", false),
+            ("/bin/sh -c #(nop)  LABEL bluegreen.app", false),
+            // the Dockerfile's own steps
+            ("/bin/sh -c #(nop) COPY file:85 in /f ", false),
+            ("/bin/sh -c echo LABEL bluegreen.app=web", false),
+            ("/bin/sh -c #(nop)  ENV LABEL bluegreen.app=web", false),
+            ("", false),
+        ] {
+            assert_eq!(sets_only(command, &ours), label_step, "{command}");
+        }
+    }
 
     #[test]
     fn image_references_parse_as_docker_parses_them() {

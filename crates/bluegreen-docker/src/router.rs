@@ -527,7 +527,9 @@ impl ProxyContainer {
                         .into_iter()
                         .filter(|(k, _)| k == labels::OWNER || k == ROLE_LABEL)
                         .collect();
-                    match crate::image::remove_built(docker, &inspect, &ours).await {
+                    let id = inspect.id.clone().unwrap_or(id);
+                    let tags = inspect.repo_tags.clone().unwrap_or_default();
+                    match crate::image::remove_built(docker, &id, &tags, &ours).await {
                         Ok(()) => {}
                         Err(e) if e.kind() == ErrorKind::Conflict => {}
                         Err(e) => return Err(e),

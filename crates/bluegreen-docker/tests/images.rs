@@ -2,7 +2,7 @@
 //! bluegreen's labels to it, nothing else: the untagged parent images beneath them
 //! (the classic builder's cache of the Dockerfile's steps, which another app's
 //! build may be building from at that moment, or an image that is not bluegreen's)
-//! stay.
+//! stay, also when a base image of bluegreen's gives those steps its labels.
 
 mod support;
 
@@ -147,4 +147,91 @@ async fn removing_an_image_leaves_the_images_beneath_it_and_the_build_cache() {
         "the other app's image is built on the same steps: {chain:?} {second_chain:?}"
     );
     image.remove(&other, &second.id).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_built_on_one_of_bluegreens_keeps_its_dockerfile_steps() {
+    let Some(docker) = docker("images on a base").await else {
+        return;
+    };
+    let tmp = Scratch::new("images-base");
+    let base_app = support::app("base", "docker");
+    let app = support::app("onbase", "docker");
+    let _cleanup = (Cleanup::new(&base_app), Cleanup::new(&app));
+    let image = DockerImage::new(docker.clone());
+    // a base image that bluegreen built for another app: it carries bluegreen's
+    // labels (owner, environment), and so do the steps of a Dockerfile built on it
+    let base = image
+        .prepare(
+            &base_app,
+            &build(&context(&tmp.path().join("base"))),
+            &EventSink::none(),
+        )
+        .await
+        .unwrap();
+    let base_tag = docker
+        .inspect_image(base.id.as_str())
+        .await
+        .unwrap()
+        .repo_tags
+        .unwrap()
+        .into_iter()
+        .find(|t| t.starts_with("bluegreen/"))
+        .unwrap();
+    let dir = tmp.path().join("app");
+    std::fs::create_dir_all(&dir).unwrap();
+    let bytes: Vec<u8> = (0..64).map(|_| fastrand::u8(..)).collect();
+    std::fs::write(dir.join("c"), bytes).unwrap();
+    std::fs::write(
+        dir.join("Dockerfile"),
+        format!("FROM {base_tag}\nCOPY c /c\nENV STEP=two\n"),
+    )
+    .unwrap();
+    let built = image
+        .prepare(&app, &build(&dir), &EventSink::none())
+        .await
+        .unwrap();
+    let chain = parents(&docker, built.id.as_str()).await;
+    let at_base = chain
+        .iter()
+        .position(|(id, _)| id == base.id.as_str())
+        .unwrap_or_else(|| panic!("the app's image is built on the base: {chain:?}"));
+    // beneath the app's image: its label steps, then its Dockerfile's two steps
+    // (labelled too, from the base), then the base
+    assert!(at_base >= 3, "{chain:?}");
+    let steps: Vec<String> = chain[at_base - 2..at_base]
+        .iter()
+        .map(|(id, _)| id.clone())
+        .collect();
+    let label_steps: Vec<String> = chain[..at_base - 2]
+        .iter()
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert!(
+        chain[at_base - 2].1,
+        "the Dockerfile's steps carry the base's labels: {chain:?}"
+    );
+    let _beneath = RemoveIds(steps.clone());
+
+    image.remove(&app, &built.id).await.unwrap();
+    for id in &steps {
+        assert!(
+            docker.inspect_image(id).await.is_ok(),
+            "{id}, a step of the app's Dockerfile, was removed with its image"
+        );
+    }
+    for id in &label_steps {
+        assert!(
+            docker.inspect_image(id).await.is_err(),
+            "{id}, a step that added the app's labels, was left behind"
+        );
+    }
+    assert!(
+        docker.inspect_image(base.id.as_str()).await.is_ok(),
+        "the base stays"
+    );
+    // the base goes once nothing is built on it
+    drop(_beneath);
+    image.remove(&base_app, &base.id).await.unwrap();
+    assert!(image.images(&base_app).await.unwrap().is_empty());
 }
