@@ -34,53 +34,53 @@ pub(crate) fn removal() -> RemoveImageOptions {
     RemoveImageOptionsBuilder::new().noprune(true).build()
 }
 
-/// The untagged images beneath `image` that the classic builder made only to set
-/// labels of `ours` (one step a label, above the Dockerfile's own steps), nearest
-/// first, read from the image's history: each such step's command is `LABEL k=v`
-/// with every pair one of `ours`. The walk stops at the first other step (a
-/// Dockerfile step, which may carry our labels when its base image does), at a
-/// tagged image, and at a step that is not on this daemon. A missing image has none.
+/// The images beneath `image` that the classic builder made to set `ours`, nearest
+/// first, read from the image's history. The builder sets a build's labels one a
+/// step, in the order of their keys, so an image built with `ours` is itself the
+/// step that set the last of them, and the steps beneath it set the others, from
+/// the second last down: exactly those steps are returned, as far as each is on
+/// this daemon, untagged, and set that label to that value. An image whose own step
+/// set something else has none (it was not built so), and a step of the
+/// Dockerfile's own never counts, whatever labels it sets or inherits. A missing
+/// image has none.
 async fn label_steps(docker: &Docker, image: &str, ours: &Labels) -> Result<Vec<String>> {
     let history = match docker.image_history(image).await {
         Ok(history) => history,
-        Err(e) if has_status(&e, 404) => return Ok(Vec::new()),
+        Err(e) if gone(&e) => return Ok(Vec::new()),
         Err(e) => return Err(docker_error(format!("history of image {image}"), e)),
     };
-    Ok(history
-        .into_iter()
-        .skip(1) // the image itself
-        .take_while(|step| {
-            step.id.starts_with("sha256:")
-                && step.tags.is_empty()
-                && sets_only(&step.created_by, ours)
+    let mut wanted = ours.iter().rev();
+    let mut history = history.into_iter();
+    let (Some(last), Some(top)) = (wanted.next(), history.next()) else {
+        return Ok(Vec::new());
+    };
+    if !sets(&top.created_by, last) {
+        return Ok(Vec::new());
+    }
+    Ok(wanted
+        .zip(history)
+        .take_while(|(label, step)| {
+            step.id.starts_with("sha256:") && step.tags.is_empty() && sets(&step.created_by, *label)
         })
-        .map(|step| step.id)
+        .map(|(_, step)| step.id)
         .collect())
 }
 
 /// Whether a build step's command, as the classic builder records it
-/// (`/bin/sh -c #(nop)  LABEL bluegreen.app=web`), sets labels and only labels of
-/// `ours`, with their values.
-fn sets_only(created_by: &str, ours: &Labels) -> bool {
-    let Some((_, command)) = created_by.split_once("#(nop)") else {
-        return false;
-    };
-    let Some(pairs) = command.trim_start().strip_prefix("LABEL ") else {
-        return false;
-    };
-    let mut any = false;
-    for pair in pairs.split_whitespace() {
-        match pair.split_once('=') {
-            Some((k, v)) if ours.get(k).map(String::as_str) == Some(v) => any = true,
-            _ => return false,
-        }
-    }
-    any
+/// (`/bin/sh -c #(nop)  LABEL bluegreen.app=web`), sets exactly the one `label`.
+fn sets(created_by: &str, (key, value): (&String, &String)) -> bool {
+    created_by
+        .split_once("#(nop)")
+        .and_then(|(_, command)| command.trim().strip_prefix("LABEL "))
+        .and_then(|pair| pair.split_once('='))
+        .is_some_and(|(k, v)| k == key && v == value)
 }
 
-/// Removes the image `id` that bluegreen built, its `tags` first (one by one: the
-/// daemon removes an image of several tags by id only by force), then the steps
-/// beneath it that the builder made to set `ours` ([`label_steps`]), nearest
+/// Removes the image `id` that bluegreen built, unless it has a tag that does not
+/// start with `prefix` (a tag someone else gave it): then only its tags under
+/// `prefix` are removed, and the image stays. Otherwise its tags first (one by
+/// one: the daemon removes an image of several tags by id only by force), then the
+/// steps beneath it that the builder made to set `ours` ([`label_steps`]), nearest
 /// first, each once nothing else is built on it; nothing further down. A missing
 /// image counts as removed. When the daemon refuses because something still uses
 /// the image (a container, or an image built on it), the error is
@@ -88,29 +88,97 @@ fn sets_only(created_by: &str, ours: &Labels) -> bool {
 pub(crate) async fn remove_built(
     docker: &Docker,
     id: &str,
-    tags: &[String],
+    prefix: &str,
     ours: &Labels,
 ) -> Result<()> {
+    let inspect = match docker.inspect_image(id).await {
+        Ok(inspect) => inspect,
+        Err(e) if gone(&e) => return Ok(()),
+        Err(e) => return Err(docker_error(format!("image {id}"), e)),
+    };
+    let (tags, others): (Vec<String>, Vec<String>) = inspect
+        .repo_tags
+        .unwrap_or_default()
+        .into_iter()
+        .partition(|t| t.starts_with(prefix));
+    let remove = |image: String| async move {
+        match docker.remove_image(&image, Some(removal()), None).await {
+            Ok(_) => Ok(()),
+            Err(e) if gone(&e) => Ok(()),
+            Err(e) => Err(docker_error(format!("image {image}"), e)),
+        }
+    };
+    if !others.is_empty() {
+        for tag in tags {
+            remove(tag).await?;
+        }
+        tracing::debug!(image = %id, "kept: it has tags outside {prefix}");
+        return Ok(());
+    }
     // the history goes with the image: read it first
     let steps = label_steps(docker, id, ours).await?;
     // the last tag's removal removes the image too
-    for image in tags.iter().map(String::as_str).chain([id]) {
-        match docker.remove_image(image, Some(removal()), None).await {
-            Ok(_) => {}
-            Err(e) if has_status(&e, 404) => {}
-            Err(e) => return Err(docker_error(format!("image {image}"), e)),
-        }
+    for image in tags.into_iter().chain([id.to_owned()]) {
+        remove(image).await?;
     }
     for step in steps {
         match docker.remove_image(&step, Some(removal()), None).await {
             Ok(_) => {}
-            Err(e) if has_status(&e, 404) => {}
+            Err(e) if gone(&e) => {}
             // something else is built on this step: it stays, with those beneath
             Err(e) if has_status(&e, 409) => break,
             Err(e) => return Err(docker_error(format!("image {step}"), e)),
         }
     }
     Ok(())
+}
+
+/// Whether the daemon's error says the image is not there: 404, or the 500 it
+/// answers when another client removed the image during this call.
+fn gone(e: &bollard::errors::Error) -> bool {
+    has_status(e, 404)
+        || matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 500, message }
+            if message.contains("unrecognized image ID") || message.contains("No such image"))
+}
+
+/// Whether the image `id` (tagged `tags`) is one that bluegreen built with the
+/// labels `ours`: it has a tag under `prefix`, or, untagged (a removal that stopped
+/// half-way), its own step is the one that set the last of `ours` (see
+/// [`label_steps`]). An image built `FROM` one of bluegreen's inherits its labels
+/// but not that step.
+pub(crate) async fn built_by_bluegreen(
+    docker: &Docker,
+    id: &str,
+    tags: &[String],
+    prefix: &str,
+    ours: &Labels,
+) -> Result<bool> {
+    if tags.iter().any(|t| t.starts_with(prefix)) {
+        return Ok(true);
+    }
+    let Some(last) = ours.iter().next_back() else {
+        return Ok(false);
+    };
+    match docker.image_history(id).await {
+        Ok(history) => Ok(history
+            .first()
+            .is_some_and(|top| sets(&top.created_by, last))),
+        Err(e) if gone(&e) => Ok(false),
+        Err(e) => Err(docker_error(format!("history of image {id}"), e)),
+    }
+}
+
+/// Whether a build's error says that an image it was building on went away during
+/// the build (removed or pruned meanwhile, say by another build's clean-up): the
+/// same build again does not meet it.
+fn lost_its_base(error: &str) -> bool {
+    [
+        "failed to get digest sha256:",
+        "unable to find image \"sha256:",
+        "No such image: sha256:",
+    ]
+    .iter()
+    .any(|sign| error.contains(sign))
 }
 
 /// Images on a Docker daemon.
@@ -129,8 +197,11 @@ pub(crate) async fn remove_built(
 /// The result is always the immutable id (`sha256:...`). Other sources are
 /// [`Error::NotSupported`].
 ///
-/// [`Image::images`] lists the images with bluegreen's labels for the app;
-/// [`Image::remove`] removes only those, and only when no container uses them; tags
+/// [`Image::images`] lists the images with bluegreen's labels for the app that it
+/// built (an image someone built `FROM` one of them inherits the labels, and is
+/// neither listed nor removed); [`Image::remove`] removes only those, and only when
+/// no container uses them (a missing image, or one that is not such, succeeds and
+/// changes nothing); tags
 /// outside `bluegreen/` are never removed, and an image that still has one is kept.
 /// The untagged parent images beneath a removed image (the classic builder's cache
 /// of the Dockerfile's steps) stay: another app's build may be building from them
@@ -209,7 +280,7 @@ impl DockerImage {
                 bollard::errors::Error::DockerStreamError { error } => Error::provider(
                     PROVIDER,
                     format!("build of {}: {error}", context.display()),
-                    false,
+                    lost_its_base(&error),
                 ),
                 e => docker_error(format!("build of {}", context.display()), e),
             })?;
@@ -217,7 +288,7 @@ impl DockerImage {
                 return Err(Error::provider(
                     PROVIDER,
                     format!("build of {}: {}", context.display(), error.trim()),
-                    false,
+                    lost_its_base(&error),
                 ));
             }
             for text in [info.stream.as_deref(), info.status.as_deref()]
@@ -574,9 +645,17 @@ impl Image for DockerImage {
             ))
             .await
             .map_err(|e| docker_error(format!("images of {app}"), e))?;
-        Ok(list
+        let prefix = format!("{}:", repository(app));
+        let mut built = Vec::new();
+        for i in list {
+            if labels::is_owned_by(&labels_of(Some(&i.labels)), app)
+                && built_by_bluegreen(&self.docker, &i.id, &i.repo_tags, &prefix, &owned).await?
+            {
+                built.push(i);
+            }
+        }
+        Ok(built
             .into_iter()
-            .filter(|i| labels::is_owned_by(&labels_of(Some(&i.labels)), app))
             .map(|i| {
                 let origin = i.repo_tags.first().cloned().unwrap_or_else(|| i.id.clone());
                 ImageRef::new(
@@ -599,6 +678,13 @@ impl Image for DockerImage {
             return Ok(());
         }
         let full_id = inspect.id.clone().unwrap_or_else(|| id.to_string());
+        let prefix = format!("{}:", repository(app));
+        let tags = inspect.repo_tags.clone().unwrap_or_default();
+        let owned = labels::app_labels(app);
+        if !built_by_bluegreen(&self.docker, &full_id, &tags, &prefix, &owned).await? {
+            tracing::debug!(image = %id, "not removed: built on one of bluegreen's, not by it");
+            return Ok(());
+        }
         let users = self
             .docker
             .list_containers(Some(
@@ -619,21 +705,7 @@ impl Image for DockerImage {
                 names.join(", ")
             )));
         }
-        let prefix = format!("{}:", repository(app));
-        let (ours, others): (Vec<String>, Vec<String>) = inspect
-            .repo_tags
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .partition(|t| t.starts_with(&prefix));
-        if !others.is_empty() {
-            for tag in &ours {
-                self.untag(tag).await?;
-            }
-            tracing::debug!(image = %id, "kept: it has tags outside {prefix}");
-            return Ok(());
-        }
-        remove_built(&self.docker, &full_id, &ours, &labels::app_labels(app)).await
+        remove_built(&self.docker, &full_id, &prefix, &owned).await
     }
 }
 
@@ -643,22 +715,15 @@ mod tests {
 
     #[test]
     fn label_steps_are_told_by_their_command() {
-        let ours = Labels::from([
-            ("bluegreen.app".to_owned(), "web".to_owned()),
-            ("bluegreen.owner".to_owned(), "bluegreen".to_owned()),
-        ]);
+        let (app, web) = ("bluegreen.app".to_owned(), "web".to_owned());
         for (command, label_step) in [
             ("/bin/sh -c #(nop)  LABEL bluegreen.app=web", true),
-            ("/bin/sh -c #(nop)  LABEL bluegreen.owner=bluegreen", true),
-            (
-                "/bin/sh -c #(nop)  LABEL bluegreen.app=web bluegreen.owner=bluegreen",
-                true,
-            ),
-            // another value, another key, or one of ours beside another's
+            // another value, another key, more than the one label
             ("/bin/sh -c #(nop)  LABEL bluegreen.app=api", false),
-            ("/bin/sh -c #(nop)  LABEL maintainer=web", false),
+            ("/bin/sh -c #(nop)  LABEL bluegreen.app=webx", false),
+            ("/bin/sh -c #(nop)  LABEL bluegreen.owner=web", false),
             (
-                "/bin/sh -c #(nop)  LABEL bluegreen.app=web maintainer=x",
+                "/bin/sh -c #(nop)  LABEL bluegreen.app=web bluegreen.owner=x",
                 false,
             ),
             ("/bin/sh -c #(nop)  LABEL ", false),
@@ -669,8 +734,22 @@ mod tests {
             ("/bin/sh -c #(nop)  ENV LABEL bluegreen.app=web", false),
             ("", false),
         ] {
-            assert_eq!(sets_only(command, &ours), label_step, "{command}");
+            assert_eq!(sets(command, (&app, &web)), label_step, "{command}");
         }
+    }
+
+    #[test]
+    fn a_build_that_lost_its_base_can_be_tried_again() {
+        assert!(lost_its_base(
+            "failed to get digest sha256:ab12: open /var/lib/docker/image/x: no such file or directory"
+        ));
+        assert!(lost_its_base("unable to find image \"sha256:d90b5a98\""));
+        assert!(!lost_its_base(
+            "COPY failed: file not found in build context"
+        ));
+        assert!(!lost_its_base(
+            "pull access denied for nosuch, repository does not exist"
+        ));
     }
 
     #[test]

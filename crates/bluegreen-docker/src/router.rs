@@ -160,12 +160,15 @@ pub struct ProxyContainer {
     router: ProxyRouter,
 }
 
+/// Where the proxy's images are tagged.
+const PROXY_REPOSITORY: &str = "bluegreen/proxy";
+
 /// A hash of the binary and the user, for the image's tag.
 fn image_tag(binary: &[u8], uid: u32, gid: u32) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     binary.hash(&mut h);
     (uid, gid).hash(&mut h);
-    format!("bluegreen/proxy:{:016x}", h.finish())
+    format!("{PROXY_REPOSITORY}:{:016x}", h.finish())
 }
 
 fn io_error(what: &Path, e: std::io::Error) -> Error {
@@ -528,8 +531,14 @@ impl ProxyContainer {
                         .filter(|(k, _)| k == labels::OWNER || k == ROLE_LABEL)
                         .collect();
                     let id = inspect.id.clone().unwrap_or(id);
-                    let tags = inspect.repo_tags.clone().unwrap_or_default();
-                    match crate::image::remove_built(docker, &id, &tags, &ours).await {
+                    match crate::image::remove_built(
+                        docker,
+                        &id,
+                        &format!("{PROXY_REPOSITORY}:"),
+                        &ours,
+                    )
+                    .await
+                    {
                         Ok(()) => {}
                         Err(e) if e.kind() == ErrorKind::Conflict => {}
                         Err(e) => return Err(e),
