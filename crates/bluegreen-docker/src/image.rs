@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use bluegreen_core::labels;
 use bluegreen_core::labels::Labels;
 use bluegreen_core::{App, Error, Event, EventSink, Image, ImageId, ImageRef, ImageSource, Result};
+use bollard::models::ImageInspect;
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, ListContainersOptionsBuilder, ListImagesOptionsBuilder,
     RemoveImageOptions, RemoveImageOptionsBuilder, TagImageOptionsBuilder,
@@ -76,9 +77,9 @@ fn sets(created_by: &str, (key, value): (&String, &String)) -> bool {
         .is_some_and(|(k, v)| k == key && v == value)
 }
 
-/// Removes the image `id` that bluegreen built, unless it has a tag that does not
-/// start with `prefix` (a tag someone else gave it): then only its tags under
-/// `prefix` are removed, and the image stays. Otherwise its tags first (one by
+/// Removes the image that bluegreen built (`image`, as inspected), unless it has a
+/// tag that does not start with `prefix` (a tag someone else gave it): then only
+/// its tags under `prefix` are removed, and the image stays. Otherwise its tags first (one by
 /// one: the daemon removes an image of several tags by id only by force), then the
 /// steps beneath it that the builder made to set `ours` ([`label_steps`]), nearest
 /// first, each once nothing else is built on it; nothing further down. A missing
@@ -87,17 +88,16 @@ fn sets(created_by: &str, (key, value): (&String, &String)) -> bool {
 /// [`Error::Conflict`](bluegreen_core::Error::Conflict) and the steps stay.
 pub(crate) async fn remove_built(
     docker: &Docker,
-    id: &str,
+    image: &ImageInspect,
     prefix: &str,
     ours: &Labels,
 ) -> Result<()> {
-    let inspect = match docker.inspect_image(id).await {
-        Ok(inspect) => inspect,
-        Err(e) if gone(&e) => return Ok(()),
-        Err(e) => return Err(docker_error(format!("image {id}"), e)),
+    let Some(id) = image.id.as_deref() else {
+        return Ok(());
     };
-    let (tags, others): (Vec<String>, Vec<String>) = inspect
+    let (tags, others): (Vec<String>, Vec<String>) = image
         .repo_tags
+        .clone()
         .unwrap_or_default()
         .into_iter()
         .partition(|t| t.starts_with(prefix));
@@ -705,7 +705,7 @@ impl Image for DockerImage {
                 names.join(", ")
             )));
         }
-        remove_built(&self.docker, &full_id, &prefix, &owned).await
+        remove_built(&self.docker, &inspect, &prefix, &owned).await
     }
 }
 

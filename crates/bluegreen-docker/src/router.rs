@@ -530,10 +530,9 @@ impl ProxyContainer {
                         .into_iter()
                         .filter(|(k, _)| k == labels::OWNER || k == ROLE_LABEL)
                         .collect();
-                    let id = inspect.id.clone().unwrap_or(id);
                     match crate::image::remove_built(
                         docker,
-                        &id,
+                        &inspect,
                         &format!("{PROXY_REPOSITORY}:"),
                         &ours,
                     )

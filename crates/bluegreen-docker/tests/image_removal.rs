@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use bluegreen_core::{App, ErrorKind, EventSink, Image, ImageId, ImageSource};
 use bluegreen_docker::{Docker, DockerImage, ProxyContainer, ProxyContainerOptions};
-use support::{docker, Cleanup, Scratch};
+use support::{docker, free_port, own_proxy_binary, Cleanup, Scratch};
 
 // ---------------------------------------------------------------- helpers
 
@@ -507,12 +507,14 @@ async fn id_forms_and_missing_ids() {
         };
         let r = image.remove(&app, &ImageId::new(given.clone())).await;
         if *form == "upper" {
-            // not an id Docker knows: either refused or fine, but nothing else goes
-            println!(
-                "upper-case id {given}: {r:?}, image exists: {}",
-                exists(&id)
-            );
-            let _ = image.remove(&app, &ImageId::new(id.clone())).await;
+            // not an id Docker knows: a missing image, so fine, and nothing goes
+            assert!(r.is_ok(), "{form} {given}: {r:?}");
+            assert!(exists(&id), "{form} {given}: the image went");
+            for s in &steps {
+                assert!(exists(s), "{form} {given}: {s} beneath it went");
+            }
+            image.remove(&app, &ImageId::new(id.clone())).await.unwrap();
+            assert!(!exists(&id), "{form}: removed by its own id afterwards");
             continue;
         }
         assert!(r.is_ok(), "{form} {given}: {r:?}");
@@ -698,29 +700,6 @@ async fn race(tag: &str, docker: &Docker, a: &App, other: &App, dockerfile: &str
 }
 
 // ---------------------------------------------------------------- proxy container
-
-/// A binary of its own (the proxy's, with random bytes after it), so that the
-/// proxy image is this test's alone.
-fn own_proxy_binary(dir: &Path) -> PathBuf {
-    let binary = dir.join("bluegreen-proxy");
-    let mut bytes = std::fs::read(bluegreen_testkit::binaries::static_binary(
-        "bluegreen-proxy",
-        "bluegreen-proxy",
-    ))
-    .unwrap();
-    bytes.extend(fastrand::u64(..).to_le_bytes());
-    std::fs::write(&binary, bytes).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
-    binary
-}
-
-fn free_port() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 async fn start_proxy(
     docker: &Docker,

@@ -12,7 +12,9 @@ use bluegreen_core::{App, DeployRequest, Engine, EngineOptions, ImageSource, Rou
 use bluegreen_docker::{
     DockerFleet, DockerFleetOptions, DockerImage, DockerLock, ProxyContainer, ProxyContainerOptions,
 };
-use support::{context, docker, labelled_containers, Cleanup, Scratch};
+use support::{
+    context, docker, free_port, labelled_containers, own_proxy_binary, Cleanup, Scratch,
+};
 
 /// Removes the proxy container and its volume when dropped, through the `docker`
 /// command (also after a panic).
@@ -27,13 +29,6 @@ impl Drop for ProxyGuard {
             .args(["volume", "rm", "-f", &format!("{}-state", self.0)])
             .output();
     }
-}
-
-fn free_port() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 fn docker_cli(args: &[&str]) -> String {
@@ -285,20 +280,8 @@ async fn removing_a_proxy_container_keeps_the_image_another_uses_then_removes_it
         return;
     };
     let tmp = Scratch::new("proxy-image");
-    // a binary of its own (the proxy's, a few random bytes after its end), so
-    // that no other test's proxy container shares the image
-    let binary = tmp.path().join("bluegreen-proxy");
-    let mut bytes = std::fs::read(bluegreen_testkit::binaries::static_binary(
-        "bluegreen-proxy",
-        "bluegreen-proxy",
-    ))
-    .unwrap();
-    bytes.extend(fastrand::u64(..).to_le_bytes());
-    std::fs::write(&binary, bytes).unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    // a binary of its own, so that no other test's proxy container shares the image
+    let binary = own_proxy_binary(tmp.path());
     let suffix = format!("{:06x}", fastrand::u32(..0x100_0000));
     let names = [
         format!("bluegreen-proxy-test-img-a-{suffix}"),

@@ -150,3 +150,27 @@ pub fn labelled_images(app: &App) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// A port on loopback that was free a moment ago.
+pub fn free_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A copy of the static proxy binary in `dir` with random bytes after its end, so
+/// that the proxy image built from it is the calling test's alone.
+pub fn own_proxy_binary(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let binary = dir.join("bluegreen-proxy");
+    let mut bytes = std::fs::read(bluegreen_testkit::binaries::static_binary(
+        "bluegreen-proxy",
+        "bluegreen-proxy",
+    ))
+    .unwrap();
+    bytes.extend(fastrand::u64(..).to_le_bytes());
+    std::fs::write(&binary, bytes).unwrap();
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+    binary
+}
