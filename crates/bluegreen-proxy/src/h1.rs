@@ -67,9 +67,10 @@ pub(crate) struct BackendConn {
     read: BytesMut,
     /// The request head being written; kept for the connection's next request.
     head: Vec<u8>,
-    /// Where a response head's fields lie in it; kept for the next response.
     /// The thread whose runtime registered the socket.
     home: ThreadId,
+    /// That thread's shard of the pools.
+    shard: usize,
 }
 
 impl BackendConn {
@@ -80,12 +81,24 @@ impl BackendConn {
             read: BytesMut::new(),
             head: Vec::new(),
             home: std::thread::current().id(),
+            shard: crate::pool::thread_shard(),
         }
     }
 
     /// The thread whose runtime drives the socket.
     pub(crate) fn home(&self) -> ThreadId {
         self.home
+    }
+
+    /// The socket's local port, which tells connections apart in tests.
+    #[cfg(test)]
+    pub(crate) fn local_port(&self) -> u16 {
+        self.io.local_addr().map_or(0, |a| a.port())
+    }
+
+    /// The pools' shard of the thread that drives the socket.
+    pub(crate) fn shard(&self) -> usize {
+        self.shard
     }
 
     /// Whether an idle connection is still usable: the backend sent neither a

@@ -174,9 +174,10 @@ pub struct ProxyOptions {
     /// that very moment fails the request sent on it (sent again on a new
     /// connection when it is idempotent, else answered 502).
     pub pool_idle_timeout: Duration,
-    /// The most idle HTTP/1 connections kept per backend, shared by every client
-    /// connection; past it the oldest closes. 0 keeps none: every request opens
-    /// a connection. Default 256.
+    /// The most idle HTTP/1 connections kept per backend, over all serving
+    /// threads (each thread reuses the connections it opened); past it the
+    /// thread's own oldest closes, or another thread's oldest when it has no
+    /// other. 0 keeps none: every request opens a connection. Default 256.
     pub pool_max_idle: usize,
     /// The address that [preview listeners](crate::Proxy::preview_address) bind,
     /// one port per attached group; `None` gives no previews. Default `127.0.0.1`:
