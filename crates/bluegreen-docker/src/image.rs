@@ -17,6 +17,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::StreamExt;
 
+use crate::build;
 use crate::error::{docker_error, has_status, PROVIDER};
 use crate::labels::{label_filters, labels_of};
 
@@ -168,19 +169,6 @@ pub(crate) async fn built_by_bluegreen(
     }
 }
 
-/// Whether a build's error says that an image it was building on went away during
-/// the build (removed or pruned meanwhile, say by another build's clean-up): the
-/// same build again does not meet it.
-fn lost_its_base(error: &str) -> bool {
-    [
-        "failed to get digest sha256:",
-        "unable to find image \"sha256:",
-        "No such image: sha256:",
-    ]
-    .iter()
-    .any(|sign| error.contains(sign))
-}
-
 /// Images on a Docker daemon.
 ///
 /// - [`ImageSource::Build`]: the context directory is sent to the daemon as a tar
@@ -280,7 +268,7 @@ impl DockerImage {
                 bollard::errors::Error::DockerStreamError { error } => Error::provider(
                     PROVIDER,
                     format!("build of {}: {error}", context.display()),
-                    lost_its_base(&error),
+                    build::lost_its_base(&error),
                 ),
                 e => docker_error(format!("build of {}", context.display()), e),
             })?;
@@ -288,7 +276,7 @@ impl DockerImage {
                 return Err(Error::provider(
                     PROVIDER,
                     format!("build of {}: {}", context.display(), error.trim()),
-                    lost_its_base(&error),
+                    build::lost_its_base(&error),
                 ));
             }
             for text in [info.stream.as_deref(), info.status.as_deref()]
@@ -736,20 +724,6 @@ mod tests {
         ] {
             assert_eq!(sets(command, (&app, &web)), label_step, "{command}");
         }
-    }
-
-    #[test]
-    fn a_build_that_lost_its_base_can_be_tried_again() {
-        assert!(lost_its_base(
-            "failed to get digest sha256:ab12: open /var/lib/docker/image/x: no such file or directory"
-        ));
-        assert!(lost_its_base("unable to find image \"sha256:d90b5a98\""));
-        assert!(!lost_its_base(
-            "COPY failed: file not found in build context"
-        ));
-        assert!(!lost_its_base(
-            "pull access denied for nosuch, repository does not exist"
-        ));
     }
 
     #[test]
