@@ -75,13 +75,14 @@ pub(crate) async fn build(
     role: &str,
     files: &[ContextFile],
 ) -> Result<String> {
-    let body = archive(files).map_err(|e| {
+    // shared, not copied, by the tries
+    let body = bytes::Bytes::from(archive(files).map_err(|e| {
         Error::provider_source(
             PROVIDER,
             false,
             format!("archiving the context of {tag}: {e}"),
         )
-    })?;
+    })?);
     let mut tries = 0;
     loop {
         tries += 1;
@@ -94,7 +95,7 @@ pub(crate) async fn build(
     }
 }
 
-async fn build_once(docker: &Docker, tag: &str, role: &str, body: Vec<u8>) -> Result<String> {
+async fn build_once(docker: &Docker, tag: &str, role: &str, body: bytes::Bytes) -> Result<String> {
     let image_labels = HashMap::from([
         (labels::OWNER.to_owned(), labels::OWNER_VALUE.to_owned()),
         (ROLE_LABEL.to_owned(), role.to_owned()),
@@ -106,7 +107,7 @@ async fn build_once(docker: &Docker, tag: &str, role: &str, body: Vec<u8>) -> Re
         .forcerm(true)
         .labels(&image_labels)
         .build();
-    let mut stream = docker.build_image(options, None, Some(bollard::body_full(body.into())));
+    let mut stream = docker.build_image(options, None, Some(bollard::body_full(body)));
     let mut id = None;
     while let Some(item) = stream.next().await {
         let info = item.map_err(|e| match e {
