@@ -642,6 +642,7 @@ async fn forward_one(
     client: &ClientConn,
     req: Request<Option<Incoming>>,
 ) -> (Response<ProxyBody>, ActiveGuard, Option<RawFields>) {
+    crate::slice::account();
     let active = client.activity.begin();
     let mut fields = None;
     let response = forward(

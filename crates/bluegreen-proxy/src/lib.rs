@@ -19,6 +19,7 @@ mod pool;
 mod preview;
 mod router;
 mod server;
+mod slice;
 mod stall;
 mod state;
 mod stats;
