@@ -26,27 +26,11 @@ const ERROR_RATIO: &str = r#"sum(rate(bluegreen_proxy_errors_total{app="{app}.{e
 /// `PATH`. `None` (the test then passes, saying so) without one, except with
 /// `CI=true`, where a missing Prometheus fails the test.
 fn prometheus_binary() -> Option<PathBuf> {
-    let found = std::env::var_os("BLUEGREEN_PROMETHEUS")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::split_paths(&std::env::var_os("PATH")?)
-                .map(|dir| dir.join("prometheus"))
-                .find(|p| p.is_file())
-        });
-    match found {
-        Some(path) if path.is_file() => Some(path),
-        other => {
-            let why = match other {
-                Some(path) => format!("BLUEGREEN_PROMETHEUS={} is no file", path.display()),
-                None => "no Prometheus: set BLUEGREEN_PROMETHEUS (scripts/services installs Debian's prometheus)".to_owned(),
-            };
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("{why}");
-            }
-            eprintln!("skipped: {why}");
-            None
-        }
-    }
+    bluegreen_testkit::binaries::installed(
+        "BLUEGREEN_PROMETHEUS",
+        "prometheus",
+        "scripts/services installs Debian's prometheus",
+    )
 }
 
 fn free_port() -> u16 {

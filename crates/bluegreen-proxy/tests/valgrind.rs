@@ -6,45 +6,11 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bluegreen_testkit::scratch::Scratch;
 use support::TestBackend;
-
-/// valgrind: `BLUEGREEN_VALGRIND`, else `valgrind` on the `PATH`. `None` (the
-/// test then passes, saying so) without one, except with `CI=true`, where a
-/// missing valgrind fails the test.
-fn valgrind() -> Option<PathBuf> {
-    let found = std::env::var_os("BLUEGREEN_VALGRIND")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::split_paths(&std::env::var_os("PATH")?)
-                .map(|dir| dir.join("valgrind"))
-                .find(|p| p.is_file())
-        });
-    match found {
-        Some(path) if path.is_file() => Some(path),
-        _ => {
-            let why =
-                "no valgrind: set BLUEGREEN_VALGRIND (scripts/services installs Debian's valgrind)";
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("{why}");
-            }
-            eprintln!("skipped: {why}");
-            None
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Kills the process when the test ends, however it ends.
 struct Killed(Child);
@@ -106,10 +72,21 @@ fn admin_put(admin: u16, token: &str, path: &str, body: &str) -> u16 {
 /// body (hyper's server) on keep-alive connections, and is still running after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_serves_under_valgrind() {
-    let Some(valgrind) = valgrind() else { return };
+    // valgrind, or a failure with `CI=true`
+    let Some(valgrind) = bluegreen_testkit::binaries::installed(
+        "BLUEGREEN_VALGRIND",
+        "valgrind",
+        "scripts/services installs Debian's valgrind",
+    ) else {
+        return;
+    };
     let backend = TestBackend::start("a", "a-1").await;
     let dir = Scratch::new("proxy-valgrind");
-    let (listen, admin) = (free_port(), free_port());
+    let port = || {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let (listen, admin) = (port(), port());
     let token = "valgrind-token-0123456789";
     let child = Command::new(valgrind)
         .arg("--tool=callgrind")

@@ -145,3 +145,41 @@ fn target_dir() -> PathBuf {
             .unwrap_or_else(|| PathBuf::from("target")),
     }
 }
+
+/// An installed program a test needs (a service or a tool, not one of the
+/// workspace's): the path in the environment variable `env`, else `name` on the
+/// `PATH`. `None`, said on stderr, when there is none, so that the test can pass
+/// saying it could not run, except with `CI=true`, where a missing program is a
+/// failure. `install` tells the reader how to get it (it is part of the message).
+///
+/// ```no_run
+/// let Some(valgrind) = bluegreen_testkit::binaries::installed(
+///     "BLUEGREEN_VALGRIND",
+///     "valgrind",
+///     "scripts/services installs Debian's valgrind",
+/// ) else {
+///     return;
+/// };
+/// assert!(valgrind.is_file());
+/// ```
+///
+/// # Panics
+///
+/// With `CI=true` when the program is missing, or when `env` names no file.
+pub fn installed(env: &str, name: &str, install: &str) -> Option<PathBuf> {
+    let found = std::env::var_os(env).map(PathBuf::from).or_else(|| {
+        std::env::split_paths(&std::env::var_os("PATH")?)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    });
+    let why = match found {
+        Some(path) if path.is_file() => return Some(path),
+        Some(path) => format!("{env}={} is no file", path.display()),
+        None => format!("no {name}: set {env} ({install})"),
+    };
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{why}");
+    }
+    eprintln!("skipped: {why}");
+    None
+}
