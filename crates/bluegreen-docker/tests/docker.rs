@@ -438,15 +438,15 @@ async fn a_container_that_restarted_is_not_healthy() {
     let _cleanup = Cleanup::new(&app);
     let image = DockerImage::new(docker.clone());
     let fleet = DockerFleet::new(docker, DockerFleetOptions::default());
-    let id = image
-        .prepare(
-            &app,
-            &build(crash_looping(tmp.path(), "1")),
-            &EventSink::none(),
-        )
-        .await
-        .unwrap()
-        .id;
+    let id = support::prepare(
+        &image,
+        &app,
+        &build(crash_looping(tmp.path(), "1")),
+        &EventSink::none(),
+    )
+    .await
+    .unwrap()
+    .id;
     let group = bluegreen_core::Group::new(
         app.clone(),
         bluegreen_core::Generation(1),

@@ -136,9 +136,10 @@ impl Drop for Rm {
     }
 }
 
+/// Builds `dir` for `app` as the engine does: through the retry layer
+/// ([`support::prepare`]).
 async fn prepare(image: &DockerImage, app: &App, dir: &Path) -> String {
-    image
-        .prepare(app, &build(dir), &EventSink::none())
+    support::prepare(image, app, &build(dir), &EventSink::none())
         .await
         .unwrap()
         .id

@@ -81,8 +81,7 @@ async fn removing_an_image_leaves_the_images_beneath_it_and_the_build_cache() {
     let dir = context(tmp.path());
     let image = DockerImage::new(docker.clone());
 
-    let first = image
-        .prepare(&app, &build(&dir), &EventSink::none())
+    let first = support::prepare(&image, &app, &build(&dir), &EventSink::none())
         .await
         .unwrap();
     let chain = parents(&docker, first.id.as_str()).await;
@@ -134,7 +133,9 @@ async fn removing_an_image_leaves_the_images_beneath_it_and_the_build_cache() {
             }
         }
     });
-    let second = image.prepare(&other, &build(&dir), &sink).await.unwrap();
+    let second = support::prepare(&image, &other, &build(&dir), &sink)
+        .await
+        .unwrap();
     let lines = lines.lock().unwrap().clone();
     let cached = lines.iter().filter(|l| l.contains("Using cache")).count();
     assert!(
@@ -161,14 +162,14 @@ async fn an_image_built_on_one_of_bluegreens_keeps_its_dockerfile_steps() {
     let image = DockerImage::new(docker.clone());
     // a base image that bluegreen built for another app: it carries bluegreen's
     // labels (owner, environment), and so do the steps of a Dockerfile built on it
-    let base = image
-        .prepare(
-            &base_app,
-            &build(&context(&tmp.path().join("base"))),
-            &EventSink::none(),
-        )
-        .await
-        .unwrap();
+    let base = support::prepare(
+        &image,
+        &base_app,
+        &build(&context(&tmp.path().join("base"))),
+        &EventSink::none(),
+    )
+    .await
+    .unwrap();
     let base_tag = docker
         .inspect_image(base.id.as_str())
         .await
@@ -187,8 +188,7 @@ async fn an_image_built_on_one_of_bluegreens_keeps_its_dockerfile_steps() {
         format!("FROM {base_tag}\nCOPY c /c\nENV STEP=two\n"),
     )
     .unwrap();
-    let built = image
-        .prepare(&app, &build(&dir), &EventSink::none())
+    let built = support::prepare(&image, &app, &build(&dir), &EventSink::none())
         .await
         .unwrap();
     let chain = parents(&docker, built.id.as_str()).await;

@@ -50,18 +50,18 @@ async fn rig(test: &str) -> Option<Rig> {
         docker.clone(),
         DockerFleetOptions::default().with_task_bind(format!("{}:/data", data.display())),
     );
-    let image = DockerImage::new(docker.clone())
-        .prepare(
-            &app,
-            &ImageSource::Build {
-                context: task_context(tmp.path()),
-                args: Default::default(),
-            },
-            &EventSink::default(),
-        )
-        .await
-        .unwrap()
-        .id;
+    let image = support::prepare(
+        &DockerImage::new(docker.clone()),
+        &app,
+        &ImageSource::Build {
+            context: task_context(tmp.path()),
+            args: Default::default(),
+        },
+        &EventSink::default(),
+    )
+    .await
+    .unwrap()
+    .id;
     Some(Rig {
         tmp,
         fleet,

@@ -26,6 +26,23 @@ pub async fn docker(test: &str) -> Option<Docker> {
     }
 }
 
+/// `image.prepare(app, source, events)` as the engine calls it: through the retry
+/// layer. Tests of one program run at once and remove images while others build;
+/// the classic builder's cache lookup for `FROM scratch` reads every image without
+/// a parent, so any such image removed meanwhile fails a build with a retryable
+/// error that names it, and the engine builds again.
+pub async fn prepare(
+    image: &bluegreen_docker::DockerImage,
+    app: &App,
+    source: &bluegreen_core::ImageSource,
+    events: &bluegreen_core::EventSink,
+) -> bluegreen_core::Result<bluegreen_core::ImageRef> {
+    use bluegreen_core::Image;
+    bluegreen_core::Retry::new(image.clone(), bluegreen_core::RetryOptions::default())
+        .prepare(app, source, events)
+        .await
+}
+
 /// The static sample app (runs `FROM scratch`), built once per test program.
 pub fn sample_app() -> PathBuf {
     bluegreen_testkit::binaries::static_binary("sample-app", "sample-app")
