@@ -344,3 +344,49 @@ async fn an_http2_stream_stuck_on_its_window_is_reset_alone() {
     assert_eq!(h2_read_all(&mut next).await.unwrap(), b"blue i0");
     assert!(!connection.is_finished(), "the connection ended");
 }
+
+/// A response small enough to be the stream's whole body in one frame (8 KiB),
+/// to a client whose stream window is closed (0) or smaller than it (1 KiB) and
+/// never opened: the stream is reset at the send timeout although the body has
+/// nothing more to give, and the connection, with no stream left, closes at the
+/// idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_body_whose_last_frame_waits_for_window_is_reset() {
+    for window in [0, 1024] {
+        let (proxy, _backend) = proxy_with_blue(short()).await;
+        let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+        let (client, connection) = h2::client::Builder::new()
+            .initial_window_size(window)
+            .handshake::<_, bytes::Bytes>(tcp)
+            .await
+            .unwrap();
+        let connection = tokio::spawn(connection);
+        let mut stuck = h2_get(&client, "/big?kb=8").await;
+        let mut got = 0;
+        let ended = tokio::time::timeout(BOUND, async {
+            loop {
+                match stuck.data().await {
+                    Some(Ok(chunk)) => got += chunk.len(),
+                    Some(Err(e)) => return Some(e),
+                    None => return None,
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("window {window}: the stream was neither reset nor ended"));
+        let error =
+            ended.unwrap_or_else(|| panic!("window {window}: the stream ended as if whole"));
+        assert_eq!(
+            error.reason(),
+            Some(h2::Reason::CANCEL),
+            "window {window}: {error}"
+        );
+        assert!(got <= window as usize, "window {window}: {got} bytes came");
+        let closed = tokio::time::timeout(BOUND, connection).await;
+        assert!(
+            closed.is_ok(),
+            "window {window}: the connection is still open"
+        );
+        drop(client);
+    }
+}
