@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bluegreen_core::{
-    App, DeploymentId, ErrorKind, EventSink, Fleet, Generation, Group, Image, ImageSource, Release,
+    App, DeploymentId, ErrorKind, EventSink, Fleet, Generation, Group, ImageSource, Release,
     ReleaseTask, TaskState, TaskStatus,
 };
 use bluegreen_docker::{DockerFleet, DockerFleetOptions, DockerImage, TASK_LABEL};
