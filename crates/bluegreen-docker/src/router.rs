@@ -163,6 +163,10 @@ pub struct ProxyContainer {
 /// Where the proxy's images are tagged.
 const PROXY_REPOSITORY: &str = "bluegreen/proxy";
 
+/// How many times [`ProxyContainer::start`] looks up (or builds) the proxy image
+/// and creates the container on it, when the image goes in between.
+const IMAGE_TRIES: u32 = 3;
+
 /// A hash of the binary and the user, for the image's tag.
 fn image_tag(binary: &[u8], uid: u32, gid: u32) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -185,7 +189,10 @@ impl ProxyContainer {
     ///
     /// - No container has [`ProxyContainerOptions::name`]: the image is built (once
     ///   per binary), the state volume and `dir` are created, a new random token is
-    ///   written to `<dir>/token`, and the container is created and started.
+    ///   written to `<dir>/token`, and the container is created and started. An
+    ///   image that goes before the container is created on it (another proxy
+    ///   container of the same binary removed meanwhile, its image with it) is
+    ///   built again.
     /// - Ours (bluegreen's labels) with the same listener: reused, running or not
     ///   (a stopped one is started; it restores its routes from its volume); its
     ///   image is not replaced, so that nothing stops serving.
@@ -255,7 +262,7 @@ impl ProxyContainer {
         }
         let meta = std::fs::metadata(dir).map_err(|e| io_error(dir, e))?;
         let (uid, gid) = (meta.uid(), meta.gid());
-        let image = Self::image(docker, &options.binary, uid, gid).await?;
+        let mut image = Self::image(docker, &options.binary, uid, gid).await?;
         let volume = format!("{name}-state");
         Self::volume(docker, &volume).await?;
         let token = AdminToken::random();
@@ -277,8 +284,7 @@ impl ProxyContainer {
             (PROXY_LISTEN_LABEL.to_owned(), options.listen.to_string()),
             (PROXY_DIR_LABEL.to_owned(), dir.display().to_string()),
         ]);
-        let body = ContainerCreateBody {
-            image: Some(image),
+        let mut body = ContainerCreateBody {
             cmd: Some(cmd),
             // plain log lines in `docker logs`
             env: Some(vec!["NO_COLOR=1".into()]),
@@ -299,17 +305,31 @@ impl ProxyContainer {
             }),
             ..Default::default()
         };
-        match docker
-            .create_container(
-                Some(CreateContainerOptionsBuilder::new().name(name).build()),
-                body,
-            )
-            .await
-        {
-            Ok(_) => {}
-            // another program created it meanwhile: use that one
-            Err(e) if has_status(&e, 409) => return Box::pin(Self::start(docker, options)).await,
-            Err(e) => return Err(docker_error(format!("container {name}"), e)),
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            body.image = Some(image);
+            match docker
+                .create_container(
+                    Some(CreateContainerOptionsBuilder::new().name(name).build()),
+                    body.clone(),
+                )
+                .await
+            {
+                Ok(_) => break,
+                // another program created it meanwhile: use that one
+                Err(e) if has_status(&e, 409) => {
+                    return Box::pin(Self::start(docker, options)).await
+                }
+                // the image went between its lookup and the create: another proxy
+                // container of the same binary was removed, and its image with it,
+                // as no container used it yet. Look it up (build it) again.
+                Err(e) if has_status(&e, 404) && tries < IMAGE_TRIES => {
+                    tracing::debug!(container = name, error = %e, "the proxy image went before the container was created; again");
+                    image = Self::image(docker, &options.binary, uid, gid).await?;
+                }
+                Err(e) => return Err(docker_error(format!("container {name}"), e)),
+            }
         }
         let router = Self::router_in(dir)?;
         let started = async {

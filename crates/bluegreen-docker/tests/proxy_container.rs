@@ -1,7 +1,8 @@
 //! The proxy as a long-lived container against the real daemon: a deployment
 //! through it, a real restart of the container that keeps the same tables, reuse
-//! by a later program, a corrupt state file that stops it with the file named, and
-//! removal that keeps the image while another container uses it.
+//! by a later program, a corrupt state file that stops it with the file named,
+//! removal that keeps the image while another container uses it, and a start that
+//! loses its image to another container's removal before it creates its own.
 
 mod support;
 
@@ -370,4 +371,127 @@ async fn removing_a_proxy_container_keeps_the_image_another_uses_then_removes_it
             break;
         }
     }
+}
+
+/// A path to the daemon's socket through which requests pass unchanged, except the
+/// first that creates the container `name`: it is held until `release` is
+/// notified, and `held` is notified when it arrives. (A request is one write on bollard's
+/// side; the create is matched by its path and query.)
+async fn holding_socket(
+    dir: &Path,
+    name: &str,
+    held: std::sync::Arc<tokio::sync::Notify>,
+    release: std::sync::Arc<tokio::sync::Notify>,
+) -> std::path::PathBuf {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let daemon = std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|h| h.strip_prefix("unix://").map(str::to_owned))
+        .unwrap_or_else(|| "/var/run/docker.sock".to_owned());
+    let path = dir.join("docker.sock");
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    let wanted = format!("/containers/create?name={name}").into_bytes();
+    let first = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                return;
+            };
+            let upstream = tokio::net::UnixStream::connect(&daemon).await.unwrap();
+            let (mut client_read, mut client_write) = client.into_split();
+            let (mut up_read, mut up_write) = upstream.into_split();
+            let (wanted, held, release, first) =
+                (wanted.clone(), held.clone(), release.clone(), first.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match client_read.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    if buf[..n].windows(wanted.len()).any(|w| w == wanted)
+                        && first.swap(false, std::sync::atomic::Ordering::SeqCst)
+                    {
+                        held.notify_one();
+                        release.notified().await;
+                    }
+                    if up_write.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut up_read, &mut client_write).await;
+            });
+        }
+    });
+    path
+}
+
+/// Two proxy containers of one binary run one image. One is removed while the
+/// other starts, at the worst moment: the start has looked the image up and its
+/// create is on the way (held at the daemon's socket) when the removal takes the
+/// image for unused and removes it. The start must still succeed (the image is
+/// built again) and serve; the removal must succeed too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_proxy_container_starts_while_another_of_its_binary_is_removed() {
+    let Some(docker) = docker("proxy container start during a removal").await else {
+        return;
+    };
+    let tmp = Scratch::new("proxy-race");
+    let binary = own_proxy_binary(tmp.path());
+    let suffix = format!("{:06x}", fastrand::u32(..0x100_0000));
+    let names = [
+        format!("bluegreen-proxy-race-a-{suffix}"),
+        format!("bluegreen-proxy-race-b-{suffix}"),
+    ];
+    let _guards = names.clone().map(ProxyGuard);
+    let [a, b] = names.clone().map(|name| {
+        let mut o = ProxyContainerOptions::new(tmp.path().join(&name), binary.clone())
+            .with_name(name)
+            .with_listen(free_port());
+        o.args = vec!["--health-interval".into(), "200ms".into()];
+        o
+    });
+    ProxyContainer::start(&docker, &a).await.unwrap();
+    let image = docker_cli(&["inspect", "-f", "{{.Image}}", &names[0]]);
+
+    let held = std::sync::Arc::new(tokio::sync::Notify::new());
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let socket = holding_socket(tmp.path(), &names[1], held.clone(), release.clone()).await;
+    let slow = bluegreen_docker::Docker::connect_with_unix(
+        socket.to_str().unwrap(),
+        120,
+        bollard::API_DEFAULT_VERSION,
+    )
+    .unwrap();
+    let starting = tokio::spawn({
+        let b = b.clone();
+        async move { ProxyContainer::start(&slow, &b).await }
+    });
+    tokio::time::timeout(Duration::from_secs(60), held.notified())
+        .await
+        .expect("the start never reached its container create");
+    ProxyContainer::remove(&docker, &a.name, &a.dir)
+        .await
+        .unwrap();
+    assert!(
+        !image_exists(&image),
+        "the removal kept the image: the moment under test did not happen"
+    );
+    release.notify_one();
+    let started = tokio::time::timeout(Duration::from_secs(120), starting)
+        .await
+        .expect("the start did not return")
+        .unwrap();
+    let proxy = started.unwrap_or_else(|e| panic!("the start failed: {e}"));
+    assert_eq!(
+        docker_cli(&["inspect", "-f", "{{.State.Running}}", &names[1]]),
+        "true"
+    );
+    // a start returns once the proxy's admin API answers
+    assert_eq!(proxy.address(), b.listen);
+    ProxyContainer::remove(&docker, &b.name, &b.dir)
+        .await
+        .unwrap();
 }
