@@ -36,7 +36,9 @@ const STATE_DIR: &str = "/var/lib/bluegreen-proxy";
 #[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProxyContainerOptions {
-    /// The container's name; its state volume is `<name>-state`. Default
+    /// The container's name (2 to 100 letters, digits and `_.-`, the first a
+    /// letter or digit, as Docker takes them); its state volume is
+    /// `<name>-state`. Always the name, never a container id. Default
     /// `bluegreen-proxy`.
     pub name: String,
     /// Where the proxy serves clients, on the host. Default `127.0.0.1:8080`.
@@ -52,7 +54,7 @@ pub struct ProxyContainerOptions {
     pub binary: PathBuf,
     /// More flags for the proxy (`--health-interval`, `--drain-timeout 10s`, ...);
     /// the listener, the admin API, the token and the state file are set by the
-    /// container. Default none.
+    /// container, and those flags here are [`Error::Invalid`]. Default none.
     pub args: Vec<String>,
 }
 
@@ -88,23 +90,7 @@ impl ProxyContainerOptions {
 
     /// Checks every field, before anything is created: [`Error::Invalid`] naming it.
     fn validate(&self) -> Result<()> {
-        let name_ok = !self.name.is_empty()
-            && self.name.len() <= 100
-            && self.name.starts_with(|c: char| c.is_ascii_alphanumeric())
-            && self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-        if !name_ok {
-            return Err(Error::invalid(
-                "proxy.name",
-                format!(
-                    "`{}` is not a container name: 1 to 100 letters, digits, `_.-`, \
-                     starting with a letter or digit",
-                    self.name
-                ),
-            ));
-        }
+        check_name(&self.name)?;
         if self.listen.port() == 0 {
             return Err(Error::invalid(
                 "proxy.listen",
@@ -120,6 +106,18 @@ impl ProxyContainerOptions {
                 ),
             ));
         }
+        if let Some(flag) = self.args.iter().find_map(|a| {
+            let flag = a.split('=').next().unwrap_or(a);
+            SET_BY_THE_CONTAINER.contains(&flag).then_some(flag)
+        }) {
+            return Err(Error::invalid(
+                "proxy.args",
+                format!(
+                    "`{flag}` is set by the container itself (from proxy.listen and proxy.dir); \
+                     leave it out"
+                ),
+            ));
+        }
         if !self.binary.is_file() {
             return Err(Error::invalid(
                 "proxy.binary",
@@ -128,6 +126,26 @@ impl ProxyContainerOptions {
         }
         Ok(())
     }
+}
+
+/// A container name as Docker takes it: [`Error::Invalid`] naming `proxy.name`
+/// otherwise.
+fn check_name(name: &str) -> Result<()> {
+    let name_ok = (2..=100).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !name_ok {
+        return Err(Error::invalid(
+            "proxy.name",
+            format!(
+                "`{name}` is not a container name: 2 to 100 letters, digits, `_.-`, \
+                 starting with a letter or digit"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The bluegreen proxy as a plain, long-lived container on the Docker host.
@@ -160,6 +178,11 @@ pub struct ProxyContainer {
     router: ProxyRouter,
 }
 
+/// The proxy's flags that the container sets itself, refused in
+/// [`ProxyContainerOptions::args`].
+const SET_BY_THE_CONTAINER: [&str; 4] =
+    ["--listen", "--admin", "--admin-token-file", "--state-file"];
+
 /// Where the proxy's images are tagged.
 const PROXY_REPOSITORY: &str = "bluegreen/proxy";
 
@@ -188,36 +211,34 @@ impl ProxyContainer {
     /// Runs the proxy container, or reuses the one that runs already.
     ///
     /// - No container has [`ProxyContainerOptions::name`]: the image is built (once
-    ///   per binary), the state volume and `dir` are created, a new random token is
-    ///   written to `<dir>/token`, and the container is created and started. An
-    ///   image that goes before the container is created on it (another proxy
-    ///   container of the same binary removed meanwhile, its image with it) is
-    ///   built again.
+    ///   per binary: a program builds one at a time, so proxies it starts at once
+    ///   share it), the state volume and `dir` are created, a random token is
+    ///   written to `<dir>/token` unless one is there (programs that start the
+    ///   same proxy at once all use the first one written), and the container is
+    ///   created and started. Of several programs starting the same name at
+    ///   once, one creates the container and the others reuse it. An image that
+    ///   goes before the container is created on it (another proxy container of
+    ///   the same binary removed meanwhile, its image with it) is built again.
     /// - Ours (bluegreen's labels) with the same listener: reused, running or not
-    ///   (a stopped one is started; it restores its routes from its volume); its
-    ///   image is not replaced, so that nothing stops serving.
+    ///   (a stopped one is started; it restores its routes from its volume; when
+    ///   `dir` or its token went meanwhile, a reboot that cleared it say, they are
+    ///   made again first); its image is not replaced, so that nothing stops
+    ///   serving.
     /// - Ours with another listener or another `dir`: [`Error::Conflict`]; remove
     ///   it first.
     /// - Another owner's container with that name: [`Error::Conflict`], and it is
     ///   left alone.
     ///
     /// Returns once the admin API answers (within 20 s; otherwise the container this
-    /// call created is removed again and the error quotes its last log lines).
+    /// call created is removed again, with the state volume when this call created
+    /// it, and the error quotes its last log lines).
     /// Bad options are [`Error::Invalid`] naming the field, before anything is
     /// created.
     pub async fn start(docker: &Docker, options: &ProxyContainerOptions) -> Result<ProxyContainer> {
         options.validate()?;
         let name = options.name.as_str();
         let dir = &options.dir;
-        let existing = match docker
-            .inspect_container(name, None::<InspectContainerOptions>)
-            .await
-        {
-            Ok(c) => Some(c),
-            Err(e) if has_status(&e, 404) => None,
-            Err(e) => return Err(docker_error(format!("container {name}"), e)),
-        };
-        if let Some(c) = existing {
+        if let Some(c) = inspect_named(docker, name).await? {
             let l = labels_of(c.config.as_ref().and_then(|c| c.labels.as_ref()));
             if !owned(&l) {
                 return Err(Error::conflict(format!(
@@ -243,6 +264,10 @@ impl ProxyContainer {
             }
             let running = c.state.as_ref().and_then(|s| s.running) == Some(true);
             if !running {
+                // it reads its token when it starts: a directory that went (a
+                // reboot that cleared it) is made again, with a new token
+                make_dir(dir)?;
+                ensure_token(dir)?;
                 tracing::info!(container = name, "starting the stopped proxy container");
                 start_container(docker, name).await?;
             }
@@ -254,19 +279,15 @@ impl ProxyContainer {
                 router,
             });
         }
-        std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(|e| io_error(dir, e))?;
-        }
+        make_dir(dir)?;
         let meta = std::fs::metadata(dir).map_err(|e| io_error(dir, e))?;
         let (uid, gid) = (meta.uid(), meta.gid());
         let mut image = Self::image(docker, &options.binary, uid, gid).await?;
         let volume = format!("{name}-state");
-        Self::volume(docker, &volume).await?;
-        let token = AdminToken::random();
-        write_token(&dir.join("token"), &token)?;
+        let made_volume = Self::volume(docker, &volume).await?;
+        // one token for every program that starts this proxy at once: the first
+        // one written is kept
+        ensure_token(dir)?;
         let mut cmd = vec![
             "--listen".to_owned(),
             options.listen.to_string(),
@@ -306,7 +327,7 @@ impl ProxyContainer {
             ..Default::default()
         };
         let mut tries = 0;
-        loop {
+        let id = loop {
             tries += 1;
             body.image = Some(image);
             match docker
@@ -316,7 +337,7 @@ impl ProxyContainer {
                 )
                 .await
             {
-                Ok(_) => break,
+                Ok(created) => break created.id,
                 // another program created it meanwhile: use that one
                 Err(e) if has_status(&e, 409) => {
                     return Box::pin(Self::start(docker, options)).await
@@ -330,21 +351,27 @@ impl ProxyContainer {
                 }
                 Err(e) => return Err(docker_error(format!("container {name}"), e)),
             }
-        }
+        };
         let router = Self::router_in(dir)?;
         let started = async {
-            start_container(docker, name).await?;
-            wait_for_admin(docker, name, &router, Some(Duration::from_secs(20))).await
+            start_container(docker, &id).await?;
+            wait_for_admin(docker, &id, &router, Some(Duration::from_secs(20))).await
         }
         .await;
         if let Err(e) = started {
-            // nothing of a failed start is left running
+            // nothing of a failed start is left: the container it created, and the
+            // volume when it created that too
             let _ = docker
                 .remove_container(
-                    name,
+                    &id,
                     Some(RemoveContainerOptionsBuilder::new().force(true).build()),
                 )
                 .await;
+            if made_volume {
+                let _ = docker
+                    .remove_volume(&volume, None::<RemoveVolumeOptions>)
+                    .await;
+            }
             return Err(e);
         }
         tracing::info!(container = name, listen = %options.listen, "proxy container started");
@@ -356,17 +383,15 @@ impl ProxyContainer {
     }
 
     /// The proxy container `name` when it is ours and runs, with its admin socket
-    /// and token in `dir`; `None` when there is no such container or it does not
-    /// run. Never creates or starts anything. Another owner's container of that
-    /// name is [`Error::Conflict`].
+    /// and token in `dir`; `None` when there is no such container, it does not
+    /// run, or it is stopped or removed while this call looks at it. Never creates
+    /// or starts anything. Another owner's container of that name is
+    /// [`Error::Conflict`]; a `name` that is no container name (see
+    /// [`ProxyContainerOptions::name`]) is [`Error::Invalid`].
     pub async fn find(docker: &Docker, name: &str, dir: &Path) -> Result<Option<ProxyContainer>> {
-        let c = match docker
-            .inspect_container(name, None::<InspectContainerOptions>)
-            .await
-        {
-            Ok(c) => c,
-            Err(e) if has_status(&e, 404) => return Ok(None),
-            Err(e) => return Err(docker_error(format!("container {name}"), e)),
+        check_name(name)?;
+        let Some(c) = inspect_named(docker, name).await? else {
+            return Ok(None);
         };
         let l = labels_of(c.config.as_ref().and_then(|c| c.labels.as_ref()));
         if !owned(&l) {
@@ -385,13 +410,29 @@ impl ProxyContainer {
                     "proxy container {name} has no {PROXY_LISTEN_LABEL}"
                 ))
             })?;
-        let router = Self::router_in(dir)?;
-        wait_for_admin(docker, name, &router, Some(Duration::from_secs(5))).await?;
-        Ok(Some(ProxyContainer {
-            name: name.to_owned(),
-            address,
-            router,
-        }))
+        let answered = async {
+            let router = Self::router_in(dir)?;
+            wait_for_admin(docker, name, &router, Some(Duration::from_secs(5))).await?;
+            Ok(router)
+        }
+        .await;
+        match answered {
+            Ok(router) => Ok(Some(ProxyContainer {
+                name: name.to_owned(),
+                address,
+                router,
+            })),
+            Err(e) => {
+                // removed or stopped meanwhile (another program's remove): not there
+                match inspect_named(docker, name).await {
+                    Ok(None) => Ok(None),
+                    Ok(Some(now)) if now.state.as_ref().and_then(|s| s.running) != Some(true) => {
+                        Ok(None)
+                    }
+                    _ => Err(e),
+                }
+            }
+        }
     }
 
     /// The router over `<dir>/admin.sock` with the token of `<dir>/token`.
@@ -402,8 +443,13 @@ impl ProxyContainer {
         ProxyRouter::remote(&format!("unix:{}", dir.join("admin.sock").display()), token)
     }
 
-    /// The proxy image for `binary`, built when missing.
+    /// The proxy image for `binary`, built when missing (one build at a time in a
+    /// program).
     async fn image(docker: &Docker, binary: &Path, uid: u32, gid: u32) -> Result<String> {
+        // one build at a time in this program: proxies started at once share one
+        // image instead of each building its own
+        static BUILDING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _one = BUILDING.lock().await;
         let bytes = std::fs::read(binary).map_err(|e| io_error(binary, e))?;
         let tag = image_tag(&bytes, uid, gid);
         if let Some(id) = build::image_id(docker, &tag).await? {
@@ -439,8 +485,9 @@ impl ProxyContainer {
         .await
     }
 
-    /// Creates the state volume, or checks that the one there is ours.
-    async fn volume(docker: &Docker, volume: &str) -> Result<()> {
+    /// Creates the state volume, or checks that the one there is ours; whether it
+    /// was created.
+    async fn volume(docker: &Docker, volume: &str) -> Result<bool> {
         match docker.inspect_volume(volume).await {
             Ok(v) => {
                 let l: labels::Labels = v.labels.into_iter().collect();
@@ -450,7 +497,7 @@ impl ProxyContainer {
                          alone (choose another proxy.name)"
                     )));
                 }
-                Ok(())
+                Ok(false)
             }
             Err(e) if has_status(&e, 404) => {
                 docker
@@ -464,7 +511,7 @@ impl ProxyContainer {
                     })
                     .await
                     .map_err(|e| docker_error(format!("volume {volume}"), e))?;
-                Ok(())
+                Ok(true)
             }
             Err(e) => Err(docker_error(format!("volume {volume}"), e)),
         }
@@ -490,35 +537,38 @@ impl ProxyContainer {
     /// (unless another container uses it), and the token and socket in `dir`; the
     /// routes it kept are gone. Only what carries
     /// bluegreen's proxy labels is removed: another owner's container or volume of
-    /// that name is left alone and is [`Error::Conflict`]. Missing ones are fine.
+    /// that name is left alone and is [`Error::Conflict`]. Missing ones are fine,
+    /// and so is a removal that meets another program's removal of the same proxy
+    /// (it waits, up to a minute, until the container is gone). A `name` that is
+    /// no container name is [`Error::Invalid`], and nothing is touched.
     pub async fn remove(docker: &Docker, name: &str, dir: &Path) -> Result<()> {
+        check_name(name)?;
         let mut image = None;
-        match docker
-            .inspect_container(name, None::<InspectContainerOptions>)
-            .await
-        {
-            Ok(c) => {
-                let l = labels_of(c.config.as_ref().and_then(|c| c.labels.as_ref()));
-                if !owned(&l) {
-                    return Err(Error::conflict(format!(
-                        "container {name} is not a bluegreen proxy; it is left alone"
-                    )));
-                }
-                image = c.image.clone();
-                match docker
-                    .remove_container(
-                        name,
-                        Some(RemoveContainerOptionsBuilder::new().force(true).build()),
-                    )
-                    .await
-                {
-                    Ok(()) => {}
-                    Err(e) if has_status(&e, 404) => {}
-                    Err(e) => return Err(docker_error(format!("removing container {name}"), e)),
-                }
+        if let Some(c) = inspect_named(docker, name).await? {
+            let l = labels_of(c.config.as_ref().and_then(|c| c.labels.as_ref()));
+            if !owned(&l) {
+                return Err(Error::conflict(format!(
+                    "container {name} is not a bluegreen proxy; it is left alone"
+                )));
             }
-            Err(e) if has_status(&e, 404) => {}
-            Err(e) => return Err(docker_error(format!("container {name}"), e)),
+            image = c.image.clone();
+            // by its id: the name may be taken again meanwhile
+            let id = c.id.clone().unwrap_or_else(|| name.to_owned());
+            match docker
+                .remove_container(
+                    &id,
+                    Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+                )
+                .await
+            {
+                Ok(()) => {}
+                Err(e) if has_status(&e, 404) => {}
+                // another program removes it at this moment: wait until it is gone
+                Err(e) if has_status(&e, 409) && e.to_string().contains("already in progress") => {
+                    gone(docker, &id).await?;
+                }
+                Err(e) => return Err(docker_error(format!("removing container {name}"), e)),
+            }
         }
         let volume = format!("{name}-state");
         match docker.inspect_volume(&volume).await {
@@ -572,6 +622,54 @@ impl ProxyContainer {
         }
         Ok(())
     }
+}
+
+/// The container named `name` exactly (Docker's own lookup also takes an id or a
+/// prefix of one, which is another container); `None` when there is none.
+async fn inspect_named(
+    docker: &Docker,
+    name: &str,
+) -> Result<Option<bollard::models::ContainerInspectResponse>> {
+    match docker
+        .inspect_container(name, None::<InspectContainerOptions>)
+        .await
+    {
+        Ok(c) if c.name.as_deref().map(|n| n.trim_start_matches('/')) == Some(name) => Ok(Some(c)),
+        Ok(_) => Ok(None),
+        Err(e) if has_status(&e, 404) => Ok(None),
+        Err(e) => Err(docker_error(format!("container {name}"), e)),
+    }
+}
+
+/// Waits (up to a minute) until the container `id`, which another program
+/// removes, is gone.
+async fn gone(docker: &Docker, id: &str) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+        {
+            Err(e) if has_status(&e, 404) => return Ok(()),
+            Err(e) => return Err(docker_error(format!("container {id}"), e)),
+            Ok(_) if tokio::time::Instant::now() >= deadline => {
+                return Err(Error::provider(
+                    PROVIDER,
+                    format!("container {id}: another removal did not end within a minute"),
+                    true,
+                ))
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Creates `dir` when missing, and makes it mode 0700.
+fn make_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| io_error(dir, e))
 }
 
 async fn start_container(docker: &Docker, name: &str) -> Result<()> {
@@ -639,18 +737,30 @@ async fn logs_tail(docker: &Docker, name: &str) -> String {
 }
 
 /// Writes the token, readable by its owner only.
-fn write_token(path: &Path, token: &AdminToken) -> Result<()> {
+/// Writes a new random token to `<dir>/token` (mode 0600) unless one is there:
+/// of programs that start one proxy at once, the first to write keeps its token
+/// and the others use it. The file appears whole (written aside, then linked).
+fn ensure_token(dir: &Path) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let _ = std::fs::remove_file(path);
-    let mut f = std::fs::OpenOptions::new()
+    let path = dir.join("token");
+    if path.is_file() {
+        return Ok(());
+    }
+    let token = AdminToken::random();
+    let aside = dir.join(format!(".token-{:016x}", fastrand::u64(..)));
+    let written = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)
-        .map_err(|e| io_error(path, e))?;
-    f.write_all(token.expose().as_bytes())
-        .map_err(|e| io_error(path, e))
+        .open(&aside)
+        .and_then(|mut f| f.write_all(token.expose().as_bytes()));
+    let linked = written.and_then(|()| match std::fs::hard_link(&aside, &path) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        other => other,
+    });
+    let _ = std::fs::remove_file(&aside);
+    linked.map_err(|e| io_error(&path, e))
 }
 
 #[cfg(test)]
@@ -661,9 +771,30 @@ mod tests {
     fn bad_options_name_their_field() {
         let ok = ProxyContainerOptions::new("/tmp/x", "/proc/self/exe");
         assert!(ok.validate().is_ok());
+        assert!(ok.clone().with_name("q1").validate().is_ok());
+        assert!(ok
+            .clone()
+            .with_args(["--drain-timeout", "5s", "--listenx"])
+            .validate()
+            .is_ok());
         for (options, field) in [
             (ok.clone().with_name("bad name"), "proxy.name"),
             (ok.clone().with_name(""), "proxy.name"),
+            // Docker wants two characters at least
+            (ok.clone().with_name("q"), "proxy.name"),
+            (
+                ok.clone().with_args(["--listen", "0.0.0.0:80"]),
+                "proxy.args",
+            ),
+            (
+                ok.clone().with_args(["--admin=tcp:0.0.0.0:9"]),
+                "proxy.args",
+            ),
+            (ok.clone().with_args(["--state-file", "/x"]), "proxy.args"),
+            (
+                ok.clone().with_args(["--admin-token-file", "/x"]),
+                "proxy.args",
+            ),
             (
                 ok.clone().with_listen("127.0.0.1:0".parse().unwrap()),
                 "proxy.listen",
