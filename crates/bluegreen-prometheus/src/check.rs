@@ -29,17 +29,54 @@ pub enum Limit {
 /// Prometheus refuses (its own error text is in the reason), an empty result, a
 /// vector of more than one series, a range vector or string, and a NaN (such as
 /// a ratio with no traffic in the window) all fail the check, with a reason that
-/// says which.
-#[derive(Clone, Debug)]
+/// says which. So does an answer with an HTTP status other than 2xx, whatever
+/// its body says.
+///
+/// Credentials in the server's URL (`http://user:password@host`) are used and
+/// never shown: the reasons, errors and `Debug` name the server without them,
+/// and `Debug` shows no bearer token.
+#[derive(Clone)]
 pub struct PromQlCheck {
     name: String,
     endpoint: String,
+    /// `endpoint` without its user name and password, for messages.
+    shown: String,
     query: String,
     limit: Limit,
     token: Option<String>,
     timeout: Duration,
     client: reqwest::Client,
 }
+
+impl std::fmt::Debug for PromQlCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PromQlCheck")
+            .field("name", &self.name)
+            .field("endpoint", &self.shown)
+            .field("query", &self.query)
+            .field("limit", &self.limit)
+            .field("token", &self.token.as_ref().map(|_| "<hidden>"))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// `url` without the user name and password it may carry.
+fn without_credentials(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        Ok(_) => url.to_owned(),
+        Err(_) => "(a server URL that does not read)".to_owned(),
+    }
+}
+
+/// The longest query timeout sent to Prometheus (it refuses durations that do
+/// not fit its own type): a year.
+const MAX_SENT_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 impl PromQlCheck {
     /// A check named `name` that fails when `query` on the Prometheus server at
@@ -75,12 +112,13 @@ impl PromQlCheck {
         if name.trim().is_empty() {
             return Err(Error::invalid("name", "must not be empty"));
         }
+        let shown_server = without_credentials(server);
         let url = reqwest::Url::parse(server)
-            .map_err(|e| Error::invalid("server", format!("`{server}` is not a URL: {e}")))?;
+            .map_err(|e| Error::invalid("server", format!("`{shown_server}` is not a URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return Err(Error::invalid(
                 "server",
-                format!("`{server}` is not an http:// or https:// URL with a host"),
+                format!("`{shown_server}` is not an http:// or https:// URL with a host"),
             ));
         }
         if query.trim().is_empty() {
@@ -96,9 +134,11 @@ impl PromQlCheck {
         let client = reqwest::Client::builder()
             .build()
             .map_err(|e| Error::invalid("server", format!("no HTTP client: {e}")))?;
+        let endpoint = format!("{}/api/v1/query", server.trim_end_matches('/'));
         Ok(PromQlCheck {
             name,
-            endpoint: format!("{}/api/v1/query", server.trim_end_matches('/')),
+            shown: without_credentials(&endpoint),
+            endpoint,
             query,
             limit,
             token: None,
@@ -115,7 +155,7 @@ impl PromQlCheck {
     }
 
     /// How long a query may take, request and answer (10 s by default); it is
-    /// also sent as the query's own `timeout`.
+    /// also sent as the query's own `timeout` (at most a year).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -131,10 +171,29 @@ impl PromQlCheck {
         fn quoted(s: &str) -> String {
             s.replace('\\', "\\\\").replace('"', "\\\"")
         }
-        self.query
-            .replace("{group}", &quoted(group.as_str()))
-            .replace("{app}", &quoted(app.name()))
-            .replace("{environment}", &quoted(app.environment()))
+        let values = [
+            ("{group}", quoted(group.as_str())),
+            ("{app}", quoted(app.name())),
+            ("{environment}", quoted(app.environment())),
+        ];
+        // one pass: a value put in is never read for placeholders again
+        let mut out = String::with_capacity(self.query.len());
+        let mut rest = self.query.as_str();
+        'scan: while let Some(at) = rest.find('{') {
+            out.push_str(&rest[..at]);
+            rest = &rest[at..];
+            for (placeholder, value) in &values {
+                if let Some(after) = rest.strip_prefix(placeholder) {
+                    out.push_str(value);
+                    rest = after;
+                    continue 'scan;
+                }
+            }
+            out.push('{');
+            rest = &rest[1..];
+        }
+        out.push_str(rest);
+        out
     }
 
     /// What [`Check::run`] does for `group` of `app`: the expression's value when
@@ -155,7 +214,10 @@ impl PromQlCheck {
 
     /// Evaluates `expression` now: its one value, or why there is none.
     pub async fn evaluate(&self, expression: &str) -> Result<f64, String> {
-        let timeout = format!("{}ms", self.timeout.as_millis().max(1));
+        let timeout = format!(
+            "{}ms",
+            self.timeout.min(MAX_SENT_TIMEOUT).as_millis().max(1)
+        );
         let mut request = self
             .client
             .get(&self.endpoint)
@@ -167,7 +229,7 @@ impl PromQlCheck {
         let response = request.send().await.map_err(|e| {
             format!(
                 "Prometheus at {} could not be reached: {}",
-                self.endpoint,
+                self.shown,
                 error_chain(&e)
             )
         })?;
@@ -175,7 +237,7 @@ impl PromQlCheck {
         let body = response.bytes().await.map_err(|e| {
             format!(
                 "Prometheus at {} answered HTTP {status} but its body was cut: {}",
-                self.endpoint,
+                self.shown,
                 error_chain(&e)
             )
         })?;
@@ -224,6 +286,28 @@ mod tests {
             r#"sum(rate(x{app="web.production",group="web-production-v002"}[1m]))"#
         );
         assert_eq!(check.endpoint, "http://127.0.0.1:9090/api/v1/query");
+        // a value put in is not read for placeholders again
+        let check =
+            PromQlCheck::above("c", "http://h", "{group}|{app}|{environment}|{x}", 1.0).unwrap();
+        assert_eq!(
+            check.expression(&app, &GroupId::from("g{app}{environment}")),
+            "g{app}{environment}|web|production|{x}"
+        );
+    }
+
+    #[test]
+    fn credentials_are_never_shown() {
+        let check = PromQlCheck::above("c", "http://alice:s3cr3t@h:9090/p", "up", 1.0)
+            .unwrap()
+            .with_bearer_token("t0k3n");
+        let debug = format!("{check:?}");
+        assert!(
+            !debug.contains("s3cr3t") && !debug.contains("t0k3n"),
+            "{debug}"
+        );
+        assert!(debug.contains("http://h:9090/p/api/v1/query"), "{debug}");
+        let e = PromQlCheck::above("c", "ftp://alice:s3cr3t@h", "up", 1.0).unwrap_err();
+        assert!(!e.to_string().contains("s3cr3t"), "{e}");
     }
 
     #[test]

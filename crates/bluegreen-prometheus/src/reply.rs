@@ -46,6 +46,13 @@ pub(crate) fn value(http_status: u16, body: &[u8], query: &str) -> Result<f64, S
             envelope.error.as_deref().unwrap_or("(no error text)")
         ));
     }
+    // a success body under an error status (a proxy in front of Prometheus) is
+    // no answer to trust
+    if !(200..300).contains(&http_status) {
+        return Err(format!(
+            "the server answered `{query}` with HTTP {http_status} (and a success body)"
+        ));
+    }
     let data = envelope
         .data
         .ok_or_else(|| format!("Prometheus answered `{query}` with no data"))?;
@@ -111,6 +118,16 @@ mod tests {
         assert_eq!(value(200, scalar, "q"), Ok(0.25));
         let vector = br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"group":"g"},"value":[1700000000,"+Inf"]}]}}"#;
         assert_eq!(value(200, vector, "q"), Ok(f64::INFINITY));
+    }
+
+    #[test]
+    fn an_error_status_fails_whatever_the_body() {
+        let scalar = br#"{"status":"success","data":{"resultType":"scalar","result":[1700000000.5,"0.25"]}}"#;
+        for status in [500, 503, 404, 302] {
+            let e = value(status, scalar, "q").unwrap_err();
+            assert!(e.contains(&format!("HTTP {status}")), "{e}");
+        }
+        assert_eq!(value(203, scalar, "q"), Ok(0.25));
     }
 
     #[test]
