@@ -47,6 +47,7 @@ pub mod labels;
 mod lock;
 mod parts;
 pub mod probe;
+pub mod redact;
 pub mod register;
 mod release;
 mod retry;

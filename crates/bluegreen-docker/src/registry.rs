@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use base64::Engine as _;
 use bluegreen_core::labels;
+use bluegreen_core::redact::HIDDEN;
 use bluegreen_core::{
     App, Error, Event, EventSink, Image, ImageCapabilities, ImageId, ImageRef, ImageSource, Result,
 };
@@ -141,12 +142,22 @@ fn rfc3339_seconds(t: &str) -> Option<u64> {
 /// run its containers where this daemon cannot look, so `remove` does not refuse an
 /// image in use: it declares [`ImageCapabilities::refuses_removal_in_use`] false.
 /// The engine's retention keeps the images of the groups it keeps.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RegistryImage {
     local: DockerImage,
     docker: Docker,
     registry: String,
     credentials: Option<DockerCredentials>,
+}
+
+/// The registry's credentials are never shown.
+impl std::fmt::Debug for RegistryImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryImage")
+            .field("registry", &self.registry)
+            .field("credentials", &self.credentials.as_ref().map(|_| HIDDEN))
+            .finish_non_exhaustive()
+    }
 }
 
 impl RegistryImage {
@@ -565,6 +576,35 @@ impl RegistryImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_shows_no_credentials() {
+        let credentials = DockerCredentials {
+            username: Some("ci".into()),
+            password: Some("pa55word".into()),
+            identitytoken: Some("id-t0ken".into()),
+            ..Default::default()
+        };
+        // a client that has not connected: nothing is contacted
+        let docker =
+            Docker::connect_with_http("http://127.0.0.1:9", 1, bollard::API_DEFAULT_VERSION)
+                .unwrap();
+        let image = RegistryImage {
+            local: DockerImage::new(docker.clone()),
+            docker: docker.clone(),
+            registry: "registry.example.com:5000".into(),
+            credentials: Some(credentials.clone()),
+        };
+        let fleet = crate::SwarmFleet::new(docker).with_registry_auth(Some(credentials));
+        for shown in [format!("{image:?}"), format!("{fleet:?}")] {
+            assert!(
+                !shown.contains("pa55word")
+                    && !shown.contains("id-t0ken")
+                    && shown.contains(HIDDEN),
+                "{shown}"
+            );
+        }
+    }
 
     #[test]
     fn times_are_read() {

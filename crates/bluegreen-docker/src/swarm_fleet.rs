@@ -80,10 +80,25 @@ use bluegreen_core::probe::http_probe;
 /// one succeeds. An image that is not a registry reference by digest is
 /// [`Error::Invalid`] naming `image`, and one the registry does not have
 /// [`Error::NotFound`], both before the service is created.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SwarmFleet {
     pub(crate) docker: Docker,
     credentials: Option<DockerCredentials>,
+}
+
+/// The registry credentials are never shown.
+impl std::fmt::Debug for SwarmFleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SwarmFleet")
+            .field(
+                "credentials",
+                &self
+                    .credentials
+                    .as_ref()
+                    .map(|_| bluegreen_core::redact::HIDDEN),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 impl SwarmFleet {

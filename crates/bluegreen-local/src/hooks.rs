@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bluegreen_core::redact::{url_without_credentials, HIDDEN};
 use bluegreen_core::{Decision, Error, Hook, HookContext, Result};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -352,13 +353,26 @@ impl Hook for CommandHook {
 /// assert!(WebhookHook::new("approve", "ftp://example.com", "s3cret").is_err());
 /// assert!(WebhookHook::new("approve", "https://example.com", "").is_err());
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct WebhookHook {
     name: String,
     url: reqwest::Url,
+    /// `url` without its user name and password, for messages.
+    shown: String,
     secret: Vec<u8>,
     timeout: Duration,
     client: reqwest::Client,
+}
+
+impl std::fmt::Debug for WebhookHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookHook")
+            .field("name", &self.name)
+            .field("url", &self.shown)
+            .field("secret", &HIDDEN)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// The JSON body a [`WebhookHook`] POSTs.
@@ -445,13 +459,13 @@ impl WebhookHook {
         secret: impl Into<Vec<u8>>,
     ) -> Result<Self> {
         let name = check_name(name.into())?;
-        let url = reqwest::Url::parse(url.as_ref()).map_err(|e| {
-            Error::invalid("hook.url", format!("`{}` is not a URL: {e}", url.as_ref()))
-        })?;
+        let shown = url_without_credentials(url.as_ref()).into_owned();
+        let url = reqwest::Url::parse(url.as_ref())
+            .map_err(|e| Error::invalid("hook.url", format!("`{shown}` is not a URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return Err(Error::invalid(
                 "hook.url",
-                format!("`{url}` is not an http or https address"),
+                format!("`{shown}` is not an http or https address"),
             ));
         }
         let secret = secret.into();
@@ -468,6 +482,7 @@ impl WebhookHook {
             .map_err(|e| failed(format!("an HTTP client: {e}")))?;
         Ok(WebhookHook {
             name,
+            shown: url_without_credentials(url.as_str()).into_owned(),
             url,
             secret,
             timeout: Duration::from_secs(30),
@@ -512,7 +527,7 @@ impl Hook for WebhookHook {
                 return Decision::Fail(format!(
                     "hook {}: POST {}: no answer within {} s",
                     self.name,
-                    self.url,
+                    self.shown,
                     self.timeout.as_secs_f64()
                 ))
             }
@@ -525,7 +540,7 @@ impl Hook for WebhookHook {
                 }
                 return Decision::Fail(format!(
                     "hook {}: POST {} is unreachable: {cause}",
-                    self.name, self.url
+                    self.name, self.shown
                 ));
             }
         };
@@ -536,14 +551,14 @@ impl Hook for WebhookHook {
             Ok(Err(e)) => {
                 return Decision::Fail(format!(
                     "hook {}: POST {}: reading the answer: {e}",
-                    self.name, self.url
+                    self.name, self.shown
                 ))
             }
             Err(_) => {
                 return Decision::Fail(format!(
                     "hook {}: POST {}: the answer did not end within {} s",
                     self.name,
-                    self.url,
+                    self.shown,
                     self.timeout.as_secs_f64()
                 ))
             }
@@ -553,7 +568,7 @@ impl Hook for WebhookHook {
             return Decision::Fail(format!(
                 "hook {}: POST {} answered {status}{}",
                 self.name,
-                self.url,
+                self.shown,
                 if start.is_empty() {
                     String::new()
                 } else {
@@ -579,7 +594,7 @@ impl Hook for WebhookHook {
             }),
             Some(other) => Decision::Fail(format!(
                 "hook {}: POST {} answered the decision `{other}`, not continue, pause or fail",
-                self.name, self.url
+                self.name, self.shown
             )),
         }
     }

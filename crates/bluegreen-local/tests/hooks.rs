@@ -324,3 +324,52 @@ async fn an_unreachable_webhook_fails_naming_the_url() {
     assert!(start.elapsed() < Duration::from_secs(3));
     drop(silent);
 }
+
+/// Credentials in a webhook's URL are sent, never shown: not in a failing
+/// decision's reason (an error status, an unreachable server), not in the error
+/// for a URL refused, not in `Debug`, which hides the signing secret too.
+#[tokio::test]
+async fn a_webhook_url_with_credentials_never_shows_them() {
+    let (plain, _seen) = server(500, "nope").await;
+    let with = plain.replacen("http://", "http://ci:pa55word@", 1);
+    let hook = WebhookHook::new("approve", &with, "sh4red-secret").unwrap();
+    let debug = format!("{hook:?}");
+    // the secret as text, and as the list of bytes a derived Debug shows
+    let bytes = format!("{:?}", b"sh4red-secret".to_vec());
+    assert!(
+        !debug.contains("pa55word")
+            && !debug.contains("sh4red")
+            && !debug.contains(bytes.trim_matches(['[', ']']))
+            && debug.contains(&plain),
+        "{debug}"
+    );
+    match hook.call(&context()).await {
+        Decision::Fail(reason) => {
+            assert!(!reason.contains("pa55word"), "{reason}");
+            assert!(
+                reason.contains(&plain) && reason.contains("500"),
+                "{reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let hook = WebhookHook::new(
+        "notify",
+        format!("http://ci:pa55word@127.0.0.1:{port}/h"),
+        "k",
+    )
+    .unwrap();
+    match hook.call(&context()).await {
+        Decision::Fail(reason) => assert!(
+            !reason.contains("pa55word") && reason.contains("unreachable"),
+            "{reason}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    let refused = WebhookHook::new("n", "ftp://ci:pa55word@example.com/h", "k").unwrap_err();
+    assert!(!refused.to_string().contains("pa55word"), "{refused}");
+}

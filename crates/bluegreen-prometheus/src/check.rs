@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bluegreen_core::redact::{url_without_credentials, HIDDEN};
 use bluegreen_core::{App, Check, CheckTarget, Error, GroupId};
 
 /// Which side of the limit fails the check.
@@ -55,22 +56,9 @@ impl std::fmt::Debug for PromQlCheck {
             .field("endpoint", &self.shown)
             .field("query", &self.query)
             .field("limit", &self.limit)
-            .field("token", &self.token.as_ref().map(|_| "<hidden>"))
+            .field("token", &self.token.as_ref().map(|_| HIDDEN))
             .field("timeout", &self.timeout)
             .finish()
-    }
-}
-
-/// `url` without the user name and password it may carry.
-fn without_credentials(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.to_string()
-        }
-        Ok(_) => url.to_owned(),
-        Err(_) => "(a server URL that does not read)".to_owned(),
     }
 }
 
@@ -112,7 +100,7 @@ impl PromQlCheck {
         if name.trim().is_empty() {
             return Err(Error::invalid("name", "must not be empty"));
         }
-        let shown_server = without_credentials(server);
+        let shown_server = url_without_credentials(server).into_owned();
         let url = reqwest::Url::parse(server)
             .map_err(|e| Error::invalid("server", format!("`{shown_server}` is not a URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
@@ -137,7 +125,7 @@ impl PromQlCheck {
         let endpoint = format!("{}/api/v1/query", server.trim_end_matches('/'));
         Ok(PromQlCheck {
             name,
-            shown: without_credentials(&endpoint),
+            shown: url_without_credentials(&endpoint).into_owned(),
             endpoint,
             query,
             limit,
