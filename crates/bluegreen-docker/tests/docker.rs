@@ -13,7 +13,7 @@ use bluegreen_docker::{DockerFleet, DockerFleetOptions, DockerImage, EmbeddedPro
 use bluegreen_testkit::conformance::{self, Settings, Sources};
 use bluegreen_testkit::zero_downtime::ZeroDowntime;
 use support::look_alikes::DockerLookAlikes;
-use support::{context, docker, labelled_containers, Cleanup, Scratch};
+use support::{context, docker, docker_cli, labelled_containers, Cleanup, Scratch};
 
 fn fast_proxy() -> bluegreen_proxy::ProxyOptions {
     bluegreen_proxy::ProxyOptions::default().with_health(
@@ -289,19 +289,6 @@ async fn a_never_healthy_image_is_rolled_back_without_traffic() {
         RouteTable::single(good.live.clone())
     );
     clean(&s, &app).await;
-}
-
-fn docker_cli(args: &[&str]) -> String {
-    let out = std::process::Command::new("docker")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

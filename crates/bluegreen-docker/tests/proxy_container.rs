@@ -14,7 +14,8 @@ use bluegreen_docker::{
     DockerFleet, DockerFleetOptions, DockerImage, DockerLock, ProxyContainer, ProxyContainerOptions,
 };
 use support::{
-    context, docker, free_port, labelled_containers, own_proxy_binary, Cleanup, Scratch,
+    context, docker, docker_cli, free_port, image_exists, labelled_containers, own_proxy_binary,
+    Cleanup, Scratch,
 };
 
 /// Removes the proxy container and its volume when dropped, through the `docker`
@@ -30,19 +31,6 @@ impl Drop for ProxyGuard {
             .args(["volume", "rm", "-f", &format!("{}-state", self.0)])
             .output();
     }
-}
-
-fn docker_cli(args: &[&str]) -> String {
-    let out = std::process::Command::new("docker")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// `GET /` through the proxy with the app's host: the status and body, or why not.
@@ -263,16 +251,6 @@ async fn a_corrupt_state_file_stops_the_proxy_container_naming_it() {
     ProxyContainer::remove(&docker, &name, &options.dir)
         .await
         .unwrap();
-}
-
-/// Whether `image` still exists on the daemon.
-fn image_exists(image: &str) -> bool {
-    std::process::Command::new("docker")
-        .args(["image", "inspect", image])
-        .output()
-        .unwrap()
-        .status
-        .success()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

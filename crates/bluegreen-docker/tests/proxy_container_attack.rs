@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use bluegreen_core::{App, Error, ErrorKind, GroupId, Health, Instance, RouteTable, Router};
 use bluegreen_docker::{Docker, ProxyContainer, ProxyContainerOptions};
-use support::{docker, free_port, own_proxy_binary, Scratch};
+use support::{
+    docker, docker_cli, docker_words, free_port, image_exists, own_proxy_binary, Scratch,
+};
 
 /// The bound of every call into the library.
 const CALL: Duration = Duration::from_secs(90);
@@ -71,35 +73,15 @@ impl Drop for Guard {
 
 /// The tagged and dangling (not intermediate) images with the proxy's role label.
 fn top_proxy_images() -> BTreeSet<String> {
-    let out = std::process::Command::new("docker")
-        .args([
-            "images",
-            "-q",
-            "--no-trunc",
-            "--filter",
-            "label=bluegreen.role=proxy",
-        ])
-        .output();
-    out.map(|o| {
-        String::from_utf8_lossy(&o.stdout)
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect()
-    })
-    .unwrap_or_default()
-}
-
-fn docker_cli(args: &[&str]) -> String {
-    let out = std::process::Command::new("docker")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    docker_words(&[
+        "images",
+        "-q",
+        "--no-trunc",
+        "--filter",
+        "label=bluegreen.role=proxy",
+    ])
+    .into_iter()
+    .collect()
 }
 
 fn lines(args: &[&str]) -> BTreeSet<String> {
@@ -140,15 +122,6 @@ fn container_exists(name: &str) -> bool {
 
 fn volume_exists(name: &str) -> bool {
     lines(&["volume", "ls", "--format", "{{.Name}}"]).contains(name)
-}
-
-fn image_exists(image: &str) -> bool {
-    std::process::Command::new("docker")
-        .args(["image", "inspect", image])
-        .output()
-        .unwrap()
-        .status
-        .success()
 }
 
 /// Every image (intermediate ones too) with the proxy's role label.

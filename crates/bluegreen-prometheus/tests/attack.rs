@@ -3,36 +3,22 @@
 //! results and PromQL errors, and a tiny fake HTTP server for the faults a real
 //! server does not produce on demand (hangs, 5xx, non-JSON, wrong shapes, ...).
 
+mod support;
+
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bluegreen_core::{App, Check, Error, GroupId};
 use bluegreen_prometheus::{Limit, PromQlCheck};
 use bluegreen_testkit::scratch::Scratch;
+use support::{free_port, prometheus_binary};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 // ---------------------------------------------------------------------------
 // helpers
 // ---------------------------------------------------------------------------
-
-fn prometheus_binary() -> Option<PathBuf> {
-    bluegreen_testkit::binaries::installed(
-        "BLUEGREEN_PROMETHEUS",
-        "prometheus",
-        "scripts/services installs Debian's prometheus",
-    )
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn app() -> App {
     App::new("web", "production").unwrap()

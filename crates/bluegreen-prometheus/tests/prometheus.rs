@@ -2,6 +2,8 @@
 //! deployments of the sample app (local provider) fail and pass through it, and
 //! its error cases are met on the real server.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,30 +18,12 @@ use bluegreen_prometheus::PromQlCheck;
 use bluegreen_proxy::{admin, AdminListener, AdminToken, Proxy, ProxyOptions, ProxyRouter};
 use bluegreen_testkit::http_load::HttpLoad;
 use bluegreen_testkit::scratch::Scratch;
+use support::{free_port, prometheus_binary};
 
 const TOKEN: &str = "prometheus-scrape-token";
 
 /// The new group's share of errors over the last 5 s, as the proxy counts them.
 const ERROR_RATIO: &str = r#"sum(rate(bluegreen_proxy_errors_total{app="{app}.{environment}",group="{group}"}[5s])) / sum(rate(bluegreen_proxy_requests_total{app="{app}.{environment}",group="{group}"}[5s]))"#;
-
-/// The Prometheus binary: `BLUEGREEN_PROMETHEUS`, else `prometheus` on the
-/// `PATH`. `None` (the test then passes, saying so) without one, except with
-/// `CI=true`, where a missing Prometheus fails the test.
-fn prometheus_binary() -> Option<PathBuf> {
-    bluegreen_testkit::binaries::installed(
-        "BLUEGREEN_PROMETHEUS",
-        "prometheus",
-        "scripts/services installs Debian's prometheus",
-    )
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A Prometheus process of this test: its own configuration and data directory,
 /// scraping `target`'s `/metrics` every second with the admin token. Killed

@@ -94,17 +94,9 @@ impl Cleanup {
                 "label=bluegreen.owner=bluegreen".to_owned(),
             ];
             let ids = |args: &[&str]| -> Vec<String> {
-                let out = std::process::Command::new("docker")
-                    .args(args)
-                    .args(&filters)
-                    .output();
-                out.map(|o| {
-                    String::from_utf8_lossy(&o.stdout)
-                        .split_whitespace()
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default()
+                let mut all: Vec<&str> = args.to_vec();
+                all.extend(filters.iter().map(String::as_str));
+                docker_words(&all)
             };
             let containers = ids(&["ps", "-aq"]);
             if !containers.is_empty() {
@@ -166,6 +158,46 @@ pub fn labelled_images(app: &App) -> Vec<String> {
         .split_whitespace()
         .map(str::to_owned)
         .collect()
+}
+
+/// `docker args` through the command line: its standard output, trimmed; a
+/// failure panics with its standard error.
+pub fn docker_cli(args: &[&str]) -> String {
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Whether `image` (a name or an id) is on the daemon.
+pub fn image_exists(image: &str) -> bool {
+    std::process::Command::new("docker")
+        .args(["image", "inspect", image])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// The words `docker args` prints (ids, names), none when it fails: for
+/// clean-ups, which must not panic.
+pub fn docker_words(args: &[&str]) -> Vec<String> {
+    std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A port on loopback that was free a moment ago.
