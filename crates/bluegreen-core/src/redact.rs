@@ -40,6 +40,9 @@ mod tests {
         for (given, shown) in [
             ("http://a:b@h:1/p?q=1#f", "http://h:1/p?q=1#f"),
             ("http://a@h", "http://h"),
+            ("http://a:p%40ss@h/x", "http://h/x"),
+            ("http://u:p@[::1]:9090/api", "http://[::1]:9090/api"),
+            ("https://:only-password@h", "https://h"),
             ("http://a:b@c@h/p", "http://h/p"),
             ("https://h/p@x", "https://h/p@x"),
             ("https://h?u=a@b", "https://h?u=a@b"),

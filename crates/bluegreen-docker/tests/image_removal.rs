@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use bluegreen_core::{App, ErrorKind, EventSink, Image, ImageId, ImageSource};
 use bluegreen_docker::{Docker, DockerImage, ProxyContainer, ProxyContainerOptions};
-use support::{docker, free_port, own_proxy_binary, Cleanup, Scratch};
+use support::{docker, free_port, image_exists, own_proxy_binary, Cleanup, Scratch};
 
 // ---------------------------------------------------------------- helpers
 
@@ -47,10 +47,6 @@ fn cli_ok(args: &[&str]) -> String {
     let (ok, out, err) = cli(args);
     assert!(ok, "docker {args:?}: {err}");
     out
-}
-
-fn exists(image: &str) -> bool {
-    cli(&["image", "inspect", image]).0
 }
 
 fn tags_of(image: &str) -> Vec<String> {
@@ -176,7 +172,7 @@ async fn user_tags_keep_the_image() {
 
     let result = image.remove(&app, &ImageId::new(id.clone())).await;
     assert!(result.is_ok(), "remove: {result:?}");
-    assert!(exists(&id), "the image with user tags was removed");
+    assert!(image_exists(&id), "the image with user tags was removed");
     let tags = tags_of(&id);
     for t in &user_tags {
         assert!(tags.contains(t), "user tag {t} removed: left {tags:?}");
@@ -188,7 +184,7 @@ async fn user_tags_keep_the_image() {
         "bluegreen's own tag stays on the kept image: {tags:?}"
     );
     for s in &steps {
-        assert!(exists(s), "{s} beneath a kept image was removed");
+        assert!(image_exists(s), "{s} beneath a kept image was removed");
     }
 }
 
@@ -241,11 +237,11 @@ async fn tagged_user_image_built_on_ours_stays() {
             "variant {tail:?}: remove base: {result:?}"
         );
         assert!(
-            exists(&derived),
+            image_exists(&derived),
             "variant {tail:?}: the user's image is gone"
         );
         assert!(
-            exists(&base),
+            image_exists(&base),
             "variant {tail:?}: the base of the user's image is gone"
         );
         assert!(
@@ -258,7 +254,7 @@ async fn tagged_user_image_built_on_ours_stays() {
             "variant {tail:?}: remove derived: {result:?}"
         );
         assert!(
-            exists(&derived) && tags_of(&derived).contains(&user_tag),
+            image_exists(&derived) && tags_of(&derived).contains(&user_tag),
             "variant {tail:?}: the user's tagged image was removed through the app"
         );
     }
@@ -298,7 +294,7 @@ async fn untagged_user_image_built_on_ours_stays() {
     let result = image.remove(&app, &ImageId::new(derived.clone())).await;
     assert!(result.is_ok(), "remove: {result:?}");
     assert!(
-        exists(&derived),
+        image_exists(&derived),
         "the user's untagged image built FROM {base_tag} was deleted by Image::remove \
          (Image::images listed it as the app's: {})",
         listed.contains(&derived)
@@ -339,10 +335,10 @@ async fn dockerfile_label_steps_stay() {
     );
     let result = image.remove(&app, &ImageId::new(id.clone())).await;
     assert!(result.is_ok(), "remove: {result:?}");
-    assert!(!exists(&id), "the image itself is gone");
+    assert!(!image_exists(&id), "the image itself is gone");
     let gone: Vec<&String> = std::iter::once(&users)
         .chain(users_parents.iter())
-        .filter(|s| !exists(s))
+        .filter(|s| !image_exists(s))
         .collect();
     assert!(
         gone.is_empty(),
@@ -393,12 +389,12 @@ async fn untagged_base(test: &str, last_step: &str) {
     let id = prepare(&image, &app, &dir).await;
     // the tag moves on: the base stays, untagged, beneath the app's image
     cli_ok(&["rmi", "--no-prune", &base_tag]);
-    assert!(exists(&base));
+    assert!(image_exists(&base));
     let result = image.remove(&app, &ImageId::new(id.clone())).await;
     assert!(result.is_ok(), "remove: {result:?}");
-    assert!(!exists(&id), "the app's image is gone");
+    assert!(!image_exists(&id), "the app's image is gone");
     assert!(
-        exists(&base),
+        image_exists(&base),
         "the user's base image {base} (last step {last_step:?}, untagged) was removed \
          with the app's image"
     );
@@ -440,13 +436,13 @@ async fn remove_twice_and_concurrently() {
             ra.is_ok() && rb.is_ok(),
             "round {n}: concurrent removes: {ra:?} {rb:?}"
         );
-        assert!(!exists(&id), "round {n}: the image stays");
+        assert!(!image_exists(&id), "round {n}: the image stays");
         // the three Dockerfile steps stay, the label steps above them go
         for s in dockerfile_steps {
-            assert!(exists(s), "round {n}: Dockerfile step {s} removed");
+            assert!(image_exists(s), "round {n}: Dockerfile step {s} removed");
         }
         for s in &steps[..steps.len() - 3] {
-            assert!(!exists(s), "round {n}: label step {s} left behind");
+            assert!(!image_exists(s), "round {n}: label step {s} left behind");
         }
     }
 }
@@ -473,11 +469,11 @@ async fn remove_through_another_app() {
     for other in &others {
         let r = image.remove(other, &ImageId::new(id.clone())).await;
         assert!(r.is_ok(), "remove through {other}: {r:?}");
-        assert!(exists(&id), "removed through {other}");
+        assert!(image_exists(&id), "removed through {other}");
         assert!(tags_of(&id).contains(&tag), "tag removed through {other}");
     }
     image.remove(&app, &ImageId::new(id.clone())).await.unwrap();
-    assert!(!exists(&id));
+    assert!(!image_exists(&id));
 }
 
 // ---------------------------------------------------------------- id forms
@@ -510,21 +506,24 @@ async fn id_forms_and_missing_ids() {
         if *form == "upper" {
             // not an id Docker knows: a missing image, so fine, and nothing goes
             assert!(r.is_ok(), "{form} {given}: {r:?}");
-            assert!(exists(&id), "{form} {given}: the image went");
+            assert!(image_exists(&id), "{form} {given}: the image went");
             for s in &steps {
-                assert!(exists(s), "{form} {given}: {s} beneath it went");
+                assert!(image_exists(s), "{form} {given}: {s} beneath it went");
             }
             image.remove(&app, &ImageId::new(id.clone())).await.unwrap();
-            assert!(!exists(&id), "{form}: removed by its own id afterwards");
+            assert!(
+                !image_exists(&id),
+                "{form}: removed by its own id afterwards"
+            );
             continue;
         }
         assert!(r.is_ok(), "{form} {given}: {r:?}");
-        assert!(!exists(&id), "{form} {given}: the image stays");
+        assert!(!image_exists(&id), "{form} {given}: the image stays");
         for s in &steps[..steps.len() - 3] {
-            assert!(!exists(s), "{form}: label step {s} left behind");
+            assert!(!image_exists(s), "{form}: label step {s} left behind");
         }
         for s in &dockerfile_steps {
-            assert!(exists(s), "{form}: Dockerfile step {s} removed");
+            assert!(image_exists(s), "{form}: Dockerfile step {s} removed");
         }
     }
     for missing in [
@@ -563,7 +562,7 @@ async fn containers_keep_images() {
         matches!(&r, Err(e) if e.kind() == ErrorKind::Conflict),
         "remove while a stopped container uses it: {r:?}"
     );
-    assert!(exists(&id), "the image a container uses was removed");
+    assert!(image_exists(&id), "the image a container uses was removed");
     assert!(
         tags_of(&id).contains(&tag),
         "its tag was removed: {:?}",
@@ -580,9 +579,12 @@ async fn containers_keep_images() {
     rm.images.extend(steps.clone());
     let r = image.remove(&app, &ImageId::new(id.clone())).await;
     assert!(r.is_ok(), "remove: {r:?}");
-    assert!(!exists(&id));
+    assert!(!image_exists(&id));
     for s in &steps {
-        assert!(exists(s), "{s} beneath a step a container uses was removed");
+        assert!(
+            image_exists(s),
+            "{s} beneath a step a container uses was removed"
+        );
     }
 }
 
@@ -740,7 +742,7 @@ async fn proxy_image_with_user_tag_stays() {
     let _ = cli(&["volume", "rm", "-f", &format!("{name}-state")]);
     assert!(r.is_ok(), "remove: {r:?}");
     assert!(
-        exists(&img) && tags_of(&img).contains(&user_tag),
+        image_exists(&img) && tags_of(&img).contains(&user_tag),
         "the proxy image {img} with the user's tag {user_tag} was removed (tags left: {:?})",
         tags_of(&img)
     );
@@ -767,7 +769,7 @@ async fn proxy_image_used_by_user_container_stays() {
     let _ = cli(&["volume", "rm", "-f", &format!("{name}-state")]);
     assert!(r.is_ok(), "remove: {r:?}");
     assert!(
-        exists(&img),
+        image_exists(&img),
         "the image the user's container uses was removed"
     );
 }

@@ -596,7 +596,7 @@ async fn removing_a_missing_name_succeeds_and_touches_nothing() {
 }
 
 /// Names that only look like a running proxy's (a prefix of its name, a prefix of
-/// its container id) are no such container for `find` and `remove`, and its name
+/// its container id, its whole id) are no such container for `find` and `remove`, and its name
 /// with a leading slash is no container name (`Invalid`): the proxy keeps
 /// running, its volume stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -634,7 +634,7 @@ async fn look_alike_names_do_not_reach_another_proxy() {
             }
         }
     }
-    for look_alike in [&prefix, &id_prefix] {
+    for look_alike in [&prefix, &id_prefix, &id] {
         // find with the proxy's own directory: a look-alike name is no such container
         match find(&docker, look_alike, &o.dir).await {
             Ok(None) => {}

@@ -357,8 +357,6 @@ impl Hook for CommandHook {
 pub struct WebhookHook {
     name: String,
     url: reqwest::Url,
-    /// `url` without its user name and password, for messages.
-    shown: String,
     secret: Vec<u8>,
     timeout: Duration,
     client: reqwest::Client,
@@ -368,7 +366,7 @@ impl std::fmt::Debug for WebhookHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebhookHook")
             .field("name", &self.name)
-            .field("url", &self.shown)
+            .field("url", &self.shown_url())
             .field("secret", &HIDDEN)
             .field("timeout", &self.timeout)
             .finish()
@@ -482,12 +480,16 @@ impl WebhookHook {
             .map_err(|e| failed(format!("an HTTP client: {e}")))?;
         Ok(WebhookHook {
             name,
-            shown: url_without_credentials(url.as_str()).into_owned(),
             url,
             secret,
             timeout: Duration::from_secs(30),
             client,
         })
+    }
+
+    /// The URL without the user name and password it may carry, for messages.
+    fn shown_url(&self) -> std::borrow::Cow<'_, str> {
+        url_without_credentials(self.url.as_str())
     }
 
     /// Sets how long the hook waits for an answer (default 30 s).
@@ -527,7 +529,7 @@ impl Hook for WebhookHook {
                 return Decision::Fail(format!(
                     "hook {}: POST {}: no answer within {} s",
                     self.name,
-                    self.shown,
+                    self.shown_url(),
                     self.timeout.as_secs_f64()
                 ))
             }
@@ -540,7 +542,8 @@ impl Hook for WebhookHook {
                 }
                 return Decision::Fail(format!(
                     "hook {}: POST {} is unreachable: {cause}",
-                    self.name, self.shown
+                    self.name,
+                    self.shown_url()
                 ));
             }
         };
@@ -551,14 +554,15 @@ impl Hook for WebhookHook {
             Ok(Err(e)) => {
                 return Decision::Fail(format!(
                     "hook {}: POST {}: reading the answer: {e}",
-                    self.name, self.shown
+                    self.name,
+                    self.shown_url()
                 ))
             }
             Err(_) => {
                 return Decision::Fail(format!(
                     "hook {}: POST {}: the answer did not end within {} s",
                     self.name,
-                    self.shown,
+                    self.shown_url(),
                     self.timeout.as_secs_f64()
                 ))
             }
@@ -568,7 +572,7 @@ impl Hook for WebhookHook {
             return Decision::Fail(format!(
                 "hook {}: POST {} answered {status}{}",
                 self.name,
-                self.shown,
+                self.shown_url(),
                 if start.is_empty() {
                     String::new()
                 } else {
@@ -594,7 +598,8 @@ impl Hook for WebhookHook {
             }),
             Some(other) => Decision::Fail(format!(
                 "hook {}: POST {} answered the decision `{other}`, not continue, pause or fail",
-                self.name, self.shown
+                self.name,
+                self.shown_url()
             )),
         }
     }

@@ -40,8 +40,6 @@ pub enum Limit {
 pub struct PromQlCheck {
     name: String,
     endpoint: String,
-    /// `endpoint` without its user name and password, for messages.
-    shown: String,
     query: String,
     limit: Limit,
     token: Option<String>,
@@ -53,7 +51,7 @@ impl std::fmt::Debug for PromQlCheck {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PromQlCheck")
             .field("name", &self.name)
-            .field("endpoint", &self.shown)
+            .field("endpoint", &self.shown())
             .field("query", &self.query)
             .field("limit", &self.limit)
             .field("token", &self.token.as_ref().map(|_| HIDDEN))
@@ -122,11 +120,9 @@ impl PromQlCheck {
         let client = reqwest::Client::builder()
             .build()
             .map_err(|e| Error::invalid("server", format!("no HTTP client: {e}")))?;
-        let endpoint = format!("{}/api/v1/query", server.trim_end_matches('/'));
         Ok(PromQlCheck {
             name,
-            shown: url_without_credentials(&endpoint).into_owned(),
-            endpoint,
+            endpoint: format!("{}/api/v1/query", server.trim_end_matches('/')),
             query,
             limit,
             token: None,
@@ -147,6 +143,12 @@ impl PromQlCheck {
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
+    }
+
+    /// The endpoint without the user name and password its URL may carry, for
+    /// messages.
+    fn shown(&self) -> std::borrow::Cow<'_, str> {
+        url_without_credentials(&self.endpoint)
     }
 
     /// The limit.
@@ -217,7 +219,7 @@ impl PromQlCheck {
         let response = request.send().await.map_err(|e| {
             format!(
                 "Prometheus at {} could not be reached: {}",
-                self.shown,
+                self.shown(),
                 error_chain(&e)
             )
         })?;
@@ -225,7 +227,7 @@ impl PromQlCheck {
         let body = response.bytes().await.map_err(|e| {
             format!(
                 "Prometheus at {} answered HTTP {status} but its body was cut: {}",
-                self.shown,
+                self.shown(),
                 error_chain(&e)
             )
         })?;

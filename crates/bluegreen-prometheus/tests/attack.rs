@@ -146,6 +146,18 @@ async fn run(check: &PromQlCheck) -> Result<f64, String> {
         .0
 }
 
+/// Runs `q` against limits on both sides that no number crosses (`above(q,
+/// limit)`, `below(q, -limit)`): each must fail with a reason naming `needle`.
+async fn fails_both_ways(p: &Prometheus, q: &str, limit: f64, needle: &str, soft: &mut Soft) {
+    for check in [p.above(q, limit), p.below(q, -limit)] {
+        let r = run(&check).await;
+        soft.expect(
+            matches!(&r, Err(e) if e.contains(needle)),
+            format!("{q} ({:?}) should name {needle:?}: {r:?}", check.limit()),
+        );
+    }
+}
+
 // --- the fake server -------------------------------------------------------
 
 /// A request the fake server received.
@@ -534,23 +546,11 @@ async fn real_result_shapes_fail_closed() {
         r#"up{group="}"}"#,
         "nosuchmetric_at_all",
     ] {
-        for check in [p.above(q, 1e9), p.below(q, -1e9)] {
-            let r = run(&check).await;
-            soft.expect(
-                matches!(&r, Err(e) if e.contains("empty")),
-                format!("{q} ({:?}): {r:?}", check.limit()),
-            );
-        }
+        fails_both_ways(&p, q, 1e9, "empty", &mut soft).await;
     }
     // several series
     let q = r#"vector(1) or label_replace(vector(2), "a", "b", "", "")"#;
-    for check in [p.above(q, 1e9), p.below(q, -1e9)] {
-        let r = run(&check).await;
-        soft.expect(
-            matches!(&r, Err(e) if e.contains("2 series")),
-            format!("{q}: {r:?}"),
-        );
-    }
+    fails_both_ways(&p, q, 1e9, "2 series", &mut soft).await;
     // a string
     let r = run(&p.above(r#""hello""#, 1e9)).await;
     soft.expect(
@@ -585,13 +585,7 @@ async fn real_nan_and_infinities_fail_on_the_right_side() {
         "vector(0)/0",
         "scalar(vector(1) or label_replace(vector(2), \"a\", \"b\", \"\", \"\"))",
     ] {
-        for check in [p.above(q, 1e9), p.below(q, -1e9)] {
-            let r = run(&check).await;
-            soft.expect(
-                matches!(&r, Err(e) if e.contains("NaN")),
-                format!("{q} ({:?}): {r:?}", check.limit()),
-            );
-        }
+        fails_both_ways(&p, q, 1e9, "NaN", &mut soft).await;
     }
     // +Inf is above any limit, -Inf below any limit
     for q in ["1/0", "vector(1)/0"] {
@@ -632,14 +626,7 @@ async fn real_refused_expressions_fail_with_prometheus_text() {
             "many",
         ),
     ] {
-        // limits on both sides that every number would pass
-        for check in [p.above(q, 1e300), p.below(q, -1e300)] {
-            let r = run(&check).await;
-            soft.expect(
-                matches!(&r, Err(e) if e.contains(needle)),
-                format!("{q} ({:?}) should name {needle:?}: {r:?}", check.limit()),
-            );
-        }
+        fails_both_ways(&p, q, 1e300, needle, &mut soft).await;
     }
     soft.done();
 }
